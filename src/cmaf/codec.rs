@@ -1,0 +1,569 @@
+//! Codec configuration: parameter sets pulled out of Annex B streams, the decoder
+//! configuration records they become (`avcC`, `hvcC`, the AudioSpecificConfig of
+//! `esds`), and the RFC 6381 `CODECS` strings derived from those real bytes.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::TrackKind;
+
+/// Why a codec configuration could not be built or a payload not converted.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum CodecError {
+    /// An H.264 keyframe arrived with no SPS seen before it, so no `avcC` can exist.
+    #[error("H.264 stream has no sequence parameter set (SPS)")]
+    MissingSps,
+    /// An H.264 stream has an SPS but no PPS.
+    #[error("H.264 stream has no picture parameter set (PPS)")]
+    MissingPps,
+    /// An HEVC stream lacks one of VPS/SPS/PPS.
+    #[error("HEVC stream lacks its {0} parameter set")]
+    MissingHevcParameterSet(&'static str),
+    /// A parameter set is shorter than its fixed header.
+    #[error("{0} is truncated ({1} bytes)")]
+    Truncated(&'static str, usize),
+    /// The AudioSpecificConfig is shorter than two bytes or names no AAC object type.
+    #[error("AudioSpecificConfig is invalid: {0}")]
+    InvalidAudioSpecificConfig(&'static str),
+    /// A payload held no NAL unit at all.
+    #[error("access unit holds no NAL unit")]
+    EmptyAccessUnit,
+}
+
+/// A track's codec with its decoder configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodecConfig {
+    /// H.264 / AVC, written as `avc1` + `avcC`.
+    Avc(AvcConfig),
+    /// H.265 / HEVC, written as `hvc1` + `hvcC`.
+    Hevc(HevcConfig),
+    /// AAC, written as `mp4a` + `esds`.
+    Aac(AacConfig),
+}
+
+impl CodecConfig {
+    /// Video or audio.
+    pub fn kind(&self) -> TrackKind {
+        match self {
+            CodecConfig::Avc(_) | CodecConfig::Hevc(_) => TrackKind::Video,
+            CodecConfig::Aac(_) => TrackKind::Audio,
+        }
+    }
+
+    /// The RFC 6381 codec string, as `CODECS` in the multivariant playlist wants it.
+    pub fn rfc6381(&self) -> String {
+        match self {
+            CodecConfig::Avc(c) => c.rfc6381(),
+            CodecConfig::Hevc(c) => c.rfc6381(),
+            CodecConfig::Aac(c) => c.rfc6381(),
+        }
+    }
+}
+
+/// H.264 decoder configuration: one SPS and one PPS, with the picture size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AvcConfig {
+    /// The SPS NAL unit, header byte included, emulation prevention bytes kept.
+    pub sps: Vec<u8>,
+    /// The PPS NAL unit, header byte included.
+    pub pps: Vec<u8>,
+    /// Coded picture width in pixels (after cropping).
+    pub width: u16,
+    /// Coded picture height in pixels (after cropping).
+    pub height: u16,
+}
+
+impl AvcConfig {
+    /// Builds the configuration from parameter sets, checking the SPS is long enough to
+    /// carry profile, constraint flags and level.
+    pub fn new(sps: Vec<u8>, pps: Vec<u8>, width: u16, height: u16) -> Result<Self, CodecError> {
+        if sps.len() < 4 {
+            return Err(CodecError::Truncated("SPS", sps.len()));
+        }
+        if pps.is_empty() {
+            return Err(CodecError::MissingPps);
+        }
+        Ok(Self {
+            sps,
+            pps,
+            width,
+            height,
+        })
+    }
+
+    /// `avc1.PPCCLL`: profile_idc, constraint flags and level_idc from the SPS (RFC 6381
+    /// 3.3, ISO/IEC 14496-15 annex E).
+    pub fn rfc6381(&self) -> String {
+        format!(
+            "avc1.{:02x}{:02x}{:02x}",
+            self.sps[1], self.sps[2], self.sps[3]
+        )
+    }
+
+    /// `profile_idc` from the SPS.
+    pub fn profile_idc(&self) -> u8 {
+        self.sps[1]
+    }
+
+    /// chroma_format_idc and the luma/chroma bit depths, which ISO/IEC 14496-15 5.3.3.1
+    /// puts in `avcC` for the High profiles (100, 110, 122, 144). Other profiles are
+    /// 4:2:0 8-bit by definition.
+    pub fn chroma_and_bit_depth(&self) -> (u8, u8, u8) {
+        if !matches!(
+            self.profile_idc(),
+            100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
+        ) {
+            return (1, 8, 8);
+        }
+        let rbsp = unescape_rbsp(&self.sps[1..]);
+        let mut bits = BitReader::new(&rbsp[3..]);
+        let parsed = (|| {
+            bits.read_ue()?; // seq_parameter_set_id
+            let chroma = bits.read_ue()?;
+            if chroma == 3 {
+                bits.read_bit()?; // separate_colour_plane_flag
+            }
+            let luma = bits.read_ue()? + 8;
+            let chroma_depth = bits.read_ue()? + 8;
+            Some((chroma as u8, luma as u8, chroma_depth as u8))
+        })();
+        parsed.unwrap_or((1, 8, 8))
+    }
+}
+
+/// H.265 decoder configuration: VPS, SPS and PPS with the fields of the SPS's
+/// profile_tier_level that `hvcC` and the codec string need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HevcConfig {
+    /// The VPS NAL unit (two-byte header included).
+    pub vps: Vec<u8>,
+    /// The SPS NAL unit.
+    pub sps: Vec<u8>,
+    /// The PPS NAL unit.
+    pub pps: Vec<u8>,
+    /// Picture width in pixels.
+    pub width: u16,
+    /// Picture height in pixels.
+    pub height: u16,
+    /// general_profile_tier_level from the SPS.
+    pub profile: HevcProfileTierLevel,
+}
+
+/// The general part of an HEVC profile_tier_level (H.265 7.3.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HevcProfileTierLevel {
+    /// general_profile_space (0 in every stream seen in practice).
+    pub profile_space: u8,
+    /// general_tier_flag: false = Main tier, true = High tier.
+    pub tier_flag: bool,
+    /// general_profile_idc (1 = Main, 2 = Main 10).
+    pub profile_idc: u8,
+    /// general_profile_compatibility_flag[0..32], as four bytes.
+    pub compatibility_flags: [u8; 4],
+    /// The 48 bits of constraint flags.
+    pub constraint_flags: [u8; 6],
+    /// general_level_idc (30 × level).
+    pub level_idc: u8,
+}
+
+impl HevcConfig {
+    /// Parses profile_tier_level out of the SPS.
+    pub fn new(
+        vps: Vec<u8>,
+        sps: Vec<u8>,
+        pps: Vec<u8>,
+        width: u16,
+        height: u16,
+    ) -> Result<Self, CodecError> {
+        // Two-byte NAL header, then one byte of vps_id/max_sub_layers/nesting, then the
+        // 12 bytes of general profile_tier_level (H.265 7.3.2.2.1, 7.3.3).
+        let rbsp = unescape_rbsp(&sps);
+        if rbsp.len() < 15 {
+            return Err(CodecError::Truncated("HEVC SPS", sps.len()));
+        }
+        let ptl = &rbsp[3..15];
+        let profile = HevcProfileTierLevel {
+            profile_space: ptl[0] >> 6,
+            tier_flag: ptl[0] & 0x20 != 0,
+            profile_idc: ptl[0] & 0x1f,
+            compatibility_flags: [ptl[1], ptl[2], ptl[3], ptl[4]],
+            constraint_flags: [ptl[5], ptl[6], ptl[7], ptl[8], ptl[9], ptl[10]],
+            level_idc: ptl[11],
+        };
+        Ok(Self {
+            vps,
+            sps,
+            pps,
+            width,
+            height,
+            profile,
+        })
+    }
+
+    /// `hvc1.P.C.TL.CC` per ISO/IEC 14496-15 annex E.3: profile space and idc, the
+    /// compatibility flags bit-reversed in hex, tier and level, then the constraint bytes
+    /// with trailing zero bytes dropped.
+    pub fn rfc6381(&self) -> String {
+        let p = &self.profile;
+        let space = match p.profile_space {
+            1 => "A",
+            2 => "B",
+            3 => "C",
+            _ => "",
+        };
+        let compat = u32::from_be_bytes(p.compatibility_flags).reverse_bits();
+        let tier = if p.tier_flag { 'H' } else { 'L' };
+        let mut s = format!(
+            "hvc1.{space}{}.{compat:X}.{tier}{}",
+            p.profile_idc, p.level_idc
+        );
+        let last_nonzero = p.constraint_flags.iter().rposition(|&b| b != 0);
+        if let Some(last) = last_nonzero {
+            for b in &p.constraint_flags[..=last] {
+                s.push_str(&format!(".{b:X}"));
+            }
+        }
+        s
+    }
+}
+
+/// AAC decoder configuration: the AudioSpecificConfig (ISO/IEC 14496-3 1.6.2.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AacConfig {
+    /// The AudioSpecificConfig bytes exactly as the encoder produced them.
+    pub audio_specific_config: Vec<u8>,
+    /// audioObjectType (2 = AAC-LC, 5 = SBR, 29 = PS).
+    pub object_type: u8,
+    /// Sampling rate in Hz.
+    pub sample_rate: u32,
+    /// channelConfiguration (number of channels for 1..=6).
+    pub channels: u8,
+}
+
+/// ISO/IEC 14496-3 table 1.18: samplingFrequencyIndex → Hz.
+const AAC_SAMPLE_RATES: [u32; 13] = [
+    96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
+];
+
+impl AacConfig {
+    /// Parses object type, rate and channels from a real AudioSpecificConfig.
+    pub fn from_audio_specific_config(asc: &[u8]) -> Result<Self, CodecError> {
+        if asc.len() < 2 {
+            return Err(CodecError::InvalidAudioSpecificConfig(
+                "shorter than 2 bytes",
+            ));
+        }
+        let mut bits = BitReader::new(asc);
+        let invalid = CodecError::InvalidAudioSpecificConfig("truncated");
+        let mut object_type = bits.read_bits(5).ok_or(invalid.clone())? as u8;
+        if object_type == 31 {
+            object_type = 32 + bits.read_bits(6).ok_or(invalid.clone())? as u8;
+        }
+        if object_type == 0 {
+            return Err(CodecError::InvalidAudioSpecificConfig("audioObjectType 0"));
+        }
+        let index = bits.read_bits(4).ok_or(invalid.clone())? as usize;
+        let sample_rate = if index == 15 {
+            bits.read_bits(24).ok_or(invalid.clone())?
+        } else {
+            *AAC_SAMPLE_RATES
+                .get(index)
+                .ok_or(CodecError::InvalidAudioSpecificConfig(
+                    "reserved samplingFrequencyIndex",
+                ))?
+        };
+        let channels = bits.read_bits(4).ok_or(invalid)? as u8;
+        Ok(Self {
+            audio_specific_config: asc.to_vec(),
+            object_type,
+            sample_rate,
+            channels,
+        })
+    }
+
+    /// `mp4a.40.AOT` (RFC 6381 3.3): MPEG-4 audio, then the audioObjectType.
+    pub fn rfc6381(&self) -> String {
+        format!("mp4a.40.{}", self.object_type)
+    }
+}
+
+/// H.264 NAL unit types that matter here (H.264 table 7-1).
+mod avc_nal {
+    pub(super) const IDR: u8 = 5;
+    pub(super) const SPS: u8 = 7;
+    pub(super) const PPS: u8 = 8;
+    pub(super) const AUD: u8 = 9;
+}
+
+/// HEVC NAL unit types that matter here (H.265 table 7-1).
+mod hevc_nal {
+    pub(super) const VPS: u8 = 32;
+    pub(super) const SPS: u8 = 33;
+    pub(super) const PPS: u8 = 34;
+    pub(super) const AUD: u8 = 35;
+}
+
+/// Splits an Annex B byte stream at its start codes (`00 00 01` or `00 00 00 01`),
+/// yielding each NAL unit without its start code and without trailing zero bytes.
+pub fn annexb_nal_units(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut starts = Vec::new();
+    let mut i = 0;
+    while i + 3 <= data.len() {
+        if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
+            starts.push(i + 3);
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    let ends: Vec<usize> = starts
+        .iter()
+        .skip(1)
+        .map(|&s| s - 3)
+        .chain(std::iter::once(data.len()))
+        .collect();
+    starts.into_iter().zip(ends).filter_map(move |(s, e)| {
+        let mut end = e;
+        while end > s && data[end - 1] == 0 {
+            end -= 1;
+        }
+        (end > s).then(|| &data[s..end])
+    })
+}
+
+/// Parameter sets found in-band, the latest of each kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ParameterSets {
+    /// HEVC VPS.
+    pub vps: Option<Vec<u8>>,
+    /// SPS (H.264 or HEVC).
+    pub sps: Option<Vec<u8>>,
+    /// PPS (H.264 or HEVC).
+    pub pps: Option<Vec<u8>>,
+}
+
+/// Which video codec an Annex B stream carries; selects the NAL header layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VideoCodec {
+    /// One-byte NAL header, type in the low 5 bits.
+    H264,
+    /// Two-byte NAL header, type in bits 1..7 of the first byte.
+    H265,
+}
+
+/// The result of converting one Annex B access unit.
+#[derive(Debug)]
+pub struct ConvertedAccessUnit {
+    /// Length-prefixed (4-byte big-endian) NAL units, parameter sets and access unit
+    /// delimiters removed: in `avc1`/`hvc1` they belong in the sample entry only.
+    pub data: Bytes,
+    /// Whether an IDR/IRAP NAL unit was present.
+    pub has_idr: bool,
+}
+
+/// Converts an Annex B access unit to the length-prefixed form MP4 wants, collecting
+/// parameter sets into `params` as they pass.
+pub fn annexb_to_length_prefixed(
+    codec: VideoCodec,
+    data: &[u8],
+    params: &mut ParameterSets,
+) -> Result<ConvertedAccessUnit, CodecError> {
+    let mut out = BytesMut::with_capacity(data.len() + 16);
+    let mut has_idr = false;
+    let mut any = false;
+    for nal in annexb_nal_units(data) {
+        any = true;
+        match codec {
+            VideoCodec::H264 => match nal[0] & 0x1f {
+                avc_nal::SPS => params.sps = Some(nal.to_vec()),
+                avc_nal::PPS => params.pps = Some(nal.to_vec()),
+                avc_nal::AUD => {}
+                t => {
+                    has_idr |= t == avc_nal::IDR;
+                    push_length_prefixed(&mut out, nal);
+                }
+            },
+            VideoCodec::H265 => match (nal[0] >> 1) & 0x3f {
+                hevc_nal::VPS => params.vps = Some(nal.to_vec()),
+                hevc_nal::SPS => params.sps = Some(nal.to_vec()),
+                hevc_nal::PPS => params.pps = Some(nal.to_vec()),
+                hevc_nal::AUD => {}
+                t => {
+                    // IRAP pictures: BLA, IDR and CRA (16..=21).
+                    has_idr |= (16..=21).contains(&t);
+                    push_length_prefixed(&mut out, nal);
+                }
+            },
+        }
+    }
+    if !any {
+        return Err(CodecError::EmptyAccessUnit);
+    }
+    Ok(ConvertedAccessUnit {
+        data: out.freeze(),
+        has_idr,
+    })
+}
+
+fn push_length_prefixed(out: &mut BytesMut, nal: &[u8]) {
+    // A NAL unit longer than 4 GiB cannot exist in a sample we accept (the segmenter caps
+    // samples far below that), so the length always fits.
+    out.put_u32(u32::try_from(nal.len()).unwrap_or(u32::MAX));
+    out.put_slice(nal);
+}
+
+impl ParameterSets {
+    /// The `avcC` content, if the SPS and PPS have been seen.
+    pub fn avc_config(&self, width: u16, height: u16) -> Result<AvcConfig, CodecError> {
+        let sps = self.sps.clone().ok_or(CodecError::MissingSps)?;
+        let pps = self.pps.clone().ok_or(CodecError::MissingPps)?;
+        AvcConfig::new(sps, pps, width, height)
+    }
+
+    /// The `hvcC` content, if VPS, SPS and PPS have been seen.
+    pub fn hevc_config(&self, width: u16, height: u16) -> Result<HevcConfig, CodecError> {
+        let vps = self
+            .vps
+            .clone()
+            .ok_or(CodecError::MissingHevcParameterSet("VPS"))?;
+        let sps = self
+            .sps
+            .clone()
+            .ok_or(CodecError::MissingHevcParameterSet("SPS"))?;
+        let pps = self
+            .pps
+            .clone()
+            .ok_or(CodecError::MissingHevcParameterSet("PPS"))?;
+        HevcConfig::new(vps, sps, pps, width, height)
+    }
+}
+
+/// Removes emulation prevention bytes (`00 00 03` → `00 00`), H.264 7.4.1.
+fn unescape_rbsp(nal: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(nal.len());
+    let mut zeros = 0;
+    for &b in nal {
+        if zeros >= 2 && b == 3 {
+            zeros = 0;
+            continue;
+        }
+        zeros = if b == 0 { zeros + 1 } else { 0 };
+        out.push(b);
+    }
+    out
+}
+
+/// MSB-first bit reader with Exp-Golomb, for the few header fields parsed here.
+struct BitReader<'a> {
+    data: &'a [u8],
+    bit: usize,
+}
+
+impl<'a> BitReader<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        Self { data, bit: 0 }
+    }
+
+    fn read_bit(&mut self) -> Option<u32> {
+        let byte = *self.data.get(self.bit / 8)?;
+        let v = (byte >> (7 - self.bit % 8)) & 1;
+        self.bit += 1;
+        Some(u32::from(v))
+    }
+
+    fn read_bits(&mut self, n: u32) -> Option<u32> {
+        (0..n).try_fold(0u32, |acc, _| Some((acc << 1) | self.read_bit()?))
+    }
+
+    fn read_ue(&mut self) -> Option<u32> {
+        let mut leading = 0;
+        while self.read_bit()? == 0 {
+            leading += 1;
+            if leading > 31 {
+                return None;
+            }
+        }
+        Some((1u32 << leading) - 1 + self.read_bits(leading)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SPS of a libx264 High profile level 3.1 stream (1280×720).
+    const X264_HIGH_31_SPS: [u8; 28] = [
+        0x67, 0x64, 0x00, 0x1f, 0xac, 0xd9, 0x80, 0x50, 0x05, 0xbb, 0x01, 0x6a, 0x02, 0x02, 0x02,
+        0x80, 0x00, 0x00, 0x03, 0x00, 0x80, 0x00, 0x00, 0x1e, 0x07, 0x8c, 0x18, 0xcd,
+    ];
+
+    #[test]
+    fn avc_codec_string_comes_from_sps_profile_constraints_and_level() {
+        let config =
+            AvcConfig::new(X264_HIGH_31_SPS.to_vec(), vec![0x68, 0xe9], 1280, 720).expect("valid");
+        assert_eq!(config.rfc6381(), "avc1.64001f");
+        assert_eq!(config.chroma_and_bit_depth(), (1, 8, 8));
+        let baseline =
+            AvcConfig::new(vec![0x67, 0x42, 0xc0, 0x1e], vec![0x68], 640, 360).expect("valid");
+        assert_eq!(baseline.rfc6381(), "avc1.42c01e");
+    }
+
+    #[test]
+    fn aac_lc_48k_stereo_audio_specific_config() {
+        let config = AacConfig::from_audio_specific_config(&[0x11, 0x90]).expect("valid");
+        assert_eq!(config.object_type, 2);
+        assert_eq!(config.sample_rate, 48000);
+        assert_eq!(config.channels, 2);
+        assert_eq!(config.rfc6381(), "mp4a.40.2");
+        let he = AacConfig::from_audio_specific_config(&[0x2b, 0x92, 0x08, 0x00]).expect("valid");
+        assert_eq!(he.rfc6381(), "mp4a.40.5");
+    }
+
+    #[test]
+    fn invalid_audio_specific_config_is_an_error() {
+        assert!(AacConfig::from_audio_specific_config(&[0x11]).is_err());
+        assert!(AacConfig::from_audio_specific_config(&[0x00, 0x00]).is_err());
+        assert!(AacConfig::from_audio_specific_config(&[0x17, 0x80]).is_err()); // index 14
+    }
+
+    #[test]
+    fn hevc_codec_string_from_main_profile_sps() {
+        // x265 Main profile, level 3.1 (93), Main tier: SPS header bytes.
+        let sps = vec![
+            0x42, 0x01, 0x01, 0x01, 0x60, 0x00, 0x00, 0x03, 0x00, 0x90, 0x00, 0x00, 0x03, 0x00,
+            0x00, 0x03, 0x00, 0x5d, 0xa0, 0x02, 0x80, 0x80, 0x2d, 0x16,
+        ];
+        let config =
+            HevcConfig::new(vec![0x40, 0x01], sps, vec![0x44, 0x01], 1280, 720).expect("valid");
+        assert_eq!(config.profile.profile_idc, 1);
+        assert_eq!(config.profile.level_idc, 93);
+        assert_eq!(config.rfc6381(), "hvc1.1.6.L93.90");
+    }
+
+    #[test]
+    fn annexb_conversion_strips_parameter_sets_and_collects_them() {
+        let mut au = vec![0, 0, 0, 1, 0x09, 0xf0]; // AUD
+        au.extend_from_slice(&[0, 0, 0, 1]);
+        au.extend_from_slice(&X264_HIGH_31_SPS);
+        au.extend_from_slice(&[0, 0, 1, 0x68, 0xe9, 0x7b]);
+        au.extend_from_slice(&[0, 0, 1, 0x65, 0x88, 0x84, 0x00]);
+        let mut params = ParameterSets::default();
+        let converted =
+            annexb_to_length_prefixed(VideoCodec::H264, &au, &mut params).expect("converts");
+        assert!(converted.has_idr);
+        assert_eq!(&converted.data[..], &[0, 0, 0, 3, 0x65, 0x88, 0x84]);
+        assert_eq!(params.sps.as_deref(), Some(&X264_HIGH_31_SPS[..]));
+        assert_eq!(params.pps.as_deref(), Some(&[0x68, 0xe9, 0x7b][..]));
+    }
+
+    #[test]
+    fn keyframe_without_sps_cannot_configure_a_track() {
+        let au = [0, 0, 1, 0x68, 0xe9, 0, 0, 1, 0x65, 0x88];
+        let mut params = ParameterSets::default();
+        annexb_to_length_prefixed(VideoCodec::H264, &au, &mut params).expect("converts");
+        assert_eq!(params.avc_config(1280, 720), Err(CodecError::MissingSps));
+        assert_eq!(
+            annexb_to_length_prefixed(VideoCodec::H264, &[0, 0, 0], &mut params).err(),
+            Some(CodecError::EmptyAccessUnit)
+        );
+    }
+}

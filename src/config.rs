@@ -1,0 +1,351 @@
+//! Settings: a TOML file, overridden by command-line flags, validated once at start-up
+//! into typed values. A bad value stops start-up with the field named.
+//!
+//! Every field has a default, so `mirror` runs with no file at all. Each field's doc says
+//! its default and what it does to latency.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A setting that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for these settings (the message names the field).
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line, column and field.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid `{field}`: {reason}")]
+    Invalid {
+        /// Dotted path of the field, as written in the file.
+        field: &'static str,
+        /// What is wrong and what would be accepted.
+        reason: String,
+    },
+}
+
+/// All settings.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// `[source]`: where the pictures and sound come from.
+    pub source: SourceSettings,
+    /// `[encoder]`: how they are encoded.
+    pub encoder: EncoderSettings,
+    /// `[cmaf]`: how the encoded stream is cut into parts and segments.
+    pub cmaf: CmafSettings,
+}
+
+/// `[source]`: the built-in test pattern (libav's `testsrc2` and `sine`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SourceSettings {
+    /// Picture width in pixels, even. Default 1280. No effect on latency beyond encode time.
+    pub width: u32,
+    /// Picture height in pixels, even. Default 720.
+    pub height: u32,
+    /// Frames per second. Default 30. Parts hold whole frames, so the frame rate bounds
+    /// how finely PART-TARGET can be kept (one frame is 33 ms at 30 fps).
+    pub fps: u32,
+    /// Tone frequency in Hz. Default 1000.
+    pub tone_hz: u32,
+    /// Audio sampling rate in Hz. Default 48000.
+    pub sample_rate: u32,
+    /// Draw the capture wall clock (UTC, milliseconds) on the picture. Default true; it is
+    /// what glass-to-glass latency is read from.
+    pub clock_overlay: bool,
+    /// Font for the clock. Default DejaVu Sans Mono Bold from Debian's fonts-dejavu-core;
+    /// when the file is missing, fontconfig's default font is used.
+    pub font_file: PathBuf,
+}
+
+impl Default for SourceSettings {
+    fn default() -> Self {
+        Self {
+            width: 1280,
+            height: 720,
+            fps: 30,
+            tone_hz: 1000,
+            sample_rate: 48_000,
+            clock_overlay: true,
+            font_file: PathBuf::from("/usr/share/fonts/truetype/dejavu/DejaVuSansMono-Bold.ttf"),
+        }
+    }
+}
+
+/// `[encoder]`: libx264 for video, libav's `aac` for audio.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EncoderSettings {
+    /// x264 preset. Default "veryfast". Slower presets cost CPU, not latency: with
+    /// `tune=zerolatency` there is no lookahead either way.
+    pub preset: String,
+    /// Video bit rate, kbit/s (also the VBV max rate). Default 2500.
+    pub video_bitrate_kbps: u32,
+    /// VBV buffer, milliseconds of `video_bitrate_kbps`. Default 1000. Smaller keeps part
+    /// sizes even (steadier delivery), larger keeps quality.
+    pub vbv_buffer_ms: u32,
+    /// Audio bit rate, kbit/s. Default 128.
+    pub audio_bitrate_kbps: u32,
+    /// Consecutive B-frames. Default 0: each B-frame adds a frame of encoder delay.
+    pub bframes: u32,
+    /// Encoder threads; 0 lets x264 decide. Default 0. zerolatency uses slice threads,
+    /// which add no delay.
+    pub threads: u32,
+}
+
+impl Default for EncoderSettings {
+    fn default() -> Self {
+        Self {
+            preset: "veryfast".into(),
+            video_bitrate_kbps: 2500,
+            vbv_buffer_ms: 1000,
+            audio_bitrate_kbps: 128,
+            bframes: 0,
+            threads: 0,
+        }
+    }
+}
+
+/// `[cmaf]`: part and segment durations.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CmafSettings {
+    /// PART-TARGET in milliseconds. Default 200. The main latency knob: players hold back
+    /// 3 parts (PART-HOLD-BACK), so latency is about 3× this plus delivery. Rounded down
+    /// to whole frames.
+    pub part_target_ms: u32,
+    /// Segment target in milliseconds; a keyframe is forced at each. Default 1000. Sets
+    /// how far back a player joining can start, and the GOP length.
+    pub segment_target_ms: u32,
+    /// Largest accepted sample in bytes; larger ones are dropped as corrupt. Default
+    /// 8 MiB.
+    pub max_sample_bytes: usize,
+}
+
+impl Default for CmafSettings {
+    fn default() -> Self {
+        Self {
+            part_target_ms: 200,
+            segment_target_ms: 1000,
+            max_sample_bytes: 8 << 20,
+        }
+    }
+}
+
+impl CmafSettings {
+    /// PART-TARGET as a duration.
+    pub fn part_target(&self) -> Duration {
+        Duration::from_millis(u64::from(self.part_target_ms))
+    }
+
+    /// Segment target as a duration.
+    pub fn segment_target(&self) -> Duration {
+        Duration::from_millis(u64::from(self.segment_target_ms))
+    }
+}
+
+impl Settings {
+    /// Reads a TOML file (unknown fields are refused, so a typo is not silently ignored).
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<text>"),
+            message: e.to_string(),
+        })
+    }
+
+    /// Checks every value; the first bad one is returned with its field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.source;
+        let invalid = |field, reason: String| Err(ConfigError::Invalid { field, reason });
+        if !(16..=7680).contains(&s.width) || s.width % 2 != 0 {
+            return invalid(
+                "source.width",
+                format!("{} is not an even number in 16..=7680", s.width),
+            );
+        }
+        if !(16..=4320).contains(&s.height) || s.height % 2 != 0 {
+            return invalid(
+                "source.height",
+                format!("{} is not an even number in 16..=4320", s.height),
+            );
+        }
+        if !(1..=120).contains(&s.fps) {
+            return invalid("source.fps", format!("{} is not in 1..=120", s.fps));
+        }
+        if !(20..=20_000).contains(&s.tone_hz) {
+            return invalid(
+                "source.tone_hz",
+                format!("{} is not in 20..=20000", s.tone_hz),
+            );
+        }
+        if ![44_100, 48_000].contains(&s.sample_rate) {
+            return invalid(
+                "source.sample_rate",
+                format!("{} is not 44100 or 48000", s.sample_rate),
+            );
+        }
+        let e = &self.encoder;
+        const PRESETS: [&str; 10] = [
+            "ultrafast",
+            "superfast",
+            "veryfast",
+            "faster",
+            "fast",
+            "medium",
+            "slow",
+            "slower",
+            "veryslow",
+            "placebo",
+        ];
+        if !PRESETS.contains(&e.preset.as_str()) {
+            return invalid(
+                "encoder.preset",
+                format!("{:?} is not one of {}", e.preset, PRESETS.join(", ")),
+            );
+        }
+        if !(100..=100_000).contains(&e.video_bitrate_kbps) {
+            return invalid(
+                "encoder.video_bitrate_kbps",
+                format!("{} is not in 100..=100000", e.video_bitrate_kbps),
+            );
+        }
+        if !(100..=10_000).contains(&e.vbv_buffer_ms) {
+            return invalid(
+                "encoder.vbv_buffer_ms",
+                format!("{} is not in 100..=10000", e.vbv_buffer_ms),
+            );
+        }
+        if !(32..=512).contains(&e.audio_bitrate_kbps) {
+            return invalid(
+                "encoder.audio_bitrate_kbps",
+                format!("{} is not in 32..=512", e.audio_bitrate_kbps),
+            );
+        }
+        if e.bframes > 4 {
+            return invalid("encoder.bframes", format!("{} is more than 4", e.bframes));
+        }
+        if e.threads > 64 {
+            return invalid("encoder.threads", format!("{} is more than 64", e.threads));
+        }
+        let c = &self.cmaf;
+        let frame_ms = 1000.0 / f64::from(s.fps);
+        if f64::from(c.part_target_ms) < frame_ms || c.part_target_ms > 5000 {
+            return invalid(
+                "cmaf.part_target_ms",
+                format!(
+                    "{} must hold at least one frame ({frame_ms:.1} ms) and be at most 5000",
+                    c.part_target_ms
+                ),
+            );
+        }
+        if c.segment_target_ms < c.part_target_ms || c.segment_target_ms > 30_000 {
+            return invalid(
+                "cmaf.segment_target_ms",
+                format!(
+                    "{} must be at least cmaf.part_target_ms ({}) and at most 30000",
+                    c.segment_target_ms, c.part_target_ms
+                ),
+            );
+        }
+        if !(1024..=(256 << 20)).contains(&c.max_sample_bytes) {
+            return invalid(
+                "cmaf.max_sample_bytes",
+                format!("{} is not in 1024..=268435456", c.max_sample_bytes),
+            );
+        }
+        Ok(())
+    }
+
+    /// Frames between keyframes: one GOP per segment target, at least one frame.
+    pub fn keyframe_interval_frames(&self) -> u32 {
+        let frames = u64::from(self.cmaf.segment_target_ms) * u64::from(self.source.fps) / 1000;
+        u32::try_from(frames.max(1)).unwrap_or(u32::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_documented_defaults() {
+        let settings = Settings::from_toml("").expect("parses");
+        assert_eq!(settings, Settings::default());
+        settings.validate().expect("defaults are valid");
+        assert_eq!(settings.source.width, 1280);
+        assert_eq!(settings.cmaf.part_target(), Duration::from_millis(200));
+        assert_eq!(settings.keyframe_interval_frames(), 30);
+    }
+
+    #[test]
+    fn unknown_field_is_refused_with_its_name() {
+        let err = Settings::from_toml("[cmaf]\npart_target = 100\n").expect_err("typo");
+        assert!(err.to_string().contains("part_target"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_value_names_the_field() {
+        let mut settings = Settings::default();
+        settings.source.width = 1281;
+        let err = settings.validate().expect_err("odd width");
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    field: "source.width",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let mut settings = Settings::default();
+        settings.cmaf.segment_target_ms = 100;
+        let err = settings.validate().expect_err("segment shorter than part");
+        assert!(matches!(
+            err,
+            ConfigError::Invalid {
+                field: "cmaf.segment_target_ms",
+                ..
+            }
+        ));
+        let mut settings = Settings::default();
+        settings.encoder.preset = "warp".into();
+        assert!(matches!(
+            settings.validate(),
+            Err(ConfigError::Invalid {
+                field: "encoder.preset",
+                ..
+            })
+        ));
+    }
+}

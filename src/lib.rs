@@ -1,0 +1,14 @@
+//! Mirror: a low-latency live edge server. Live video in (built-in test pattern, files,
+//! RTSP), CMAF packaged here, Low-Latency HLS out.
+//!
+//! The media path, stage by stage: [`ingest`] produces raw or encoded frames with their
+//! capture time, [`pipeline`] encodes them into [`cmaf::Sample`]s, [`cmaf`] cuts those
+//! into init segments, parts and segments, and [`llhls`] describes them in playlists.
+//! [`record`] drives the whole path to disk.
+
+pub mod cmaf;
+pub mod config;
+pub mod ingest;
+pub mod llhls;
+pub mod pipeline;
+pub mod record;

@@ -1,0 +1,22 @@
+//! The one place the pipeline reads libav memory directly: ffmpeg-next exposes no
+//! accessor for a codec context's `extradata`, where encoders put their global headers
+//! (libx264's SPS/PPS with GLOBAL_HEADER, the AAC encoder's AudioSpecificConfig).
+#![allow(unsafe_code)]
+
+use ffmpeg_next as ffmpeg;
+
+/// A copy of the context's `extradata` (empty when it has none).
+pub(super) fn extradata(context: &ffmpeg::codec::Context) -> Vec<u8> {
+    // SAFETY: `as_ptr` is a valid AVCodecContext for the life of `context`; libav keeps
+    // `extradata` either null or pointing at `extradata_size` readable bytes, and nothing
+    // mutates it while we hold a shared reference to the opened encoder.
+    unsafe {
+        let ctx = context.as_ptr();
+        let data = (*ctx).extradata;
+        let len = usize::try_from((*ctx).extradata_size).unwrap_or(0);
+        if data.is_null() || len == 0 {
+            return Vec::new();
+        }
+        std::slice::from_raw_parts(data, len).to_vec()
+    }
+}
