@@ -1,0 +1,77 @@
+//! Helpers shared by the integration tests: ffprobe/ffmpeg as the judges of media.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::Path;
+use std::process::Command;
+
+/// One decoded frame as ffprobe reports it.
+#[derive(Debug, Clone)]
+pub struct ProbedFrame {
+    pub media_type: String,
+    pub key_frame: bool,
+    pub pict_type: String,
+    pub pts_time: f64,
+}
+
+/// Decodes `file` with ffprobe and returns every frame of every stream.
+pub fn probe_frames(file: &Path) -> Vec<ProbedFrame> {
+    let output = Command::new("ffprobe")
+        .args(["-v", "error", "-show_frames", "-show_entries"])
+        .arg(
+            "frame=media_type,key_frame,pict_type,pts_time,pkt_pts_time,best_effort_timestamp_time",
+        )
+        .args(["-of", "json"])
+        .arg(file)
+        .output()
+        .expect("ffprobe runs (apt-get install ffmpeg)");
+    assert!(
+        output.status.success(),
+        "ffprobe {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("ffprobe json");
+    json["frames"]
+        .as_array()
+        .expect("frames")
+        .iter()
+        .map(|f| ProbedFrame {
+            media_type: f["media_type"].as_str().unwrap_or_default().to_string(),
+            key_frame: f["key_frame"].as_i64() == Some(1),
+            pict_type: f["pict_type"].as_str().unwrap_or_default().to_string(),
+            pts_time: f["pts_time"]
+                .as_str()
+                .or(f["best_effort_timestamp_time"].as_str())
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(f64::NAN),
+        })
+        .collect()
+}
+
+/// Decodes `input` fully with ffmpeg; returns what it printed at level `error`
+/// (empty when the decode was clean). Panics if ffmpeg fails.
+pub fn decode_errors(input: &Path) -> String {
+    let output = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-i"])
+        .arg(input)
+        .args(["-f", "null", "-"])
+        .output()
+        .expect("ffmpeg runs (apt-get install ffmpeg)");
+    assert!(
+        output.status.success(),
+        "ffmpeg {}: {}",
+        input.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Writes `init` followed by `media` into `dir/name` and returns the path.
+pub fn with_init(dir: &Path, name: &str, init: &[u8], media: &[u8]) -> std::path::PathBuf {
+    let path = dir.join(name);
+    let mut bytes = init.to_vec();
+    bytes.extend_from_slice(media);
+    std::fs::write(&path, bytes).expect("write");
+    path
+}

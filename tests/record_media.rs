@@ -1,0 +1,267 @@
+//! The whole media path against real libav: the test pattern recorded to disk, every
+//! part and segment decoded by ffmpeg, timelines checked by parsing the boxes back.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{decode_errors, probe_frames, with_init};
+use mirror::config::Settings;
+use mirror::record::{RecordOptions, names, record};
+use mp4_atom::{Decode, Moof, TrunSamples};
+
+const SECONDS: u64 = 3;
+const AAC_FRAME_SECS: f64 = 1024.0 / 48_000.0;
+
+/// Per-track (tfdt, summed trun durations) of one part.
+fn timeline(part: &[u8]) -> Vec<(u32, u64, u64)> {
+    let moof = Moof::decode(&mut &part[..]).expect("part starts with moof");
+    moof.traf
+        .iter()
+        .map(|traf| {
+            let TrunSamples::Explicit(entries) = &traf.trun[0].samples else {
+                panic!("explicit")
+            };
+            let total: u64 = entries
+                .iter()
+                .map(|e| u64::from(e.duration.unwrap_or(0)))
+                .sum();
+            (
+                traf.tfhd.track_id,
+                traf.tfdt.as_ref().expect("tfdt").base_media_decode_time,
+                total,
+            )
+        })
+        .collect()
+}
+
+fn record_to(dir: &Path, settings: &Settings) -> mirror::record::RecordSummary {
+    record(
+        settings,
+        &RecordOptions {
+            out_dir: dir.to_owned(),
+            duration: Duration::from_secs(SECONDS),
+            realtime: false,
+        },
+    )
+    .expect("records")
+}
+
+#[test]
+fn recorded_presentation_decodes_part_by_part_and_segment_by_segment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path();
+    let summary = record_to(out, &Settings::default());
+    assert_eq!(summary.segments, SECONDS as usize);
+    assert_eq!(summary.parts, SECONDS as usize * 5);
+    assert_eq!(summary.codecs, "avc1.64001f,mp4a.40.2");
+    assert_eq!(summary.refused_samples, 0);
+    let init = std::fs::read(out.join(names::INIT)).expect("init");
+    let scratch = tempfile::tempdir().expect("tempdir");
+
+    let mut next_tfdt = std::collections::HashMap::new();
+    for msn in 0..SECONDS {
+        // Every segment, with the init segment before it: 30 frames, an IDR first.
+        let segment = std::fs::read(out.join(names::segment(msn))).expect("segment");
+        let file = with_init(scratch.path(), &format!("seg{msn}.mp4"), &init, &segment);
+        assert_eq!(decode_errors(&file), "", "segment {msn} decodes cleanly");
+        let frames = probe_frames(&file);
+        let video: Vec<_> = frames.iter().filter(|f| f.media_type == "video").collect();
+        assert_eq!(video.len(), 30, "segment {msn} frame count");
+        assert!(
+            video[0].key_frame && video[0].pict_type == "I",
+            "segment {msn} starts with an IDR"
+        );
+        assert!(
+            video[1..].iter().all(|f| !f.key_frame),
+            "one keyframe per 1 s segment"
+        );
+        assert!(
+            (video[0].pts_time - msn as f64).abs() < 1e-3,
+            "segment {msn} starts at {msn} s"
+        );
+        assert!(
+            frames.iter().any(|f| f.media_type == "audio"),
+            "segment {msn} has audio"
+        );
+
+        let mut concatenated = Vec::new();
+        for index in 0..5u32 {
+            // Every part alone decodes too: 6 frames, the first one a keyframe only in
+            // part 0.
+            let part = std::fs::read(out.join(names::part(msn, index))).expect("part");
+            let file = with_init(
+                scratch.path(),
+                &format!("part{msn}.{index}.mp4"),
+                &init,
+                &part,
+            );
+            assert_eq!(
+                decode_errors(&file),
+                "",
+                "part {msn}.{index} decodes cleanly"
+            );
+            let frames = probe_frames(&file);
+            let video: Vec<_> = frames.iter().filter(|f| f.media_type == "video").collect();
+            if index == 0 {
+                assert_eq!(video.len(), 6, "part {msn}.{index} frame count");
+                assert!(video[0].key_frame);
+            }
+            // tfdt is continuous across parts and segments, per track.
+            for (track, tfdt, duration) in timeline(&part) {
+                if let Some(expected) = next_tfdt.get(&track) {
+                    assert_eq!(tfdt, *expected, "track {track} tfdt at part {msn}.{index}");
+                }
+                next_tfdt.insert(track, tfdt + duration);
+            }
+            concatenated.extend_from_slice(&part);
+        }
+        assert_eq!(
+            concatenated, segment,
+            "segment {msn} is exactly its parts' bytes"
+        );
+    }
+
+    // The presentation as a player sees it, through the playlists.
+    let index = out.join(names::MULTIVARIANT);
+    assert_eq!(decode_errors(&index), "");
+    let frames = probe_frames(&index);
+    let video: Vec<_> = frames.iter().filter(|f| f.media_type == "video").collect();
+    let audio: Vec<_> = frames.iter().filter(|f| f.media_type == "audio").collect();
+    assert_eq!(video.len(), SECONDS as usize * 30);
+    // A/V in sync: both tracks start together, within one audio frame, and end together.
+    assert!(
+        (video[0].pts_time - audio[0].pts_time).abs() <= AAC_FRAME_SECS,
+        "{} vs {}",
+        video[0].pts_time,
+        audio[0].pts_time
+    );
+    let audio_span = audio.len() as f64 * AAC_FRAME_SECS;
+    assert!(
+        (audio_span - SECONDS as f64).abs() < 0.2,
+        "audio lasts {audio_span} s"
+    );
+}
+
+#[test]
+fn playlists_describe_the_recording() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path();
+    record_to(out, &Settings::default());
+    let multivariant = std::fs::read(out.join(names::MULTIVARIANT)).expect("index");
+    let master = m3u8_rs::parse_master_playlist_res(&multivariant).expect("multivariant parses");
+    let variant = &master.variants[0];
+    assert_eq!(variant.uri, names::MEDIA);
+    assert_eq!(variant.codecs.as_deref(), Some("avc1.64001f,mp4a.40.2"));
+    assert_eq!(
+        variant.resolution.map(|r| (r.width, r.height)),
+        Some((1280, 720))
+    );
+    assert_eq!(variant.frame_rate, Some(30.0));
+    // 2.5 Mbit/s video + 128 kbit/s audio, measured from the segments written.
+    assert!(
+        (1_000_000..6_000_000).contains(&variant.bandwidth),
+        "BANDWIDTH {}",
+        variant.bandwidth
+    );
+    assert!(variant.average_bandwidth.expect("AVERAGE-BANDWIDTH") <= variant.bandwidth);
+
+    let media = std::fs::read_to_string(out.join(names::MEDIA)).expect("media playlist");
+    let parsed =
+        m3u8_rs::parse_media_playlist_res(media.as_bytes()).expect("media playlist parses");
+    assert!(parsed.end_list);
+    assert_eq!(parsed.target_duration, 1);
+    assert_eq!(parsed.segments.len(), SECONDS as usize);
+    for (msn, segment) in parsed.segments.iter().enumerate() {
+        assert_eq!(segment.uri, names::segment(msn as u64));
+        assert!((segment.duration - 1.0).abs() < 1e-3);
+        assert!(
+            segment.program_date_time.is_some(),
+            "PROGRAM-DATE-TIME on segment {msn}"
+        );
+    }
+    assert!(media.contains("#EXT-X-MAP:URI=\"init.mp4\""));
+    assert!(media.contains("#EXT-X-PART-INF:PART-TARGET=0.200"));
+    assert_eq!(
+        media.matches("#EXT-X-PART:").count(),
+        15,
+        "parts of the last 3 target durations"
+    );
+    assert_eq!(media.matches("INDEPENDENT=YES").count(), 3);
+}
+
+#[test]
+fn b_frames_get_signed_composition_offsets_and_a_timeline_from_zero() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path();
+    let mut settings = Settings::default();
+    settings.encoder.bframes = 2;
+    record_to(out, &settings);
+    assert_eq!(decode_errors(&out.join(names::MULTIVARIANT)), "");
+    let frames = probe_frames(&out.join(names::MULTIVARIANT));
+    assert_eq!(
+        frames.iter().filter(|f| f.media_type == "video").count(),
+        SECONDS as usize * 30
+    );
+    let first = std::fs::read(out.join(names::part(0, 0))).expect("part");
+    let moof = Moof::decode(&mut &first[..]).expect("moof");
+    let video = &moof.traf[0];
+    assert_eq!(
+        video.tfdt.as_ref().expect("tfdt").base_media_decode_time,
+        0,
+        "decode starts at 0"
+    );
+    let TrunSamples::Explicit(entries) = &video.trun[0].samples else {
+        panic!("explicit")
+    };
+    // Presentation starts at zero too: the first sample (the IDR) has offset 0, and
+    // B-frames are presented before their decode time on the shifted timeline.
+    assert_eq!(entries[0].cts, Some(0));
+    assert!(
+        entries.iter().any(|e| e.cts.is_some_and(|c| c < 0)),
+        "signed offsets used"
+    );
+}
+
+#[test]
+fn mirror_record_command_writes_a_presentation_ffmpeg_reads_end_to_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    let started = std::time::Instant::now();
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_mirror"))
+        .args(["record", "--seconds", "2", "--out"])
+        .arg(&out)
+        .status()
+        .expect("runs mirror");
+    assert!(status.success());
+    // The test pattern is a live source: 2 s of media take 2 s of wall clock.
+    assert!(
+        started.elapsed() >= Duration::from_millis(1900),
+        "ran at real time"
+    );
+    assert_eq!(decode_errors(&out.join(names::MULTIVARIANT)), "");
+    let frames = probe_frames(&out.join(names::MULTIVARIANT));
+    assert_eq!(
+        frames.iter().filter(|f| f.media_type == "video").count(),
+        60
+    );
+}
+
+#[test]
+fn bad_config_stops_start_up_naming_the_field() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "[cmaf]\npart_target_ms = 5\n").expect("write");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_mirror"))
+        .arg("--config")
+        .arg(&config)
+        .args(["record", "--seconds", "1", "--out"])
+        .arg(dir.path().join("out"))
+        .output()
+        .expect("runs mirror");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cmaf.part_target_ms"), "{stderr}");
+    assert!(!dir.path().join("out").exists(), "nothing written");
+}
