@@ -1,1 +1,168 @@
-fn main() {}
+//! Segmenter throughput (samples/s) and allocations per part.
+//!
+//! `cargo bench --bench segmenter`. The allocation count is printed before criterion's
+//! figures; it comes from a counting global allocator, so it is exact, not sampled.
+#![allow(missing_docs)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+use criterion::{Criterion, Throughput, criterion_group};
+use mirror::cmaf::{
+    AacConfig, AvcConfig, CodecConfig, Sample, Segmenter, SegmenterConfig, SegmenterEvent,
+    Timescale, TrackInfo,
+};
+
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts calls.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const SPS: [u8; 28] = [
+    0x67, 0x64, 0x00, 0x1f, 0xac, 0xd9, 0x80, 0x50, 0x05, 0xbb, 0x01, 0x6a, 0x02, 0x02, 0x02, 0x80,
+    0x00, 0x00, 0x03, 0x00, 0x80, 0x00, 0x00, 0x1e, 0x07, 0x8c, 0x18, 0xcd,
+];
+
+fn segmenter() -> Segmenter {
+    Segmenter::new(
+        SegmenterConfig {
+            tracks: vec![
+                TrackInfo {
+                    track_id: 1,
+                    timescale: Timescale::VIDEO_90K,
+                    codec: CodecConfig::Avc(
+                        AvcConfig::new(SPS.to_vec(), vec![0x68, 0xe9], 1280, 720).expect("valid"),
+                    ),
+                    nominal_sample_ticks: 3000,
+                    average_bitrate: 2_500_000,
+                },
+                TrackInfo {
+                    track_id: 2,
+                    timescale: Timescale(48_000),
+                    codec: CodecConfig::Aac(
+                        AacConfig::from_audio_specific_config(&[0x11, 0x90]).expect("valid"),
+                    ),
+                    nominal_sample_ticks: 1024,
+                    average_bitrate: 128_000,
+                },
+            ],
+            part_target: Duration::from_millis(200),
+            segment_target: Duration::from_secs(1),
+            max_sample_bytes: 8 << 20,
+        },
+        0,
+    )
+}
+
+/// One second of 30 fps video (10 KB frames, 40 KB keyframes) and 48 kHz AAC, in
+/// capture order: 30 + 47 samples.
+fn one_second(second: u64) -> Vec<Sample> {
+    let video_frame = Bytes::from(vec![0x41; 10_000]);
+    let keyframe = Bytes::from(vec![0x65; 40_000]);
+    let audio_frame = Bytes::from(vec![0x21; 380]);
+    let at = UNIX_EPOCH;
+    let mut out = Vec::with_capacity(80);
+    let mut audio = (second * 48_000).div_ceil(1024);
+    for n in 0..30 {
+        let v = second * 90_000 + n * 3000;
+        while audio * 1024 * 90_000 / 48_000 <= v {
+            out.push(Sample {
+                track_id: 2,
+                decode_ticks: audio * 1024,
+                composition_offset_ticks: 0,
+                keyframe: true,
+                data: audio_frame.clone(),
+                captured_at: at,
+            });
+            audio += 1;
+        }
+        out.push(Sample {
+            track_id: 1,
+            decode_ticks: v,
+            composition_offset_ticks: 0,
+            keyframe: n == 0,
+            data: if n == 0 { keyframe.clone() } else { video_frame.clone() },
+            captured_at: at,
+        });
+    }
+    out
+}
+
+fn run(seg: &mut Segmenter, samples: Vec<Sample>) -> usize {
+    let mut parts = 0;
+    for s in samples {
+        seg.push(s, UNIX_EPOCH).expect("accepted");
+        while let Some(event) = seg.poll_event() {
+            if let SegmenterEvent::Part(p) = event {
+                parts += 1;
+                black_box(p);
+            }
+        }
+    }
+    parts
+}
+
+fn allocations_per_part() {
+    let mut seg = segmenter();
+    run(&mut seg, one_second(0)); // warm up queues
+    let inputs: Vec<Vec<Sample>> = (1..=20).map(one_second).collect();
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let parts: usize = inputs.into_iter().map(|s| run(&mut seg, s)).sum();
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    println!(
+        "segmenter: {allocations} allocations for {parts} parts = {:.1} allocations per part \
+         (30 fps video + 48 kHz AAC, 200 ms parts)",
+        allocations as f64 / parts as f64
+    );
+}
+
+fn throughput(c: &mut Criterion) {
+    let mut group = c.benchmark_group("segmenter");
+    let samples_per_second = one_second(1).len() as u64;
+    group.throughput(Throughput::Elements(samples_per_second));
+    group.bench_function("one_second_av_720p30", |b| {
+        let mut seg = segmenter();
+        let mut second = 0;
+        b.iter_batched(
+            || {
+                second += 1;
+                one_second(second)
+            },
+            |samples| run(&mut seg, samples),
+            criterion::BatchSize::SmallInput,
+        );
+    });
+    group.finish();
+}
+
+criterion_group!(benches, throughput);
+
+fn main() {
+    allocations_per_part();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -187,13 +187,13 @@ impl Settings {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let s = &self.source;
         let invalid = |field, reason: String| Err(ConfigError::Invalid { field, reason });
-        if !(16..=7680).contains(&s.width) || s.width % 2 != 0 {
+        if !(16..=7680).contains(&s.width) || !s.width.is_multiple_of(2) {
             return invalid(
                 "source.width",
                 format!("{} is not an even number in 16..=7680", s.width),
             );
         }
-        if !(16..=4320).contains(&s.height) || s.height % 2 != 0 {
+        if !(16..=4320).contains(&s.height) || !s.height.is_multiple_of(2) {
             return invalid(
                 "source.height",
                 format!("{} is not an even number in 16..=4320", s.height),

@@ -402,3 +402,50 @@ fn part_target_rounds_down_to_whole_frames() {
     // declared PART-TARGET itself must shrink to keep RFC 8216bis 4.4.4.9.
     assert_eq!(seg.part_target(), Duration::from_nanos(166_666_666));
 }
+
+mod arbitrary_input {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    struct Step {
+        video: bool,
+        /// Decode-time step; negative and zero steps are bad input on purpose.
+        delta: i64,
+        keyframe: bool,
+        bytes: usize,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        (any::<bool>(), -4000i64..8000, prop::bool::weighted(0.1), 0usize..2000)
+            .prop_map(|(video, delta, keyframe, bytes)| Step { video, delta, keyframe, bytes })
+    }
+
+    proptest! {
+        /// Whatever arrives, the segmenter never panics, every part it emits stays within
+        /// PART-TARGET on the lead track, and every segment starts with a keyframe.
+        #[test]
+        fn arbitrary_sample_streams_never_panic_and_keep_the_rules(steps in prop::collection::vec(step(), 1..400)) {
+            let mut seg = segmenter();
+            let mut out = Collected::default();
+            let (mut v, mut a) = (0i64, 0i64);
+            for s in steps {
+                let clock = if s.video { &mut v } else { &mut a };
+                *clock = (*clock + s.delta).max(0);
+                let ticks = *clock as u64;
+                let mut sample = if s.video { video(ticks, s.keyframe) } else { audio(ticks) };
+                sample.data = Bytes::from(vec![1; s.bytes]);
+                let _ = seg.push(sample, at(0, 1));
+                drain(&mut seg, &mut out);
+            }
+            let _ = seg.finish(at(0, 1));
+            drain(&mut seg, &mut out);
+            for part in &out.parts {
+                prop_assert!(part.duration <= Duration::from_millis(200), "part lasts {:?}", part.duration);
+            }
+            for segment in &out.segments {
+                prop_assert!(segment.parts[0].independent);
+            }
+        }
+    }
+}

@@ -127,7 +127,7 @@ fn trak(track: &TrackInfo) -> Trak {
 }
 
 fn btrt(track: &TrackInfo) -> Option<Btrt> {
-    (track.average_bitrate > 0).then(|| Btrt {
+    (track.average_bitrate > 0).then_some(Btrt {
         buffer_size_db: 0,
         max_bitrate: track.average_bitrate,
         avg_bitrate: track.average_bitrate,

@@ -189,11 +189,9 @@ impl Segmenter {
         let scale = lead_info.timescale;
         let nominal = u64::from(lead_info.nominal_sample_ticks);
         let target = scale.ticks(config.part_target);
-        let part_target_ticks = if nominal > 0 {
-            (target / nominal).max(1) * nominal
-        } else {
-            target.max(1)
-        };
+        let part_target_ticks = target
+            .checked_div(nominal)
+            .map_or(target.max(1), |frames| frames.max(1) * nominal);
         Self {
             segment_target_ticks: scale.ticks(config.segment_target),
             tracks: config
@@ -407,9 +405,14 @@ impl Segmenter {
         };
         let lead_info = &self.tracks[self.lead].info;
         let lead_scale = lead_info.timescale;
+        // RFC 8216bis 4.4.4.9: a part MUST NOT last longer than PART-TARGET. When frames
+        // went missing before the next one, the last sample is not stretched over the
+        // hole past the target: the hole stays a gap in the decode timeline, which tfdt
+        // of the next part states exactly.
+        let room = self.part_target_ticks.saturating_sub(last.decode_ticks - first.decode_ticks).max(1);
         let last_ticks = next_lead_ticks
-            .map(|next| next - last.decode_ticks)
-            .unwrap_or(u64::from(lead_info.nominal_sample_ticks));
+            .map_or(u64::from(lead_info.nominal_sample_ticks), |next| next - last.decode_ticks)
+            .min(room);
         let lead_end = last.decode_ticks + last_ticks;
         let independent = first.keyframe;
         let captured_at = first.captured_at;

@@ -168,7 +168,7 @@ impl VideoEncoder {
         picture.set_pts(Some(pts));
         // Force the IDR where the segment boundary falls, whatever the encoder's own GOP
         // counting thinks (forced-idr=1 makes a forced I an IDR).
-        let boundary = self.frames_in % self.keyframe_interval == 0;
+        let boundary = self.frames_in.is_multiple_of(self.keyframe_interval);
         picture.set_kind(if boundary {
             picture::Type::I
         } else {
