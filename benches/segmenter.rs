@@ -105,7 +105,11 @@ fn one_second(second: u64) -> Vec<Sample> {
             decode_ticks: v,
             composition_offset_ticks: 0,
             keyframe: n == 0,
-            data: if n == 0 { keyframe.clone() } else { video_frame.clone() },
+            data: if n == 0 {
+                keyframe.clone()
+            } else {
+                video_frame.clone()
+            },
             captured_at: at,
         });
     }

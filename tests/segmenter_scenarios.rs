@@ -417,8 +417,18 @@ mod arbitrary_input {
     }
 
     fn step() -> impl Strategy<Value = Step> {
-        (any::<bool>(), -4000i64..8000, prop::bool::weighted(0.1), 0usize..2000)
-            .prop_map(|(video, delta, keyframe, bytes)| Step { video, delta, keyframe, bytes })
+        (
+            any::<bool>(),
+            -4000i64..8000,
+            prop::bool::weighted(0.1),
+            0usize..2000,
+        )
+            .prop_map(|(video, delta, keyframe, bytes)| Step {
+                video,
+                delta,
+                keyframe,
+                bytes,
+            })
     }
 
     proptest! {

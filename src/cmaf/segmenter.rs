@@ -409,9 +409,14 @@ impl Segmenter {
         // went missing before the next one, the last sample is not stretched over the
         // hole past the target: the hole stays a gap in the decode timeline, which tfdt
         // of the next part states exactly.
-        let room = self.part_target_ticks.saturating_sub(last.decode_ticks - first.decode_ticks).max(1);
+        let room = self
+            .part_target_ticks
+            .saturating_sub(last.decode_ticks - first.decode_ticks)
+            .max(1);
         let last_ticks = next_lead_ticks
-            .map_or(u64::from(lead_info.nominal_sample_ticks), |next| next - last.decode_ticks)
+            .map_or(u64::from(lead_info.nominal_sample_ticks), |next| {
+                next - last.decode_ticks
+            })
             .min(room);
         let lead_end = last.decode_ticks + last_ticks;
         let independent = first.keyframe;
