@@ -73,6 +73,7 @@ fn segmenter() -> Segmenter {
             part_target: Duration::from_millis(200),
             segment_target: Duration::from_secs(1),
             max_sample_bytes: 8 << 20,
+            keyframes_on_segment_grid: true,
         },
         0,
     )

@@ -121,7 +121,7 @@ impl Recorder {
         if secs > 0.0 {
             self.peak_bps = self.peak_bps.max((bytes as f64 * 8.0 / secs).ceil() as u64);
         }
-        self.playlist.segments.push(PlaylistSegment {
+        self.playlist.segments.push_back(PlaylistSegment {
             msn: segment.msn,
             uri: names::segment(segment.msn),
             duration: segment.duration,
@@ -169,6 +169,7 @@ pub fn record(settings: &Settings, options: &RecordOptions) -> Result<RecordSumm
             part_target: settings.cmaf.part_target(),
             segment_target: settings.cmaf.segment_target(),
             max_sample_bytes: settings.cmaf.max_sample_bytes,
+            keyframes_on_segment_grid: true,
         },
         0,
     );
@@ -178,8 +179,9 @@ pub fn record(settings: &Settings, options: &RecordOptions) -> Result<RecordSumm
             segment_target: settings.cmaf.segment_target(),
             part_target: segmenter.part_target(),
             map_uri: names::INIT.into(),
-            segments: Vec::new(),
+            segments: Default::default(),
             ended: false,
+            live: None,
         },
         parts: 0,
         refused_samples: 0,

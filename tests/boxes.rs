@@ -117,6 +117,7 @@ fn part_is_moof_and_mdat_with_offsets_flags_and_signed_composition_offsets() {
             part_target: Duration::from_millis(200),
             segment_target: Duration::from_secs(1),
             max_sample_bytes: 1 << 20,
+            keyframes_on_segment_grid: false,
         },
         0,
     );

@@ -49,6 +49,7 @@ fn segmenter() -> Segmenter {
             part_target: Duration::from_millis(200),
             segment_target: Duration::from_secs(1),
             max_sample_bytes: 1 << 20,
+            keyframes_on_segment_grid: false,
         },
         0,
     )
@@ -395,6 +396,7 @@ fn part_target_rounds_down_to_whole_frames() {
             part_target: Duration::from_millis(200),
             segment_target: Duration::from_secs(1),
             max_sample_bytes: 1 << 20,
+            keyframes_on_segment_grid: false,
         },
         0,
     );
@@ -458,4 +460,42 @@ mod arbitrary_input {
             }
         }
     }
+}
+
+#[test]
+fn keyframes_on_the_grid_close_the_segment_with_its_last_part() {
+    let mut seg = Segmenter::new(
+        SegmenterConfig {
+            tracks: tracks(),
+            part_target: Duration::from_millis(200),
+            segment_target: Duration::from_secs(1),
+            max_sample_bytes: 1 << 20,
+            keyframes_on_segment_grid: true,
+        },
+        0,
+    );
+    let mut out = Collected::default();
+    for n in 0..30 {
+        seg.push(video(n * FRAME_90K, n == 0), at(0, 1))
+            .expect("accepted");
+        drain(&mut seg, &mut out);
+        if n < 29 {
+            assert!(out.segments.is_empty(), "segment closed early at frame {n}");
+        }
+    }
+    // Frame 29 completes part 4 and, on the grid, segment 0 with it: no waiting for
+    // frame 30 to show the keyframe.
+    assert_eq!(out.parts.len(), 5);
+    assert_eq!(out.segments.len(), 1);
+    assert_eq!(out.segments[0].duration, Duration::from_secs(1));
+    seg.push(video(30 * FRAME_90K, true), at(0, 1))
+        .expect("next segment");
+    for n in 31..36 {
+        seg.push(video(n * FRAME_90K, false), at(0, 1))
+            .expect("accepted");
+    }
+    drain(&mut seg, &mut out);
+    assert_eq!(out.parts[5].msn, 1);
+    assert_eq!(out.parts[5].index, 0);
+    assert!(out.parts[5].independent);
 }

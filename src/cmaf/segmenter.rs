@@ -34,6 +34,11 @@ pub struct SegmenterConfig {
     pub segment_target: Duration,
     /// Largest sample accepted, in bytes; larger ones are refused as corrupt input.
     pub max_sample_bytes: usize,
+    /// The source puts a keyframe exactly at every segment target (Mirror's own
+    /// encoder does). The segment is then closed with the part that reaches the target,
+    /// instead of one frame later when the next keyframe shows up: the playlist lists it
+    /// and the preload hint names part 0 of the next segment at once.
+    pub keyframes_on_segment_grid: bool,
 }
 
 /// Bad input the segmenter refused. The sample is dropped and the stream goes on.
@@ -169,6 +174,7 @@ pub struct Segmenter {
     part_target_ticks: u64,
     segment_target_ticks: u64,
     max_sample_bytes: usize,
+    keyframes_on_segment_grid: bool,
     segment: Option<OpenSegment>,
     /// Whether the first segment has been opened (the first lead keyframe seen).
     started: bool,
@@ -206,6 +212,7 @@ impl Segmenter {
             lead,
             part_target_ticks,
             max_sample_bytes: config.max_sample_bytes,
+            keyframes_on_segment_grid: config.keyframes_on_segment_grid,
             segment: None,
             started: false,
             next_msn: first_msn,
@@ -282,10 +289,18 @@ impl Segmenter {
         let nominal = u64::from(self.tracks[self.lead].info.nominal_sample_ticks);
         let dt = sample.decode_ticks;
         match &self.segment {
-            None if !sample.keyframe => {
+            None if !sample.keyframe && !self.started => {
                 return Err(SegmenterError::AwaitingKeyframe(sample.track_id));
             }
-            None => self.open_segment(&sample),
+            None => {
+                if !sample.keyframe {
+                    tracing::warn!(
+                        msn = self.next_msn,
+                        "segment closed on the keyframe grid but the next frame is no keyframe"
+                    );
+                }
+                self.open_segment(&sample);
+            }
             Some(open) => {
                 let elapsed = dt - open.start_ticks;
                 let mut result = Ok(());
@@ -317,6 +332,12 @@ impl Segmenter {
         // fit, this sample completes it.
         if dt + 2 * nominal.max(1) - front > self.part_target_ticks {
             self.cut_part(now, None)?;
+            let reached_target = self.segment.as_ref().is_some_and(|open| {
+                dt + nominal - open.start_ticks + nominal / 2 >= self.segment_target_ticks
+            });
+            if self.keyframes_on_segment_grid && reached_target {
+                self.close_segment();
+            }
         }
         Ok(())
     }

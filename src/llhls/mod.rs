@@ -9,4 +9,10 @@ pub mod multivariant;
 pub mod playlist;
 
 pub use multivariant::{Variant, render_multivariant};
-pub use playlist::{MediaPlaylist, PlaylistPart, PlaylistSegment, format_program_date_time};
+pub mod blocking;
+pub mod live;
+
+pub use playlist::{
+    LiveEdge, MediaPlaylist, PlaylistPart, PlaylistSegment, RenditionReport, Skip,
+    format_program_date_time,
+};

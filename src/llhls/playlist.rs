@@ -5,6 +5,7 @@
 //! segment in progress, EXT-X-PRELOAD-HINT, EXT-X-RENDITION-REPORT), nor EXT-X-PART-INF
 //! and EXT-X-SERVER-CONTROL.
 
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
@@ -37,6 +38,41 @@ pub struct PlaylistSegment {
     pub parts: Vec<PlaylistPart>,
 }
 
+/// What a live playlist adds: server control and the live edge.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveEdge {
+    /// Parts of the segment in progress, listed after the last complete segment.
+    pub trailing_parts: Vec<PlaylistPart>,
+    /// URI of the next part, not yet complete (EXT-X-PRELOAD-HINT:TYPE=PART).
+    pub preload_hint: Option<String>,
+    /// The other renditions' last MSN and part (EXT-X-RENDITION-REPORT).
+    pub rendition_reports: Vec<RenditionReport>,
+}
+
+/// EXT-X-RENDITION-REPORT (RFC 8216bis 4.4.5.4): where another rendition's live edge is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenditionReport {
+    /// URI of that rendition's media playlist, relative to this one.
+    pub uri: String,
+    /// Its last MSN.
+    pub last_msn: u64,
+    /// Its last part index in that segment.
+    pub last_part: Option<u32>,
+}
+
+/// Delta update asked for with `_HLS_skip` (RFC 8216bis 6.2.5.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Skip {
+    /// The whole playlist.
+    #[default]
+    No,
+    /// `_HLS_skip=YES`: older segments replaced by EXT-X-SKIP.
+    Yes,
+    /// `_HLS_skip=v2`: the same, and EXT-X-DATERANGE tags too (none are written, so
+    /// RECENTLY-REMOVED-DATERANGES is empty).
+    V2,
+}
+
 /// A media playlist. Render it with [`MediaPlaylist::render`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct MediaPlaylist {
@@ -47,9 +83,12 @@ pub struct MediaPlaylist {
     /// URI of the init segment (EXT-X-MAP).
     pub map_uri: String,
     /// Complete segments, oldest first; the first one's MSN is EXT-X-MEDIA-SEQUENCE.
-    pub segments: Vec<PlaylistSegment>,
+    pub segments: VecDeque<PlaylistSegment>,
     /// The stream has ended (EXT-X-ENDLIST).
     pub ended: bool,
+    /// The live edge and server control, for a playlist served live; `None` for a
+    /// finished recording.
+    pub live: Option<LiveEdge>,
 }
 
 /// RFC 8216bis 4.4.4.9: "Partial Segments SHOULD be removed from the Playlist once they
@@ -67,32 +106,97 @@ impl MediaPlaylist {
             .fold(configured, u64::max)
     }
 
-    /// EXT-X-VERSION: 6 is what EXT-X-MAP in a playlist that is not I-frames-only needs
-    /// (RFC 8216bis 8, "EXT-X-MAP ... REQUIRES a compatibility version number of 6").
-    pub fn version(&self) -> u8 {
-        6
+    /// PART-HOLD-BACK: RFC 8216bis 4.4.3.8 wants at least 2× PART-TARGET and Apple's
+    /// authoring spec 3×; 3× it is.
+    pub fn part_hold_back(&self) -> Duration {
+        self.part_target * 3
     }
 
-    /// Renders the playlist text.
+    /// CAN-SKIP-UNTIL: RFC 8216bis 4.4.3.8, at least six target durations.
+    pub fn can_skip_until(&self) -> Duration {
+        Duration::from_secs(self.target_duration_secs() * 6)
+    }
+
+    /// EXT-X-VERSION (RFC 8216bis 8): 6 for EXT-X-MAP in a playlist that is not
+    /// I-frames-only, 9 where CAN-SKIP-UNTIL offers delta updates, 10 for an EXT-X-SKIP
+    /// with RECENTLY-REMOVED-DATERANGES.
+    pub fn version(&self, skip: Skip) -> u8 {
+        match (&self.live, skip) {
+            (None, _) => 6,
+            (Some(_), Skip::V2) => 10,
+            (Some(_), _) => 9,
+        }
+    }
+
+    /// How many leading segments a delta update replaces with EXT-X-SKIP: those that
+    /// start more than CAN-SKIP-UNTIL before the end of the playlist (RFC 8216bis
+    /// 6.2.5.1).
+    pub fn skippable_segments(&self) -> usize {
+        let boundary = self.can_skip_until();
+        let mut from_end = Duration::ZERO;
+        let mut keep = 0;
+        for s in self.segments.iter().rev() {
+            from_end += s.duration;
+            if from_end > boundary {
+                break;
+            }
+            keep += 1;
+        }
+        self.segments.len() - keep
+    }
+
+    /// Renders the whole playlist.
     pub fn render(&self) -> String {
-        let mut out = String::with_capacity(256 + self.segments.len() * 160);
+        self.render_with(Skip::No)
+    }
+
+    /// Renders the playlist, as a delta update when `skip` asks for one (only a live
+    /// playlist offers them; a finished one ignores `skip`).
+    pub fn render_with(&self, skip: Skip) -> String {
+        let skip = if self.live.is_some() { skip } else { Skip::No };
+        let mut out = String::with_capacity(512 + self.segments.len() * 200);
         let target = self.target_duration_secs();
         out.push_str("#EXTM3U\n");
-        let _ = writeln!(out, "#EXT-X-VERSION:{}", self.version());
+        let _ = writeln!(out, "#EXT-X-VERSION:{}", self.version(skip));
         let _ = writeln!(out, "#EXT-X-TARGETDURATION:{target}");
+        if self.live.is_some() {
+            // RFC 8216bis 4.4.3.8. HOLD-BACK at its minimum of three target durations
+            // (4.4.3.8: "at least three times the Target Duration").
+            let _ = writeln!(
+                out,
+                "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL={},PART-HOLD-BACK={},HOLD-BACK={}",
+                seconds(self.can_skip_until()),
+                seconds(self.part_hold_back()),
+                seconds(Duration::from_secs(target * 3)),
+            );
+        }
         let _ = writeln!(
             out,
             "#EXT-X-PART-INF:PART-TARGET={}",
             seconds(self.part_target)
         );
-        let first_msn = self.segments.first().map_or(0, |s| s.msn);
+        let first_msn = self.segments.front().map_or(0, |s| s.msn);
         let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{first_msn}");
         // RFC 8216bis 4.4.3.11: every media segment is independently decodable from its
         // first frame (each starts with an IDR).
         out.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
         let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", self.map_uri);
 
-        // Parts are listed for the segments within the last three target durations.
+        let skipped = match skip {
+            Skip::No => 0,
+            Skip::Yes | Skip::V2 => self.skippable_segments(),
+        };
+        if skipped > 0 || skip != Skip::No {
+            // 4.4.5.2: EXT-X-SKIP replaces the skipped segments, in a delta update only.
+            let _ = write!(out, "#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}");
+            if skip == Skip::V2 {
+                out.push_str(",RECENTLY-REMOVED-DATERANGES=\"\"");
+            }
+            out.push('\n');
+        }
+
+        // 4.4.4.9: parts are listed for the segments within the last three target
+        // durations (and for the segment in progress).
         let window = Duration::from_secs(target * PART_WINDOW_TARGET_DURATIONS);
         let mut from_end = Duration::ZERO;
         let mut with_parts_from = self.segments.len();
@@ -103,9 +207,9 @@ impl MediaPlaylist {
             from_end += s.duration;
             with_parts_from = i;
         }
-        for (i, segment) in self.segments.iter().enumerate() {
-            // RFC 8216bis 4.4.4.6: PROGRAM-DATE-TIME on every segment, since each is
-            // stamped with its own capture time.
+        for (i, segment) in self.segments.iter().enumerate().skip(skipped) {
+            // 4.4.4.6: PROGRAM-DATE-TIME on every segment, since each is stamped with its
+            // own capture time.
             let _ = writeln!(
                 out,
                 "#EXT-X-PROGRAM-DATE-TIME:{}",
@@ -118,6 +222,26 @@ impl MediaPlaylist {
             }
             let _ = writeln!(out, "#EXTINF:{},", seconds(segment.duration));
             let _ = writeln!(out, "{}", segment.uri);
+        }
+        if let Some(live) = &self.live {
+            for part in &live.trailing_parts {
+                write_part(&mut out, part);
+            }
+            // 4.4.5.3: one hint, for the next part, while the stream is live.
+            if let Some(hint) = live.preload_hint.as_ref().filter(|_| !self.ended) {
+                let _ = writeln!(out, "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{hint}\"");
+            }
+            for report in &live.rendition_reports {
+                let _ = write!(
+                    out,
+                    "#EXT-X-RENDITION-REPORT:URI=\"{}\",LAST-MSN={}",
+                    report.uri, report.last_msn
+                );
+                if let Some(part) = report.last_part {
+                    let _ = write!(out, ",LAST-PART={part}");
+                }
+                out.push('\n');
+            }
         }
         if self.ended {
             out.push_str("#EXT-X-ENDLIST\n");
@@ -193,6 +317,7 @@ mod tests {
             map_uri: "init.mp4".into(),
             segments: (0..5).map(|m| segment(m, 2, 500)).collect(),
             ended: true,
+            live: None,
         };
         let golden = "\
 #EXTM3U
@@ -234,8 +359,9 @@ seg4.m4s
             segment_target: Duration::from_secs(1),
             part_target: Duration::from_millis(200),
             map_uri: "init.mp4".into(),
-            segments: vec![segment(7, 5, 200)],
+            segments: VecDeque::from([segment(7, 5, 200)]),
             ended: false,
+            live: None,
         };
         assert_eq!(playlist.target_duration_secs(), 1);
         playlist.segments[0].duration = Duration::from_millis(1600);

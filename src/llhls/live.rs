@@ -1,0 +1,395 @@
+//! The live media playlist of one rendition: the window of complete segments, the
+//! parts of the segment in progress and the preload hint, updated from segmenter
+//! events and rendered once per update.
+
+use std::collections::VecDeque;
+use std::time::{Duration, SystemTime};
+
+use super::blocking::Position;
+use super::{LiveEdge, MediaPlaylist, PlaylistPart, PlaylistSegment};
+
+/// What a media URI names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaName {
+    /// The init segment.
+    Init,
+    /// A segment, by MSN.
+    Segment(u64),
+    /// A part: MSN and index.
+    Part(u64, u32),
+}
+
+/// The names of a rendition's media. Every name carries the stream's epoch (its start
+/// time), so a name never names other bytes after a restart: a cache in front can keep
+/// media forever.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaNames {
+    prefix: String,
+}
+
+impl MediaNames {
+    /// Names for the rendition `rendition` of a stream that started at `epoch`.
+    pub fn new(rendition: &str, epoch: SystemTime) -> Self {
+        let millis = epoch
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        Self {
+            prefix: format!("{rendition}-{millis:x}"),
+        }
+    }
+
+    /// The init segment.
+    pub fn init(&self) -> String {
+        format!("{}-init.mp4", self.prefix)
+    }
+
+    /// A segment.
+    pub fn segment(&self, msn: u64) -> String {
+        format!("{}-{msn}.m4s", self.prefix)
+    }
+
+    /// A part.
+    pub fn part(&self, msn: u64, index: u32) -> String {
+        format!("{}-{msn}.{index}.m4s", self.prefix)
+    }
+
+    /// What `name` names, if it is one of these names.
+    pub fn parse(&self, name: &str) -> Option<MediaName> {
+        let rest = name.strip_prefix(&self.prefix)?.strip_prefix('-')?;
+        if rest == "init.mp4" {
+            return Some(MediaName::Init);
+        }
+        let stem = rest.strip_suffix(".m4s")?;
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        match stem.split_once('.') {
+            None if digits(stem) => stem.parse().ok().map(MediaName::Segment),
+            Some((msn, index)) if digits(msn) && digits(index) => {
+                Some(MediaName::Part(msn.parse().ok()?, index.parse().ok()?))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The live playlist of one rendition. See the module docs.
+#[derive(Debug, Clone)]
+pub struct LivePlaylist {
+    playlist: MediaPlaylist,
+    names: MediaNames,
+    window_segments: usize,
+    open_msn: u64,
+    parts_per_segment: u32,
+    updated_at: SystemTime,
+}
+
+impl LivePlaylist {
+    /// An empty live playlist. It keeps `window_segments` complete segments (RFC 8216bis
+    /// 6.2.2 wants the playlist to span at least three target durations; Apple's spec,
+    /// six segments; and delta updates need more than CAN-SKIP-UNTIL to skip anything).
+    pub fn new(
+        names: MediaNames,
+        segment_target: Duration,
+        part_target: Duration,
+        window_segments: usize,
+        first_msn: u64,
+    ) -> Self {
+        let parts_per_segment =
+            (segment_target.as_secs_f64() / part_target.as_secs_f64().max(1e-3)).round() as u32;
+        Self {
+            playlist: MediaPlaylist {
+                segment_target,
+                part_target,
+                map_uri: names.init(),
+                segments: VecDeque::with_capacity(window_segments + 1),
+                ended: false,
+                live: Some(LiveEdge {
+                    trailing_parts: Vec::with_capacity(parts_per_segment as usize + 1),
+                    preload_hint: Some(names.part(first_msn, 0)),
+                    rendition_reports: Vec::new(),
+                }),
+            },
+            names,
+            window_segments: window_segments.max(6),
+            open_msn: first_msn,
+            parts_per_segment: parts_per_segment.max(1),
+            updated_at: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    /// The media names this playlist uses.
+    pub fn names(&self) -> &MediaNames {
+        &self.names
+    }
+
+    /// The playlist model, for rendering.
+    pub fn playlist(&self) -> &MediaPlaylist {
+        &self.playlist
+    }
+
+    /// When the playlist last changed (Last-Modified).
+    pub fn updated_at(&self) -> SystemTime {
+        self.updated_at
+    }
+
+    /// Whether it lists any media yet.
+    pub fn has_media(&self) -> bool {
+        !self.playlist.segments.is_empty() || !self.edge().trailing_parts.is_empty()
+    }
+
+    fn edge(&self) -> &LiveEdge {
+        // Constructed with `live: Some`, never set to None.
+        static EMPTY: LiveEdge = LiveEdge {
+            trailing_parts: Vec::new(),
+            preload_hint: None,
+            rendition_reports: Vec::new(),
+        };
+        self.playlist.live.as_ref().unwrap_or(&EMPTY)
+    }
+
+    fn edge_mut(&mut self) -> &mut LiveEdge {
+        self.playlist.live.get_or_insert_with(|| LiveEdge {
+            trailing_parts: Vec::new(),
+            preload_hint: None,
+            rendition_reports: Vec::new(),
+        })
+    }
+
+    /// A part of the segment in progress is complete.
+    pub fn push_part(
+        &mut self,
+        msn: u64,
+        index: u32,
+        duration: Duration,
+        independent: bool,
+        now: SystemTime,
+    ) {
+        self.open_msn = msn;
+        let uri = self.names.part(msn, index);
+        let hint = self.names.part(msn, index + 1);
+        let edge = self.edge_mut();
+        edge.trailing_parts.push(PlaylistPart {
+            uri,
+            duration,
+            independent,
+        });
+        edge.preload_hint = Some(hint);
+        self.updated_at = now;
+    }
+
+    /// The segment in progress is complete: it joins the window with its parts.
+    pub fn push_segment(
+        &mut self,
+        msn: u64,
+        duration: Duration,
+        program_date_time: SystemTime,
+        now: SystemTime,
+    ) {
+        let next_hint = self.names.part(msn + 1, 0);
+        let edge = self.edge_mut();
+        let parts = std::mem::take(&mut edge.trailing_parts);
+        edge.preload_hint = Some(next_hint);
+        let uri = self.names.segment(msn);
+        self.playlist.segments.push_back(PlaylistSegment {
+            msn,
+            uri,
+            duration,
+            program_date_time,
+            parts,
+        });
+        while self.playlist.segments.len() > self.window_segments {
+            self.playlist.segments.pop_front();
+        }
+        self.open_msn = msn + 1;
+        self.updated_at = now;
+    }
+
+    /// The stream ended: EXT-X-ENDLIST, no hint.
+    pub fn end(&mut self, now: SystemTime) {
+        self.playlist.ended = true;
+        self.edge_mut().preload_hint = None;
+        self.updated_at = now;
+    }
+
+    /// Where the live edge is, for blocking requests.
+    pub fn position(&self) -> Position {
+        Position {
+            first_msn: self
+                .playlist
+                .segments
+                .front()
+                .map_or(self.open_msn, |s| s.msn),
+            complete_part_counts: self
+                .playlist
+                .segments
+                .iter()
+                .map(|s| u32::try_from(s.parts.len()).unwrap_or(u32::MAX))
+                .collect(),
+            open_msn: self.open_msn,
+            open_parts: u32::try_from(self.edge().trailing_parts.len()).unwrap_or(u32::MAX),
+            parts_per_segment: self.parts_per_segment,
+            ended: self.playlist.ended,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llhls::Skip;
+    use std::time::UNIX_EPOCH;
+
+    fn at(ms: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + ms)
+    }
+
+    #[test]
+    fn media_names_round_trip_and_refuse_strangers() {
+        let names = MediaNames::new("video", at(0));
+        assert_eq!(names.parse(&names.init()), Some(MediaName::Init));
+        assert_eq!(
+            names.parse(&names.segment(42)),
+            Some(MediaName::Segment(42))
+        );
+        assert_eq!(
+            names.parse(&names.part(42, 3)),
+            Some(MediaName::Part(42, 3))
+        );
+        let other_epoch = MediaNames::new("video", at(1));
+        assert_eq!(
+            names.parse(&other_epoch.part(42, 3)),
+            None,
+            "another epoch's part"
+        );
+        for bad in [
+            "",
+            "video",
+            "x-init.mp4",
+            &format!("{}x", names.segment(1)),
+            &names.segment(1).replace("1.m4s", "-1.m4s"),
+            &names.part(1, 2).replace(".2.", ".+2."),
+        ] {
+            assert_eq!(names.parse(bad), None, "{bad}");
+        }
+    }
+
+    /// A live playlist at a known state, rendered whole: every LL-HLS tag in place.
+    #[test]
+    fn live_playlist_renders_exactly() {
+        let names = MediaNames::new("video", at(0));
+        let mut live = LivePlaylist::new(
+            names,
+            Duration::from_secs(1),
+            Duration::from_millis(500),
+            6,
+            0,
+        );
+        for msn in 0..7u64 {
+            for i in 0..2u32 {
+                live.push_part(msn, i, Duration::from_millis(500), i == 0, at(msn * 1000));
+            }
+            live.push_segment(
+                msn,
+                Duration::from_secs(1),
+                at(msn * 1000),
+                at(msn * 1000 + 1000),
+            );
+        }
+        live.push_part(7, 0, Duration::from_millis(500), true, at(7500));
+        let text = live.playlist().render();
+        let golden = "\
+#EXTM3U
+#EXT-X-VERSION:9
+#EXT-X-TARGETDURATION:1
+#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL=6.000,PART-HOLD-BACK=1.500,HOLD-BACK=3.000
+#EXT-X-PART-INF:PART-TARGET=0.500
+#EXT-X-MEDIA-SEQUENCE:1
+#EXT-X-INDEPENDENT-SEGMENTS
+#EXT-X-MAP:URI=\"video-18bcfe56800-init.mp4\"
+#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:21.000Z
+#EXTINF:1.000,
+video-18bcfe56800-1.m4s
+#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:22.000Z
+#EXTINF:1.000,
+video-18bcfe56800-2.m4s
+#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:23.000Z
+#EXTINF:1.000,
+video-18bcfe56800-3.m4s
+#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:24.000Z
+#EXT-X-PART:DURATION=0.500,URI=\"video-18bcfe56800-4.0.m4s\",INDEPENDENT=YES
+#EXT-X-PART:DURATION=0.500,URI=\"video-18bcfe56800-4.1.m4s\"
+#EXTINF:1.000,
+video-18bcfe56800-4.m4s
+#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:25.000Z
+#EXT-X-PART:DURATION=0.500,URI=\"video-18bcfe56800-5.0.m4s\",INDEPENDENT=YES
+#EXT-X-PART:DURATION=0.500,URI=\"video-18bcfe56800-5.1.m4s\"
+#EXTINF:1.000,
+video-18bcfe56800-5.m4s
+#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:26.000Z
+#EXT-X-PART:DURATION=0.500,URI=\"video-18bcfe56800-6.0.m4s\",INDEPENDENT=YES
+#EXT-X-PART:DURATION=0.500,URI=\"video-18bcfe56800-6.1.m4s\"
+#EXTINF:1.000,
+video-18bcfe56800-6.m4s
+#EXT-X-PART:DURATION=0.500,URI=\"video-18bcfe56800-7.0.m4s\",INDEPENDENT=YES
+#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"video-18bcfe56800-7.1.m4s\"
+";
+        assert_eq!(text, golden);
+        let position = live.position();
+        assert_eq!(
+            (position.first_msn, position.open_msn, position.open_parts),
+            (1, 7, 1)
+        );
+        assert_eq!(position.complete_part_counts, vec![2; 6]);
+    }
+
+    #[test]
+    fn delta_update_skips_segments_older_than_can_skip_until() {
+        let names = MediaNames::new("video", at(0));
+        let mut live = LivePlaylist::new(
+            names,
+            Duration::from_secs(1),
+            Duration::from_millis(200),
+            12,
+            0,
+        );
+        for msn in 0..12u64 {
+            live.push_segment(msn, Duration::from_secs(1), at(msn * 1000), at(msn * 1000));
+        }
+        let playlist = live.playlist();
+        assert_eq!(
+            playlist.skippable_segments(),
+            6,
+            "12 s window, CAN-SKIP-UNTIL 6 s"
+        );
+        let delta = playlist.render_with(Skip::Yes);
+        assert!(delta.contains("#EXT-X-VERSION:9\n"));
+        assert!(
+            delta.contains("#EXT-X-MEDIA-SEQUENCE:0\n"),
+            "the sequence does not move"
+        );
+        assert!(delta.contains("#EXT-X-SKIP:SKIPPED-SEGMENTS=6\n"));
+        assert!(!delta.contains("-5.m4s"));
+        assert!(delta.contains("-6.m4s"));
+        let v2 = playlist.render_with(Skip::V2);
+        assert!(v2.contains("#EXT-X-VERSION:10\n"));
+        assert!(v2.contains("#EXT-X-SKIP:SKIPPED-SEGMENTS=6,RECENTLY-REMOVED-DATERANGES=\"\"\n"));
+    }
+
+    #[test]
+    fn ended_stream_has_endlist_and_no_hint() {
+        let names = MediaNames::new("video", at(0));
+        let mut live = LivePlaylist::new(
+            names,
+            Duration::from_secs(1),
+            Duration::from_millis(200),
+            6,
+            0,
+        );
+        live.push_part(0, 0, Duration::from_millis(200), true, at(0));
+        live.end(at(1));
+        let text = live.playlist().render();
+        assert!(text.ends_with("#EXT-X-ENDLIST\n"));
+        assert!(!text.contains("PRELOAD-HINT"));
+        assert!(live.position().ended);
+    }
+}
