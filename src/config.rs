@@ -48,6 +48,56 @@ pub struct Settings {
     pub encoder: EncoderSettings,
     /// `[cmaf]`: how the encoded stream is cut into parts and segments.
     pub cmaf: CmafSettings,
+    /// `[server]`: listeners, TLS, limits, the store.
+    pub server: ServerSettings,
+}
+
+/// `[server]`: what `mirror serve` listens on and how much it holds.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address of both listeners: HTTP/3 on UDP and HTTP/1.1 + HTTP/2 on TCP, same port.
+    /// Default `[::]:4443` (IPv6 and IPv4).
+    pub listen: std::net::SocketAddr,
+    /// PEM certificate chain. Default none: a self-signed certificate for localhost,
+    /// 127.0.0.1 and ::1 is generated into `certs_dir`.
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert`.
+    pub key: Option<PathBuf>,
+    /// Where the development certificate lives. Default `certs`.
+    pub certs_dir: PathBuf,
+    /// Most concurrent connections per listener. Default 10000.
+    pub max_connections: usize,
+    /// Most concurrent requests per HTTP/3 connection. Default 256. A player at the live
+    /// edge holds two or three (blocked playlist, hinted part, segment).
+    pub max_streams_per_connection: u32,
+    /// Idle connections are closed after this many milliseconds. Default 30000.
+    pub idle_timeout_ms: u64,
+    /// Byte budget of the media store. Default 512 MiB.
+    pub store_bytes: u64,
+    /// Complete segments each media playlist lists. Default 12: twice CAN-SKIP-UNTIL, so
+    /// delta updates skip half of it. No effect on latency.
+    pub window_segments: usize,
+    /// hls.js for the player page. Default `node_modules/hls.js/dist/hls.min.js` (the
+    /// set-up installs it from npm); without it the page says so.
+    pub hls_js: PathBuf,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 4443)),
+            cert: None,
+            key: None,
+            certs_dir: PathBuf::from("certs"),
+            max_connections: 10_000,
+            max_streams_per_connection: 256,
+            idle_timeout_ms: 30_000,
+            store_bytes: 512 << 20,
+            window_segments: 12,
+            hls_js: PathBuf::from("node_modules/hls.js/dist/hls.min.js"),
+        }
+    }
 }
 
 /// `[source]`: the built-in test pattern (libav's `testsrc2` and `sine`).
@@ -281,6 +331,46 @@ impl Settings {
             return invalid(
                 "cmaf.max_sample_bytes",
                 format!("{} is not in 1024..=268435456", c.max_sample_bytes),
+            );
+        }
+        let v = &self.server;
+        if v.cert.is_some() != v.key.is_some() {
+            return invalid(
+                "server.cert",
+                "server.cert and server.key go together".into(),
+            );
+        }
+        if !(1..=1_000_000).contains(&v.max_connections) {
+            return invalid(
+                "server.max_connections",
+                format!("{} is not in 1..=1000000", v.max_connections),
+            );
+        }
+        if !(4..=10_000).contains(&v.max_streams_per_connection) {
+            return invalid(
+                "server.max_streams_per_connection",
+                format!("{} is not in 4..=10000", v.max_streams_per_connection),
+            );
+        }
+        if !(1000..=600_000).contains(&v.idle_timeout_ms) {
+            return invalid(
+                "server.idle_timeout_ms",
+                format!("{} is not in 1000..=600000", v.idle_timeout_ms),
+            );
+        }
+        if v.store_bytes < 16 << 20 {
+            return invalid(
+                "server.store_bytes",
+                format!("{} is below 16 MiB", v.store_bytes),
+            );
+        }
+        if !(6..=1000).contains(&v.window_segments) {
+            return invalid(
+                "server.window_segments",
+                format!(
+                    "{} is not in 6..=1000 (RFC 8216bis 6.2.2 and Apple want at least 6)",
+                    v.window_segments
+                ),
             );
         }
         Ok(())

@@ -24,6 +24,25 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the live test pattern (or, later, another source) as LL-HLS over HTTP/3,
+    /// with HTTP/1.1 and HTTP/2 over TCP beside it.
+    Serve {
+        /// Source: only the built-in test pattern for now.
+        #[arg(long, default_value = "testsrc", value_parser = ["testsrc"])]
+        source: String,
+        /// Stream name (its path): `test` for the test pattern, else `live`.
+        #[arg(long)]
+        name: Option<String>,
+        /// Listen address of both listeners (overrides `server.listen`).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// PEM certificate chain (overrides `server.cert`).
+        #[arg(long, requires = "key")]
+        cert: Option<PathBuf>,
+        /// PEM private key (overrides `server.key`).
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
+    },
     /// Record the live test pattern to a directory as a finished LL-HLS presentation.
     Record {
         /// Seconds of media to record.
@@ -47,6 +66,31 @@ enum Command {
     },
 }
 
+fn serve(settings: Settings, name: String) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let server = mirror::server::RunningServer::start(&settings, &name).await?;
+        let port = server.h3_addr.port();
+        let host = if server.h3_addr.ip().is_loopback() && server.h3_addr.is_ipv4() { "127.0.0.1" } else { "localhost" };
+        println!("Mirror is serving stream {name:?}:");
+        println!("  player page:   https://{host}:{port}/");
+        println!("  multivariant:  https://{host}:{port}/{name}/index.m3u8");
+        println!("  media:         https://{host}:{port}/{name}/video.m3u8");
+        println!("  HTTP/3 on UDP {}, HTTP/1.1 + HTTP/2 on TCP {}", server.h3_addr, server.tcp_addr);
+        println!("  try:           curl --http3 -k https://{host}:{port}/{name}/video.m3u8");
+        println!("  certificate:   {}", server.tls.cert_path.display());
+        println!("  SPKI SHA-256:  {}", server.tls.spki_sha256);
+        println!(
+            "  chromium --origin-to-force-quic-on=127.0.0.1:{port} --ignore-certificate-errors-spki-list={} https://127.0.0.1:{port}/",
+            server.tls.spki_sha256
+        );
+        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+        tracing::info!("stopping");
+        drop(server);
+        Ok::<_, anyhow::Error>(())
+    })
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -61,6 +105,30 @@ fn main() -> anyhow::Result<()> {
         None => Settings::default(),
     };
     match cli.command {
+        Command::Serve {
+            source,
+            name,
+            listen,
+            cert,
+            key,
+        } => {
+            if let Some(listen) = listen {
+                settings.server.listen = listen;
+            }
+            if cert.is_some() {
+                settings.server.cert = cert;
+                settings.server.key = key;
+            }
+            settings.validate()?;
+            let name = name.unwrap_or_else(|| {
+                if source == "testsrc" {
+                    "test".into()
+                } else {
+                    "live".into()
+                }
+            });
+            serve(settings, name)?;
+        }
         Command::Record {
             seconds,
             out,

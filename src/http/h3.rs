@@ -1,0 +1,109 @@
+//! The HTTP/3 front: quinn (QUIC) + h3, ALPN `h3`. Each connection is a task, each
+//! request a task; the handler's response is sent chunk by chunk as it comes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use h3::server::RequestStream;
+
+use super::{AppState, handle};
+
+/// Connection limits of the QUIC listener.
+#[derive(Debug, Clone, Copy)]
+pub struct QuicLimits {
+    /// Most concurrent connections; more are refused.
+    pub max_connections: usize,
+    /// Most concurrent request streams per connection.
+    pub max_streams_per_connection: u32,
+    /// A connection idle this long is closed.
+    pub idle_timeout: Duration,
+}
+
+/// The quinn server configuration for `tls` with `limits`.
+pub fn server_config(
+    tls: rustls::ServerConfig,
+    limits: QuicLimits,
+) -> Result<quinn::ServerConfig, quinn::crypto::rustls::NoInitialCipherSuite> {
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport.max_concurrent_bidi_streams(limits.max_streams_per_connection.into());
+    // HTTP/3 needs three unidirectional streams each way (control, QPACK encoder and
+    // decoder) and clients may open a few more.
+    transport.max_concurrent_uni_streams(8u32.into());
+    transport.max_idle_timeout(limits.idle_timeout.try_into().ok());
+    config.transport_config(Arc::new(transport));
+    Ok(config)
+}
+
+/// Accepts connections on `endpoint` until it is closed.
+pub async fn serve(endpoint: quinn::Endpoint, state: Arc<AppState>, limits: QuicLimits) {
+    let open = Arc::new(AtomicUsize::new(0));
+    while let Some(incoming) = endpoint.accept().await {
+        if open.load(Ordering::Relaxed) >= limits.max_connections {
+            tracing::warn!(remote = %incoming.remote_address(), "connection limit reached, refused");
+            incoming.refuse();
+            continue;
+        }
+        open.fetch_add(1, Ordering::Relaxed);
+        let state = state.clone();
+        let open = open.clone();
+        tokio::spawn(async move {
+            if let Err(error) = connection(incoming, state).await {
+                tracing::debug!(%error, "HTTP/3 connection ended");
+            }
+            open.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+async fn connection(
+    incoming: quinn::Incoming,
+    state: Arc<AppState>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let connection = incoming.await?;
+    let mut h3 = h3::server::builder()
+        .build::<_, Bytes>(h3_quinn::Connection::new(connection))
+        .await?;
+    loop {
+        match h3.accept().await {
+            Ok(Some(resolver)) => {
+                let state = state.clone();
+                tokio::spawn(async move {
+                    match resolver.resolve_request().await {
+                        Ok((request, stream)) => {
+                            if let Err(error) = respond(&state, request, stream).await {
+                                tracing::debug!(%error, "HTTP/3 request ended early");
+                            }
+                        }
+                        Err(error) => tracing::debug!(%error, "bad HTTP/3 request"),
+                    }
+                });
+            }
+            Ok(None) => return Ok(()),
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+async fn respond<S>(
+    state: &AppState,
+    request: http::Request<()>,
+    mut stream: RequestStream<S, Bytes>,
+) -> Result<(), h3::error::StreamError>
+where
+    S: h3::quic::BidiStream<Bytes>,
+{
+    let response = handle(state, &request).await;
+    let (parts, body) = response.into_parts();
+    stream
+        .send_response(http::Response::from_parts(parts, ()))
+        .await?;
+    let mut chunks = body.into_chunks();
+    while let Some(chunk) = chunks.next().await {
+        stream.send_data(chunk).await?;
+    }
+    stream.finish().await
+}

@@ -1,0 +1,124 @@
+//! Response headers that follow from LL-HLS and from running behind caches: content
+//! types, Cache-Control per RFC 8216bis Appendix B, CORS, Priority (RFC 9218), dates.
+
+use std::time::{Duration, SystemTime};
+
+use http::HeaderValue;
+
+/// `application/vnd.apple.mpegurl` (RFC 8216bis 4).
+pub const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
+/// Parts and segments: CMAF media segments (RFC 8216bis 3.1.2 via ISO/IEC 23000-19).
+pub const SEGMENT_TYPE: &str = "video/iso.segment";
+/// The init segment.
+pub const INIT_TYPE: &str = "video/mp4";
+
+/// Cache-Control for each kind of response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caching {
+    /// A blocking playlist request answered (Appendix B: 6 target durations: it names a
+    /// state that never changes once reached).
+    BlockingPlaylist,
+    /// A blocking playlist request's 4xx (Appendix B: 4 target durations).
+    BlockingPlaylistError,
+    /// A plain playlist request (half a target duration, and stale-while-revalidate so
+    /// a CDN can answer at once while it refetches).
+    Playlist,
+    /// Media named by epoch and number: never changes.
+    Immutable,
+    /// Errors and 503s: short, so caches collapse a burst of them into one.
+    Error,
+    /// Must not be stored (the player page).
+    NoStore,
+}
+
+impl Caching {
+    /// The header value, for a stream whose target duration is `target`.
+    pub fn header(self, target: Duration) -> HeaderValue {
+        let td = target.as_secs().max(1);
+        let value = match self {
+            Caching::BlockingPlaylist => format!("public, max-age={}", 6 * td),
+            Caching::BlockingPlaylistError => format!("public, max-age={}", 4 * td),
+            // max-age takes whole seconds: half a target duration rounded up.
+            Caching::Playlist => format!(
+                "public, max-age={}, stale-while-revalidate={td}",
+                td.div_ceil(2)
+            ),
+            Caching::Immutable => "public, max-age=31536000, immutable".to_string(),
+            Caching::Error => "public, max-age=1".to_string(),
+            Caching::NoStore => "no-store".to_string(),
+        };
+        HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("no-store"))
+    }
+}
+
+/// RFC 9218 urgency: playlists first (1), then init (2), parts (3) and segments (4);
+/// never more urgent for a bigger resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Urgency {
+    /// Playlists.
+    Playlist = 1,
+    /// Init segments.
+    Init = 2,
+    /// Parts: the live edge.
+    Part = 3,
+    /// Whole segments.
+    Segment = 4,
+    /// Everything else.
+    Other = 5,
+}
+
+impl Urgency {
+    /// The `priority` header value.
+    pub fn header(self) -> HeaderValue {
+        HeaderValue::from_str(&format!("u={}", self as u8))
+            .unwrap_or(HeaderValue::from_static("u=3"))
+    }
+}
+
+/// An HTTP-date (RFC 9110 5.6.7).
+pub fn http_date(at: SystemTime) -> HeaderValue {
+    let t = time::OffsetDateTime::from(at);
+    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let value = format!(
+        "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
+        DAYS[usize::from(t.weekday().number_days_from_monday())],
+        t.day(),
+        MONTHS[usize::from(u8::from(t.month()) - 1)],
+        t.year(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
+    HeaderValue::from_str(&value)
+        .unwrap_or(HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    #[test]
+    fn http_date_is_imf_fixdate() {
+        let at = UNIX_EPOCH + Duration::from_secs(784_111_777);
+        assert_eq!(http_date(at), "Sun, 06 Nov 1994 08:49:37 GMT");
+    }
+
+    #[test]
+    fn cache_control_follows_appendix_b() {
+        let td = Duration::from_secs(1);
+        assert_eq!(Caching::BlockingPlaylist.header(td), "public, max-age=6");
+        assert_eq!(
+            Caching::BlockingPlaylistError.header(td),
+            "public, max-age=4"
+        );
+        assert_eq!(
+            Caching::Playlist.header(Duration::from_secs(4)),
+            "public, max-age=2, stale-while-revalidate=4"
+        );
+        assert_eq!(Urgency::Playlist.header(), "u=1");
+    }
+}

@@ -1,0 +1,153 @@
+//! `mirror serve`: the live streams, the store, and both front ends, started together
+//! and stopped together.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::config::Settings;
+use crate::http::h3::QuicLimits;
+use crate::http::{AppState, h3, tcp};
+use crate::store::Store;
+use crate::stream::{LiveStream, StreamError};
+use crate::tls::{self, TlsError, TlsMaterial};
+
+/// The built-in player page.
+const PAGE: &str = include_str!("web/index.html");
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// TLS material.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// A stream.
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({transport}): {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// UDP or TCP.
+        transport: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The QUIC configuration was refused.
+    #[error("QUIC TLS configuration: {0}")]
+    Quic(String),
+}
+
+/// A running server. Dropping it stops everything.
+pub struct RunningServer {
+    /// Where HTTP/3 listens (UDP).
+    pub h3_addr: SocketAddr,
+    /// Where HTTP/1.1 + HTTP/2 listen (TCP).
+    pub tcp_addr: SocketAddr,
+    /// The certificate in use.
+    pub tls: TlsMaterial,
+    /// The streams served, by name.
+    pub state: Arc<AppState>,
+    endpoint: quinn::Endpoint,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// Starts a server with one test-pattern stream named `stream`. Must run inside a
+    /// tokio runtime.
+    pub async fn start(settings: &Settings, stream: &str) -> Result<Self, ServerError> {
+        let server = &settings.server;
+        let tls = tls::load_or_generate(
+            server.cert.as_deref(),
+            server.key.as_deref(),
+            &server.certs_dir,
+        )?;
+        let target = settings.cmaf.segment_target().max(Duration::from_secs(1));
+        // 6.2.2: media leaving the playlist stays fetchable for three target durations
+        // more; the whole window plus that, with room.
+        let retention = target * (u32::try_from(server.window_segments).unwrap_or(1000) + 6);
+        let store = Store::new(server.store_bytes, retention);
+        let live = LiveStream::start_test_pattern(
+            stream,
+            settings,
+            server.window_segments,
+            store.clone(),
+        )?;
+        let hls_js = match std::fs::read(&server.hls_js) {
+            Ok(js) => Some(Bytes::from(js)),
+            Err(error) => {
+                tracing::warn!(path = %server.hls_js.display(), %error, "hls.js not found: the player page cannot play (run scripts/setup)");
+                None
+            }
+        };
+        let state = Arc::new(AppState {
+            streams: HashMap::from([(stream.to_string(), Arc::new(live))]),
+            store,
+            page: Bytes::from_static(PAGE.as_bytes()),
+            hls_js,
+        });
+
+        let limits = QuicLimits {
+            max_connections: server.max_connections,
+            max_streams_per_connection: server.max_streams_per_connection,
+            idle_timeout: Duration::from_millis(server.idle_timeout_ms),
+        };
+        let quic_tls = tls::server_config(&tls, &[b"h3"], true)?;
+        let quic =
+            h3::server_config(quic_tls, limits).map_err(|e| ServerError::Quic(e.to_string()))?;
+        let endpoint =
+            quinn::Endpoint::server(quic, server.listen).map_err(|source| ServerError::Bind {
+                addr: server.listen,
+                transport: "UDP",
+                source,
+            })?;
+        let h3_addr = endpoint.local_addr().map_err(|source| ServerError::Bind {
+            addr: server.listen,
+            transport: "UDP",
+            source,
+        })?;
+        // Same port on TCP as on UDP, so that Alt-Svc and the URL agree.
+        let tcp_bind = SocketAddr::new(server.listen.ip(), h3_addr.port());
+        let listener = TcpListener::bind(tcp_bind)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: tcp_bind,
+                transport: "TCP",
+                source,
+            })?;
+        let tcp_addr = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: tcp_bind,
+            transport: "TCP",
+            source,
+        })?;
+        let tcp_tls = Arc::new(tls::server_config(&tls, &[b"h2", b"http/1.1"], false)?);
+
+        let tasks = vec![
+            tokio::spawn(h3::serve(endpoint.clone(), state.clone(), limits)),
+            tokio::spawn(tcp::serve(listener, tcp_tls, state.clone(), h3_addr.port())),
+        ];
+        Ok(Self {
+            h3_addr,
+            tcp_addr,
+            tls,
+            state,
+            endpoint,
+            tasks,
+        })
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        self.endpoint.close(0u32.into(), b"server stopping");
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}

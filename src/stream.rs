@@ -1,0 +1,373 @@
+//! Live streams: each runs its media path (source → encoders → segmenter) on a thread
+//! of its own, puts parts and segments in the [`Store`], and publishes an immutable
+//! [`Snapshot`] of its playlist through a `watch` channel every time a part or segment
+//! completes. Every waiting request wakes from that one channel; the playlist bytes are
+//! rendered (and gzipped) once per snapshot and shared by all of them.
+
+use std::io::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use crate::cmaf::init::write_init_segment;
+use crate::cmaf::{CodecConfig, Segmenter, SegmenterConfig, SegmenterEvent, TrackInfo};
+use crate::config::Settings;
+use crate::ingest::{Source, TestPattern};
+use crate::llhls::blocking::{Position, advance_part_limit};
+use crate::llhls::live::{LivePlaylist, MediaNames};
+use crate::llhls::{Skip, Variant, render_multivariant};
+use crate::pipeline::Transcoder;
+use crate::store::{self, Store};
+
+/// Name of every stream's media playlist (its single rendition, for now).
+pub const MEDIA_PLAYLIST: &str = "video.m3u8";
+/// Name of every stream's multivariant playlist.
+pub const MULTIVARIANT_PLAYLIST: &str = "index.m3u8";
+
+/// Why a stream could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The source could not be opened.
+    #[error("stream {stream}: {error}")]
+    Source {
+        /// The stream.
+        stream: String,
+        /// Why.
+        error: crate::ingest::IngestError,
+    },
+    /// The encoders could not be opened.
+    #[error("stream {stream}: {error}")]
+    Pipeline {
+        /// The stream.
+        stream: String,
+        /// Why.
+        error: crate::pipeline::PipelineError,
+    },
+    /// The init segment could not be written.
+    #[error("stream {stream}: {error}")]
+    Init {
+        /// The stream.
+        stream: String,
+        /// Why.
+        error: crate::cmaf::init::InitError,
+    },
+    /// The media thread could not be started.
+    #[error("stream {stream}: cannot start its media thread: {error}")]
+    Thread {
+        /// The stream.
+        stream: String,
+        /// Why.
+        error: std::io::Error,
+    },
+}
+
+/// A rendered playlist, plain and gzip-compressed.
+#[derive(Debug, Clone, Default)]
+pub struct PlaylistBytes {
+    /// As rendered.
+    pub identity: Bytes,
+    /// gzip of `identity`, for clients that accept it.
+    pub gzip: Bytes,
+}
+
+impl PlaylistBytes {
+    fn new(text: String) -> Self {
+        let mut encoder = flate2::write::GzEncoder::new(
+            Vec::with_capacity(text.len() / 3),
+            flate2::Compression::fast(),
+        );
+        // Writing into a Vec cannot fail.
+        let _ = encoder.write_all(text.as_bytes());
+        let gzip = encoder.finish().unwrap_or_default();
+        Self {
+            identity: Bytes::from(text),
+            gzip: Bytes::from(gzip),
+        }
+    }
+}
+
+/// An immutable view of a stream's playlist at one moment.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Increases with every snapshot of this stream (part of the ETag).
+    pub sequence: u64,
+    /// Where the live edge is.
+    pub position: Position,
+    /// EXT-X-TARGETDURATION.
+    pub target_duration: Duration,
+    /// PART-TARGET.
+    pub part_target: Duration,
+    /// The Advance Part Limit for blocking requests (RFC 8216bis 6.2.5.2).
+    pub advance_part_limit: u32,
+    /// When the playlist last changed.
+    pub updated_at: SystemTime,
+    /// Whether any media is listed yet.
+    pub has_media: bool,
+    /// The media names in use.
+    pub names: Arc<MediaNames>,
+    /// The playlist: whole, and as `_HLS_skip=YES` and `v2` delta updates.
+    pub playlists: [PlaylistBytes; 3],
+}
+
+impl Snapshot {
+    /// The rendered playlist for `skip`.
+    pub fn playlist(&self, skip: Skip) -> &PlaylistBytes {
+        &self.playlists[match skip {
+            Skip::No => 0,
+            Skip::Yes => 1,
+            Skip::V2 => 2,
+        }]
+    }
+
+    fn render(sequence: u64, live: &LivePlaylist, names: Arc<MediaNames>) -> Self {
+        let playlist = live.playlist();
+        Self {
+            sequence,
+            position: live.position(),
+            target_duration: Duration::from_secs(playlist.target_duration_secs()),
+            part_target: playlist.part_target,
+            advance_part_limit: advance_part_limit(playlist.part_target),
+            updated_at: live.updated_at(),
+            has_media: live.has_media(),
+            names,
+            playlists: [Skip::No, Skip::Yes, Skip::V2]
+                .map(|skip| PlaylistBytes::new(playlist.render_with(skip))),
+        }
+    }
+}
+
+/// A running live stream.
+pub struct LiveStream {
+    name: String,
+    snapshot: watch::Receiver<Arc<Snapshot>>,
+    multivariant: Bytes,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl LiveStream {
+    /// Opens the test pattern and the encoders (so that a bad setting stops start-up),
+    /// then runs the stream on a thread of its own, storing media in `store`.
+    pub fn start_test_pattern(
+        name: &str,
+        settings: &Settings,
+        window_segments: usize,
+        store: Store,
+    ) -> Result<Self, StreamError> {
+        let stream = name.to_string();
+        let source =
+            TestPattern::open(&settings.source, true).map_err(|error| StreamError::Source {
+                stream: stream.clone(),
+                error,
+            })?;
+        let transcoder =
+            Transcoder::open(settings, source.format()).map_err(|error| StreamError::Pipeline {
+                stream: stream.clone(),
+                error,
+            })?;
+        let tracks = transcoder.tracks().to_vec();
+        let init = write_init_segment(&tracks).map_err(|error| StreamError::Init {
+            stream: stream.clone(),
+            error,
+        })?;
+        let segmenter = Segmenter::new(
+            SegmenterConfig {
+                tracks: tracks.clone(),
+                part_target: settings.cmaf.part_target(),
+                segment_target: settings.cmaf.segment_target(),
+                max_sample_bytes: settings.cmaf.max_sample_bytes,
+                keyframes_on_segment_grid: true,
+            },
+            0,
+        );
+        let epoch = SystemTime::now();
+        let names = Arc::new(MediaNames::new("v0", epoch));
+        store.insert(
+            store::key(name, &names.init()),
+            vec![Bytes::from(init)],
+            epoch,
+        );
+        let live = LivePlaylist::new(
+            (*names).clone(),
+            settings.cmaf.segment_target(),
+            segmenter.part_target(),
+            window_segments,
+            0,
+        );
+        let (sender, snapshot) =
+            watch::channel(Arc::new(Snapshot::render(0, &live, names.clone())));
+        let multivariant = Bytes::from(multivariant(&tracks, settings, source.format().frame_rate));
+        let stop = Arc::new(AtomicBool::new(false));
+        let media = MediaLoop {
+            stream: stream.clone(),
+            source,
+            transcoder,
+            segmenter,
+            live,
+            names,
+            store,
+            sender,
+            sequence: 0,
+            stop: stop.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("media-{name}"))
+            .spawn(move || media.run())
+            .map_err(|error| StreamError::Thread {
+                stream: stream.clone(),
+                error,
+            })?;
+        Ok(Self {
+            name: stream,
+            snapshot,
+            multivariant,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The stream's name (its path segment).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A receiver of the stream's snapshots.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.snapshot.clone()
+    }
+
+    /// The latest snapshot.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.snapshot.borrow().clone()
+    }
+
+    /// The multivariant playlist.
+    pub fn multivariant(&self) -> Bytes {
+        self.multivariant.clone()
+    }
+}
+
+impl Drop for LiveStream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The multivariant playlist of a one-rendition stream. BANDWIDTH is the configured
+/// peak (VBV max rate) plus audio, with 10 % for the container: RFC 8216bis 4.4.6.2
+/// wants the peak segment bit rate, which a live stream knows only afterwards.
+fn multivariant(tracks: &[TrackInfo], settings: &Settings, fps: ffmpeg_next::Rational) -> String {
+    let codecs = tracks
+        .iter()
+        .map(|t| t.codec.rfc6381())
+        .collect::<Vec<_>>()
+        .join(",");
+    let average: u64 = tracks.iter().map(|t| u64::from(t.average_bitrate)).sum();
+    let resolution = tracks.iter().find_map(|t| match &t.codec {
+        CodecConfig::Avc(c) => Some((u32::from(c.width), u32::from(c.height))),
+        CodecConfig::Hevc(c) => Some((u32::from(c.width), u32::from(c.height))),
+        CodecConfig::Aac(_) => None,
+    });
+    let _ = settings;
+    render_multivariant(&[Variant {
+        uri: MEDIA_PLAYLIST.into(),
+        bandwidth: average * 11 / 10,
+        average_bandwidth: Some(average),
+        codecs,
+        resolution,
+        frame_rate: Some(f64::from(fps.numerator()) / f64::from(fps.denominator().max(1))),
+    }])
+}
+
+/// The media thread's state.
+struct MediaLoop {
+    stream: String,
+    source: TestPattern,
+    transcoder: Transcoder,
+    segmenter: Segmenter,
+    live: LivePlaylist,
+    names: Arc<MediaNames>,
+    store: Store,
+    sender: watch::Sender<Arc<Snapshot>>,
+    sequence: u64,
+    stop: Arc<AtomicBool>,
+}
+
+impl MediaLoop {
+    fn run(mut self) {
+        let mut samples = Vec::new();
+        while !self.stop.load(Ordering::Relaxed) {
+            let frame = match self.source.next_frame() {
+                Ok(frame) => frame,
+                Err(error) => {
+                    // The test pattern only fails if libav does; a later issue brings
+                    // restarts with backoff for real sources.
+                    tracing::error!(stream = %self.stream, %error, "source failed, stream stopped");
+                    break;
+                }
+            };
+            if let Err(error) = self.transcoder.push(frame, &mut samples) {
+                tracing::error!(stream = %self.stream, %error, "encoder failed, stream stopped");
+                break;
+            }
+            for sample in samples.drain(..) {
+                if let Err(error) = self.segmenter.push(sample, SystemTime::now()) {
+                    tracing::warn!(stream = %self.stream, %error, "sample refused");
+                }
+            }
+            self.publish_events();
+        }
+    }
+
+    fn publish_events(&mut self) {
+        let mut changed = false;
+        while let Some(event) = self.segmenter.poll_event() {
+            changed = true;
+            match event {
+                SegmenterEvent::Part(part) => {
+                    let name = self.names.part(part.msn, part.index);
+                    self.store.insert(
+                        store::key(&self.stream, &name),
+                        vec![part.bytes],
+                        part.completed_at,
+                    );
+                    self.live.push_part(
+                        part.msn,
+                        part.index,
+                        part.duration,
+                        part.independent,
+                        part.completed_at,
+                    );
+                }
+                SegmenterEvent::Segment(segment) => {
+                    let name = self.names.segment(segment.msn);
+                    let completed = segment
+                        .parts
+                        .last()
+                        .map_or_else(SystemTime::now, |p| p.completed_at);
+                    let chunks = segment.parts.iter().map(|p| p.bytes.clone()).collect();
+                    self.store
+                        .insert(store::key(&self.stream, &name), chunks, completed);
+                    self.live.push_segment(
+                        segment.msn,
+                        segment.duration,
+                        segment.captured_at,
+                        completed,
+                    );
+                }
+            }
+        }
+        if changed {
+            self.sequence += 1;
+            let snapshot = Snapshot::render(self.sequence, &self.live, self.names.clone());
+            self.sender.send_replace(Arc::new(snapshot));
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! TLS: the certificate and key (loaded from PEM files, or a self-signed development
+//! certificate generated into `certs/`), and the rustls configurations of the HTTP/3
+//! and TCP listeners. One crypto provider only, ring: with two enabled,
+//! `ServerConfig::builder()` cannot choose and panics.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use base64::Engine as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use sha2::{Digest, Sha256};
+
+/// Why TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A PEM file held no certificate or no private key.
+    #[error("{path}: no {what} found in PEM")]
+    Missing {
+        /// The file.
+        path: PathBuf,
+        /// Certificate or key.
+        what: &'static str,
+    },
+    /// The development certificate could not be generated.
+    #[error("generating a self-signed certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    /// rustls refused the certificate or key.
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// The certificate is not DER that carries a SubjectPublicKeyInfo.
+    #[error("certificate is not valid DER: {0}")]
+    Der(&'static str),
+}
+
+/// A certificate chain and its key.
+#[derive(Debug)]
+pub struct TlsMaterial {
+    /// The chain, leaf first.
+    pub certs: Vec<CertificateDer<'static>>,
+    /// The leaf's private key.
+    pub key: PrivateKeyDer<'static>,
+    /// base64 of the SHA-256 of the leaf's SubjectPublicKeyInfo: what Chromium's
+    /// `--ignore-certificate-errors-spki-list` takes.
+    pub spki_sha256: String,
+    /// Where the certificate came from.
+    pub cert_path: PathBuf,
+}
+
+impl Clone for TlsMaterial {
+    fn clone(&self) -> Self {
+        Self {
+            certs: self.certs.clone(),
+            key: self.key.clone_key(),
+            spki_sha256: self.spki_sha256.clone(),
+            cert_path: self.cert_path.clone(),
+        }
+    }
+}
+
+const CERT_FILE: &str = "cert.pem";
+const KEY_FILE: &str = "key.pem";
+
+/// Loads `cert` and `key` when both are given; otherwise uses (creating it on first
+/// use) a self-signed certificate for localhost, 127.0.0.1 and ::1 in `dir`.
+pub fn load_or_generate(
+    cert: Option<&Path>,
+    key: Option<&Path>,
+    dir: &Path,
+) -> Result<TlsMaterial, TlsError> {
+    let (cert_path, key_path) = match (cert, key) {
+        (Some(c), Some(k)) => (c.to_owned(), k.to_owned()),
+        _ => {
+            let (c, k) = (dir.join(CERT_FILE), dir.join(KEY_FILE));
+            if !c.exists() || !k.exists() {
+                generate(dir, &c, &k)?;
+            }
+            (c, k)
+        }
+    };
+    load(&cert_path, &key_path)
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
+    move |source| TlsError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn generate(dir: &Path, cert_path: &Path, key_path: &Path) -> Result<(), TlsError> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    let certified = rcgen::generate_simple_self_signed(names)?;
+    std::fs::write(cert_path, certified.cert.pem()).map_err(io(cert_path))?;
+    std::fs::write(key_path, certified.key_pair.serialize_pem()).map_err(io(key_path))?;
+    tracing::info!(cert = %cert_path.display(), "generated a self-signed certificate");
+    Ok(())
+}
+
+fn load(cert_path: &Path, key_path: &Path) -> Result<TlsMaterial, TlsError> {
+    let cert_pem = std::fs::read(cert_path).map_err(io(cert_path))?;
+    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &cert_pem[..])
+        .collect::<Result<_, _>>()
+        .map_err(io(cert_path))?;
+    let leaf = certs.first().ok_or_else(|| TlsError::Missing {
+        path: cert_path.to_owned(),
+        what: "certificate",
+    })?;
+    let spki = subject_public_key_info(leaf)?;
+    let spki_sha256 = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(spki));
+    let key_pem = std::fs::read(key_path).map_err(io(key_path))?;
+    let key = rustls_pemfile::private_key(&mut &key_pem[..])
+        .map_err(io(key_path))?
+        .ok_or_else(|| TlsError::Missing {
+            path: key_path.to_owned(),
+            what: "private key",
+        })?;
+    Ok(TlsMaterial {
+        certs,
+        key,
+        spki_sha256,
+        cert_path: cert_path.to_owned(),
+    })
+}
+
+/// One DER TLV: (tag, content, rest).
+fn tlv(der: &[u8]) -> Result<(u8, &[u8], &[u8]), TlsError> {
+    let (&tag, rest) = der.split_first().ok_or(TlsError::Der("truncated tag"))?;
+    let (&first, rest) = rest
+        .split_first()
+        .ok_or(TlsError::Der("truncated length"))?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return Err(TlsError::Der("bad length"));
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        (len, &rest[n..])
+    };
+    if rest.len() < len {
+        return Err(TlsError::Der("content past the end"));
+    }
+    Ok((tag, &rest[..len], &rest[len..]))
+}
+
+/// The SubjectPublicKeyInfo of an X.509 certificate, whole (tag and length included):
+/// RFC 5280 4.1, Certificate → tbsCertificate → the seventh field (after the optional
+/// [0] version, serialNumber, signature, issuer, validity, subject).
+fn subject_public_key_info(cert: &[u8]) -> Result<&[u8], TlsError> {
+    let (_, certificate, _) = tlv(cert)?;
+    let (_, mut tbs, _) = tlv(certificate)?;
+    if tbs.first() == Some(&0xa0) {
+        tbs = tlv(tbs)?.2; // version
+    }
+    for _ in 0..5 {
+        tbs = tlv(tbs)?.2; // serial, signature, issuer, validity, subject
+    }
+    let (tag, _, rest) = tlv(tbs)?;
+    if tag != 0x30 {
+        return Err(TlsError::Der("SubjectPublicKeyInfo is not a SEQUENCE"));
+    }
+    Ok(&tbs[..tbs.len() - rest.len()])
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The rustls server configuration for `alpn` protocols; TLS 1.3 only when `quic`.
+pub fn server_config(
+    material: &TlsMaterial,
+    alpn: &[&[u8]],
+    quic: bool,
+) -> Result<rustls::ServerConfig, TlsError> {
+    let versions: &[&rustls::SupportedProtocolVersion] = if quic {
+        &[&rustls::version::TLS13]
+    } else {
+        rustls::DEFAULT_VERSIONS
+    };
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions)?
+        .with_no_client_auth()
+        .with_single_cert(material.certs.clone(), material.key.clone_key())?;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    if quic {
+        // 0-RTT would let a request replay; playlists and media are idempotent GETs, but
+        // QUIC needs max_early_data_size 0 or u32::MAX, and 0 keeps it simple.
+        config.max_early_data_size = 0;
+    }
+    Ok(config)
+}
+
+/// A rustls client configuration that trusts exactly `material`'s certificate (tests,
+/// the benchmark client).
+pub fn client_config_trusting(
+    material: &TlsMaterial,
+    alpn: &[&[u8]],
+) -> Result<rustls::ClientConfig, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in &material.certs {
+        roots.add(cert.clone())?;
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_certificate_loads_and_its_spki_hash_matches_the_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let material = load_or_generate(None, None, dir.path()).expect("generates");
+        assert!(dir.path().join(CERT_FILE).exists());
+        let certified_again = load_or_generate(None, None, dir.path()).expect("reloads");
+        assert_eq!(
+            material.spki_sha256, certified_again.spki_sha256,
+            "reused, not regenerated"
+        );
+        // The SPKI found by walking the certificate is the key pair's own.
+        let key_pem = std::fs::read_to_string(dir.path().join(KEY_FILE)).expect("key");
+        let key_pair = rcgen::KeyPair::from_pem(&key_pem).expect("key parses");
+        let expected = base64::engine::general_purpose::STANDARD
+            .encode(Sha256::digest(key_pair.public_key_der()));
+        assert_eq!(material.spki_sha256, expected);
+        server_config(&material, &[b"h3"], true).expect("QUIC config");
+        server_config(&material, &[b"h2", b"http/1.1"], false).expect("TCP config");
+    }
+
+    #[test]
+    fn missing_files_are_named_in_the_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = load_or_generate(
+            Some(&dir.path().join("nope.pem")),
+            Some(&dir.path().join("k.pem")),
+            dir.path(),
+        )
+        .expect_err("missing");
+        assert!(err.to_string().contains("nope.pem"), "{err}");
+    }
+}
