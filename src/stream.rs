@@ -249,6 +249,12 @@ impl LiveStream {
     pub fn multivariant(&self) -> Bytes {
         self.multivariant.clone()
     }
+
+    /// Stops the media thread. The last playlist stays served; requests blocked on a
+    /// newer one are answered 503 at once instead of hanging.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 impl Drop for LiveStream {

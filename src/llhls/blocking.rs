@@ -50,16 +50,10 @@ pub fn parse_query(query: &str) -> Result<PlaylistQuery, QueryError> {
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         match name {
-            "_HLS_msn" => {
-                if q.msn.replace(decimal("_HLS_msn", value)?).is_some() {
-                    return Err(QueryError::Repeated("_HLS_msn"));
-                }
-            }
-            "_HLS_part" => {
-                if q.part.replace(decimal("_HLS_part", value)?).is_some() {
-                    return Err(QueryError::Repeated("_HLS_part"));
-                }
-            }
+            "_HLS_msn" if q.msn.is_some() => return Err(QueryError::Repeated("_HLS_msn")),
+            "_HLS_msn" => q.msn = Some(decimal("_HLS_msn", value)?),
+            "_HLS_part" if q.part.is_some() => return Err(QueryError::Repeated("_HLS_part")),
+            "_HLS_part" => q.part = Some(decimal("_HLS_part", value)?),
             "_HLS_skip" => {
                 if std::mem::replace(&mut seen_skip, true) {
                     return Err(QueryError::Repeated("_HLS_skip"));

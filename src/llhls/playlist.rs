@@ -186,7 +186,7 @@ impl MediaPlaylist {
             Skip::No => 0,
             Skip::Yes | Skip::V2 => self.skippable_segments(),
         };
-        if skipped > 0 || skip != Skip::No {
+        if skipped > 0 {
             // 4.4.5.2: EXT-X-SKIP replaces the skipped segments, in a delta update only.
             let _ = write!(out, "#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}");
             if skip == Skip::V2 {

@@ -75,3 +75,4 @@ pub fn with_init(dir: &Path, name: &str, init: &[u8], media: &[u8]) -> std::path
     std::fs::write(&path, bytes).expect("write");
     path
 }
+pub mod h3client;
