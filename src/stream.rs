@@ -21,7 +21,7 @@ use crate::llhls::blocking::{Position, advance_part_limit};
 use crate::llhls::live::{LivePlaylist, MediaNames};
 use crate::llhls::{Skip, Variant, render_multivariant};
 use crate::pipeline::Transcoder;
-use crate::store::{self, Store};
+use crate::store::{self, Store, StoredMedia};
 
 /// Name of every stream's media playlist (its single rendition, for now).
 pub const MEDIA_PLAYLIST: &str = "video.m3u8";
@@ -145,6 +145,7 @@ pub struct LiveStream {
     name: String,
     snapshot: watch::Receiver<Arc<Snapshot>>,
     multivariant: Bytes,
+    init: StoredMedia,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -186,11 +187,12 @@ impl LiveStream {
         );
         let epoch = SystemTime::now();
         let names = Arc::new(MediaNames::new("v0", epoch));
-        store.insert(
-            store::key(name, &names.init()),
-            vec![Bytes::from(init)],
-            epoch,
-        );
+        // The init segment lives as long as the stream (not in the store, whose time to
+        // live would drop it while parts still need it).
+        let init = StoredMedia {
+            chunks: vec![Bytes::from(init)].into(),
+            modified: epoch,
+        };
         let live = LivePlaylist::new(
             (*names).clone(),
             settings.cmaf.segment_target(),
@@ -225,6 +227,7 @@ impl LiveStream {
             name: stream,
             snapshot,
             multivariant,
+            init,
             stop,
             thread: Some(thread),
         })
@@ -248,6 +251,11 @@ impl LiveStream {
     /// The multivariant playlist.
     pub fn multivariant(&self) -> Bytes {
         self.multivariant.clone()
+    }
+
+    /// The init segment.
+    pub fn init(&self) -> StoredMedia {
+        self.init.clone()
     }
 
     /// Stops the media thread. The last playlist stays served; requests blocked on a

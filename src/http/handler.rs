@@ -380,6 +380,7 @@ async fn media(
         MediaName::Segment(_) => (SEGMENT_TYPE, Urgency::Segment),
     };
     let stored = match (state.store.get(&key), kind) {
+        (_, MediaName::Init) => stream.init(),
         (Some(stored), _) => stored,
         (None, MediaName::Part(msn, index)) => {
             match hold_part(state, stream, &key, msn, index).await {
