@@ -1,0 +1,37 @@
+// Plays Mirror's player page in Debian's headless Chromium, over HTTP/3 forced to the
+// test origin, and prints what the page measured (window.mirror) as JSON.
+//
+//   node tests/browser/play.mjs URL PORT SPKI [SAMPLES] [TIMEOUT_S]
+import { chromium } from 'playwright-core';
+
+const [url, port, spki, samplesArg, timeoutArg] = process.argv.slice(2);
+const samples = Number(samplesArg || 8);
+const timeoutMs = Number(timeoutArg || 40) * 1000;
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  headless: true,
+  args: [
+    '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync', '--autoplay-policy=no-user-gesture-required',
+    '--enable-quic', `--origin-to-force-quic-on=127.0.0.1:${port}`,
+    `--ignore-certificate-errors-spki-list=${spki}`,
+  ],
+});
+let result;
+try {
+  const page = await browser.newPage();
+  const started = Date.now();
+  await page.goto(url);
+  await page.waitForFunction(
+    n => window.mirror && (window.mirror.error || window.mirror.latencies.length >= n),
+    samples, { timeout: timeoutMs, polling: 250 });
+  result = await page.evaluate(() => ({
+    ...window.mirror,
+    firstFrameAt: null,
+    pageProtocol: performance.getEntriesByType('navigation')[0]?.nextHopProtocol,
+  }));
+  result.elapsedMs = Date.now() - started;
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify(result));
