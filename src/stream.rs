@@ -123,7 +123,9 @@ impl Snapshot {
         }]
     }
 
-    fn render(sequence: u64, live: &LivePlaylist, names: Arc<MediaNames>) -> Self {
+    /// Renders the snapshot of `live`: its position and its playlist in all three forms,
+    /// plain and gzipped. This is the work done once per part, shared by every request.
+    pub fn render(sequence: u64, live: &LivePlaylist, names: Arc<MediaNames>) -> Self {
         let playlist = live.playlist();
         Self {
             sequence,

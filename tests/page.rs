@@ -19,8 +19,13 @@ async fn hls_js_plays_the_test_stream_over_http3_in_chromium() {
     settings.server.listen = "127.0.0.1:0".parse().expect("addr");
     settings.server.certs_dir = dir.path().join("certs");
     settings.server.hls_js = root.join("node_modules/hls.js/dist/hls.min.js");
-    let server = RunningServer::start(&settings, "test").await.expect("server starts");
-    assert!(server.state.hls_js.is_some(), "hls.js installed by scripts/setup (npm)");
+    let server = RunningServer::start(&settings, "test")
+        .await
+        .expect("server starts");
+    assert!(
+        server.state.hls_js.is_some(),
+        "hls.js installed by scripts/setup (npm)"
+    );
     let port = server.h3_addr.port();
     let output = tokio::process::Command::new("node")
         .arg(root.join("tests/browser/play.mjs"))
@@ -33,15 +38,32 @@ async fn hls_js_plays_the_test_stream_over_http3_in_chromium() {
         .await
         .expect("node runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "browser run failed: {stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    let result: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON from the page");
+    assert!(
+        output.status.success(),
+        "browser run failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result: serde_json::Value =
+        serde_json::from_str(stdout.trim()).expect("JSON from the page");
     assert!(result["error"].is_null(), "hls.js error: {result}");
-    let latencies: Vec<f64> =
-        result["latencies"].as_array().expect("latencies").iter().filter_map(|v| v.as_f64()).collect();
+    let latencies: Vec<f64> = result["latencies"]
+        .as_array()
+        .expect("latencies")
+        .iter()
+        .filter_map(|v| v.as_f64())
+        .collect();
     assert!(latencies.len() >= 8, "{result}");
-    let protocols: Vec<&str> =
-        result["protocols"].as_array().expect("protocols").iter().filter_map(|v| v.as_str()).collect();
-    assert_eq!(protocols, ["h3"], "every playlist and media request went over HTTP/3: {result}");
+    let protocols: Vec<&str> = result["protocols"]
+        .as_array()
+        .expect("protocols")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert_eq!(
+        protocols,
+        ["h3"],
+        "every playlist and media request went over HTTP/3: {result}"
+    );
     assert_eq!(result["pageProtocol"], "h3");
     // Live latency (wall clock minus capture time of the frame on screen) is sane: the
     // player is at the live edge, not seconds behind. The full measurement is in
@@ -49,5 +71,8 @@ async fn hls_js_plays_the_test_stream_over_http3_in_chromium() {
     let mut sorted = latencies.clone();
     sorted.sort_by(f64::total_cmp);
     let median = sorted[sorted.len() / 2];
-    assert!(median > 0.0 && median < 3.0, "median latency {median} s: {result}");
+    assert!(
+        median > 0.0 && median < 3.0,
+        "median latency {median} s: {result}"
+    );
 }

@@ -1,0 +1,97 @@
+//! Wake-up latency of N blocked playlist reloads: N requests for the next part wait in
+//! the real handler on a live test-pattern stream; when the part completes, each is
+//! answered. The figure is the time from the part's completion (the snapshot's
+//! `updated_at`, stamped by the media thread when the segmenter emitted the part) to
+//! the handler returning that request's response, ready to write. The network write is
+//! not included (it belongs to the transport benchmark of `mirror bench viewers`).
+//!
+//! `cargo bench --bench wakeup` (N = 100, 1000, 10000; three rounds each). Under
+//! `cargo test` it runs one small round as a smoke test.
+#![allow(missing_docs)]
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use mirror::config::Settings;
+use mirror::http::handle;
+use mirror::server::RunningServer;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+async fn round(server: &RunningServer, n: usize) -> Vec<Duration> {
+    let stream = server.state.streams["test"].clone();
+    // Ask for the part after the last listed one, right after a part completed.
+    let mut updates = stream.subscribe();
+    updates.borrow_and_update();
+    let _ = updates.changed().await;
+    let snapshot = stream.current();
+    let (msn, part) = (snapshot.position.open_msn, snapshot.position.open_parts);
+    let uri = format!("/test/video.m3u8?_HLS_msn={msn}&_HLS_part={part}");
+    let mut tasks = Vec::with_capacity(n);
+    for _ in 0..n {
+        let state = server.state.clone();
+        let uri = uri.clone();
+        tasks.push(tokio::spawn(async move {
+            let request = http::Request::get(uri).body(()).expect("request");
+            let response = handle(&state, &request).await;
+            assert_eq!(response.status(), 200);
+            SystemTime::now()
+        }));
+    }
+    // The snapshot that first lists the part: its completion time.
+    let completed = loop {
+        let _ = updates.changed().await;
+        let s = updates.borrow_and_update().clone();
+        let p = &s.position;
+        if p.open_msn > msn || p.open_parts > part {
+            break s.updated_at;
+        }
+    };
+    let mut latencies = Vec::with_capacity(n);
+    for task in tasks {
+        let done = task.await.expect("task");
+        latencies.push(done.duration_since(completed).unwrap_or_default());
+    }
+    latencies.sort();
+    latencies
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut settings = Settings::default();
+        settings.source.width = 320;
+        settings.source.height = 180;
+        settings.encoder.video_bitrate_kbps = 400;
+        settings.server.listen = "127.0.0.1:0".parse().expect("addr");
+        settings.server.certs_dir = dir.path().join("certs");
+        let server = RunningServer::start(&settings, "test")
+            .await
+            .expect("server");
+        let sizes: &[usize] = if full { &[100, 1000, 10_000] } else { &[100] };
+        let rounds = if full { 3 } else { 1 };
+        println!("{:>7} {:>10} {:>10} {:>10}", "waiters", "p50", "p99", "max");
+        for &n in sizes {
+            let mut all = Vec::new();
+            for _ in 0..rounds {
+                all.extend(round(&server, n).await);
+            }
+            all.sort();
+            println!(
+                "{n:>7} {:>10.3?} {:>10.3?} {:>10.3?}",
+                percentile(&all, 0.5),
+                percentile(&all, 0.99),
+                all[all.len() - 1]
+            );
+        }
+        drop(Arc::clone(&server.state));
+    });
+}
