@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::Body;
-use super::headers::{Caching, INIT_TYPE, PLAYLIST_TYPE, SEGMENT_TYPE, Urgency, http_date};
+use super::headers::{Caching, INIT_TYPE, PLAYLIST_TYPE, SEGMENT_TYPE, Urgency, date_now, http_date};
 use crate::llhls::Skip;
 use crate::llhls::blocking::{Readiness, parse_query};
 use crate::llhls::live::MediaName;
@@ -108,7 +108,7 @@ fn finish(reply: Reply, head: bool) -> Response<Body> {
         for (name, value) in reply.headers {
             headers.append(name, value);
         }
-        headers.insert(header::DATE, http_date(std::time::SystemTime::now()));
+        headers.insert(header::DATE, date_now());
         // Players on other origins read playlists and media, and a player measuring
         // latency behind a CDN needs Age.
         headers.insert(

@@ -75,6 +75,23 @@ impl Urgency {
     }
 }
 
+/// The `Date` header for now. Formatted once per second and shared: every response
+/// carries it, and at thousands of responses per part the formatting showed.
+pub fn date_now() -> HeaderValue {
+    static CACHE: std::sync::Mutex<Option<(u64, HeaderValue)>> = std::sync::Mutex::new(None);
+    let now = SystemTime::now();
+    let secs = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    match &*cache {
+        Some((s, value)) if *s == secs => value.clone(),
+        _ => {
+            let value = http_date(now);
+            *cache = Some((secs, value.clone()));
+            value
+        }
+    }
+}
+
 /// An HTTP-date (RFC 9110 5.6.7).
 pub fn http_date(at: SystemTime) -> HeaderValue {
     let t = time::OffsetDateTime::from(at);

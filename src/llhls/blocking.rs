@@ -237,6 +237,39 @@ mod tests {
         assert_eq!(parse_query("_HLS_skip=yes"), Err(QueryError::BadSkip));
     }
 
+    proptest::proptest! {
+        /// Any query string at all: parsed or refused, never a panic; and whatever is
+        /// accepted satisfies the rules (no part without an MSN).
+        #[test]
+        fn any_query_is_parsed_or_refused_never_a_panic(query in ".{0,80}") {
+            if let Ok(q) = parse_query(&query) {
+                proptest::prop_assert!(q.part.is_none() || q.msn.is_some());
+            }
+        }
+
+        /// Directive-shaped queries with arbitrary values: a malformed `_HLS_msn` or
+        /// `_HLS_part` is always an error, a well-formed one always parses to its value.
+        #[test]
+        fn directive_values_are_decimal_or_refused(
+            msn in "[0-9+\\- a-zA-Z%]{0,24}",
+            part in proptest::option::of("[0-9+\\- ]{0,12}"),
+        ) {
+            let query = match &part {
+                Some(p) => format!("_HLS_msn={msn}&_HLS_part={p}"),
+                None => format!("_HLS_msn={msn}"),
+            };
+            let valid_msn = !msn.is_empty() && msn.bytes().all(|b| b.is_ascii_digit()) && msn.parse::<u64>().is_ok();
+            let valid_part = part.as_ref().is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u32>().is_ok());
+            match parse_query(&query) {
+                Ok(q) => {
+                    proptest::prop_assert!(valid_msn && valid_part, "{query} accepted");
+                    proptest::prop_assert_eq!(q.msn, msn.parse().ok());
+                }
+                Err(_) => proptest::prop_assert!(!(valid_msn && valid_part), "{query} refused"),
+            }
+        }
+    }
+
     #[test]
     fn advance_part_limit_follows_the_part_target() {
         assert_eq!(advance_part_limit(Duration::from_millis(200)), 15);
