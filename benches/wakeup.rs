@@ -5,6 +5,10 @@
 //! the handler returning that request's response, ready to write. The network write is
 //! not included (it belongs to the transport benchmark of `mirror bench viewers`).
 //!
+//! The baseline, measured in the same run: N tokio tasks that only wait on a `watch`
+//! channel and take the time when woken, from `send_replace` on: the floor of any
+//! per-request wake-up on this runtime and machine.
+//!
 //! `cargo bench --bench wakeup` (N = 100, 1000, 10000; three rounds each). Under
 //! `cargo test` it runs one small round as a smoke test.
 #![allow(missing_docs)]
@@ -59,6 +63,33 @@ async fn round(server: &RunningServer, n: usize) -> Vec<Duration> {
     latencies
 }
 
+/// The baseline: bare watch fan-out to `n` waiting tasks.
+async fn bare_round(n: usize) -> Vec<Duration> {
+    let (sender, receiver) = tokio::sync::watch::channel(0u64);
+    let mut tasks = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut receiver = receiver.clone();
+        tasks.push(tokio::spawn(async move {
+            let _ = receiver.changed().await;
+            SystemTime::now()
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let sent = SystemTime::now();
+    sender.send_replace(1);
+    let mut latencies = Vec::with_capacity(n);
+    for task in tasks {
+        latencies.push(
+            task.await
+                .expect("task")
+                .duration_since(sent)
+                .unwrap_or_default(),
+        );
+    }
+    latencies.sort();
+    latencies
+}
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -78,18 +109,25 @@ fn main() {
             .expect("server");
         let sizes: &[usize] = if full { &[100, 1000, 10_000] } else { &[100] };
         let rounds = if full { 3 } else { 1 };
-        println!("{:>7} {:>10} {:>10} {:>10}", "waiters", "p50", "p99", "max");
+        println!(
+            "{:>7} {:>10} {:>10} {:>10} {:>14} {:>14}",
+            "waiters", "p50", "p99", "max", "baseline p50", "baseline p99"
+        );
         for &n in sizes {
-            let mut all = Vec::new();
+            let (mut all, mut bare) = (Vec::new(), Vec::new());
             for _ in 0..rounds {
                 all.extend(round(&server, n).await);
+                bare.extend(bare_round(n).await);
             }
             all.sort();
+            bare.sort();
             println!(
-                "{n:>7} {:>10.3?} {:>10.3?} {:>10.3?}",
+                "{n:>7} {:>10.3?} {:>10.3?} {:>10.3?} {:>14.3?} {:>14.3?}",
                 percentile(&all, 0.5),
                 percentile(&all, 0.99),
-                all[all.len() - 1]
+                all[all.len() - 1],
+                percentile(&bare, 0.5),
+                percentile(&bare, 0.99),
             );
         }
         drop(Arc::clone(&server.state));

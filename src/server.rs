@@ -86,12 +86,12 @@ impl RunningServer {
                 None
             }
         };
-        let state = Arc::new(AppState {
-            streams: HashMap::from([(stream.to_string(), Arc::new(live))]),
+        let state = Arc::new(AppState::new(
+            HashMap::from([(stream.to_string(), Arc::new(live))]),
             store,
-            page: Bytes::from_static(PAGE.as_bytes()),
+            Bytes::from_static(PAGE.as_bytes()),
             hls_js,
-        });
+        ));
 
         let limits = QuicLimits {
             max_connections: server.max_connections,

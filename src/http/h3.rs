@@ -105,5 +105,10 @@ where
     while let Some(chunk) = chunks.next().await {
         stream.send_data(chunk).await?;
     }
-    stream.finish().await
+    stream.finish().await?;
+    // RFC 9114 4.1: the response is complete and needs nothing more of the request; the
+    // client is asked to stop sending with H3_NO_ERROR (not quinn's default code 0, which
+    // a client reads as an abort).
+    stream.stop_sending(h3::error::Code::H3_NO_ERROR);
+    Ok(())
 }

@@ -80,7 +80,9 @@ impl Urgency {
 pub fn date_now() -> HeaderValue {
     static CACHE: std::sync::Mutex<Option<(u64, HeaderValue)>> = std::sync::Mutex::new(None);
     let now = SystemTime::now();
-    let secs = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
     match &*cache {
         Some((s, value)) if *s == secs => value.clone(),
