@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::config::Settings;
-use crate::http::h3::QuicLimits;
+use crate::http::h3::ConnectionLimits;
 use crate::http::{AppState, h3, tcp};
 use crate::store::Store;
 use crate::stream::{LiveStream, StreamError};
@@ -93,7 +93,7 @@ impl RunningServer {
             hls_js,
         ));
 
-        let limits = QuicLimits {
+        let limits = ConnectionLimits {
             max_connections: server.max_connections,
             max_streams_per_connection: server.max_streams_per_connection,
             idle_timeout: Duration::from_millis(server.idle_timeout_ms),
@@ -130,7 +130,13 @@ impl RunningServer {
 
         let tasks = vec![
             tokio::spawn(h3::serve(endpoint.clone(), state.clone(), limits)),
-            tokio::spawn(tcp::serve(listener, tcp_tls, state.clone(), h3_addr.port())),
+            tokio::spawn(tcp::serve(
+                listener,
+                tcp_tls,
+                state.clone(),
+                h3_addr.port(),
+                limits,
+            )),
         ];
         Ok(Self {
             h3_addr,

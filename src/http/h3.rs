@@ -10,9 +10,9 @@ use h3::server::RequestStream;
 
 use super::{AppState, handle};
 
-/// Connection limits of the QUIC listener.
+/// Connection limits of the listeners (QUIC, and the same for TCP).
 #[derive(Debug, Clone, Copy)]
-pub struct QuicLimits {
+pub struct ConnectionLimits {
     /// Most concurrent connections; more are refused.
     pub max_connections: usize,
     /// Most concurrent request streams per connection.
@@ -24,7 +24,7 @@ pub struct QuicLimits {
 /// The quinn server configuration for `tls` with `limits`.
 pub fn server_config(
     tls: rustls::ServerConfig,
-    limits: QuicLimits,
+    limits: ConnectionLimits,
 ) -> Result<quinn::ServerConfig, quinn::crypto::rustls::NoInitialCipherSuite> {
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
@@ -39,7 +39,7 @@ pub fn server_config(
 }
 
 /// Accepts connections on `endpoint` until it is closed.
-pub async fn serve(endpoint: quinn::Endpoint, state: Arc<AppState>, limits: QuicLimits) {
+pub async fn serve(endpoint: quinn::Endpoint, state: Arc<AppState>, limits: ConnectionLimits) {
     let open = Arc::new(AtomicUsize::new(0));
     while let Some(incoming) = endpoint.accept().await {
         if open.load(Ordering::Relaxed) >= limits.max_connections {

@@ -4,15 +4,17 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use http::HeaderValue;
 use http_body_util::StreamBody;
 use hyper::body::{Frame, Incoming};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use super::h3::ConnectionLimits;
 use super::{AppState, Body, handle};
 
 /// The body type hyper sends.
@@ -30,13 +32,15 @@ fn hyper_body(body: Body) -> HyperBody {
 }
 
 /// Accepts TLS connections on `listener` until the task is dropped. `h3_port` is
-/// advertised in `Alt-Svc`.
+/// advertised in `Alt-Svc`; `limits` are the same as the QUIC listener's.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     state: Arc<AppState>,
     h3_port: u16,
+    limits: ConnectionLimits,
 ) {
+    let open = Arc::new(AtomicUsize::new(0));
     let acceptor = TlsAcceptor::from(tls);
     let alt_svc = HeaderValue::from_str(&format!("h3=\":{h3_port}\"; ma=86400"))
         .unwrap_or(HeaderValue::from_static("h3=\":4443\""));
@@ -48,8 +52,14 @@ pub async fn serve(
                 continue;
             }
         };
+        if open.load(Ordering::Relaxed) >= limits.max_connections {
+            tracing::warn!(%remote, "connection limit reached, refused");
+            continue;
+        }
         // Parts are small and latency-bound: do not let Nagle hold their tails back.
         let _ = socket.set_nodelay(true);
+        let open = open.clone();
+        open.fetch_add(1, Ordering::Relaxed);
         let acceptor = acceptor.clone();
         let state = state.clone();
         let alt_svc = alt_svc.clone();
@@ -73,10 +83,23 @@ pub async fn serve(
                     Ok::<_, Infallible>(http::Response::from_parts(parts, hyper_body(body)))
                 }
             });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // An idle HTTP/1.1 keep-alive connection is closed when no next request's
+            // headers arrive in time; HTTP/2 pings an idle peer and drops it if silent.
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.idle_timeout);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(limits.max_streams_per_connection)
+                .keep_alive_interval(limits.idle_timeout / 2)
+                .keep_alive_timeout(limits.idle_timeout / 2);
             if let Err(error) = builder.serve_connection(TokioIo::new(tls), service).await {
                 tracing::debug!(%remote, %error, "HTTP connection ended");
             }
+            open.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }
