@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use crate::cmaf::init::write_init_segment;
 use crate::cmaf::{CodecConfig, Segmenter, SegmenterConfig, SegmenterEvent, TrackInfo};
 use crate::config::Settings;
+use crate::http::headers;
 use crate::ingest::{Source, TestPattern};
 use crate::llhls::blocking::{Position, advance_part_limit};
 use crate::llhls::live::{LivePlaylist, MediaNames};
@@ -111,6 +112,10 @@ pub struct Snapshot {
     pub names: Arc<MediaNames>,
     /// The playlist: whole, and as `_HLS_skip=YES` and `v2` delta updates.
     pub playlists: [PlaylistBytes; 3],
+    /// The complete response headers of each form (blocking or not × whole or delta ×
+    /// plain or gzip), built with the bytes: at thousands of waiters per part, building
+    /// headers per request was most of the wake-up cost.
+    response_headers: Vec<http::HeaderMap>,
 }
 
 impl Snapshot {
@@ -127,18 +132,54 @@ impl Snapshot {
     /// plain and gzipped. This is the work done once per part, shared by every request.
     pub fn render(sequence: u64, live: &LivePlaylist, names: Arc<MediaNames>) -> Self {
         let playlist = live.playlist();
+        let target_duration = Duration::from_secs(playlist.target_duration_secs());
+        let playlists = [Skip::No, Skip::Yes, Skip::V2]
+            .map(|skip| PlaylistBytes::new(playlist.render_with(skip)));
+        let init = names.init();
+        let etag_prefix = format!("{}-{sequence}", init.trim_end_matches("-init.mp4"));
+        let mut response_headers = Vec::with_capacity(12);
+        for blocking in [false, true] {
+            for (skip, rendered) in playlists.iter().enumerate() {
+                for gzip in [false, true] {
+                    let body = if gzip {
+                        &rendered.gzip
+                    } else {
+                        &rendered.identity
+                    };
+                    response_headers.push(headers::playlist_response(
+                        body.len(),
+                        blocking,
+                        ["", "-s", "-s2"][skip],
+                        gzip,
+                        target_duration,
+                        live.updated_at(),
+                        &etag_prefix,
+                    ));
+                }
+            }
+        }
         Self {
             sequence,
             position: live.position(),
-            target_duration: Duration::from_secs(playlist.target_duration_secs()),
+            target_duration,
             part_target: playlist.part_target,
             advance_part_limit: advance_part_limit(playlist.part_target),
             updated_at: live.updated_at(),
             has_media: live.has_media(),
             names,
-            playlists: [Skip::No, Skip::Yes, Skip::V2]
-                .map(|skip| PlaylistBytes::new(playlist.render_with(skip))),
+            playlists,
+            response_headers,
         }
+    }
+
+    /// The response headers for a playlist request of this form.
+    pub fn response_headers(&self, blocking: bool, skip: Skip, gzip: bool) -> &http::HeaderMap {
+        let skip = match skip {
+            Skip::No => 0,
+            Skip::Yes => 1,
+            Skip::V2 => 2,
+        };
+        &self.response_headers[usize::from(blocking) * 6 + skip * 2 + usize::from(gzip)]
     }
 }
 

@@ -10,7 +10,7 @@
 //!   produced is sent part by part.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -21,9 +21,8 @@ use tokio::time::Instant;
 
 use super::Body;
 use super::headers::{
-    Caching, INIT_TYPE, PLAYLIST_TYPE, SEGMENT_TYPE, Urgency, date_now, http_date,
+    self, Caching, INIT_TYPE, PLAYLIST_TYPE, SEGMENT_TYPE, Urgency, date_now, http_date,
 };
-use crate::llhls::Skip;
 use crate::llhls::blocking::{Readiness, parse_query};
 use crate::llhls::live::MediaName;
 use crate::store::{self, Store, StoredMedia};
@@ -44,8 +43,6 @@ pub struct AppState {
     pub page: Bytes,
     /// hls.js, when it was installed (`npm install` in the set-up).
     pub hls_js: Option<Bytes>,
-    /// Response headers of each stream's latest playlist snapshot.
-    playlist_headers: Mutex<HashMap<String, Arc<PlaylistHeaders>>>,
 }
 
 /// A response under construction.
@@ -112,7 +109,7 @@ pub async fn handle(state: &AppState, request: &Request<()>) -> Response<Body> {
 fn finish(reply: Reply, head: bool) -> Response<Body> {
     let mut headers = match reply.prebuilt {
         Some(headers) => headers,
-        None => common_headers(&reply.body),
+        None => headers::common(reply.body.len()),
     };
     for (name, value) in reply.headers {
         headers.append(name, value);
@@ -123,100 +120,6 @@ fn finish(reply: Reply, head: bool) -> Response<Body> {
     *response.status_mut() = reply.status;
     *response.headers_mut() = headers;
     response
-}
-
-/// Headers every response carries, but Date.
-fn common_headers(body: &Body) -> HeaderMap {
-    let mut headers = HeaderMap::with_capacity(12);
-    // Players on other origins read playlists and media, and a player measuring latency
-    // behind a CDN needs Age.
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    headers.insert(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("age, content-length, content-range, date, etag, last-modified"),
-    );
-    if let Some(len) = body.len() {
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    }
-    headers
-}
-
-/// The response headers of every form of one snapshot's playlist (blocking or not ×
-/// whole or delta × plain or gzip), built by the first request that needs them and
-/// shared by all the others: at thousands of waiters per part, building headers per
-/// request was most of the wake-up cost.
-struct PlaylistHeaders {
-    sequence: u64,
-    maps: Vec<HeaderMap>,
-}
-
-impl PlaylistHeaders {
-    fn index(blocking: bool, skip: Skip, gzip: bool) -> usize {
-        let skip = match skip {
-            Skip::No => 0,
-            Skip::Yes => 1,
-            Skip::V2 => 2,
-        };
-        usize::from(blocking) * 6 + skip * 2 + usize::from(gzip)
-    }
-
-    fn build(snapshot: &Snapshot) -> Self {
-        let last_modified = http_date(snapshot.updated_at);
-        let epoch = snapshot.names.init();
-        let epoch = epoch.trim_end_matches("-init.mp4");
-        let mut maps = Vec::with_capacity(12);
-        for blocking in [false, true] {
-            let caching = if blocking {
-                Caching::BlockingPlaylist
-            } else {
-                Caching::Playlist
-            };
-            let cache_control = caching.header(snapshot.target_duration);
-            for skip in [Skip::No, Skip::Yes, Skip::V2] {
-                let rendered = snapshot.playlist(skip);
-                for gzip in [false, true] {
-                    let body = if gzip {
-                        &rendered.gzip
-                    } else {
-                        &rendered.identity
-                    };
-                    let mut headers = common_headers(&Body::Full(body.clone()));
-                    headers.insert(
-                        header::CONTENT_TYPE,
-                        HeaderValue::from_static(PLAYLIST_TYPE),
-                    );
-                    headers.insert(header::CACHE_CONTROL, cache_control.clone());
-                    headers.insert(header::LAST_MODIFIED, last_modified.clone());
-                    headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
-                    headers.insert(
-                        HeaderName::from_static("priority"),
-                        Urgency::Playlist.header(),
-                    );
-                    let tag = match skip {
-                        Skip::No => "",
-                        Skip::Yes => "-s",
-                        Skip::V2 => "-s2",
-                    };
-                    let encoding = if gzip { "-gz" } else { "" };
-                    let etag = format!("\"{epoch}-{}{tag}{encoding}\"", snapshot.sequence);
-                    if let Ok(value) = HeaderValue::from_str(&etag) {
-                        headers.insert(header::ETAG, value);
-                    }
-                    if gzip {
-                        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-                    }
-                    maps.push(headers);
-                }
-            }
-        }
-        Self {
-            sequence: snapshot.sequence,
-            maps,
-        }
-    }
 }
 
 async fn route(state: &AppState, request: &Request<()>) -> Reply {
@@ -296,7 +199,7 @@ async fn stream_resource(
                 HeaderName::from_static("priority"),
                 Urgency::Playlist.header(),
             ),
-        MEDIA_PLAYLIST => media_playlist(state, stream, query, accepts_gzip(request)).await,
+        MEDIA_PLAYLIST => media_playlist(stream, query, accepts_gzip(request)).await,
         name => match snapshot.names.parse(name) {
             Some(kind) => media(state, stream, &snapshot, name, kind, request).await,
             None => Reply::error(StatusCode::NOT_FOUND, target, Caching::Error),
@@ -356,7 +259,7 @@ fn hold_deadline(snapshot: &Snapshot) -> Instant {
     Instant::now() + snapshot.target_duration * 3
 }
 
-async fn media_playlist(state: &AppState, stream: &LiveStream, query: &str, gzip: bool) -> Reply {
+async fn media_playlist(stream: &LiveStream, query: &str, gzip: bool) -> Reply {
     let current = stream.current();
     let target = current.target_duration;
     let query = match parse_query(query) {
@@ -413,12 +316,12 @@ async fn media_playlist(state: &AppState, stream: &LiveStream, query: &str, gzip
     } else {
         rendered.identity.clone()
     };
-    let headers = state.playlist_headers(stream.name(), &snapshot);
     let mut reply = Reply::new(StatusCode::OK, Body::Full(body));
-    reply.prebuilt = headers
-        .maps
-        .get(PlaylistHeaders::index(blocking, query.skip, gzip))
-        .cloned();
+    reply.prebuilt = Some(
+        snapshot
+            .response_headers(blocking, query.skip, gzip)
+            .clone(),
+    );
     reply
 }
 
@@ -435,22 +338,6 @@ impl AppState {
             store,
             page,
             hls_js,
-            playlist_headers: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn playlist_headers(&self, stream: &str, snapshot: &Snapshot) -> Arc<PlaylistHeaders> {
-        let mut cache = self
-            .playlist_headers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        match cache.get(stream) {
-            Some(headers) if headers.sequence == snapshot.sequence => headers.clone(),
-            _ => {
-                let headers = Arc::new(PlaylistHeaders::build(snapshot));
-                cache.insert(stream.to_string(), headers.clone());
-                headers
-            }
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::HeaderValue;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// `application/vnd.apple.mpegurl` (RFC 8216bis 4).
 pub const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
@@ -75,23 +75,82 @@ impl Urgency {
     }
 }
 
-/// The `Date` header for now. Formatted once per second and shared: every response
-/// carries it, and at thousands of responses per part the formatting showed.
+/// The `Date` header for now. Formatted once per second per worker thread (no lock):
+/// every response carries it, and at thousands of responses per part the formatting
+/// showed.
 pub fn date_now() -> HeaderValue {
-    static CACHE: std::sync::Mutex<Option<(u64, HeaderValue)>> = std::sync::Mutex::new(None);
+    thread_local! {
+        static CACHE: std::cell::RefCell<Option<(u64, HeaderValue)>> = const { std::cell::RefCell::new(None) };
+    }
     let now = SystemTime::now();
     let secs = now
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-    match &*cache {
+    CACHE.with_borrow_mut(|cache| match cache {
         Some((s, value)) if *s == secs => value.clone(),
         _ => {
             let value = http_date(now);
             *cache = Some((secs, value.clone()));
             value
         }
+    })
+}
+
+/// The complete headers of a playlist response but Date: built once per snapshot and
+/// form, shared by every request answered with it.
+pub fn playlist_response(
+    length: usize,
+    blocking: bool,
+    skip_tag: &str,
+    gzip: bool,
+    target: Duration,
+    updated_at: SystemTime,
+    etag_prefix: &str,
+) -> HeaderMap {
+    let mut headers = common(Some(length));
+    let caching = if blocking {
+        Caching::BlockingPlaylist
+    } else {
+        Caching::Playlist
+    };
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(PLAYLIST_TYPE),
+    );
+    headers.insert(header::CACHE_CONTROL, caching.header(target));
+    headers.insert(header::LAST_MODIFIED, http_date(updated_at));
+    headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    headers.insert(
+        HeaderName::from_static("priority"),
+        Urgency::Playlist.header(),
+    );
+    let encoding = if gzip { "-gz" } else { "" };
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{etag_prefix}{skip_tag}{encoding}\"")) {
+        headers.insert(header::ETAG, etag);
     }
+    if gzip {
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    headers
+}
+
+/// Headers every response carries, but Date: CORS, and the length when known.
+pub fn common(length: Option<usize>) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(12);
+    // Players on other origins read playlists and media, and a player measuring latency
+    // behind a CDN needs Age.
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("age, content-length, content-range, date, etag, last-modified"),
+    );
+    if let Some(length) = length {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    headers
 }
 
 /// An HTTP-date (RFC 9110 5.6.7).
