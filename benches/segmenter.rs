@@ -11,10 +11,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group};
-use mirror::cmaf::{
-    AacConfig, AvcConfig, CodecConfig, Sample, Segmenter, SegmenterConfig, SegmenterEvent,
-    Timescale, TrackInfo,
-};
+use mirror::cmaf::{Sample, Segmenter, SegmenterConfig, SegmenterEvent};
 
 struct Counting;
 
@@ -42,34 +39,13 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-const SPS: [u8; 28] = [
-    0x67, 0x64, 0x00, 0x1f, 0xac, 0xd9, 0x80, 0x50, 0x05, 0xbb, 0x01, 0x6a, 0x02, 0x02, 0x02, 0x80,
-    0x00, 0x00, 0x03, 0x00, 0x80, 0x00, 0x00, 0x1e, 0x07, 0x8c, 0x18, 0xcd,
-];
+#[path = "../tests/common/fixtures.rs"]
+mod fixtures;
 
 fn segmenter() -> Segmenter {
     Segmenter::new(
         SegmenterConfig {
-            tracks: vec![
-                TrackInfo {
-                    track_id: 1,
-                    timescale: Timescale::VIDEO_90K,
-                    codec: CodecConfig::Avc(
-                        AvcConfig::new(SPS.to_vec(), vec![0x68, 0xe9], 1280, 720).expect("valid"),
-                    ),
-                    nominal_sample_ticks: 3000,
-                    average_bitrate: 2_500_000,
-                },
-                TrackInfo {
-                    track_id: 2,
-                    timescale: Timescale(48_000),
-                    codec: CodecConfig::Aac(
-                        AacConfig::from_audio_specific_config(&[0x11, 0x90]).expect("valid"),
-                    ),
-                    nominal_sample_ticks: 1024,
-                    average_bitrate: 128_000,
-                },
-            ],
+            tracks: fixtures::tracks(),
             part_target: Duration::from_millis(200),
             segment_target: Duration::from_secs(1),
             max_sample_bytes: 8 << 20,

@@ -16,9 +16,11 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use mirror::config::Settings;
 use mirror::http::handle;
 use mirror::server::RunningServer;
+
+#[path = "../tests/common/fixtures.rs"]
+mod fixtures;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -98,12 +100,7 @@ fn main() {
         .expect("runtime");
     runtime.block_on(async {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut settings = Settings::default();
-        settings.source.width = 320;
-        settings.source.height = 180;
-        settings.encoder.video_bitrate_kbps = 400;
-        settings.server.listen = "127.0.0.1:0".parse().expect("addr");
-        settings.server.certs_dir = dir.path().join("certs");
+        let settings = fixtures::loopback_settings(dir.path(), 320, 180, 400);
         let server = RunningServer::start(&settings, "test")
             .await
             .expect("server");

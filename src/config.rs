@@ -376,6 +376,21 @@ impl Settings {
         Ok(())
     }
 
+    /// How the segmenter cuts `tracks` produced by Mirror's own encoder (which puts a
+    /// keyframe exactly on every segment target).
+    pub fn segmenter_config(
+        &self,
+        tracks: Vec<crate::cmaf::TrackInfo>,
+    ) -> crate::cmaf::SegmenterConfig {
+        crate::cmaf::SegmenterConfig {
+            tracks,
+            part_target: self.cmaf.part_target(),
+            segment_target: self.cmaf.segment_target(),
+            max_sample_bytes: self.cmaf.max_sample_bytes,
+            keyframes_on_segment_grid: true,
+        }
+    }
+
     /// Frames between keyframes: one GOP per segment target, at least one frame.
     pub fn keyframe_interval_frames(&self) -> u32 {
         let frames = u64::from(self.cmaf.segment_target_ms) * u64::from(self.source.fps) / 1000;

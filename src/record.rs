@@ -4,11 +4,11 @@
 
 use std::fs;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use crate::cmaf::init::{InitError, write_init_segment};
-use crate::cmaf::{CodecConfig, Part, Segment, Segmenter, SegmenterConfig, SegmenterEvent};
+use crate::cmaf::{Part, Segment, Segmenter, SegmenterEvent};
 use crate::config::Settings;
 use crate::ingest::{IngestError, Source, TestPattern};
 use crate::llhls::{MediaPlaylist, PlaylistPart, PlaylistSegment, Variant, render_multivariant};
@@ -163,16 +163,7 @@ pub fn record(settings: &Settings, options: &RecordOptions) -> Result<RecordSumm
     let format = source.format();
     let mut transcoder = Transcoder::open(settings, format)?;
     let tracks = transcoder.tracks().to_vec();
-    let mut segmenter = Segmenter::new(
-        SegmenterConfig {
-            tracks: tracks.clone(),
-            part_target: settings.cmaf.part_target(),
-            segment_target: settings.cmaf.segment_target(),
-            max_sample_bytes: settings.cmaf.max_sample_bytes,
-            keyframes_on_segment_grid: true,
-        },
-        0,
-    );
+    let mut segmenter = Segmenter::new(settings.segmenter_config(tracks.clone()), 0);
     let mut recorder = Recorder {
         dir: dir.clone(),
         playlist: MediaPlaylist {
@@ -212,21 +203,13 @@ pub fn record(settings: &Settings, options: &RecordOptions) -> Result<RecordSumm
     recorder.playlist.ended = true;
     recorder.write(names::MEDIA, &[recorder.playlist.render().as_bytes()])?;
     let duration: Duration = recorder.playlist.segments.iter().map(|s| s.duration).sum();
-    let codecs = tracks
-        .iter()
-        .map(|t| t.codec.rfc6381())
-        .collect::<Vec<_>>()
-        .join(",");
+    let codecs = crate::cmaf::codecs(&tracks);
     let average = if duration.is_zero() {
         None
     } else {
         Some((recorder.total_bytes as f64 * 8.0 / duration.as_secs_f64()).ceil() as u64)
     };
-    let resolution = tracks.iter().find_map(|t| match &t.codec {
-        CodecConfig::Avc(c) => Some((u32::from(c.width), u32::from(c.height))),
-        CodecConfig::Hevc(c) => Some((u32::from(c.width), u32::from(c.height))),
-        CodecConfig::Aac(_) => None,
-    });
+    let resolution = crate::cmaf::resolution(&tracks);
     let fps = format.frame_rate;
     let multivariant = render_multivariant(&[Variant {
         uri: names::MEDIA.into(),
@@ -256,9 +239,4 @@ fn feed(segmenter: &mut Segmenter, samples: &mut Vec<crate::cmaf::Sample>, refus
             tracing::warn!(%error, "sample refused");
         }
     }
-}
-
-/// True when `dir` holds a recording's multivariant playlist.
-pub fn is_recording(dir: &Path) -> bool {
-    dir.join(names::MULTIVARIANT).is_file()
 }

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::cmaf::init::write_init_segment;
-use crate::cmaf::{CodecConfig, Segmenter, SegmenterConfig, SegmenterEvent, TrackInfo};
+use crate::cmaf::{Segmenter, SegmenterEvent, TrackInfo};
 use crate::config::Settings;
 use crate::http::headers;
 use crate::ingest::{Source, TestPattern};
@@ -218,16 +218,7 @@ impl LiveStream {
             stream: stream.clone(),
             error,
         })?;
-        let segmenter = Segmenter::new(
-            SegmenterConfig {
-                tracks: tracks.clone(),
-                part_target: settings.cmaf.part_target(),
-                segment_target: settings.cmaf.segment_target(),
-                max_sample_bytes: settings.cmaf.max_sample_bytes,
-                keyframes_on_segment_grid: true,
-            },
-            0,
-        );
+        let segmenter = Segmenter::new(settings.segmenter_config(tracks.clone()), 0);
         let epoch = SystemTime::now();
         let names = Arc::new(MediaNames::new("v0", epoch));
         // The init segment lives as long as the stream (not in the store, whose time to
@@ -245,7 +236,7 @@ impl LiveStream {
         );
         let (sender, snapshot) =
             watch::channel(Arc::new(Snapshot::render(0, &live, names.clone())));
-        let multivariant = Bytes::from(multivariant(&tracks, settings, source.format().frame_rate));
+        let multivariant = Bytes::from(multivariant(&tracks, source.format().frame_rate));
         let stop = Arc::new(AtomicBool::new(false));
         let media = MediaLoop {
             stream: stream.clone(),
@@ -320,25 +311,14 @@ impl Drop for LiveStream {
 /// The multivariant playlist of a one-rendition stream. BANDWIDTH is the configured
 /// peak (VBV max rate) plus audio, with 10 % for the container: RFC 8216bis 4.4.6.2
 /// wants the peak segment bit rate, which a live stream knows only afterwards.
-fn multivariant(tracks: &[TrackInfo], settings: &Settings, fps: ffmpeg_next::Rational) -> String {
-    let codecs = tracks
-        .iter()
-        .map(|t| t.codec.rfc6381())
-        .collect::<Vec<_>>()
-        .join(",");
+fn multivariant(tracks: &[TrackInfo], fps: ffmpeg_next::Rational) -> String {
     let average: u64 = tracks.iter().map(|t| u64::from(t.average_bitrate)).sum();
-    let resolution = tracks.iter().find_map(|t| match &t.codec {
-        CodecConfig::Avc(c) => Some((u32::from(c.width), u32::from(c.height))),
-        CodecConfig::Hevc(c) => Some((u32::from(c.width), u32::from(c.height))),
-        CodecConfig::Aac(_) => None,
-    });
-    let _ = settings;
     render_multivariant(&[Variant {
         uri: MEDIA_PLAYLIST.into(),
         bandwidth: average * 11 / 10,
         average_bandwidth: Some(average),
-        codecs,
-        resolution,
+        codecs: crate::cmaf::codecs(tracks),
+        resolution: crate::cmaf::resolution(tracks),
         frame_rate: Some(f64::from(fps.numerator()) / f64::from(fps.denominator().max(1))),
     }])
 }

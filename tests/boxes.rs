@@ -1,44 +1,15 @@
 //! The boxes Mirror writes, parsed back with mp4-atom and compared field by field.
 
+mod common;
+
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
+use common::fixtures::{PPS, SPS, tracks};
 use mirror::cmaf::fragment::{SAMPLE_FLAGS_NON_SYNC, SAMPLE_FLAGS_SYNC};
 use mirror::cmaf::init::write_init_segment;
-use mirror::cmaf::{
-    AacConfig, AvcConfig, CodecConfig, Sample, Segmenter, SegmenterConfig, SegmenterEvent,
-    Timescale, TrackInfo,
-};
+use mirror::cmaf::{Sample, Segmenter, SegmenterConfig, SegmenterEvent};
 use mp4_atom::{Codec, Decode, DecodeMaybe, Ftyp, Moof, Moov, TrunSamples};
-
-const SPS: [u8; 28] = [
-    0x67, 0x64, 0x00, 0x1f, 0xac, 0xd9, 0x80, 0x50, 0x05, 0xbb, 0x01, 0x6a, 0x02, 0x02, 0x02, 0x80,
-    0x00, 0x00, 0x03, 0x00, 0x80, 0x00, 0x00, 0x1e, 0x07, 0x8c, 0x18, 0xcd,
-];
-const PPS: [u8; 5] = [0x68, 0xe9, 0x7b, 0x2c, 0x8b];
-
-fn tracks() -> Vec<TrackInfo> {
-    vec![
-        TrackInfo {
-            track_id: 1,
-            timescale: Timescale::VIDEO_90K,
-            codec: CodecConfig::Avc(
-                AvcConfig::new(SPS.to_vec(), PPS.to_vec(), 1280, 720).expect("valid"),
-            ),
-            nominal_sample_ticks: 3000,
-            average_bitrate: 2_500_000,
-        },
-        TrackInfo {
-            track_id: 2,
-            timescale: Timescale(48_000),
-            codec: CodecConfig::Aac(
-                AacConfig::from_audio_specific_config(&[0x11, 0x90]).expect("valid"),
-            ),
-            nominal_sample_ticks: 1024,
-            average_bitrate: 128_000,
-        },
-    ]
-}
 
 #[test]
 fn init_segment_declares_cmaf_brands_tracks_and_codec_configuration() {

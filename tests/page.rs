@@ -3,21 +3,19 @@
 //! test origin, the self-signed certificate accepted by its SPKI hash), and the page's
 //! own resource timing reports `h3`.
 
+mod common;
+
 use std::path::Path;
 
-use mirror::config::Settings;
+use common::fixtures::loopback_settings;
+
 use mirror::server::RunningServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hls_js_plays_the_test_stream_over_http3_in_chromium() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut settings = Settings::default();
-    settings.source.width = 640;
-    settings.source.height = 360;
-    settings.encoder.video_bitrate_kbps = 800;
-    settings.server.listen = "127.0.0.1:0".parse().expect("addr");
-    settings.server.certs_dir = dir.path().join("certs");
+    let mut settings = loopback_settings(dir.path(), 640, 360, 800);
     settings.server.hls_js = root.join("node_modules/hls.js/dist/hls.min.js");
     let server = RunningServer::start(&settings, "test")
         .await

@@ -1,46 +1,14 @@
 //! Scenario tests of the segmenter, driven with explicit time: no sockets, no libav.
 
+mod common;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use common::fixtures::{AAC_FRAME, AUDIO, FRAME_90K, VIDEO, tracks};
 use mirror::cmaf::{
-    AacConfig, AvcConfig, CodecConfig, Part, Sample, Segment, Segmenter, SegmenterConfig,
-    SegmenterError, SegmenterEvent, Timescale, TrackInfo,
+    Part, Sample, Segment, Segmenter, SegmenterConfig, SegmenterError, SegmenterEvent, Timescale,
 };
-
-const VIDEO: u32 = 1;
-const AUDIO: u32 = 2;
-const FRAME_90K: u64 = 3000; // 30 fps
-const AAC_FRAME: u64 = 1024; // at 48 kHz
-
-const SPS: [u8; 28] = [
-    0x67, 0x64, 0x00, 0x1f, 0xac, 0xd9, 0x80, 0x50, 0x05, 0xbb, 0x01, 0x6a, 0x02, 0x02, 0x02, 0x80,
-    0x00, 0x00, 0x03, 0x00, 0x80, 0x00, 0x00, 0x1e, 0x07, 0x8c, 0x18, 0xcd,
-];
-
-fn tracks() -> Vec<TrackInfo> {
-    vec![
-        TrackInfo {
-            track_id: VIDEO,
-            timescale: Timescale::VIDEO_90K,
-            codec: CodecConfig::Avc(
-                AvcConfig::new(SPS.to_vec(), vec![0x68, 0xe9, 0x7b, 0x2c, 0x8b], 1280, 720)
-                    .expect("valid"),
-            ),
-            nominal_sample_ticks: FRAME_90K as u32,
-            average_bitrate: 2_500_000,
-        },
-        TrackInfo {
-            track_id: AUDIO,
-            timescale: Timescale(48_000),
-            codec: CodecConfig::Aac(
-                AacConfig::from_audio_specific_config(&[0x11, 0x90]).expect("valid"),
-            ),
-            nominal_sample_ticks: AAC_FRAME as u32,
-            average_bitrate: 128_000,
-        },
-    ]
-}
 
 fn segmenter() -> Segmenter {
     Segmenter::new(

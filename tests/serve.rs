@@ -6,9 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant, SystemTime};
 
+use common::fixtures::loopback_settings;
 use common::h3client::{Fetched, H3Client};
 use common::{decode_errors, probe_frames, with_init};
-use mirror::config::Settings;
 use mirror::server::RunningServer;
 
 const STREAM: &str = "test";
@@ -21,14 +21,8 @@ struct Harness {
 
 async fn start() -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut settings = Settings::default();
     // A small picture keeps several servers in parallel light on a 2-core machine.
-    settings.source.width = 320;
-    settings.source.height = 180;
-    settings.encoder.video_bitrate_kbps = 400;
-    settings.server.listen = "127.0.0.1:0".parse().expect("addr");
-    settings.server.certs_dir = dir.path().join("certs");
-    settings.server.hls_js = dir.path().join("absent.js");
+    let settings = loopback_settings(dir.path(), 320, 180, 400);
     let server = RunningServer::start(&settings, STREAM)
         .await
         .expect("server starts");

@@ -83,6 +83,27 @@ impl TrackInfo {
     }
 }
 
+/// The RFC 6381 `CODECS` list of a rendition's tracks, as the multivariant playlist
+/// gives it.
+pub fn codecs(tracks: &[TrackInfo]) -> String {
+    tracks
+        .iter()
+        .map(|t| t.codec.rfc6381())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The picture size of a rendition: its first video track's.
+pub fn resolution(tracks: &[TrackInfo]) -> Option<(u32, u32)> {
+    tracks.iter().find_map(|t| match &t.codec {
+        CodecConfig::Avc(AvcConfig { width, height, .. })
+        | CodecConfig::Hevc(HevcConfig { width, height, .. }) => {
+            Some((u32::from(*width), u32::from(*height)))
+        }
+        CodecConfig::Aac(_) => None,
+    })
+}
+
 /// One encoded access unit of one track, ready to be muxed.
 #[derive(Clone, PartialEq)]
 pub struct Sample {

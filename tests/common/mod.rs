@@ -75,4 +75,5 @@ pub fn with_init(dir: &Path, name: &str, init: &[u8], media: &[u8]) -> std::path
     std::fs::write(&path, bytes).expect("write");
     path
 }
+pub mod fixtures;
 pub mod h3client;

@@ -1,0 +1,62 @@
+//! Fixtures shared by the tests and the benchmarks (which include this file by path):
+//! a 720p30 H.264 + 48 kHz AAC rendition with real parameter sets, and the settings of
+//! a small server on loopback.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::Path;
+
+use mirror::cmaf::{AacConfig, AvcConfig, CodecConfig, Timescale, TrackInfo};
+use mirror::config::Settings;
+
+/// SPS of a libx264 High profile level 3.1 stream (1280×720).
+pub const SPS: [u8; 28] = [
+    0x67, 0x64, 0x00, 0x1f, 0xac, 0xd9, 0x80, 0x50, 0x05, 0xbb, 0x01, 0x6a, 0x02, 0x02, 0x02, 0x80,
+    0x00, 0x00, 0x03, 0x00, 0x80, 0x00, 0x00, 0x1e, 0x07, 0x8c, 0x18, 0xcd,
+];
+/// Its PPS.
+pub const PPS: [u8; 5] = [0x68, 0xe9, 0x7b, 0x2c, 0x8b];
+/// AudioSpecificConfig of AAC-LC, 48 kHz, stereo.
+pub const ASC: [u8; 2] = [0x11, 0x90];
+/// Track IDs of the fixture rendition.
+pub const VIDEO: u32 = 1;
+pub const AUDIO: u32 = 2;
+/// One frame at 30 fps on the 90 kHz clock.
+pub const FRAME_90K: u64 = 3000;
+/// One AAC frame at 48 kHz.
+pub const AAC_FRAME: u64 = 1024;
+
+/// Video (track 1, 90 kHz) and audio (track 2, 48 kHz).
+pub fn tracks() -> Vec<TrackInfo> {
+    vec![
+        TrackInfo {
+            track_id: VIDEO,
+            timescale: Timescale::VIDEO_90K,
+            codec: CodecConfig::Avc(
+                AvcConfig::new(SPS.to_vec(), PPS.to_vec(), 1280, 720).expect("valid"),
+            ),
+            nominal_sample_ticks: FRAME_90K as u32,
+            average_bitrate: 2_500_000,
+        },
+        TrackInfo {
+            track_id: AUDIO,
+            timescale: Timescale(48_000),
+            codec: CodecConfig::Aac(AacConfig::from_audio_specific_config(&ASC).expect("valid")),
+            nominal_sample_ticks: AAC_FRAME as u32,
+            average_bitrate: 128_000,
+        },
+    ]
+}
+
+/// A light server on 127.0.0.1 (random port) with its certificate under `dir`: a
+/// `width`×`height` test pattern, so that several run at once on two cores.
+pub fn loopback_settings(dir: &Path, width: u32, height: u32, video_kbps: u32) -> Settings {
+    let mut settings = Settings::default();
+    settings.source.width = width;
+    settings.source.height = height;
+    settings.encoder.video_bitrate_kbps = video_kbps;
+    settings.server.listen = "127.0.0.1:0".parse().expect("addr");
+    settings.server.certs_dir = dir.join("certs");
+    settings.server.hls_js = dir.join("absent.js");
+    settings
+}
