@@ -45,6 +45,21 @@ impl CaptureTimes {
     }
 }
 
+/// Wraps a libav error with the encoder and what it was doing.
+fn libav(encoder: &'static str, what: &'static str) -> impl FnOnce(ffmpeg::Error) -> PipelineError {
+    move |error| PipelineError::Libav {
+        encoder,
+        what,
+        error,
+    }
+}
+
+/// A fresh, unopened encoder context for the libav encoder `name`.
+fn encoder_context(name: &'static str) -> Result<encoder::Encoder, PipelineError> {
+    let codec = encoder::find_by_name(name).ok_or(PipelineError::EncoderMissing(name))?;
+    Ok(codec::context::Context::new_with_codec(codec).encoder())
+}
+
 fn rescale(pts: i64, from: Rational, to: Rational) -> i64 {
     let num = i128::from(pts) * i128::from(from.numerator()) * i128::from(to.denominator());
     let den = i128::from(from.denominator()) * i128::from(to.numerator());
@@ -68,18 +83,9 @@ pub struct VideoEncoder {
 impl VideoEncoder {
     /// Opens libx264 for frames of `format`.
     pub fn open(settings: &Settings, format: SourceFormat) -> Result<Self, PipelineError> {
-        let err = |what| {
-            move |error| PipelineError::Libav {
-                encoder: X264,
-                what,
-                error,
-            }
-        };
-        let codec = encoder::find_by_name(X264).ok_or(PipelineError::EncoderMissing(X264))?;
-        let mut video = codec::context::Context::new_with_codec(codec)
-            .encoder()
+        let mut video = encoder_context(X264)?
             .video()
-            .map_err(err("creating the context"))?;
+            .map_err(libav(X264, "creating the context"))?;
         let time_base = Rational(1, 90_000);
         let e = &settings.encoder;
         let gop = settings.keyframe_interval_frames();
@@ -114,7 +120,7 @@ impl VideoEncoder {
                 rate = e.video_bitrate_kbps,
             ),
         );
-        let encoder = video.open_with(options).map_err(err("opening"))?;
+        let encoder = video.open_with(options).map_err(libav(X264, "opening"))?;
         let mut params = ParameterSets::default();
         let extradata = ffi::extradata(&encoder);
         annexb_to_length_prefixed(VideoCodec::H264, &extradata, &mut params).map_err(|error| {
@@ -178,23 +184,13 @@ impl VideoEncoder {
         self.capture.insert(pts, captured_at);
         self.encoder
             .send_frame(&picture)
-            .map_err(|error| PipelineError::Libav {
-                encoder: X264,
-                what: "sending a frame",
-                error,
-            })?;
+            .map_err(libav(X264, "sending a frame"))?;
         self.drain(out)
     }
 
     /// Flushes the frames libx264 still holds.
     pub fn finish(&mut self, out: &mut Vec<Sample>) -> Result<(), PipelineError> {
-        self.encoder
-            .send_eof()
-            .map_err(|error| PipelineError::Libav {
-                encoder: X264,
-                what: "flushing",
-                error,
-            })?;
+        self.encoder.send_eof().map_err(libav(X264, "flushing"))?;
         self.drain(out)
     }
 
@@ -240,18 +236,9 @@ pub struct AudioEncoder {
 impl AudioEncoder {
     /// Opens the AAC encoder for the source's sampling rate, stereo, float planar.
     pub fn open(settings: &Settings, format: SourceFormat) -> Result<Self, PipelineError> {
-        let err = |what| {
-            move |error| PipelineError::Libav {
-                encoder: AAC,
-                what,
-                error,
-            }
-        };
-        let codec = encoder::find_by_name(AAC).ok_or(PipelineError::EncoderMissing(AAC))?;
-        let mut audio = codec::context::Context::new_with_codec(codec)
-            .encoder()
+        let mut audio = encoder_context(AAC)?
             .audio()
-            .map_err(err("creating the context"))?;
+            .map_err(libav(AAC, "creating the context"))?;
         let rate = i32::try_from(format.sample_rate).unwrap_or(48_000);
         let time_base = Rational(1, rate);
         audio.set_rate(rate);
@@ -261,7 +248,7 @@ impl AudioEncoder {
         audio.set_bit_rate(settings.encoder.audio_bitrate_kbps as usize * 1000);
         audio.set_time_base(time_base);
         audio.set_flags(codec::Flags::GLOBAL_HEADER);
-        let encoder = audio.open_as(codec).map_err(err("opening"))?;
+        let encoder = audio.open().map_err(libav(AAC, "opening"))?;
         let asc = ffi::extradata(&encoder);
         let aac =
             AacConfig::from_audio_specific_config(&asc).map_err(|error| PipelineError::Codec {
@@ -300,23 +287,13 @@ impl AudioEncoder {
         self.capture.insert(pts, captured_at);
         self.encoder
             .send_frame(&samples)
-            .map_err(|error| PipelineError::Libav {
-                encoder: AAC,
-                what: "sending samples",
-                error,
-            })?;
+            .map_err(libav(AAC, "sending samples"))?;
         self.drain(out)
     }
 
     /// Flushes the encoder's delayed frames.
     pub fn finish(&mut self, out: &mut Vec<Sample>) -> Result<(), PipelineError> {
-        self.encoder
-            .send_eof()
-            .map_err(|error| PipelineError::Libav {
-                encoder: AAC,
-                what: "flushing",
-                error,
-            })?;
+        self.encoder.send_eof().map_err(libav(AAC, "flushing"))?;
         self.drain(out)
     }
 
