@@ -24,6 +24,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Measure a server: `mirror bench viewers ...`.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
     /// Serve the live test pattern (or, later, another source) as LL-HLS over HTTP/3,
     /// with HTTP/1.1 and HTTP/2 over TCP beside it.
     Serve {
@@ -66,6 +71,64 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// N emulated LL-HLS viewers over HTTP/3 against any server (loopback unless
+    /// --remote-ok): requests/s, egress, server CPU per GB, errors, announce delay.
+    Viewers {
+        /// Multivariant or media playlist URL, e.g. https://127.0.0.1:4443/test/index.m3u8.
+        #[arg(long)]
+        url: String,
+        /// Number of viewers, each on its own QUIC connection (1..=20000).
+        #[arg(long, default_value_t = 100)]
+        viewers: usize,
+        /// How long they watch, seconds (1..=3600).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Certificate to trust: the server's (Mirror's generated one by default).
+        #[arg(long, default_value = "certs/cert.pem")]
+        ca: PathBuf,
+        /// The server's process id, to report its CPU time.
+        #[arg(long)]
+        server_pid: Option<u32>,
+        /// Allow a server that is not on loopback (only a host you run).
+        #[arg(long)]
+        remote_ok: bool,
+        /// Also write the report as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+}
+
+fn bench(what: BenchCommand) -> anyhow::Result<()> {
+    let BenchCommand::Viewers {
+        url,
+        viewers,
+        seconds,
+        ca,
+        server_pid,
+        remote_ok,
+        json,
+    } = what;
+    let options = mirror::bench::viewers::ViewersOptions {
+        url,
+        viewers,
+        duration: Duration::from_secs(seconds),
+        ca,
+        server_pid,
+        remote_ok,
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let report = runtime.block_on(mirror::bench::viewers::run(&options))?;
+    print!("{}", report.table());
+    let text = serde_json::to_string(&report).context("encoding the report")?;
+    println!("{text}");
+    if let Some(path) = json {
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
 fn serve(settings: Settings, name: String) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
@@ -105,6 +168,7 @@ fn main() -> anyhow::Result<()> {
         None => Settings::default(),
     };
     match cli.command {
+        Command::Bench { what } => bench(what)?,
         Command::Serve {
             source,
             name,

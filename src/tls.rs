@@ -224,6 +224,26 @@ pub fn client_config_trusting(
     Ok(config)
 }
 
+/// A rustls client configuration that trusts the certificates in the PEM file `ca`
+/// (a self-signed server certificate is its own CA).
+pub fn client_config_from_pem(ca: &Path) -> Result<rustls::ClientConfig, TlsError> {
+    let pem = std::fs::read(ca).map_err(io(ca))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut &pem[..]) {
+        roots.add(cert.map_err(io(ca))?)?;
+    }
+    if roots.is_empty() {
+        return Err(TlsError::Missing {
+            path: ca.to_owned(),
+            what: "certificate",
+        });
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

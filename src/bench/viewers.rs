@@ -1,0 +1,415 @@
+//! `mirror bench viewers`: N emulated LL-HLS viewers over HTTP/3, each on its own QUIC
+//! connection, doing what hls.js does at the live edge: a blocking reload for the next
+//! part, then fetching the parts it newly lists. Any LL-HLS server will do.
+//!
+//! Announce delay: for each part, the arrival of the first playlist that lists it minus
+//! the part's media end time (its segment's EXT-X-PROGRAM-DATE-TIME plus the durations
+//! of the parts before it and its own). Mirror stamps PDT with capture time and emits a
+//! part when its last frame is captured, which is one frame before the part's media end:
+//! a value of about minus one frame (−33 ms at 30 fps) is an instant announce.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+use super::client::{H3Client, client_endpoint};
+use super::reader;
+
+/// Why the run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ViewersError {
+    /// The URL is not `https://host:port/path`.
+    #[error("URL {0:?} is not https://host:port/path")]
+    Url(String),
+    /// The host resolves to an address that is not loopback.
+    #[error("{0} is not a loopback address; pass --remote-ok to load a host you run")]
+    NotLoopback(SocketAddr),
+    /// Counts out of bounds.
+    #[error("{0}")]
+    Bounds(&'static str),
+    /// TLS.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// The first viewer could not even read the playlist.
+    #[error("cannot follow the stream: {0}")]
+    Stream(String),
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct ViewersOptions {
+    /// Multivariant or media playlist URL.
+    pub url: String,
+    /// Number of viewers (connections).
+    pub viewers: usize,
+    /// How long they watch.
+    pub duration: Duration,
+    /// Certificate to trust (the server's self-signed one, or its CA).
+    pub ca: PathBuf,
+    /// The server's process, whose CPU time is reported.
+    pub server_pid: Option<u32>,
+    /// Allow a host that is not loopback.
+    pub remote_ok: bool,
+}
+
+/// Percentiles in milliseconds.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Percentiles {
+    /// Number of values.
+    pub n: usize,
+    /// Median.
+    pub p50: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+}
+
+impl Percentiles {
+    fn of(mut values: Vec<f64>) -> Self {
+        if values.is_empty() {
+            return Self::default();
+        }
+        values.sort_by(f64::total_cmp);
+        let at = |p: f64| values[((values.len() - 1) as f64 * p).round() as usize];
+        Self {
+            n: values.len(),
+            p50: at(0.5),
+            p95: at(0.95),
+            p99: at(0.99),
+        }
+    }
+}
+
+/// The result.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ViewersReport {
+    /// Viewers that ran.
+    pub viewers: usize,
+    /// Seconds they ran.
+    pub seconds: f64,
+    /// Requests answered (any status).
+    pub requests: u64,
+    /// Requests per second.
+    pub requests_per_s: f64,
+    /// Body bytes received.
+    pub bytes: u64,
+    /// Egress, bits per second.
+    pub egress_bits_per_s: f64,
+    /// Server CPU seconds during the run (from /proc, when the pid was given).
+    pub server_cpu_s: Option<f64>,
+    /// Server CPU seconds per GB sent.
+    pub server_cpu_s_per_gb: Option<f64>,
+    /// Errors by kind.
+    pub errors: BTreeMap<String, u64>,
+    /// Announce delay, ms (see the module docs).
+    pub announce_delay_ms: Percentiles,
+    /// How long blocking reloads were held, ms.
+    pub reload_wait_ms: Percentiles,
+}
+
+#[derive(Default)]
+struct ViewerTally {
+    requests: u64,
+    bytes: u64,
+    errors: BTreeMap<String, u64>,
+    announce_ms: Vec<f64>,
+    reload_ms: Vec<f64>,
+}
+
+impl ViewerTally {
+    fn error(&mut self, kind: String) {
+        *self.errors.entry(kind).or_default() += 1;
+    }
+}
+
+/// CPU seconds (user + system) of process `pid` so far.
+fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // USER_HZ is 100 on every Linux this runs on (sysconf(_SC_CLK_TCK)).
+    Some((utime + stime) / 100.0)
+}
+
+fn target(url: &str, remote_ok: bool) -> Result<(SocketAddr, String, String), ViewersError> {
+    let uri: http::Uri = url.parse().map_err(|_| ViewersError::Url(url.into()))?;
+    if uri.scheme_str() != Some("https") {
+        return Err(ViewersError::Url(url.into()));
+    }
+    let host = uri
+        .host()
+        .ok_or_else(|| ViewersError::Url(url.into()))?
+        .trim_matches(['[', ']'])
+        .to_string();
+    let port = uri.port_u16().unwrap_or(443);
+    let addr = (host.as_str(), port)
+        .to_socket_addrs()
+        .map_err(|_| ViewersError::Url(url.into()))?
+        .next()
+        .ok_or_else(|| ViewersError::Url(url.into()))?;
+    if !addr.ip().is_loopback() && !remote_ok {
+        return Err(ViewersError::NotLoopback(addr));
+    }
+    // Certificates name localhost, not 127.0.0.1's reverse: use the name the URL gave.
+    let server_name = if host == "127.0.0.1" || host == "::1" {
+        "localhost".to_string()
+    } else {
+        host
+    };
+    Ok((addr, server_name, uri.path().to_string()))
+}
+
+fn sibling(path: &str, uri: &str) -> String {
+    if uri.starts_with('/') {
+        return uri.to_string();
+    }
+    match path.rsplit_once('/') {
+        Some((dir, _)) => format!("{dir}/{uri}"),
+        None => format!("/{uri}"),
+    }
+}
+
+/// The media playlist path behind `path`: itself, or the first variant of a
+/// multivariant playlist.
+async fn media_path(client: &H3Client, path: &str) -> Result<String, String> {
+    let fetched = client.get(path).await.map_err(|e| e.to_string())?;
+    if fetched.status() != 200 {
+        return Err(format!("{path}: status {}", fetched.status()));
+    }
+    match m3u8_rs::parse_playlist_res(&fetched.body) {
+        Ok(m3u8_rs::Playlist::MasterPlaylist(master)) => master
+            .variants
+            .first()
+            .map(|v| sibling(path, &v.uri))
+            .ok_or_else(|| "multivariant playlist lists no variant".to_string()),
+        Ok(m3u8_rs::Playlist::MediaPlaylist(_)) => Ok(path.to_string()),
+        Err(_) => reader::read(&fetched.text())
+            .map(|_| path.to_string())
+            .ok_or_else(|| format!("{path}: not a playlist")),
+    }
+}
+
+async fn viewer(client: H3Client, media: String, until: Instant) -> ViewerTally {
+    let mut tally = ViewerTally::default();
+    let mut playlist = match client.get(&media).await {
+        Ok(f) if f.status() == 200 => {
+            tally.requests += 1;
+            tally.bytes += f.body.len() as u64;
+            reader::read(&f.text()).unwrap_or_default()
+        }
+        Ok(f) => {
+            tally.error(format!("status-{}", f.status()));
+            return tally;
+        }
+        Err(e) => {
+            tally.error(e.kind().to_string());
+            return tally;
+        }
+    };
+    let mut seen: HashSet<String> = playlist
+        .part_media_ends()
+        .iter()
+        .map(|(u, _)| u.to_string())
+        .collect();
+    while Instant::now() < until && !playlist.ended {
+        let (msn, part) = playlist.next_part();
+        let started = Instant::now();
+        let fetched = match client
+            .get(&format!("{media}?_HLS_msn={msn}&_HLS_part={part}"))
+            .await
+        {
+            Ok(f) => f,
+            Err(e) => {
+                tally.error(e.kind().to_string());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let arrived = SystemTime::now();
+        tally.requests += 1;
+        tally.bytes += fetched.body.len() as u64;
+        if fetched.status() != 200 {
+            tally.error(format!("status-{}", fetched.status()));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        tally
+            .reload_ms
+            .push(started.elapsed().as_secs_f64() * 1000.0);
+        let Some(next) = reader::read(&fetched.text()) else {
+            tally.error("unreadable-playlist".into());
+            continue;
+        };
+        let mut new_parts = Vec::new();
+        for (uri, media_end) in next.part_media_ends() {
+            if seen.insert(uri.to_string()) {
+                let delay = match arrived.duration_since(media_end) {
+                    Ok(d) => d.as_secs_f64(),
+                    Err(e) => -e.duration().as_secs_f64(),
+                };
+                tally.announce_ms.push(delay * 1000.0);
+                new_parts.push(uri.to_string());
+            }
+        }
+        for uri in new_parts {
+            match client.get(&sibling(&media, &uri)).await {
+                Ok(f) if f.status() == 200 => {
+                    tally.requests += 1;
+                    tally.bytes += f.body.len() as u64;
+                }
+                Ok(f) => {
+                    tally.requests += 1;
+                    tally.error(format!("status-{}", f.status()));
+                }
+                Err(e) => tally.error(e.kind().to_string()),
+            }
+        }
+        playlist = next;
+    }
+    tally
+}
+
+/// Runs the viewers and reports.
+pub async fn run(options: &ViewersOptions) -> Result<ViewersReport, ViewersError> {
+    if options.viewers == 0 || options.viewers > 20_000 {
+        return Err(ViewersError::Bounds("--viewers must be in 1..=20000"));
+    }
+    if options.duration.is_zero() || options.duration > Duration::from_secs(3600) {
+        return Err(ViewersError::Bounds("--seconds must be in 1..=3600"));
+    }
+    let (addr, server_name, path) = target(&options.url, options.remote_ok)?;
+    let tls = crate::tls::client_config_from_pem(Path::new(&options.ca))?;
+    // One UDP socket per thousand viewers: quinn multiplexes connections on a socket,
+    // and this stays well under the open-file limit.
+    let endpoints = (0..options.viewers.div_ceil(1000))
+        .map(|_| client_endpoint(addr, tls.clone()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ViewersError::Stream(e.to_string()))?;
+    let first = H3Client::connect_on(&endpoints[0], addr, &server_name)
+        .await
+        .map_err(|e| ViewersError::Stream(e.to_string()))?;
+    let media = media_path(&first, &path)
+        .await
+        .map_err(ViewersError::Stream)?;
+
+    let mut clients = vec![first];
+    let mut connect_errors = 0u64;
+    for i in 1..options.viewers {
+        match H3Client::connect_on(&endpoints[i / 1000], addr, &server_name).await {
+            Ok(c) => clients.push(c),
+            Err(_) => connect_errors += 1,
+        }
+    }
+    let cpu_before = options.server_pid.and_then(process_cpu_seconds);
+    let started = Instant::now();
+    let until = started + options.duration;
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|c| tokio::spawn(viewer(c, media.clone(), until)))
+        .collect();
+    let mut total = ViewerTally::default();
+    for task in tasks {
+        if let Ok(t) = task.await {
+            total.requests += t.requests;
+            total.bytes += t.bytes;
+            total.announce_ms.extend(t.announce_ms);
+            total.reload_ms.extend(t.reload_ms);
+            for (kind, n) in t.errors {
+                *total.errors.entry(kind).or_default() += n;
+            }
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    if connect_errors > 0 {
+        total.errors.insert("connect".into(), connect_errors);
+    }
+    let cpu = match (cpu_before, options.server_pid.and_then(process_cpu_seconds)) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    let gb = total.bytes as f64 / 1e9;
+    Ok(ViewersReport {
+        viewers: options.viewers,
+        seconds,
+        requests: total.requests,
+        requests_per_s: total.requests as f64 / seconds,
+        bytes: total.bytes,
+        egress_bits_per_s: total.bytes as f64 * 8.0 / seconds,
+        server_cpu_s: cpu,
+        server_cpu_s_per_gb: cpu.filter(|_| gb > 0.0).map(|c| c / gb),
+        errors: total.errors,
+        announce_delay_ms: Percentiles::of(total.announce_ms),
+        reload_wait_ms: Percentiles::of(total.reload_ms),
+    })
+}
+
+impl ViewersReport {
+    /// A table for people.
+    pub fn table(&self) -> String {
+        let errors = if self.errors.is_empty() {
+            "none".to_string()
+        } else {
+            self.errors
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let cpu = self
+            .server_cpu_s
+            .map_or("n/a (no --server-pid)".into(), |c| format!("{c:.2}"));
+        let per_gb = self
+            .server_cpu_s_per_gb
+            .map_or("n/a".into(), |c| format!("{c:.1}"));
+        format!(
+            "viewers              {}\nseconds              {:.1}\nrequests             {} ({:.0}/s)\n\
+             egress               {:.2} Mbit/s ({} bytes)\nserver CPU           {cpu} s ({per_gb} s/GB)\n\
+             errors               {errors}\nannounce delay (ms)  p50 {:.1}  p95 {:.1}  p99 {:.1}  (n={})\n\
+             reload held (ms)     p50 {:.1}  p95 {:.1}  p99 {:.1}  (n={})\n",
+            self.viewers,
+            self.seconds,
+            self.requests,
+            self.requests_per_s,
+            self.egress_bits_per_s / 1e6,
+            self.bytes,
+            self.announce_delay_ms.p50,
+            self.announce_delay_ms.p95,
+            self.announce_delay_ms.p99,
+            self.announce_delay_ms.n,
+            self.reload_wait_ms.p50,
+            self.reload_wait_ms.p95,
+            self.reload_wait_ms.p99,
+            self.reload_wait_ms.n,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_unless_told() {
+        assert!(target("https://127.0.0.1:4443/test/index.m3u8", false).is_ok());
+        assert!(target("https://[::1]:4443/test/index.m3u8", false).is_ok());
+        assert!(matches!(
+            target("https://10.1.2.3:4443/x.m3u8", false),
+            Err(ViewersError::NotLoopback(_))
+        ));
+        assert!(matches!(
+            target("http://127.0.0.1:4443/x.m3u8", false),
+            Err(ViewersError::Url(_))
+        ));
+        assert_eq!(
+            sibling("/test/index.m3u8", "video.m3u8"),
+            "/test/video.m3u8"
+        );
+        assert_eq!(Percentiles::of(vec![3.0, 1.0, 2.0]).p50, 2.0);
+    }
+}

@@ -1,0 +1,48 @@
+//! A short smoke run of `mirror bench viewers` against a server on loopback: the tool
+//! produces sane numbers (requests made, bytes received, no errors, announce delays
+//! measured). The full runs are for BENCHMARKS.md.
+
+mod common;
+
+use std::time::Duration;
+
+use common::fixtures::loopback_settings;
+use mirror::bench::viewers::{ViewersOptions, run};
+use mirror::server::RunningServer;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_bench_reports_sane_numbers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = loopback_settings(dir.path(), 320, 180, 400);
+    let server = RunningServer::start(&settings, "test")
+        .await
+        .expect("server");
+    let options = ViewersOptions {
+        url: format!(
+            "https://127.0.0.1:{}/test/index.m3u8",
+            server.h3_addr.port()
+        ),
+        viewers: 5,
+        duration: Duration::from_secs(3),
+        ca: server.tls.cert_path.clone(),
+        server_pid: Some(std::process::id()),
+        remote_ok: false,
+    };
+    let report = run(&options).await.expect("runs");
+    assert!(report.errors.is_empty(), "{report:?}");
+    // Five viewers, 3 s of 200 ms parts: a reload and a part each per part.
+    assert!(report.requests >= 5 * 2 * 10, "{report:?}");
+    assert!(report.bytes > 0 && report.egress_bits_per_s > 0.0);
+    assert!(report.announce_delay_ms.n >= 5 * 10, "{report:?}");
+    // Parts are announced within a part of their media end, not seconds late.
+    assert!(report.announce_delay_ms.p50.abs() < 200.0, "{report:?}");
+    assert!(report.server_cpu_s.is_some_and(|c| c > 0.0));
+    let refused = ViewersOptions {
+        url: "https://10.0.0.1:4443/x.m3u8".into(),
+        ..options
+    };
+    assert!(
+        run(&refused).await.is_err(),
+        "not loopback: refused before any packet"
+    );
+}
