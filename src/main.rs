@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use mirror::bench::quic_bulk;
+use mirror::bench::viewers::LoadMode;
 use mirror::config::Settings;
 use mirror::record::{RecordOptions, record};
 
@@ -97,34 +99,118 @@ enum BenchCommand {
         /// Also write the report as JSON to this file.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// `live`: follow the live edge like hls.js; `parts`: fetch the listed parts
+        /// back to back (egress; works against a static server too).
+        #[arg(long, default_value = "live", value_parser = ["live", "parts"])]
+        mode: String,
+    },
+    /// A raw QUIC bulk sender (the same quinn as Mirror): the ceiling for HTTP/3
+    /// egress on this machine. Runs until Ctrl-C.
+    QuicSource {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:4445")]
+        listen: std::net::SocketAddr,
+        /// Where the certificate lives (generated if missing).
+        #[arg(long, default_value = "certs")]
+        certs_dir: PathBuf,
+    },
+    /// Reads from a `quic-source` for S seconds on N connections and reports.
+    QuicBulk {
+        /// The source's address (loopback).
+        #[arg(long, default_value = "127.0.0.1:4445")]
+        addr: std::net::SocketAddr,
+        /// Connections (one stream each).
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        /// Seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Certificate to trust.
+        #[arg(long, default_value = "certs/cert.pem")]
+        ca: PathBuf,
+        /// The source's process id, to report its CPU time.
+        #[arg(long)]
+        server_pid: Option<u32>,
+        /// Also write the report as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
 }
 
 fn bench(what: BenchCommand) -> anyhow::Result<()> {
-    let BenchCommand::Viewers {
-        url,
-        viewers,
-        seconds,
-        ca,
-        server_pid,
-        remote_ok,
-        json,
-    } = what;
-    let options = mirror::bench::viewers::ViewersOptions {
-        url,
-        viewers,
-        duration: Duration::from_secs(seconds),
-        ca,
-        server_pid,
-        remote_ok,
-    };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let report = runtime.block_on(mirror::bench::viewers::run(&options))?;
-    print!("{}", report.table());
-    let text = serde_json::to_string(&report).context("encoding the report")?;
+    match what {
+        BenchCommand::Viewers {
+            url,
+            viewers,
+            seconds,
+            ca,
+            server_pid,
+            remote_ok,
+            json,
+            mode,
+        } => {
+            let options = mirror::bench::viewers::ViewersOptions {
+                mode: if mode == "parts" {
+                    LoadMode::Parts
+                } else {
+                    LoadMode::Live
+                },
+                url,
+                viewers,
+                duration: Duration::from_secs(seconds),
+                ca,
+                server_pid,
+                remote_ok,
+            };
+            let report = runtime.block_on(mirror::bench::viewers::run(&options))?;
+            print!("{}", report.table());
+            write_json(&report, json.as_deref())
+        }
+        BenchCommand::QuicSource { listen, certs_dir } => runtime.block_on(async move {
+            let tls = mirror::tls::load_or_generate(None, None, &certs_dir)?;
+            let endpoint = quic_bulk::source(listen, &tls)?;
+            println!(
+                "QUIC bulk source on {listen} (ALPN {})",
+                quic_bulk::ALPN_STR
+            );
+            tokio::select! {
+                () = quic_bulk::serve(endpoint) => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            Ok(())
+        }),
+        BenchCommand::QuicBulk {
+            addr,
+            connections,
+            seconds,
+            ca,
+            server_pid,
+            json,
+        } => {
+            let duration = Duration::from_secs(seconds);
+            let report = runtime.block_on(quic_bulk::read(
+                addr,
+                &ca,
+                connections,
+                duration,
+                server_pid,
+            ))?;
+            println!("{}", report.summary());
+            write_json(&report, json.as_deref())
+        }
+    }
+}
+
+/// Prints `report` as one JSON line, and writes it to `path` too when given.
+fn write_json(
+    report: &impl serde::Serialize,
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let text = serde_json::to_string(report).context("encoding the report")?;
     println!("{text}");
-    if let Some(path) = json {
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    if let Some(path) = path {
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::fixtures::loopback_settings;
-use mirror::bench::viewers::{ViewersOptions, run};
+use mirror::bench::viewers::{LoadMode, ViewersOptions, run};
 use mirror::server::RunningServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -18,6 +18,7 @@ async fn viewers_bench_reports_sane_numbers() {
         .await
         .expect("server");
     let options = ViewersOptions {
+        mode: LoadMode::Live,
         url: format!(
             "https://127.0.0.1:{}/test/index.m3u8",
             server.h3_addr.port()
@@ -37,6 +38,17 @@ async fn viewers_bench_reports_sane_numbers() {
     // Parts are announced within a part of their media end, not seconds late.
     assert!(report.announce_delay_ms.p50.abs() < 200.0, "{report:?}");
     assert!(report.server_cpu_s.is_some_and(|c| c > 0.0));
+    // The egress mode: parts fetched back to back.
+    let parts = run(&ViewersOptions {
+        mode: LoadMode::Parts,
+        viewers: 2,
+        duration: Duration::from_secs(1),
+        ..options.clone()
+    })
+    .await
+    .expect("runs");
+    assert!(parts.errors.is_empty(), "{parts:?}");
+    assert!(parts.requests >= 10, "{parts:?}");
     let refused = ViewersOptions {
         url: "https://10.0.0.1:4443/x.m3u8".into(),
         ..options

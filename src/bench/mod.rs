@@ -4,5 +4,6 @@
 //! figures can be taken of Mirror and of anything else.
 
 pub mod client;
+pub mod quic_bulk;
 pub mod reader;
 pub mod viewers;

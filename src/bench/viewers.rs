@@ -38,9 +38,24 @@ pub enum ViewersError {
     Stream(String),
 }
 
+/// What each viewer does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LoadMode {
+    /// Follow the live edge like hls.js: blocking reload for the next part, then the
+    /// parts it lists.
+    #[default]
+    Live,
+    /// Fetch the parts the playlist lists, round robin, as fast as answers come: an
+    /// egress measurement that any static server (Caddy serving a recording) can take
+    /// part in too.
+    Parts,
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct ViewersOptions {
+    /// What each viewer does.
+    pub mode: LoadMode,
     /// Multivariant or media playlist URL.
     pub url: String,
     /// Number of viewers (connections).
@@ -275,6 +290,47 @@ async fn viewer(client: H3Client, media: String, until: Instant) -> ViewerTally 
     tally
 }
 
+/// A viewer in [`LoadMode::Parts`]: the parts listed in the playlist, fetched round
+/// robin until `until`.
+async fn part_fetcher(client: H3Client, media: String, until: Instant) -> ViewerTally {
+    let mut tally = ViewerTally::default();
+    let playlist = match client.get(&media).await {
+        Ok(f) if f.status() == 200 => reader::read(&f.text()).unwrap_or_default(),
+        Ok(f) => {
+            tally.error(format!("status-{}", f.status()));
+            return tally;
+        }
+        Err(e) => {
+            tally.error(e.kind().to_string());
+            return tally;
+        }
+    };
+    let uris: Vec<String> = playlist
+        .part_media_ends()
+        .iter()
+        .map(|(uri, _)| sibling(&media, uri))
+        .collect();
+    if uris.is_empty() {
+        tally.error("no-parts-listed".into());
+        return tally;
+    }
+    let mut i = 0;
+    while Instant::now() < until {
+        match client.get(&uris[i % uris.len()]).await {
+            Ok(f) => {
+                tally.requests += 1;
+                tally.bytes += f.body.len() as u64;
+                if f.status() != 200 {
+                    tally.error(format!("status-{}", f.status()));
+                }
+            }
+            Err(e) => tally.error(e.kind().to_string()),
+        }
+        i += 1;
+    }
+    tally
+}
+
 /// Runs the viewers and reports.
 pub async fn run(options: &ViewersOptions) -> Result<ViewersReport, ViewersError> {
     if options.viewers == 0 || options.viewers > 20_000 {
@@ -311,7 +367,10 @@ pub async fn run(options: &ViewersOptions) -> Result<ViewersReport, ViewersError
     let until = started + options.duration;
     let tasks: Vec<_> = clients
         .into_iter()
-        .map(|c| tokio::spawn(viewer(c, media.clone(), until)))
+        .map(|c| match options.mode {
+            LoadMode::Live => tokio::spawn(viewer(c, media.clone(), until)),
+            LoadMode::Parts => tokio::spawn(part_fetcher(c, media.clone(), until)),
+        })
         .collect();
     let mut total = ViewerTally::default();
     for task in tasks {
