@@ -58,3 +58,25 @@ async fn viewers_bench_reports_sane_numbers() {
         "not loopback: refused before any packet"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_quic_bulk_baseline_moves_bytes() {
+    use mirror::bench::quic_bulk;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tls = mirror::tls::load_or_generate(None, None, dir.path()).expect("certificate");
+    let endpoint = quic_bulk::source("127.0.0.1:0".parse().expect("addr"), &tls).expect("source");
+    let addr = endpoint.local_addr().expect("bound");
+    let source = tokio::spawn(quic_bulk::serve(endpoint));
+    let report = quic_bulk::read(
+        addr,
+        &tls.cert_path,
+        2,
+        Duration::from_millis(500),
+        Some(std::process::id()),
+    )
+    .await
+    .expect("reads");
+    assert!(report.bytes > 1_000_000, "{report:?}");
+    assert!(report.bits_per_s > 0.0 && report.server_cpu_s_per_gb.is_some());
+    source.abort();
+}

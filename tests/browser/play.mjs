@@ -2,6 +2,7 @@
 // test origin, and prints what the page measured (window.mirror) as JSON.
 //
 //   node tests/browser/play.mjs URL PORT SPKI [SAMPLES] [TIMEOUT_S]
+// With SAMPLES = 0 it plays for TIMEOUT_S seconds and reports everything sampled.
 import { chromium } from 'playwright-core';
 
 const [url, port, spki, samplesArg, timeoutArg] = process.argv.slice(2);
@@ -22,12 +23,15 @@ try {
   const page = await browser.newPage();
   const started = Date.now();
   await page.goto(url);
-  await page.waitForFunction(
-    n => window.mirror && (window.mirror.error || window.mirror.latencies.length >= n),
-    samples, { timeout: timeoutMs, polling: 250 });
+  if (samples > 0) {
+    await page.waitForFunction(
+      n => window.mirror && (window.mirror.error || window.mirror.latencies.length >= n),
+      samples, { timeout: timeoutMs, polling: 250 });
+  } else {
+    await page.waitForTimeout(timeoutMs);
+  }
   result = await page.evaluate(() => ({
     ...window.mirror,
-    firstFrameAt: null,
     pageProtocol: performance.getEntriesByType('navigation')[0]?.nextHopProtocol,
   }));
   result.elapsedMs = Date.now() - started;
