@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use mirror::bench::quic_bulk;
-use mirror::bench::viewers::LoadMode;
+use mirror::bench::viewers::{LoadMode, Transport};
 use mirror::config::Settings;
 use mirror::record::{RecordOptions, record};
 
@@ -103,6 +103,9 @@ enum BenchCommand {
         /// back to back (egress; works against a static server too).
         #[arg(long, default_value = "live", value_parser = ["live", "parts"])]
         mode: String,
+        /// Use HTTP/2 over TCP instead of HTTP/3 (the TCP path of the same server).
+        #[arg(long)]
+        http2: bool,
     },
     /// A raw QUIC bulk sender (the same quinn as Mirror): the ceiling for HTTP/3
     /// egress on this machine. Runs until Ctrl-C.
@@ -149,8 +152,14 @@ fn bench(what: BenchCommand) -> anyhow::Result<()> {
             remote_ok,
             json,
             mode,
+            http2,
         } => {
             let options = mirror::bench::viewers::ViewersOptions {
+                transport: if http2 {
+                    Transport::Http2
+                } else {
+                    Transport::Http3
+                },
                 mode: if mode == "parts" {
                     LoadMode::Parts
                 } else {

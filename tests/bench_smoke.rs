@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::fixtures::loopback_settings;
-use mirror::bench::viewers::{LoadMode, ViewersOptions, run};
+use mirror::bench::viewers::{LoadMode, Transport, ViewersOptions, run};
 use mirror::server::RunningServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -19,6 +19,7 @@ async fn viewers_bench_reports_sane_numbers() {
         .expect("server");
     let options = ViewersOptions {
         mode: LoadMode::Live,
+        transport: Transport::Http3,
         url: format!(
             "https://127.0.0.1:{}/test/index.m3u8",
             server.h3_addr.port()
@@ -49,6 +50,18 @@ async fn viewers_bench_reports_sane_numbers() {
     .expect("runs");
     assert!(parts.errors.is_empty(), "{parts:?}");
     assert!(parts.requests >= 10, "{parts:?}");
+    // The same over the TCP path (HTTP/2), which shares the UDP port number.
+    let h2 = run(&ViewersOptions {
+        mode: LoadMode::Parts,
+        transport: Transport::Http2,
+        viewers: 2,
+        duration: Duration::from_secs(1),
+        ..options.clone()
+    })
+    .await
+    .expect("runs over HTTP/2");
+    assert!(h2.errors.is_empty(), "{h2:?}");
+    assert!(h2.requests >= 10, "{h2:?}");
     let refused = ViewersOptions {
         url: "https://10.0.0.1:4443/x.m3u8".into(),
         ..options

@@ -4,6 +4,7 @@
 //! figures can be taken of Mirror and of anything else.
 
 pub mod client;
+pub mod h2client;
 pub mod quic_bulk;
 pub mod reader;
 pub mod viewers;

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
-use super::client::{H3Client, client_endpoint};
+use super::client::{ClientError, Fetched, H3Client, client_endpoint};
+use super::h2client::H2Client;
 use super::reader;
 
 /// Why the run could not start.
@@ -51,11 +52,39 @@ pub enum LoadMode {
     Parts,
 }
 
+/// The transport the viewers use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// HTTP/3 over QUIC.
+    #[default]
+    Http3,
+    /// HTTP/2 over TLS over TCP.
+    Http2,
+}
+
+/// One viewer's connection, over either transport.
+#[derive(Clone)]
+enum Connection {
+    H3(H3Client),
+    H2(H2Client),
+}
+
+impl Connection {
+    async fn get(&self, path: &str) -> Result<Fetched, ClientError> {
+        match self {
+            Connection::H3(c) => c.get(path).await,
+            Connection::H2(c) => c.get(path).await,
+        }
+    }
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct ViewersOptions {
     /// What each viewer does.
     pub mode: LoadMode,
+    /// Over which transport.
+    pub transport: Transport,
     /// Multivariant or media playlist URL.
     pub url: String,
     /// Number of viewers (connections).
@@ -192,7 +221,7 @@ fn sibling(path: &str, uri: &str) -> String {
 
 /// The media playlist path behind `path`: itself, or the first variant of a
 /// multivariant playlist.
-async fn media_path(client: &H3Client, path: &str) -> Result<String, String> {
+async fn media_path(client: &Connection, path: &str) -> Result<String, String> {
     let fetched = client.get(path).await.map_err(|e| e.to_string())?;
     if fetched.status() != 200 {
         return Err(format!("{path}: status {}", fetched.status()));
@@ -210,7 +239,7 @@ async fn media_path(client: &H3Client, path: &str) -> Result<String, String> {
     }
 }
 
-async fn viewer(client: H3Client, media: String, until: Instant) -> ViewerTally {
+async fn viewer(client: Connection, media: String, until: Instant) -> ViewerTally {
     let mut tally = ViewerTally::default();
     let mut playlist = match client.get(&media).await {
         Ok(f) if f.status() == 200 => {
@@ -292,7 +321,7 @@ async fn viewer(client: H3Client, media: String, until: Instant) -> ViewerTally 
 
 /// A viewer in [`LoadMode::Parts`]: the parts listed in the playlist, fetched round
 /// robin until `until`.
-async fn part_fetcher(client: H3Client, media: String, until: Instant) -> ViewerTally {
+async fn part_fetcher(client: Connection, media: String, until: Instant) -> ViewerTally {
     let mut tally = ViewerTally::default();
     let playlist = match client.get(&media).await {
         Ok(f) if f.status() == 200 => reader::read(&f.text()).unwrap_or_default(),
@@ -347,7 +376,20 @@ pub async fn run(options: &ViewersOptions) -> Result<ViewersReport, ViewersError
         .map(|_| client_endpoint(addr, tls.clone()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ViewersError::Stream(e.to_string()))?;
-    let first = H3Client::connect_on(&endpoints[0], addr, &server_name)
+    let connect = |i: usize| {
+        let (endpoint, tls, server_name) = (&endpoints[i / 1000], tls.clone(), server_name.clone());
+        async move {
+            match options.transport {
+                Transport::Http3 => H3Client::connect_on(endpoint, addr, &server_name)
+                    .await
+                    .map(Connection::H3),
+                Transport::Http2 => H2Client::connect(addr, &server_name, tls)
+                    .await
+                    .map(Connection::H2),
+            }
+        }
+    };
+    let first = connect(0)
         .await
         .map_err(|e| ViewersError::Stream(e.to_string()))?;
     let media = media_path(&first, &path)
@@ -357,7 +399,7 @@ pub async fn run(options: &ViewersOptions) -> Result<ViewersReport, ViewersError
     let mut clients = vec![first];
     let mut connect_errors = 0u64;
     for i in 1..options.viewers {
-        match H3Client::connect_on(&endpoints[i / 1000], addr, &server_name).await {
+        match connect(i).await {
             Ok(c) => clients.push(c),
             Err(_) => connect_errors += 1,
         }
