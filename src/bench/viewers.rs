@@ -19,6 +19,9 @@ use super::client::{ClientError, Fetched, H3Client, client_endpoint};
 use super::h2client::H2Client;
 use super::reader;
 
+/// Most newly listed parts a viewer fetches after one reload; beyond that it re-syncs.
+const MAX_CATCH_UP_PARTS: usize = 3;
+
 /// Why the run could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ViewersError {
@@ -239,6 +242,18 @@ async fn media_path(client: &Connection, path: &str) -> Result<String, String> {
     }
 }
 
+/// `client.get(path)`, abandoned at `until` (`None` then): a run ends on time even when
+/// responses are slow.
+async fn get_until(
+    client: &Connection,
+    path: &str,
+    until: Instant,
+) -> Option<Result<Fetched, ClientError>> {
+    tokio::time::timeout_at(until.into(), client.get(path))
+        .await
+        .ok()
+}
+
 async fn viewer(client: Connection, media: String, until: Instant) -> ViewerTally {
     let mut tally = ViewerTally::default();
     let mut playlist = match client.get(&media).await {
@@ -264,12 +279,11 @@ async fn viewer(client: Connection, media: String, until: Instant) -> ViewerTall
     while Instant::now() < until && !playlist.ended {
         let (msn, part) = playlist.next_part();
         let started = Instant::now();
-        let fetched = match client
-            .get(&format!("{media}?_HLS_msn={msn}&_HLS_part={part}"))
-            .await
-        {
-            Ok(f) => f,
-            Err(e) => {
+        let reload = format!("{media}?_HLS_msn={msn}&_HLS_part={part}");
+        let fetched = match get_until(&client, &reload, until).await {
+            None => break,
+            Some(Ok(f)) => f,
+            Some(Err(e)) => {
                 tally.error(e.kind().to_string());
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
@@ -301,17 +315,25 @@ async fn viewer(client: Connection, media: String, until: Instant) -> ViewerTall
                 new_parts.push(uri.to_string());
             }
         }
+        // A player that has fallen more than a few parts behind jumps to the live edge
+        // rather than fetching everything it missed (hls.js re-syncs past its maximum
+        // latency); so does this viewer, and counts it.
+        if new_parts.len() > MAX_CATCH_UP_PARTS {
+            tally.error("resync".into());
+            new_parts.drain(..new_parts.len() - MAX_CATCH_UP_PARTS);
+        }
         for uri in new_parts {
-            match client.get(&sibling(&media, &uri)).await {
-                Ok(f) if f.status() == 200 => {
+            match get_until(&client, &sibling(&media, &uri), until).await {
+                None => break,
+                Some(Ok(f)) if f.status() == 200 => {
                     tally.requests += 1;
                     tally.bytes += f.body.len() as u64;
                 }
-                Ok(f) => {
+                Some(Ok(f)) => {
                     tally.requests += 1;
                     tally.error(format!("status-{}", f.status()));
                 }
-                Err(e) => tally.error(e.kind().to_string()),
+                Some(Err(e)) => tally.error(e.kind().to_string()),
             }
         }
         playlist = next;
@@ -345,7 +367,10 @@ async fn part_fetcher(client: Connection, media: String, until: Instant) -> View
     }
     let mut i = 0;
     while Instant::now() < until {
-        match client.get(&uris[i % uris.len()]).await {
+        let Some(fetched) = get_until(&client, &uris[i % uris.len()], until).await else {
+            break;
+        };
+        match fetched {
             Ok(f) => {
                 tally.requests += 1;
                 tally.bytes += f.body.len() as u64;
