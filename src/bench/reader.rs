@@ -60,6 +60,14 @@ impl ViewerPlaylist {
         )
     }
 
+    /// Every part listed, oldest first.
+    pub fn parts(&self) -> impl Iterator<Item = &ListedPart> {
+        self.segments
+            .iter()
+            .flat_map(|s| s.parts.iter())
+            .chain(self.trailing_parts.iter())
+    }
+
     /// Media end time of every part listed, by URI: the segment's PDT plus the durations
     /// of the parts before it and its own. Parts of a segment without PDT are left out.
     pub fn part_media_ends(&self) -> Vec<(&str, SystemTime)> {

@@ -8,7 +8,7 @@
 //! part when its last frame is captured, which is one frame before the part's media end:
 //! a value of about minus one frame (−33 ms at 30 fps) is an instant announce.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -271,11 +271,7 @@ async fn viewer(client: Connection, media: String, until: Instant) -> ViewerTall
             return tally;
         }
     };
-    let mut seen: HashSet<String> = playlist
-        .part_media_ends()
-        .iter()
-        .map(|(u, _)| u.to_string())
-        .collect();
+    let mut seen: HashSet<String> = playlist.parts().map(|p| p.uri.clone()).collect();
     while Instant::now() < until && !playlist.ended {
         let (msn, part) = playlist.next_part();
         let started = Instant::now();
@@ -304,16 +300,21 @@ async fn viewer(client: Connection, media: String, until: Instant) -> ViewerTall
             tally.error("unreadable-playlist".into());
             continue;
         };
+        let media_ends: HashMap<&str, SystemTime> = next.part_media_ends().into_iter().collect();
         let mut new_parts = Vec::new();
-        for (uri, media_end) in next.part_media_ends() {
-            if seen.insert(uri.to_string()) {
-                let delay = match arrived.duration_since(media_end) {
+        for part in next.parts() {
+            if !seen.insert(part.uri.clone()) {
+                continue;
+            }
+            // Parts listed before any PROGRAM-DATE-TIME have no media time to compare.
+            if let Some(media_end) = media_ends.get(part.uri.as_str()) {
+                let delay = match arrived.duration_since(*media_end) {
                     Ok(d) => d.as_secs_f64(),
                     Err(e) => -e.duration().as_secs_f64(),
                 };
                 tally.announce_ms.push(delay * 1000.0);
-                new_parts.push(uri.to_string());
             }
+            new_parts.push(part.uri.clone());
         }
         // A player that has fallen more than a few parts behind jumps to the live edge
         // rather than fetching everything it missed (hls.js re-syncs past its maximum
@@ -356,11 +357,7 @@ async fn part_fetcher(client: Connection, media: String, until: Instant) -> View
             return tally;
         }
     };
-    let uris: Vec<String> = playlist
-        .part_media_ends()
-        .iter()
-        .map(|(uri, _)| sibling(&media, uri))
-        .collect();
+    let uris: Vec<String> = playlist.parts().map(|p| sibling(&media, &p.uri)).collect();
     if uris.is_empty() {
         tally.error("no-parts-listed".into());
         return tally;
