@@ -391,9 +391,13 @@ impl Settings {
         }
     }
 
-    /// Frames between keyframes: one GOP per segment target, at least one frame.
-    pub fn keyframe_interval_frames(&self) -> u32 {
-        let frames = u64::from(self.cmaf.segment_target_ms) * u64::from(self.source.fps) / 1000;
+    /// Frames between keyframes at `fps_num / fps_den` frames per second (the source's
+    /// rate, not always `source.fps`): one GOP per segment target, rounded to the nearest
+    /// frame, at least one.
+    pub fn keyframe_interval_frames(&self, fps_num: u32, fps_den: u32) -> u32 {
+        let per_1000_s = u64::from(self.cmaf.segment_target_ms) * u64::from(fps_num);
+        let frames =
+            (per_1000_s + 500 * u64::from(fps_den.max(1))) / (1000 * u64::from(fps_den.max(1)));
         u32::try_from(frames.max(1)).unwrap_or(u32::MAX)
     }
 }
@@ -409,7 +413,9 @@ mod tests {
         settings.validate().expect("defaults are valid");
         assert_eq!(settings.source.width, 1280);
         assert_eq!(settings.cmaf.part_target(), Duration::from_millis(200));
-        assert_eq!(settings.keyframe_interval_frames(), 30);
+        assert_eq!(settings.keyframe_interval_frames(30, 1), 30);
+        assert_eq!(settings.keyframe_interval_frames(25, 1), 25);
+        assert_eq!(settings.keyframe_interval_frames(30_000, 1001), 30);
     }
 
     #[test]

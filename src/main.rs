@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use mirror::bench::quic_bulk;
 use mirror::bench::viewers::{LoadMode, Transport};
 use mirror::config::Settings;
+use mirror::ingest::SourceSpec;
 use mirror::record::{RecordOptions, record};
 
 #[derive(Parser)]
@@ -31,11 +32,11 @@ enum Command {
         #[command(subcommand)]
         what: BenchCommand,
     },
-    /// Serve the live test pattern (or, later, another source) as LL-HLS over HTTP/3,
+    /// Serve the live test pattern (or a file, looped as live) as LL-HLS over HTTP/3,
     /// with HTTP/1.1 and HTTP/2 over TCP beside it.
     Serve {
-        /// Source: only the built-in test pattern for now.
-        #[arg(long, default_value = "testsrc", value_parser = ["testsrc"])]
+        /// Source: `testsrc` (the built-in test pattern) or a file, looped as live.
+        #[arg(long, default_value = "testsrc")]
         source: String,
         /// Stream name (its path): `test` for the test pattern, else `live`.
         #[arg(long)]
@@ -58,8 +59,8 @@ enum Command {
         /// Output directory.
         #[arg(long, default_value = "out")]
         out: PathBuf,
-        /// Source; only the built-in test pattern for now.
-        #[arg(long, default_value = "testsrc", value_parser = ["testsrc"])]
+        /// Source: `testsrc` (the built-in test pattern) or a file, looped as live.
+        #[arg(long, default_value = "testsrc")]
         source: String,
         /// Produce media as fast as it encodes instead of at real time.
         #[arg(long)]
@@ -224,10 +225,10 @@ fn write_json(
     Ok(())
 }
 
-fn serve(settings: Settings, name: String) -> anyhow::Result<()> {
+fn serve(settings: Settings, name: String, source: SourceSpec) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
-        let server = mirror::server::RunningServer::start(&settings, &name).await?;
+        let server = mirror::server::RunningServer::start_with(&settings, &name, &source).await?;
         let port = server.h3_addr.port();
         let host = if server.h3_addr.ip().is_loopback() && server.h3_addr.is_ipv4() { "127.0.0.1" } else { "localhost" };
         println!("Mirror is serving stream {name:?}:");
@@ -286,12 +287,12 @@ fn main() -> anyhow::Result<()> {
                     "live".into()
                 }
             });
-            serve(settings, name)?;
+            serve(settings, name, SourceSpec::parse(&source))?;
         }
         Command::Record {
             seconds,
             out,
-            source: _,
+            source,
             fast,
             part_target_ms,
             segment_target_ms,
@@ -307,8 +308,9 @@ fn main() -> anyhow::Result<()> {
                 out_dir: out.clone(),
                 duration: Duration::from_secs(seconds),
                 realtime: !fast,
+                source: SourceSpec::parse(&source),
             };
-            tracing::info!(out = %out.display(), seconds, "recording the test pattern");
+            tracing::info!(out = %out.display(), seconds, %source, "recording");
             let summary = record(&settings, &options)
                 .with_context(|| format!("recording into {}", out.display()))?;
             println!(

@@ -1,4 +1,4 @@
-//! `mirror record`: the whole media path (test pattern → encoders → segmenter) written
+//! `mirror record`: the whole media path (source → encoders → segmenter) written
 //! to a directory as a finished LL-HLS presentation: `index.m3u8` (multivariant),
 //! `video.m3u8` (media playlist with parts), `init.mp4`, and every part and segment.
 
@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use crate::cmaf::init::{InitError, write_init_segment};
 use crate::cmaf::{Part, Segment, Segmenter, SegmenterEvent};
 use crate::config::Settings;
-use crate::ingest::{IngestError, Source, TestPattern};
+use crate::ingest::{IngestError, SourceSpec};
 use crate::llhls::{MediaPlaylist, PlaylistPart, PlaylistSegment, Variant, render_multivariant};
 use crate::pipeline::{PipelineError, Transcoder};
 
@@ -65,6 +65,8 @@ pub struct RecordOptions {
     pub duration: Duration,
     /// Run the source at real time (as live); false produces media as fast as it encodes.
     pub realtime: bool,
+    /// What to record.
+    pub source: SourceSpec,
 }
 
 /// What was recorded.
@@ -152,14 +154,14 @@ impl Recorder {
     }
 }
 
-/// Records the test pattern per `settings` into `options.out_dir`.
+/// Records `options.source` per `settings` into `options.out_dir`.
 pub fn record(settings: &Settings, options: &RecordOptions) -> Result<RecordSummary, RecordError> {
     let dir = options.out_dir.clone();
     fs::create_dir_all(&dir).map_err(|source| RecordError::Io {
         path: dir.clone(),
         source,
     })?;
-    let mut source = TestPattern::open(&settings.source, options.realtime)?;
+    let mut source = options.source.open(&settings.source, options.realtime)?;
     let format = source.format();
     let mut transcoder = Transcoder::open(settings, format)?;
     let tracks = transcoder.tracks().to_vec();

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use crate::config::Settings;
 use crate::http::h3::ConnectionLimits;
 use crate::http::{AppState, h3, tcp};
+use crate::ingest::SourceSpec;
 use crate::store::Store;
 use crate::stream::{LiveStream, StreamError};
 use crate::tls::{self, TlsError, TlsMaterial};
@@ -62,6 +63,15 @@ impl RunningServer {
     /// Starts a server with one test-pattern stream named `stream`. Must run inside a
     /// tokio runtime.
     pub async fn start(settings: &Settings, stream: &str) -> Result<Self, ServerError> {
+        Self::start_with(settings, stream, &SourceSpec::TestPattern).await
+    }
+
+    /// Starts a server with one stream named `stream` playing `source`.
+    pub async fn start_with(
+        settings: &Settings,
+        stream: &str,
+        source: &SourceSpec,
+    ) -> Result<Self, ServerError> {
         let server = &settings.server;
         let tls = tls::load_or_generate(
             server.cert.as_deref(),
@@ -73,8 +83,9 @@ impl RunningServer {
         // more; the whole window plus that, with room.
         let retention = target * (u32::try_from(server.window_segments).unwrap_or(1000) + 6);
         let store = Store::new(server.store_bytes, retention);
-        let live = LiveStream::start_test_pattern(
+        let live = LiveStream::start(
             stream,
+            source,
             settings,
             server.window_segments,
             store.clone(),

@@ -17,7 +17,7 @@ use crate::cmaf::init::write_init_segment;
 use crate::cmaf::{Segmenter, SegmenterEvent, TrackInfo};
 use crate::config::Settings;
 use crate::http::headers;
-use crate::ingest::{Source, TestPattern};
+use crate::ingest::{Source, SourceSpec};
 use crate::llhls::blocking::{Position, advance_part_limit};
 use crate::llhls::live::{LivePlaylist, MediaNames};
 use crate::llhls::{Skip, Variant, render_multivariant};
@@ -194,17 +194,20 @@ pub struct LiveStream {
 }
 
 impl LiveStream {
-    /// Opens the test pattern and the encoders (so that a bad setting stops start-up),
-    /// then runs the stream on a thread of its own, storing media in `store`.
-    pub fn start_test_pattern(
+    /// Opens the source and the encoders (so that a bad setting or an unplayable source
+    /// stops start-up), then runs the stream on a thread of its own, storing media in
+    /// `store`.
+    pub fn start(
         name: &str,
+        source: &SourceSpec,
         settings: &Settings,
         window_segments: usize,
         store: Store,
     ) -> Result<Self, StreamError> {
         let stream = name.to_string();
-        let source =
-            TestPattern::open(&settings.source, true).map_err(|error| StreamError::Source {
+        let source = source
+            .open(&settings.source, true)
+            .map_err(|error| StreamError::Source {
                 stream: stream.clone(),
                 error,
             })?;
@@ -326,7 +329,7 @@ fn multivariant(tracks: &[TrackInfo], fps: ffmpeg_next::Rational) -> String {
 /// The media thread's state.
 struct MediaLoop {
     stream: String,
-    source: TestPattern,
+    source: Box<dyn Source + Send>,
     transcoder: Transcoder,
     segmenter: Segmenter,
     live: LivePlaylist,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::{decode_errors, probe_frames, with_init};
 use mirror::config::Settings;
+use mirror::ingest::SourceSpec;
 use mirror::record::{RecordOptions, names, record};
 use mp4_atom::{Decode, Moof, TrunSamples};
 
@@ -43,6 +44,7 @@ fn record_to(dir: &Path, settings: &Settings) -> mirror::record::RecordSummary {
             out_dir: dir.to_owned(),
             duration: Duration::from_secs(SECONDS),
             realtime: false,
+            source: SourceSpec::TestPattern,
         },
     )
     .expect("records")
@@ -264,4 +266,105 @@ fn bad_config_stops_start_up_naming_the_field() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cmaf.part_target_ms"), "{stderr}");
     assert!(!dir.path().join("out").exists(), "nothing written");
+}
+
+/// Makes a short file with the ffmpeg CLI: 320×240 at 25 fps, with or without sound.
+fn make_file(dir: &Path, name: &str, seconds: u32, with_audio: bool) -> std::path::PathBuf {
+    let path = dir.join(name);
+    let mut command = std::process::Command::new("ffmpeg");
+    command.args([
+        "-nostdin",
+        "-v",
+        "error",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x240:rate=25",
+    ]);
+    if with_audio {
+        command.args([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=44100",
+            "-c:a",
+            "aac",
+        ]);
+    }
+    let status = command
+        .args(["-t", &seconds.to_string(), "-c:v", "libx264", "-g", "25"])
+        .arg(&path)
+        .status()
+        .expect("ffmpeg runs");
+    assert!(status.success());
+    path
+}
+
+#[test]
+fn a_file_loops_as_live_with_continuous_timestamps() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // 2 s of file, 5 s of recording: it plays two and a half times.
+    let file = make_file(dir.path(), "clip.mp4", 2, true);
+    let out = dir.path().join("out");
+    let summary = record(
+        &Settings::default(),
+        &RecordOptions {
+            out_dir: out.clone(),
+            duration: Duration::from_secs(5),
+            realtime: false,
+            source: SourceSpec::File(file),
+        },
+    )
+    .expect("records the file");
+    assert_eq!(summary.segments, 5);
+    assert_eq!(
+        summary.refused_samples, 0,
+        "timestamps never went backwards across loops"
+    );
+    assert!(
+        summary.codecs.starts_with("avc1.64") && summary.codecs.ends_with(",mp4a.40.2"),
+        "{}",
+        summary.codecs
+    );
+    assert_eq!(decode_errors(&out.join(names::MULTIVARIANT)), "");
+    let frames = probe_frames(&out.join(names::MULTIVARIANT));
+    let video: Vec<_> = frames.iter().filter(|f| f.media_type == "video").collect();
+    assert_eq!(video.len(), 125, "5 s at the file's 25 fps");
+    for pair in video.windows(2) {
+        let step = pair[1].pts_time - pair[0].pts_time;
+        assert!(
+            (step - 0.04).abs() < 1e-3,
+            "continuous across the loop: step {step} at {}",
+            pair[0].pts_time
+        );
+    }
+    let audio =
+        frames.iter().filter(|f| f.media_type == "audio").count() as f64 * 1024.0 / 48_000.0;
+    assert!((audio - 5.0).abs() < 0.2, "sound all along: {audio} s");
+}
+
+#[test]
+fn a_file_without_sound_gets_silence_and_an_unplayable_file_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = make_file(dir.path(), "mute.mp4", 1, false);
+    let out = dir.path().join("out");
+    let options = RecordOptions {
+        out_dir: out.clone(),
+        duration: Duration::from_secs(2),
+        realtime: false,
+        source: SourceSpec::File(file),
+    };
+    record(&Settings::default(), &options).expect("records");
+    assert_eq!(decode_errors(&out.join(names::MULTIVARIANT)), "");
+    let not_media = dir.path().join("notes.txt");
+    std::fs::write(&not_media, "not a video").expect("write");
+    let error = record(
+        &Settings::default(),
+        &RecordOptions {
+            source: SourceSpec::File(not_media),
+            ..options
+        },
+    )
+    .expect_err("refused");
+    assert!(error.to_string().contains("notes.txt"), "{error}");
 }

@@ -4,13 +4,51 @@
 //! This module owns opening and pacing sources; it does not encode (that is
 //! [`crate::pipeline`]) and knows nothing of CMAF or HTTP.
 
+pub mod file;
+mod lavfi;
 pub mod testsrc;
 
+use std::path::PathBuf;
 use std::time::SystemTime;
 
 use ffmpeg_next as ffmpeg;
 
+pub use file::FileSource;
 pub use testsrc::TestPattern;
+
+use crate::config::SourceSettings;
+
+/// Which source a stream plays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSpec {
+    /// The built-in test pattern.
+    TestPattern,
+    /// A file, looped as live.
+    File(PathBuf),
+}
+
+impl SourceSpec {
+    /// `testsrc` is the test pattern; anything else names a file.
+    pub fn parse(text: &str) -> Self {
+        if text == "testsrc" {
+            SourceSpec::TestPattern
+        } else {
+            SourceSpec::File(PathBuf::from(text))
+        }
+    }
+
+    /// Opens the source; `realtime` paces it as live.
+    pub fn open(
+        &self,
+        settings: &SourceSettings,
+        realtime: bool,
+    ) -> Result<Box<dyn Source + Send>, IngestError> {
+        Ok(match self {
+            SourceSpec::TestPattern => Box::new(TestPattern::open(settings, realtime)?),
+            SourceSpec::File(path) => Box::new(FileSource::open(path, true, realtime)?),
+        })
+    }
+}
 
 /// Why a source failed.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +66,14 @@ pub enum IngestError {
     /// The source has ended (files only; live sources never end on their own).
     #[error("{0}: end of stream")]
     Ended(String),
+    /// The source cannot be played.
+    #[error("{source_name}: {reason}")]
+    Unsupported {
+        /// The source, as configured.
+        source_name: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Raw (decoded) media as a source delivers it.

@@ -88,7 +88,11 @@ impl VideoEncoder {
             .map_err(libav(X264, "creating the context"))?;
         let time_base = Rational(1, 90_000);
         let e = &settings.encoder;
-        let gop = settings.keyframe_interval_frames();
+        let fps = format.frame_rate;
+        let gop = settings.keyframe_interval_frames(
+            u32::try_from(fps.numerator()).unwrap_or(30),
+            u32::try_from(fps.denominator()).unwrap_or(1),
+        );
         video.set_width(format.width);
         video.set_height(format.height);
         video.set_format(format::Pixel::YUV420P);
@@ -137,7 +141,6 @@ impl VideoEncoder {
                 encoder: X264,
                 error,
             })?;
-        let fps = format.frame_rate;
         let nominal = 90_000 * i64::from(fps.denominator()) / i64::from(fps.numerator().max(1));
         Ok(Self {
             encoder,
@@ -170,6 +173,25 @@ impl VideoEncoder {
         captured_at: SystemTime,
         out: &mut Vec<Sample>,
     ) -> Result<(), PipelineError> {
+        if (picture.width(), picture.height(), picture.format())
+            != (
+                self.encoder.width(),
+                self.encoder.height(),
+                format::Pixel::YUV420P,
+            )
+        {
+            return Err(PipelineError::FrameMismatch {
+                encoder: X264,
+                reason: format!(
+                    "{}x{} {:?}, opened for {}x{} yuv420p",
+                    picture.width(),
+                    picture.height(),
+                    picture.format(),
+                    self.encoder.width(),
+                    self.encoder.height()
+                ),
+            });
+        }
         let pts = rescale(picture.pts().unwrap_or(0), time_base, self.time_base);
         picture.set_pts(Some(pts));
         // Force the IDR where the segment boundary falls, whatever the encoder's own GOP
@@ -282,6 +304,23 @@ impl AudioEncoder {
         captured_at: SystemTime,
         out: &mut Vec<Sample>,
     ) -> Result<(), PipelineError> {
+        let expected = (
+            format::Sample::F32(format::sample::Type::Planar),
+            2,
+            self.encoder.frame_size() as usize,
+        );
+        if (samples.format(), samples.channels(), samples.samples()) != expected {
+            return Err(PipelineError::FrameMismatch {
+                encoder: AAC,
+                reason: format!(
+                    "{:?} × {} channels × {} samples, opened for fltp × 2 × {}",
+                    samples.format(),
+                    samples.channels(),
+                    samples.samples(),
+                    expected.2
+                ),
+            });
+        }
         let pts = rescale(samples.pts().unwrap_or(0), time_base, self.time_base);
         samples.set_pts(Some(pts));
         self.capture.insert(pts, captured_at);

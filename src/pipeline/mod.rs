@@ -33,6 +33,15 @@ pub enum PipelineError {
         /// libav's error.
         error: ffmpeg::Error,
     },
+    /// A frame does not match what the encoder was opened for (a source bug; libav would
+    /// read past the frame's buffers).
+    #[error("{encoder}: frame refused: {reason}")]
+    FrameMismatch {
+        /// Which encoder.
+        encoder: &'static str,
+        /// What differs.
+        reason: String,
+    },
     /// The encoder produced a configuration that cannot be described in `avcC`/`esds`.
     #[error("{encoder}: {error}")]
     Codec {
