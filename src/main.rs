@@ -74,6 +74,20 @@ enum Command {
     },
 }
 
+/// What every measuring client needs: whom to trust, whose CPU to read, where to write.
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// Certificate to trust: the server's (Mirror's generated one by default).
+    #[arg(long, default_value = "certs/cert.pem")]
+    ca: PathBuf,
+    /// The server's process id, to report its CPU time.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum BenchCommand {
     /// N emulated LL-HLS viewers over HTTP/3 against any server (loopback unless
@@ -88,18 +102,11 @@ enum BenchCommand {
         /// How long they watch, seconds (1..=3600).
         #[arg(long, default_value_t = 10)]
         seconds: u64,
-        /// Certificate to trust: the server's (Mirror's generated one by default).
-        #[arg(long, default_value = "certs/cert.pem")]
-        ca: PathBuf,
-        /// The server's process id, to report its CPU time.
-        #[arg(long)]
-        server_pid: Option<u32>,
+        #[command(flatten)]
+        report: ReportArgs,
         /// Allow a server that is not on loopback (only a host you run).
         #[arg(long)]
         remote_ok: bool,
-        /// Also write the report as JSON to this file.
-        #[arg(long)]
-        json: Option<PathBuf>,
         /// `live`: follow the live edge like hls.js; `parts`: fetch the listed parts
         /// back to back (egress; works against a static server too).
         #[arg(long, default_value = "live", value_parser = ["live", "parts"])]
@@ -129,15 +136,8 @@ enum BenchCommand {
         /// Seconds.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
-        /// Certificate to trust.
-        #[arg(long, default_value = "certs/cert.pem")]
-        ca: PathBuf,
-        /// The source's process id, to report its CPU time.
-        #[arg(long)]
-        server_pid: Option<u32>,
-        /// Also write the report as JSON to this file.
-        #[arg(long)]
-        json: Option<PathBuf>,
+        #[command(flatten)]
+        report: ReportArgs,
     },
 }
 
@@ -148,10 +148,8 @@ fn bench(what: BenchCommand) -> anyhow::Result<()> {
             url,
             viewers,
             seconds,
-            ca,
-            server_pid,
+            report: args,
             remote_ok,
-            json,
             mode,
             http2,
         } => {
@@ -169,13 +167,13 @@ fn bench(what: BenchCommand) -> anyhow::Result<()> {
                 url,
                 viewers,
                 duration: Duration::from_secs(seconds),
-                ca,
-                server_pid,
+                ca: args.ca,
+                server_pid: args.server_pid,
                 remote_ok,
             };
             let report = runtime.block_on(mirror::bench::viewers::run(&options))?;
             print!("{}", report.table());
-            write_json(&report, json.as_deref())
+            write_json(&report, args.json.as_deref())
         }
         BenchCommand::QuicSource { listen, certs_dir } => runtime.block_on(async move {
             let tls = mirror::tls::load_or_generate(None, None, &certs_dir)?;
@@ -194,20 +192,18 @@ fn bench(what: BenchCommand) -> anyhow::Result<()> {
             addr,
             connections,
             seconds,
-            ca,
-            server_pid,
-            json,
+            report: args,
         } => {
             let duration = Duration::from_secs(seconds);
             let report = runtime.block_on(quic_bulk::read(
                 addr,
-                &ca,
+                &args.ca,
                 connections,
                 duration,
-                server_pid,
+                args.server_pid,
             ))?;
             println!("{}", report.summary());
-            write_json(&report, json.as_deref())
+            write_json(&report, args.json.as_deref())
         }
     }
 }

@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use super::client::{ClientError, Fetched, H3Client, client_endpoint};
 use super::h2client::H2Client;
-use super::reader;
+use super::reader::{self, ViewerPlaylist};
 
 /// Most newly listed parts a viewer fetches after one reload; beyond that it re-syncs.
 const MAX_CATCH_UP_PARTS: usize = 3;
@@ -254,22 +254,34 @@ async fn get_until(
         .ok()
 }
 
-async fn viewer(client: Connection, media: String, until: Instant) -> ViewerTally {
-    let mut tally = ViewerTally::default();
-    let mut playlist = match client.get(&media).await {
+/// The media playlist as a viewer first loads it (counted in `tally`); `None`, with the
+/// error counted, when it cannot.
+async fn first_playlist(
+    client: &Connection,
+    media: &str,
+    tally: &mut ViewerTally,
+) -> Option<ViewerPlaylist> {
+    match client.get(media).await {
         Ok(f) if f.status() == 200 => {
             tally.requests += 1;
             tally.bytes += f.body.len() as u64;
-            reader::read(&f.text()).unwrap_or_default()
+            Some(reader::read(&f.text()).unwrap_or_default())
         }
         Ok(f) => {
             tally.error(format!("status-{}", f.status()));
-            return tally;
+            None
         }
         Err(e) => {
             tally.error(e.kind().to_string());
-            return tally;
+            None
         }
+    }
+}
+
+async fn viewer(client: Connection, media: String, until: Instant) -> ViewerTally {
+    let mut tally = ViewerTally::default();
+    let Some(mut playlist) = first_playlist(&client, &media, &mut tally).await else {
+        return tally;
     };
     let mut seen: HashSet<String> = playlist.parts().map(|p| p.uri.clone()).collect();
     while Instant::now() < until && !playlist.ended {
@@ -346,16 +358,8 @@ async fn viewer(client: Connection, media: String, until: Instant) -> ViewerTall
 /// robin until `until`.
 async fn part_fetcher(client: Connection, media: String, until: Instant) -> ViewerTally {
     let mut tally = ViewerTally::default();
-    let playlist = match client.get(&media).await {
-        Ok(f) if f.status() == 200 => reader::read(&f.text()).unwrap_or_default(),
-        Ok(f) => {
-            tally.error(format!("status-{}", f.status()));
-            return tally;
-        }
-        Err(e) => {
-            tally.error(e.kind().to_string());
-            return tally;
-        }
+    let Some(playlist) = first_playlist(&client, &media, &mut tally).await else {
+        return tally;
     };
     let uris: Vec<String> = playlist.parts().map(|p| sibling(&media, &p.uri)).collect();
     if uris.is_empty() {
