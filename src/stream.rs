@@ -17,7 +17,7 @@ use crate::cmaf::init::write_init_segment;
 use crate::cmaf::{Segmenter, SegmenterEvent, TrackInfo};
 use crate::config::Settings;
 use crate::http::headers;
-use crate::ingest::{Source, SourceSpec};
+use crate::ingest::{RawMedia, Source, SourceFrame, SourceSpec};
 use crate::llhls::blocking::{Position, advance_part_limit};
 use crate::llhls::live::{LivePlaylist, MediaNames};
 use crate::llhls::{Skip, Variant, render_multivariant};
@@ -199,13 +199,13 @@ impl LiveStream {
     /// `store`.
     pub fn start(
         name: &str,
-        source: &SourceSpec,
+        spec: &SourceSpec,
         settings: &Settings,
         window_segments: usize,
         store: Store,
     ) -> Result<Self, StreamError> {
         let stream = name.to_string();
-        let source = source
+        let source = spec
             .open(&settings.source, true)
             .map_err(|error| StreamError::Source {
                 stream: stream.clone(),
@@ -244,6 +244,10 @@ impl LiveStream {
         let media = MediaLoop {
             stream: stream.clone(),
             source,
+            spec: spec.clone(),
+            source_settings: settings.source.clone(),
+            delivered_end: Duration::ZERO,
+            resume_offset: Duration::ZERO,
             transcoder,
             segmenter,
             live,
@@ -326,10 +330,42 @@ fn multivariant(tracks: &[TrackInfo], fps: ffmpeg_next::Rational) -> String {
     }])
 }
 
+/// Delays between attempts to reopen a failed source: 0.5 s doubling to 30 s, each
+/// with up to 25 % jitter.
+#[derive(Debug, Default)]
+struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        let base = Duration::from_millis(500) * 2u32.saturating_pow(self.failures.min(6));
+        self.failures += 1;
+        let base = base.min(Duration::from_secs(30));
+        // Jitter from the clock's low bits: spreading retries needs no random generator.
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        base + base.mul_f64(f64::from(nanos % 1000) / 4000.0)
+    }
+
+    fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
 /// The media thread's state.
 struct MediaLoop {
     stream: String,
     source: Box<dyn Source + Send>,
+    /// What `source` was opened from, to open it again after a failure.
+    spec: SourceSpec,
+    source_settings: crate::config::SourceSettings,
+    /// Media time just past everything delivered so far: a reopened source starts its
+    /// timestamps at zero again, and is shifted to continue from here.
+    delivered_end: Duration,
+    /// Shift applied to the current source instance's timestamps.
+    resume_offset: Duration,
     transcoder: Transcoder,
     segmenter: Segmenter,
     live: LivePlaylist,
@@ -343,26 +379,83 @@ struct MediaLoop {
 impl MediaLoop {
     fn run(mut self) {
         let mut samples = Vec::new();
+        let mut backoff = Backoff::default();
         while !self.stop.load(Ordering::Relaxed) {
-            let frame = match self.source.next_frame() {
-                Ok(frame) => frame,
-                Err(error) => {
-                    // The test pattern only fails if libav does; a later issue brings
-                    // restarts with backoff for real sources.
-                    tracing::error!(stream = %self.stream, %error, "source failed, stream stopped");
-                    break;
-                }
-            };
-            if let Err(error) = self.transcoder.push(frame, &mut samples) {
-                tracing::error!(stream = %self.stream, %error, "encoder failed, stream stopped");
-                break;
+            let frame = self.source.next_frame().map_err(|e| e.to_string());
+            let encoded = frame.and_then(|mut frame| {
+                self.shift(&mut frame);
+                self.transcoder
+                    .push(frame, &mut samples)
+                    .map_err(|e| e.to_string())
+            });
+            if let Err(error) = encoded {
+                self.recover(&error, &mut backoff);
+                continue;
             }
+            backoff.reset();
             for sample in samples.drain(..) {
                 if let Err(error) = self.segmenter.push(sample, SystemTime::now()) {
                     tracing::warn!(stream = %self.stream, %error, "sample refused");
                 }
             }
             self.publish_events();
+        }
+    }
+
+    /// Moves `frame` past everything delivered before the source was last reopened, and
+    /// records how far the stream has got.
+    fn shift(&mut self, frame: &mut SourceFrame) {
+        let tb = frame.time_base;
+        let (num, den) = (
+            i128::from(tb.numerator().max(1)),
+            i128::from(tb.denominator().max(1)),
+        );
+        let offset = i128::try_from(self.resume_offset.as_nanos()).unwrap_or(0) * den
+            / (num * 1_000_000_000);
+        let offset = i64::try_from(offset).unwrap_or(0);
+        let format = self.source.format();
+        let (pts, length) = match &mut frame.media {
+            RawMedia::Video(v) => {
+                let pts = v.pts().unwrap_or(0) + offset;
+                v.set_pts(Some(pts));
+                let fps = format.frame_rate;
+                let nanos = 1_000_000_000 * i64::from(fps.denominator())
+                    / i64::from(fps.numerator().max(1));
+                (pts, Duration::from_nanos(u64::try_from(nanos).unwrap_or(0)))
+            }
+            RawMedia::Audio(a) => {
+                let pts = a.pts().unwrap_or(0) + offset;
+                a.set_pts(Some(pts));
+                let rate = u64::from(format.sample_rate.max(1));
+                (
+                    pts,
+                    Duration::from_nanos(a.samples() as u64 * 1_000_000_000 / rate),
+                )
+            }
+        };
+        let at = i128::from(pts.max(0)) * num * 1_000_000_000 / den;
+        let at = Duration::from_nanos(u64::try_from(at).unwrap_or(0));
+        self.delivered_end = self.delivered_end.max(at + length);
+    }
+
+    /// A source or encoder failed: log it, wait (exponential backoff with jitter, so a
+    /// fleet of streams does not retry in step), and open the source again. The playlist
+    /// stays served meanwhile, and blocked reloads end with 503 after three target
+    /// durations; the stream then goes on from where it was, with the next MSN.
+    fn recover(&mut self, error: &str, backoff: &mut Backoff) {
+        let delay = backoff.next();
+        tracing::warn!(stream = %self.stream, %error, retry_in = ?delay, "source failed; retrying");
+        let until = std::time::Instant::now() + delay;
+        while std::time::Instant::now() < until && !self.stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        match self.spec.open(&self.source_settings, true) {
+            Ok(source) => {
+                self.source = source;
+                self.resume_offset = self.delivered_end;
+                tracing::info!(stream = %self.stream, "source reopened");
+            }
+            Err(error) => tracing::warn!(stream = %self.stream, %error, "source still failing"),
         }
     }
 
