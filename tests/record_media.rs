@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{decode_errors, probe_frames, with_init};
+use common::{decode_errors, make_file, probe_frames, with_init};
 use mirror::config::Settings;
 use mirror::ingest::SourceSpec;
 use mirror::record::{RecordOptions, names, record};
@@ -266,38 +266,6 @@ fn bad_config_stops_start_up_naming_the_field() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cmaf.part_target_ms"), "{stderr}");
     assert!(!dir.path().join("out").exists(), "nothing written");
-}
-
-/// Makes a short file with the ffmpeg CLI: 320×240 at 25 fps, with or without sound.
-fn make_file(dir: &Path, name: &str, seconds: u32, with_audio: bool) -> std::path::PathBuf {
-    let path = dir.join(name);
-    let mut command = std::process::Command::new("ffmpeg");
-    command.args([
-        "-nostdin",
-        "-v",
-        "error",
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=320x240:rate=25",
-    ]);
-    if with_audio {
-        command.args([
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:sample_rate=44100",
-            "-c:a",
-            "aac",
-        ]);
-    }
-    let status = command
-        .args(["-t", &seconds.to_string(), "-c:v", "libx264", "-g", "25"])
-        .arg(&path)
-        .status()
-        .expect("ffmpeg runs");
-    assert!(status.success());
-    path
 }
 
 #[test]

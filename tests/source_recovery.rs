@@ -7,39 +7,14 @@ use std::time::{Duration, Instant};
 
 use common::fixtures::loopback_settings;
 use common::h3client::H3Client;
+use common::make_file;
 use mirror::ingest::SourceSpec;
 use mirror::server::RunningServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vanished_file_is_retried_and_the_stream_resumes_with_the_next_msn() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("clip.mp4");
-    let status = std::process::Command::new("ffmpeg")
-        .args([
-            "-nostdin",
-            "-v",
-            "error",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=320x240:rate=25",
-        ])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440",
-            "-t",
-            "1",
-            "-c:v",
-            "libx264",
-            "-c:a",
-            "aac",
-        ])
-        .arg(&file)
-        .status()
-        .expect("ffmpeg runs");
-    assert!(status.success());
+    let file = make_file(dir.path(), "clip.mp4", 1, true);
     let settings = loopback_settings(dir.path(), 320, 240, 400);
     let server = RunningServer::start_with(&settings, "live", &SourceSpec::File(file.clone()))
         .await

@@ -75,5 +75,40 @@ pub fn with_init(dir: &Path, name: &str, init: &[u8], media: &[u8]) -> std::path
     std::fs::write(&path, bytes).expect("write");
     path
 }
-pub mod fixtures;
+
 pub mod h3client;
+
+/// Makes a short file with the ffmpeg CLI: 320×240 at 25 fps, keyframe every second,
+/// with a 440 Hz tone or without sound.
+pub fn make_file(dir: &Path, name: &str, seconds: u32, with_audio: bool) -> std::path::PathBuf {
+    let path = dir.join(name);
+    let mut command = Command::new("ffmpeg");
+    command.args([
+        "-nostdin",
+        "-v",
+        "error",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x240:rate=25",
+    ]);
+    if with_audio {
+        command.args([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=44100",
+            "-c:a",
+            "aac",
+        ]);
+    }
+    let status = command
+        .args(["-t", &seconds.to_string(), "-c:v", "libx264", "-g", "25"])
+        .arg(&path)
+        .status()
+        .expect("ffmpeg runs");
+    assert!(status.success());
+    path
+}
+
+pub mod fixtures;
