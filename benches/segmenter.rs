@@ -7,11 +7,11 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group};
-use mirror::cmaf::{Sample, Segmenter, SegmenterConfig, SegmenterEvent};
+use mirror::cmaf::{Sample, Segmenter, SegmenterEvent};
 
 struct Counting;
 
@@ -43,16 +43,7 @@ static GLOBAL: Counting = Counting;
 mod fixtures;
 
 fn segmenter() -> Segmenter {
-    Segmenter::new(
-        SegmenterConfig {
-            tracks: fixtures::tracks(),
-            part_target: Duration::from_millis(200),
-            segment_target: Duration::from_secs(1),
-            max_sample_bytes: 8 << 20,
-            keyframes_on_segment_grid: true,
-        },
-        0,
-    )
+    Segmenter::new(fixtures::segmenter_config(true), 0)
 }
 
 /// One second of 30 fps video (10 KB frames, 40 KB keyframes) and 48 kHz AAC, in

@@ -5,10 +5,10 @@ mod common;
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
-use common::fixtures::{PPS, SPS, tracks};
+use common::fixtures::{PPS, SPS, segmenter_config, tracks};
 use mirror::cmaf::fragment::{SAMPLE_FLAGS_NON_SYNC, SAMPLE_FLAGS_SYNC};
 use mirror::cmaf::init::write_init_segment;
-use mirror::cmaf::{Sample, Segmenter, SegmenterConfig, SegmenterEvent};
+use mirror::cmaf::{Sample, Segmenter, SegmenterEvent};
 use mp4_atom::{Codec, Decode, DecodeMaybe, Ftyp, Moof, Moov, TrunSamples};
 
 #[test]
@@ -82,16 +82,7 @@ fn init_segment_declares_cmaf_brands_tracks_and_codec_configuration() {
 
 #[test]
 fn part_is_moof_and_mdat_with_offsets_flags_and_signed_composition_offsets() {
-    let mut segmenter = Segmenter::new(
-        SegmenterConfig {
-            tracks: tracks(),
-            part_target: Duration::from_millis(200),
-            segment_target: Duration::from_secs(1),
-            max_sample_bytes: 1 << 20,
-            keyframes_on_segment_grid: false,
-        },
-        0,
-    );
+    let mut segmenter = Segmenter::new(segmenter_config(false), 0);
     let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     // B-frame style offsets: decode order I P B B P B, some presented before decode time
     // plus a shift (negative offsets need trun version 1).

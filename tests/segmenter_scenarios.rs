@@ -5,22 +5,13 @@ mod common;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use common::fixtures::{AAC_FRAME, AUDIO, FRAME_90K, VIDEO, tracks};
+use common::fixtures::{AAC_FRAME, AUDIO, FRAME_90K, VIDEO, segmenter_config, tracks};
 use mirror::cmaf::{
     Part, Sample, Segment, Segmenter, SegmenterConfig, SegmenterError, SegmenterEvent, Timescale,
 };
 
 fn segmenter() -> Segmenter {
-    Segmenter::new(
-        SegmenterConfig {
-            tracks: tracks(),
-            part_target: Duration::from_millis(200),
-            segment_target: Duration::from_secs(1),
-            max_sample_bytes: 1 << 20,
-            keyframes_on_segment_grid: false,
-        },
-        0,
-    )
+    Segmenter::new(segmenter_config(false), 0)
 }
 
 fn at(ticks: u64, scale: u64) -> SystemTime {
@@ -361,10 +352,7 @@ fn part_target_rounds_down_to_whole_frames() {
     let seg = Segmenter::new(
         SegmenterConfig {
             tracks: info,
-            part_target: Duration::from_millis(200),
-            segment_target: Duration::from_secs(1),
-            max_sample_bytes: 1 << 20,
-            keyframes_on_segment_grid: false,
+            ..segmenter_config(false)
         },
         0,
     );
@@ -432,16 +420,7 @@ mod arbitrary_input {
 
 #[test]
 fn keyframes_on_the_grid_close_the_segment_with_its_last_part() {
-    let mut seg = Segmenter::new(
-        SegmenterConfig {
-            tracks: tracks(),
-            part_target: Duration::from_millis(200),
-            segment_target: Duration::from_secs(1),
-            max_sample_bytes: 1 << 20,
-            keyframes_on_segment_grid: true,
-        },
-        0,
-    );
+    let mut seg = Segmenter::new(segmenter_config(true), 0);
     let mut out = Collected::default();
     for n in 0..30 {
         seg.push(video(n * FRAME_90K, n == 0), at(0, 1))

@@ -6,7 +6,9 @@
 
 use std::path::Path;
 
-use mirror::cmaf::{AacConfig, AvcConfig, CodecConfig, Timescale, TrackInfo};
+use std::time::Duration;
+
+use mirror::cmaf::{AacConfig, AvcConfig, CodecConfig, SegmenterConfig, Timescale, TrackInfo};
 use mirror::config::Settings;
 
 /// SPS of a libx264 High profile level 3.1 stream (1280×720).
@@ -46,6 +48,18 @@ pub fn tracks() -> Vec<TrackInfo> {
             average_bitrate: 128_000,
         },
     ]
+}
+
+/// The segmenter of the fixture rendition: 200 ms parts, 1 s segments, samples up to
+/// 1 MiB; `on_grid` when keyframes come exactly on the segment target.
+pub fn segmenter_config(on_grid: bool) -> SegmenterConfig {
+    SegmenterConfig {
+        tracks: tracks(),
+        part_target: Duration::from_millis(200),
+        segment_target: Duration::from_secs(1),
+        max_sample_bytes: 1 << 20,
+        keyframes_on_segment_grid: on_grid,
+    }
 }
 
 /// A light server on 127.0.0.1 (random port) with its certificate under `dir`: a
