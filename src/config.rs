@@ -121,6 +121,16 @@ pub struct SourceSettings {
     /// Font for the clock. Default DejaVu Sans Mono Bold from Debian's fonts-dejavu-core;
     /// when the file is missing, fontconfig's default font is used.
     pub font_file: PathBuf,
+    /// RTP transport of an RTSP source: "tcp" (default, interleaved) or "udp".
+    pub rtsp_transport: crate::ingest::RtspTransport,
+    /// Samples the jitter buffer of a network source holds (video frames and audio
+    /// frames together). Default 512, about 5 s of 30 fps video with AAC. It only fills
+    /// when the media thread falls behind; when full, the oldest GOP is dropped.
+    pub jitter_buffer_samples: usize,
+    /// The watchdog: a source that delivers nothing for this many milliseconds is
+    /// restarted (with backoff). Default 0, meaning three PART-TARGETs for a live source;
+    /// a file source gets at least 5 s, since libav may read ahead.
+    pub stall_timeout_ms: u32,
 }
 
 impl Default for SourceSettings {
@@ -133,6 +143,9 @@ impl Default for SourceSettings {
             sample_rate: 48_000,
             clock_overlay: true,
             font_file: PathBuf::from("/usr/share/fonts/truetype/dejavu/DejaVuSansMono-Bold.ttf"),
+            rtsp_transport: crate::ingest::RtspTransport::Tcp,
+            jitter_buffer_samples: 512,
+            stall_timeout_ms: 0,
         }
     }
 }
@@ -264,6 +277,21 @@ impl Settings {
                 format!("{} is not 44100 or 48000", s.sample_rate),
             );
         }
+        if !(16..=100_000).contains(&s.jitter_buffer_samples) {
+            return invalid(
+                "source.jitter_buffer_samples",
+                format!("{} is not in 16..=100000", s.jitter_buffer_samples),
+            );
+        }
+        if s.stall_timeout_ms != 0 && !(100..=600_000).contains(&s.stall_timeout_ms) {
+            return invalid(
+                "source.stall_timeout_ms",
+                format!(
+                    "{} is not 0 (three PART-TARGETs) or in 100..=600000",
+                    s.stall_timeout_ms
+                ),
+            );
+        }
         let e = &self.encoder;
         const PRESETS: [&str; 10] = [
             "ultrafast",
@@ -388,6 +416,15 @@ impl Settings {
             segment_target: self.cmaf.segment_target(),
             max_sample_bytes: self.cmaf.max_sample_bytes,
             keyframes_on_segment_grid: true,
+        }
+    }
+
+    /// The watchdog's limit: how long a source may deliver nothing before it is
+    /// restarted.
+    pub fn stall_timeout(&self) -> Duration {
+        match self.source.stall_timeout_ms {
+            0 => self.cmaf.part_target() * 3,
+            ms => Duration::from_millis(u64::from(ms)),
         }
     }
 

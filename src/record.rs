@@ -124,6 +124,7 @@ impl Recorder {
             self.peak_bps = self.peak_bps.max((bytes as f64 * 8.0 / secs).ceil() as u64);
         }
         self.playlist.segments.push_back(PlaylistSegment {
+            discontinuity: false,
             msn: segment.msn,
             uri: names::segment(segment.msn),
             duration: segment.duration,
@@ -169,6 +170,7 @@ pub fn record(settings: &Settings, options: &RecordOptions) -> Result<RecordSumm
     let mut recorder = Recorder {
         dir: dir.clone(),
         playlist: MediaPlaylist {
+            discontinuity_sequence: 0,
             segment_target: settings.cmaf.segment_target(),
             part_target: segmenter.part_target(),
             map_uri: names::INIT.into(),

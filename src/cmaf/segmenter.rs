@@ -227,6 +227,11 @@ impl Segmenter {
         self.lead_scale().to_duration(self.part_target_ticks)
     }
 
+    /// The MSN the next segment will get.
+    pub fn next_msn(&self) -> u64 {
+        self.next_msn
+    }
+
     /// The tracks, as configured.
     pub fn tracks(&self) -> impl Iterator<Item = &TrackInfo> {
         self.tracks.iter().map(|t| &t.info)

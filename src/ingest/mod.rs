@@ -5,17 +5,21 @@
 //! [`crate::pipeline`]) and knows nothing of CMAF or HTTP.
 
 pub mod file;
+pub mod jitter;
 mod lavfi;
+pub mod rtsp;
 pub mod testsrc;
 
 use std::path::PathBuf;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use ffmpeg_next as ffmpeg;
 
 pub use file::FileSource;
+pub use rtsp::{RtspSource, RtspTransport};
 pub use testsrc::TestPattern;
 
+use crate::cmaf::{Sample, TrackInfo};
 use crate::config::SourceSettings;
 
 /// Which source a stream plays.
@@ -25,28 +29,77 @@ pub enum SourceSpec {
     TestPattern,
     /// A file, looped as live.
     File(PathBuf),
+    /// An RTSP camera or server (`rtsp://[user:password@]host[:port]/path`), passed
+    /// through.
+    Rtsp(String),
+}
+
+/// An opened source: raw frames to encode, or encoded samples to pass through.
+pub enum OpenedSource {
+    /// Decoded frames (test pattern, files).
+    Raw(Box<dyn Source + Send>),
+    /// Encoded samples (RTSP).
+    Encoded(Box<dyn EncodedSource + Send>),
 }
 
 impl SourceSpec {
-    /// `testsrc` is the test pattern; anything else names a file.
+    /// `testsrc` is the test pattern, `rtsp://…` an RTSP source; anything else names a
+    /// file.
     pub fn parse(text: &str) -> Self {
         if text == "testsrc" {
             SourceSpec::TestPattern
+        } else if text.starts_with("rtsp://") || text.starts_with("rtsps://") {
+            SourceSpec::Rtsp(text.to_string())
         } else {
             SourceSpec::File(PathBuf::from(text))
         }
     }
 
-    /// Opens the source; `realtime` paces it as live.
+    /// Opens a source of raw frames; `realtime` paces it as live. An encoded source is
+    /// refused (its samples are never decoded).
     pub fn open(
         &self,
         settings: &SourceSettings,
         realtime: bool,
     ) -> Result<Box<dyn Source + Send>, IngestError> {
+        match self.open_any(settings, realtime)? {
+            OpenedSource::Raw(source) => Ok(source),
+            OpenedSource::Encoded(_) => Err(IngestError::Unsupported {
+                source_name: self.to_string(),
+                reason: "this source is passed through, not decoded".into(),
+            }),
+        }
+    }
+
+    /// Opens the source, whichever kind it is.
+    pub fn open_any(
+        &self,
+        settings: &SourceSettings,
+        realtime: bool,
+    ) -> Result<OpenedSource, IngestError> {
         Ok(match self {
-            SourceSpec::TestPattern => Box::new(TestPattern::open(settings, realtime)?),
-            SourceSpec::File(path) => Box::new(FileSource::open(path, true, realtime)?),
+            SourceSpec::TestPattern => {
+                OpenedSource::Raw(Box::new(TestPattern::open(settings, realtime)?))
+            }
+            SourceSpec::File(path) => {
+                OpenedSource::Raw(Box::new(FileSource::open(path, true, realtime)?))
+            }
+            SourceSpec::Rtsp(url) => OpenedSource::Encoded(Box::new(RtspSource::open(
+                url,
+                settings.rtsp_transport,
+                settings.jitter_buffer_samples,
+            )?)),
         })
+    }
+}
+
+impl std::fmt::Display for SourceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SourceSpec::TestPattern => f.write_str("testsrc"),
+            SourceSpec::File(path) => write!(f, "{}", path.display()),
+            SourceSpec::Rtsp(url) => f.write_str(&rtsp::redact(url)),
+        }
     }
 }
 
@@ -66,6 +119,22 @@ pub enum IngestError {
     /// The source has ended (files only; live sources never end on their own).
     #[error("{0}: end of stream")]
     Ended(String),
+    /// A network source failed (connection refused, timed out, session ended).
+    #[error("{source_name}: {reason}")]
+    Network {
+        /// The source, as configured (without its password).
+        source_name: String,
+        /// What happened.
+        reason: String,
+    },
+    /// The source delivered nothing for `after` (the watchdog).
+    #[error("{source_name}: no media for {after:?}")]
+    Stalled {
+        /// The source, as configured.
+        source_name: String,
+        /// How long it was silent.
+        after: Duration,
+    },
     /// The source cannot be played.
     #[error("{source_name}: {reason}")]
     Unsupported {
@@ -117,6 +186,23 @@ pub trait Source {
     fn format(&self) -> SourceFormat;
     /// The next frame, blocking until a live source has it.
     fn next_frame(&mut self) -> Result<SourceFrame, IngestError>;
+}
+
+/// A live source of encoded samples, for passthrough: they go to the segmenter as
+/// they are, with the source's own keyframes.
+pub trait EncodedSource {
+    /// The rendition's tracks (video first, then audio), with the source's parameter
+    /// sets.
+    fn tracks(&self) -> &[TrackInfo];
+    /// The source's keyframe interval, as measured at open: passthrough segments follow
+    /// it.
+    fn keyframe_interval(&self) -> Duration;
+    /// Nominal frame rate (frames per second as a fraction), when known.
+    fn frame_rate(&self) -> Option<(u32, u32)>;
+    /// The next sample, waiting at most `timeout` ([`IngestError::Stalled`] after).
+    fn next_sample(&mut self, timeout: Duration) -> Result<Sample, IngestError>;
+    /// How full the source's jitter buffer is, if it has one.
+    fn buffer_fill(&self) -> Option<jitter::JitterFill>;
 }
 
 /// Initialises libav once per process and routes its log to ours at warning level.

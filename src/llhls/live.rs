@@ -102,10 +102,12 @@ impl LivePlaylist {
                 part_target,
                 map_uri: names.init(),
                 segments: VecDeque::with_capacity(window_segments + 1),
+                discontinuity_sequence: 0,
                 ended: false,
                 live: Some(LiveEdge {
                     trailing_parts: Vec::with_capacity(parts_per_segment as usize + 1),
                     preload_hint: Some(names.part(first_msn, 0)),
+                    open_discontinuity: false,
                     rendition_reports: Vec::new(),
                 }),
             },
@@ -142,6 +144,7 @@ impl LivePlaylist {
         static EMPTY: LiveEdge = LiveEdge {
             trailing_parts: Vec::new(),
             preload_hint: None,
+            open_discontinuity: false,
             rendition_reports: Vec::new(),
         };
         self.playlist.live.as_ref().unwrap_or(&EMPTY)
@@ -151,8 +154,44 @@ impl LivePlaylist {
         self.playlist.live.get_or_insert_with(|| LiveEdge {
             trailing_parts: Vec::new(),
             preload_hint: None,
+            open_discontinuity: false,
             rendition_reports: Vec::new(),
         })
+    }
+
+    /// The source broke off and resumed: the next segment, which starts at `next_msn`,
+    /// gets EXT-X-DISCONTINUITY. Parts of a segment that was still open are dropped from
+    /// the live edge (the segmenter closed it; it is listed as a segment when it has
+    /// parts).
+    pub fn mark_discontinuity(&mut self, next_msn: u64, now: SystemTime) {
+        let hint = self.names.part(next_msn, 0);
+        let edge = self.edge_mut();
+        edge.open_discontinuity = true;
+        edge.preload_hint = Some(hint);
+        self.open_msn = next_msn;
+        self.updated_at = now;
+    }
+
+    /// Replaces the other renditions' reports.
+    pub fn set_rendition_reports(&mut self, reports: Vec<super::RenditionReport>) {
+        self.edge_mut().rendition_reports = reports;
+    }
+
+    /// The last part listed, as another rendition's EXT-X-RENDITION-REPORT gives it:
+    /// `(LAST-MSN, LAST-PART)`; `None` before any part.
+    pub fn last_part(&self) -> Option<(u64, Option<u32>)> {
+        let edge = self.edge();
+        if let Some(open) = edge.trailing_parts.len().checked_sub(1) {
+            return Some((self.open_msn, u32::try_from(open).ok()));
+        }
+        let last = self.playlist.segments.back()?;
+        Some((
+            last.msn,
+            last.parts
+                .len()
+                .checked_sub(1)
+                .and_then(|i| u32::try_from(i).ok()),
+        ))
     }
 
     /// A part of the segment in progress is complete.
@@ -188,6 +227,7 @@ impl LivePlaylist {
         let next_hint = self.names.part(msn + 1, 0);
         let edge = self.edge_mut();
         let parts = std::mem::take(&mut edge.trailing_parts);
+        let discontinuity = std::mem::take(&mut edge.open_discontinuity);
         edge.preload_hint = Some(next_hint);
         let uri = self.names.segment(msn);
         self.playlist.segments.push_back(PlaylistSegment {
@@ -195,10 +235,15 @@ impl LivePlaylist {
             uri,
             duration,
             program_date_time,
+            discontinuity,
             parts,
         });
         while self.playlist.segments.len() > self.window_segments {
-            self.playlist.segments.pop_front();
+            if let Some(gone) = self.playlist.segments.pop_front()
+                && gone.discontinuity
+            {
+                self.playlist.discontinuity_sequence += 1;
+            }
         }
         self.open_msn = msn + 1;
         self.updated_at = now;
@@ -340,6 +385,53 @@ video-18bcfe56800-6.m4s
             (1, 7, 1)
         );
         assert_eq!(position.complete_part_counts, vec![2; 6]);
+    }
+
+    /// A break in the source: the open parts' segment gets EXT-X-DISCONTINUITY before
+    /// its first part, keeps it as a complete segment, and once it leaves the window the
+    /// discontinuity sequence counts it.
+    #[test]
+    fn discontinuity_is_tagged_then_counted_when_it_leaves_the_window() {
+        let names = MediaNames::new("video", at(0));
+        let mut live = LivePlaylist::new(
+            names,
+            Duration::from_secs(1),
+            Duration::from_millis(500),
+            6,
+            0,
+        );
+        live.push_part(0, 0, Duration::from_millis(500), true, at(0));
+        live.push_segment(0, Duration::from_millis(500), at(0), at(500));
+        live.mark_discontinuity(1, at(5000));
+        let hinted = live.playlist().render();
+        assert!(
+            hinted.ends_with("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"video-18bcfe56800-1.0.m4s\"\n")
+        );
+        assert!(
+            !hinted.contains("DISCONTINUITY"),
+            "no tag before a part exists"
+        );
+        live.push_part(1, 0, Duration::from_millis(500), true, at(5500));
+        let open = live.playlist().render();
+        assert!(open.contains(
+            "#EXT-X-DISCONTINUITY\n#EXT-X-PART:DURATION=0.500,URI=\"video-18bcfe56800-1.0.m4s\""
+        ));
+        assert_eq!(live.last_part(), Some((1, Some(0))));
+        live.push_segment(1, Duration::from_millis(500), at(5000), at(5500));
+        let closed = live.playlist().render();
+        assert!(
+            closed.contains(
+                "#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:25.000Z\n"
+            )
+        );
+        assert_eq!(closed.matches("DISCONTINUITY").count(), 1);
+        assert_eq!(live.last_part(), Some((1, Some(0))));
+        for msn in 2..8u64 {
+            live.push_segment(msn, Duration::from_secs(1), at(msn * 1000), at(msn * 1000));
+        }
+        let later = live.playlist().render();
+        assert!(later.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n"));
+        assert!(!later.contains("#EXT-X-DISCONTINUITY\n"));
     }
 
     #[test]

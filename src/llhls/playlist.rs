@@ -34,6 +34,8 @@ pub struct PlaylistSegment {
     pub duration: Duration,
     /// Capture time of its first sample (EXT-X-PROGRAM-DATE-TIME).
     pub program_date_time: SystemTime,
+    /// It follows a break in the source (EXT-X-DISCONTINUITY before it).
+    pub discontinuity: bool,
     /// Its parts, in order.
     pub parts: Vec<PlaylistPart>,
 }
@@ -45,6 +47,9 @@ pub struct LiveEdge {
     pub trailing_parts: Vec<PlaylistPart>,
     /// URI of the next part, not yet complete (EXT-X-PRELOAD-HINT:TYPE=PART).
     pub preload_hint: Option<String>,
+    /// The segment in progress follows a break in the source: EXT-X-DISCONTINUITY goes
+    /// before its first part (and, once complete, before the segment).
+    pub open_discontinuity: bool,
     /// The other renditions' last MSN and part (EXT-X-RENDITION-REPORT).
     pub rendition_reports: Vec<RenditionReport>,
 }
@@ -84,6 +89,8 @@ pub struct MediaPlaylist {
     pub map_uri: String,
     /// Complete segments, oldest first; the first one's MSN is EXT-X-MEDIA-SEQUENCE.
     pub segments: VecDeque<PlaylistSegment>,
+    /// EXT-X-DISCONTINUITY-SEQUENCE: discontinuities that have left the window.
+    pub discontinuity_sequence: u64,
     /// The stream has ended (EXT-X-ENDLIST).
     pub ended: bool,
     /// The live edge and server control, for a playlist served live; `None` for a
@@ -177,6 +184,15 @@ impl MediaPlaylist {
         );
         let first_msn = self.segments.front().map_or(0, |s| s.msn);
         let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{first_msn}");
+        if self.discontinuity_sequence > 0 {
+            // 4.4.3.3: needed once a discontinuity has left the window, so players can
+            // tell which timeline the first listed segment is on.
+            let _ = writeln!(
+                out,
+                "#EXT-X-DISCONTINUITY-SEQUENCE:{}",
+                self.discontinuity_sequence
+            );
+        }
         // RFC 8216bis 4.4.3.11: every media segment is independently decodable from its
         // first frame (each starts with an IDR).
         out.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
@@ -208,6 +224,9 @@ impl MediaPlaylist {
             with_parts_from = i;
         }
         for (i, segment) in self.segments.iter().enumerate().skip(skipped) {
+            if segment.discontinuity {
+                out.push_str("#EXT-X-DISCONTINUITY\n");
+            }
             // 4.4.4.6: PROGRAM-DATE-TIME on every segment, since each is stamped with its
             // own capture time.
             let _ = writeln!(
@@ -224,6 +243,9 @@ impl MediaPlaylist {
             let _ = writeln!(out, "{}", segment.uri);
         }
         if let Some(live) = &self.live {
+            if live.open_discontinuity && !live.trailing_parts.is_empty() {
+                out.push_str("#EXT-X-DISCONTINUITY\n");
+            }
             for part in &live.trailing_parts {
                 write_part(&mut out, part);
             }
@@ -293,6 +315,7 @@ mod tests {
             uri: format!("seg{msn}.m4s"),
             duration: Duration::from_millis(part_ms * u64::from(parts)),
             program_date_time: UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + msn * 1000),
+            discontinuity: false,
             parts: (0..parts)
                 .map(|i| PlaylistPart {
                     uri: format!("part{msn}.{i}.m4s"),
@@ -316,6 +339,7 @@ mod tests {
             part_target: Duration::from_millis(500),
             map_uri: "init.mp4".into(),
             segments: (0..5).map(|m| segment(m, 2, 500)).collect(),
+            discontinuity_sequence: 0,
             ended: true,
             live: None,
         };
@@ -360,6 +384,7 @@ seg4.m4s
             part_target: Duration::from_millis(200),
             map_uri: "init.mp4".into(),
             segments: VecDeque::from([segment(7, 5, 200)]),
+            discontinuity_sequence: 0,
             ended: false,
             live: None,
         };

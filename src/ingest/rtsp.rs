@@ -1,0 +1,655 @@
+//! RTSP ingest with retina: H.264 or H.265 video and AAC audio, received as encoded
+//! samples for passthrough (no decode, no encode).
+//!
+//! The session runs on a thread of its own with a single-threaded tokio runtime and
+//! feeds a [`JitterBuffer`]; the media thread takes samples from it with a timeout, which
+//! is the watchdog for a source that stops sending without failing.
+//!
+//! Timing:
+//! - Media time is retina's `Timestamp::elapsed` (RTP time since the start of play),
+//!   aligned across streams by the PLAY response's `RTP-Info` when the server gives it.
+//!   retina gives presentation times only; a stream whose presentation times go
+//!   backwards has B-frames, whose decode times cannot be recovered without parsing the
+//!   slice headers, so such a stream is refused with an error that says so.
+//! - The capture wall clock comes from RTCP sender reports (NTP ↔ RTP) when the server
+//!   sends them and their clock is within a day of ours (a sender whose "NTP" clock is
+//!   its uptime is not a wall clock); before the first usable report, and without any,
+//!   it is the arrival time.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use retina::client::{
+    Credentials, InitialTimestampPolicy, PlayOptions, SessionOptions, SetupOptions, Transport,
+};
+use retina::codec::{CodecItem, FrameFormat, ParametersRef, VideoParameters, VideoParametersCodec};
+
+use super::jitter::{JitterBuffer, JitterFill, Popped};
+use super::{EncodedSource, IngestError};
+use crate::cmaf::{AacConfig, AvcConfig, CodecConfig, HevcConfig, Sample, Timescale, TrackInfo};
+use crate::pipeline::{AUDIO_TRACK_ID, VIDEO_TRACK_ID};
+
+/// How long DESCRIBE/SETUP/PLAY and the first two keyframes may take.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(15);
+/// Sender-report clocks further than this from ours are not wall clocks.
+const MAX_CLOCK_SKEW: Duration = Duration::from_secs(24 * 3600);
+
+/// RTP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RtspTransport {
+    /// Interleaved on the RTSP connection (default: works through NAT and firewalls).
+    #[default]
+    Tcp,
+    /// RTP/RTCP over UDP (retina: no reordering, suited to a LAN).
+    Udp,
+}
+
+/// What the receiving thread learnt before the first sample was handed over.
+struct Opened {
+    tracks: Vec<TrackInfo>,
+    gop: Duration,
+    frame_rate: Option<(u32, u32)>,
+}
+
+/// A playing RTSP session. See the module docs.
+pub struct RtspSource {
+    name: String,
+    tracks: Vec<TrackInfo>,
+    gop: Duration,
+    frame_rate: Option<(u32, u32)>,
+    buffer: Arc<JitterBuffer>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl RtspSource {
+    /// Connects, plays, and waits for two video keyframes (so the source's GOP, which
+    /// sets the segment length in passthrough, is known before the first playlist).
+    pub fn open(
+        url: &str,
+        transport: RtspTransport,
+        buffer_samples: usize,
+    ) -> Result<Self, IngestError> {
+        let name = redact(url);
+        let parsed = url::Url::parse(url).map_err(|e| IngestError::Unsupported {
+            source_name: name.clone(),
+            reason: format!("not a URL: {e}"),
+        })?;
+        let buffer = Arc::new(JitterBuffer::new(buffer_samples, VIDEO_TRACK_ID));
+        let (opened_tx, opened_rx) = std::sync::mpsc::sync_channel(1);
+        let session = Session {
+            name: name.clone(),
+            url: parsed,
+            transport,
+            buffer: buffer.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("rtsp".into())
+            .spawn(move || session.run(opened_tx))
+            .map_err(|e| IngestError::Network {
+                source_name: name.clone(),
+                reason: format!("cannot start the receiving thread: {e}"),
+            })?;
+        let closing = |reason: String| {
+            buffer.close(reason.clone());
+            IngestError::Network {
+                source_name: name.clone(),
+                reason,
+            }
+        };
+        let opened = match opened_rx.recv_timeout(OPEN_TIMEOUT) {
+            Ok(Ok(opened)) => opened,
+            Ok(Err(error)) => {
+                buffer.close(error.to_string());
+                let _ = thread.join();
+                return Err(error);
+            }
+            Err(_) => {
+                let error = closing(format!(
+                    "no playable video within {} s",
+                    OPEN_TIMEOUT.as_secs()
+                ));
+                let _ = thread.join();
+                return Err(error);
+            }
+        };
+        tracing::info!(
+            source = %name,
+            codecs = %crate::cmaf::codecs(&opened.tracks),
+            gop_ms = opened.gop.as_millis(),
+            "RTSP source playing"
+        );
+        Ok(Self {
+            name,
+            tracks: opened.tracks,
+            gop: opened.gop,
+            frame_rate: opened.frame_rate,
+            buffer,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl EncodedSource for RtspSource {
+    fn tracks(&self) -> &[TrackInfo] {
+        &self.tracks
+    }
+
+    fn keyframe_interval(&self) -> Duration {
+        self.gop
+    }
+
+    fn frame_rate(&self) -> Option<(u32, u32)> {
+        self.frame_rate
+    }
+
+    fn next_sample(&mut self, timeout: Duration) -> Result<Sample, IngestError> {
+        match self.buffer.pop(timeout) {
+            Popped::Sample(sample) => Ok(sample),
+            Popped::TimedOut => Err(IngestError::Stalled {
+                source_name: self.name.clone(),
+                after: timeout,
+            }),
+            Popped::Closed(reason) => Err(IngestError::Network {
+                source_name: self.name.clone(),
+                reason,
+            }),
+        }
+    }
+
+    fn buffer_fill(&self) -> Option<JitterFill> {
+        Some(self.buffer.fill())
+    }
+}
+
+impl Drop for RtspSource {
+    fn drop(&mut self) {
+        self.buffer.close("source closed".into());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The URL without its password, for logs and errors.
+pub(crate) fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// The receiving side, moved to its thread.
+struct Session {
+    name: String,
+    url: url::Url,
+    transport: RtspTransport,
+    buffer: Arc<JitterBuffer>,
+}
+
+type OpenedSender = std::sync::mpsc::SyncSender<Result<Opened, IngestError>>;
+
+impl Session {
+    fn run(self, opened: OpenedSender) {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = opened.send(Err(self.error(format!("cannot start a runtime: {e}"))));
+                return;
+            }
+        };
+        let reason = match runtime.block_on(self.receive(&opened)) {
+            Ok(()) => "session ended".to_string(),
+            Err(error) => {
+                // Before the opener got its answer, the error is the answer.
+                let reason = error.to_string();
+                let _ = opened.try_send(Err(error));
+                reason
+            }
+        };
+        self.buffer.close(reason);
+    }
+
+    fn error(&self, reason: String) -> IngestError {
+        IngestError::Network {
+            source_name: self.name.clone(),
+            reason,
+        }
+    }
+
+    async fn receive(&self, opened: &OpenedSender) -> Result<(), IngestError> {
+        let mut url = self.url.clone();
+        let creds = (!url.username().is_empty()).then(|| Credentials {
+            username: percent_decode(url.username()),
+            password: percent_decode(url.password().unwrap_or("")),
+        });
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        let options = SessionOptions::default()
+            .creds(creds)
+            .user_agent(format!("mirror/{}", env!("CARGO_PKG_VERSION")));
+        let step = |what: &'static str| move |e: retina::Error| self.error(format!("{what}: {e}"));
+        let mut session = tokio::time::timeout(
+            OPEN_TIMEOUT,
+            retina::client::Session::describe(url, options),
+        )
+        .await
+        .map_err(|_| self.error("DESCRIBE timed out".into()))?
+        .map_err(step("DESCRIBE"))?;
+
+        let streams = session.streams();
+        let video = streams
+            .iter()
+            .position(|s| s.media() == "video" && matches!(s.encoding_name(), "h264" | "h265"))
+            .ok_or_else(|| IngestError::Unsupported {
+                source_name: self.name.clone(),
+                reason: format!(
+                    "no H.264 or H.265 video stream (offered: {})",
+                    streams
+                        .iter()
+                        .map(|s| format!("{}/{}", s.media(), s.encoding_name()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            })?;
+        let audio = streams
+            .iter()
+            .position(|s| s.media() == "audio" && s.encoding_name() == "mpeg4-generic");
+        if audio.is_none() && streams.iter().any(|s| s.media() == "audio") {
+            tracing::warn!(
+                source = %self.name,
+                "audio is not AAC and is left out (only AAC is passed through)"
+            );
+        }
+        let transport = match self.transport {
+            RtspTransport::Tcp => Transport::Tcp(Default::default()),
+            RtspTransport::Udp => Transport::Udp(Default::default()),
+        };
+        for index in std::iter::once(video).chain(audio) {
+            tokio::time::timeout(
+                OPEN_TIMEOUT,
+                session.setup(
+                    index,
+                    SetupOptions::default()
+                        .transport(transport.clone())
+                        .frame_format(FrameFormat::MP4),
+                ),
+            )
+            .await
+            .map_err(|_| self.error("SETUP timed out".into()))?
+            .map_err(step("SETUP"))?;
+        }
+        let playing = tokio::time::timeout(
+            OPEN_TIMEOUT,
+            session
+                .play(PlayOptions::default().initial_timestamp(InitialTimestampPolicy::Permissive)),
+        )
+        .await
+        .map_err(|_| self.error("PLAY timed out".into()))?
+        .map_err(step("PLAY"))?;
+        let mut demuxed = playing.demuxed().map_err(step("demuxing"))?;
+
+        let mut timing = Timing::default();
+        let mut start = Startup::default();
+        let mut opened = Some(opened);
+        loop {
+            if self.buffer.is_closed() {
+                return Ok(());
+            }
+            // Wake now and then to notice a closed buffer; silence itself is the
+            // consumer's watchdog's business.
+            let item = match tokio::time::timeout(Duration::from_millis(500), demuxed.next()).await
+            {
+                Err(_) => continue,
+                Ok(None) => return Err(self.error("the server ended the session".into())),
+                Ok(Some(Err(e))) => return Err(self.error(e.to_string())),
+                Ok(Some(Ok(item))) => item,
+            };
+            let now = SystemTime::now();
+            let sample = match item {
+                CodecItem::VideoFrame(frame) if frame.stream_id() == video => {
+                    let ts = frame.timestamp();
+                    let elapsed = ts.elapsed();
+                    if let Some(previous) = timing.last_video
+                        && elapsed <= previous
+                    {
+                        return Err(IngestError::Unsupported {
+                            source_name: self.name.clone(),
+                            reason: "video presentation times go backwards (B-frames): \
+                                     passthrough needs a stream without B-frames"
+                                .into(),
+                        });
+                    }
+                    timing.last_video = Some(elapsed);
+                    let captured_at = timing.wall(video, elapsed, ts.clock_rate().get(), now);
+                    Sample {
+                        track_id: VIDEO_TRACK_ID,
+                        decode_ticks: u64::try_from(elapsed).unwrap_or(0),
+                        composition_offset_ticks: 0,
+                        keyframe: frame.is_random_access_point(),
+                        data: Bytes::from(frame.into_data()),
+                        captured_at,
+                    }
+                }
+                CodecItem::AudioFrame(frame) if Some(frame.stream_id()) == audio => {
+                    let ts = frame.timestamp();
+                    let elapsed = ts.elapsed();
+                    if elapsed < 0 {
+                        continue;
+                    }
+                    let captured_at =
+                        timing.wall(frame.stream_id(), elapsed, ts.clock_rate().get(), now);
+                    Sample {
+                        track_id: AUDIO_TRACK_ID,
+                        decode_ticks: u64::try_from(elapsed).unwrap_or(0),
+                        composition_offset_ticks: 0,
+                        keyframe: true,
+                        data: Bytes::copy_from_slice(frame.data()),
+                        captured_at,
+                    }
+                }
+                CodecItem::Rtcp(rtcp) => {
+                    timing.sender_report(&self.name, &rtcp, now);
+                    continue;
+                }
+                _ => continue,
+            };
+            if let Some(sender) = opened {
+                // Until the GOP is known, samples wait in `start`.
+                if let Some(ready) = start.push(sample) {
+                    let streams = demuxed.streams();
+                    let tracks = tracks_of(
+                        &self.name,
+                        streams[video].parameters(),
+                        audio.and_then(|a| streams[a].parameters()),
+                        ready.frame_ticks,
+                    )?;
+                    let frame_rate = match streams[video].parameters() {
+                        Some(ParametersRef::Video(v)) => v.frame_rate(),
+                        _ => None,
+                    }
+                    .or(Some((90_000, ready.frame_ticks.max(1))));
+                    let _ = sender.send(Ok(Opened {
+                        tracks,
+                        gop: ready.gop,
+                        frame_rate,
+                    }));
+                    opened = None;
+                    for sample in ready.samples {
+                        self.queue(sample);
+                    }
+                }
+                continue;
+            }
+            self.queue(sample);
+        }
+    }
+
+    fn queue(&self, sample: Sample) {
+        let dropped = self.buffer.push(sample);
+        if dropped > 0 {
+            let fill = self.buffer.fill();
+            tracing::warn!(
+                source = %self.name,
+                dropped,
+                queued = fill.queued,
+                capacity = fill.capacity,
+                dropped_gops = fill.dropped_gops,
+                "jitter buffer full: oldest GOP dropped"
+            );
+        }
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                bytes.get(i + 1).and_then(|&b| hex(b)),
+                bytes.get(i + 2).and_then(|&b| hex(b)),
+            )
+        {
+            out.push(u8::try_from(h * 16 + l).unwrap_or(b'?'));
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The first GOP, held until the second keyframe shows how long a GOP is.
+#[derive(Default)]
+struct Startup {
+    samples: Vec<Sample>,
+    first_key: Option<u64>,
+    video_times: Vec<u64>,
+}
+
+/// What [`Startup`] learnt.
+struct Ready {
+    samples: Vec<Sample>,
+    gop: Duration,
+    /// Median interval between video frames, 90 kHz ticks.
+    frame_ticks: u32,
+}
+
+impl Startup {
+    fn push(&mut self, sample: Sample) -> Option<Ready> {
+        let video = sample.track_id == VIDEO_TRACK_ID;
+        match self.first_key {
+            // Nothing before the first keyframe can be decoded (audio is dropped too, so
+            // the stream starts with both tracks together).
+            None if !(video && sample.keyframe) => return None,
+            None => self.first_key = Some(sample.decode_ticks),
+            Some(first) if video && sample.keyframe => {
+                let gop = Timescale::VIDEO_90K.to_duration(sample.decode_ticks - first);
+                let mut deltas: Vec<u64> =
+                    self.video_times.windows(2).map(|w| w[1] - w[0]).collect();
+                deltas.sort_unstable();
+                let frame_ticks = deltas.get(deltas.len() / 2).copied().unwrap_or(3000);
+                let mut samples = std::mem::take(&mut self.samples);
+                samples.push(sample);
+                return Some(Ready {
+                    samples,
+                    gop,
+                    frame_ticks: u32::try_from(frame_ticks).unwrap_or(3000),
+                });
+            }
+            Some(_) => {}
+        }
+        if video {
+            self.video_times.push(sample.decode_ticks);
+        }
+        self.samples.push(sample);
+        None
+    }
+}
+
+/// Maps RTP time to wall-clock time per stream, from sender reports.
+#[derive(Default)]
+struct Timing {
+    last_video: Option<i64>,
+    /// Per stream: (RTP elapsed, wall time) of the last usable sender report.
+    reports: Vec<(usize, i64, SystemTime)>,
+    warned_clock: bool,
+}
+
+impl Timing {
+    fn wall(&self, stream: usize, elapsed: i64, clock_rate: u32, now: SystemTime) -> SystemTime {
+        let Some(&(_, at, wall)) = self.reports.iter().find(|(s, ..)| *s == stream) else {
+            return now;
+        };
+        let delta_ticks = elapsed - at;
+        let delta = Duration::from_nanos(
+            delta_ticks.unsigned_abs() * 1_000_000_000 / u64::from(clock_rate.max(1)),
+        );
+        if delta_ticks >= 0 {
+            wall + delta
+        } else {
+            wall - delta
+        }
+    }
+
+    fn sender_report(
+        &mut self,
+        name: &str,
+        rtcp: &retina::rtcp::ReceivedCompoundPacket,
+        now: SystemTime,
+    ) {
+        let Some(rtp) = rtcp.rtp_timestamp() else {
+            return;
+        };
+        let Some(Ok(Some(report))) = rtcp.pkts().next().map(|p| p.as_sender_report()) else {
+            return;
+        };
+        let wall = ntp_to_system_time(report.ntp_timestamp().0);
+        let skew = wall.duration_since(now).unwrap_or_else(|e| e.duration());
+        if skew > MAX_CLOCK_SKEW {
+            if !self.warned_clock {
+                tracing::info!(
+                    source = %name,
+                    skew_s = skew.as_secs(),
+                    "RTCP sender reports do not carry a wall clock; using arrival times"
+                );
+                self.warned_clock = true;
+            }
+            return;
+        }
+        let stream = rtcp.stream_id();
+        self.reports.retain(|(s, ..)| *s != stream);
+        self.reports.push((stream, rtp.elapsed(), wall));
+    }
+}
+
+/// NTP (seconds since 1900 in the high 32 bits, fraction in the low) to system time.
+fn ntp_to_system_time(ntp: u64) -> SystemTime {
+    const NTP_TO_UNIX_SECS: u64 = 2_208_988_800;
+    let secs = (ntp >> 32).saturating_sub(NTP_TO_UNIX_SECS);
+    let nanos = ((ntp & 0xffff_ffff) * 1_000_000_000) >> 32;
+    SystemTime::UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_nanos(nanos)
+}
+
+/// The rendition's tracks from retina's parameters.
+fn tracks_of(
+    name: &str,
+    video: Option<ParametersRef<'_>>,
+    audio: Option<ParametersRef<'_>>,
+    frame_ticks: u32,
+) -> Result<Vec<TrackInfo>, IngestError> {
+    let unsupported = |reason: String| IngestError::Unsupported {
+        source_name: name.to_string(),
+        reason,
+    };
+    let Some(ParametersRef::Video(video)) = video else {
+        return Err(unsupported("no video parameters after a keyframe".into()));
+    };
+    let mut tracks = vec![TrackInfo {
+        track_id: VIDEO_TRACK_ID,
+        timescale: Timescale::VIDEO_90K,
+        codec: video_codec(video).map_err(unsupported)?,
+        nominal_sample_ticks: frame_ticks,
+        average_bitrate: 0,
+    }];
+    if let Some(ParametersRef::Audio(audio)) = audio {
+        let aac = AacConfig::from_audio_specific_config(audio.extra_data())
+            .map_err(|e| unsupported(format!("audio: {e}")))?;
+        tracks.push(TrackInfo {
+            track_id: AUDIO_TRACK_ID,
+            timescale: Timescale(audio.clock_rate()),
+            codec: CodecConfig::Aac(aac),
+            nominal_sample_ticks: audio.frame_length().map_or(1024, |n| n.get()),
+            average_bitrate: 0,
+        });
+    }
+    Ok(tracks)
+}
+
+fn video_codec(video: &VideoParameters) -> Result<CodecConfig, String> {
+    let (width, height) = video.pixel_dimensions();
+    let width = u16::try_from(width).unwrap_or(u16::MAX);
+    let height = u16::try_from(height).unwrap_or(u16::MAX);
+    Ok(match video.codec_params() {
+        VideoParametersCodec::H264 { sps, pps } => {
+            AvcConfig::new(sps.to_vec(), pps.to_vec(), width, height)
+                .map(CodecConfig::Avc)
+                .map_err(|e| e.to_string())?
+        }
+        VideoParametersCodec::H265 { vps, sps, pps } => {
+            HevcConfig::new(vps.to_vec(), sps.to_vec(), pps.to_vec(), width, height)
+                .map(CodecConfig::Hevc)
+                .map_err(|e| e.to_string())?
+        }
+        other => return Err(format!("video codec {other:?} cannot be passed through")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_redacted_and_decoded() {
+        assert_eq!(
+            redact("rtsp://admin:s%40cret@cam.local/stream"),
+            "rtsp://admin:***@cam.local/stream"
+        );
+        assert_eq!(redact("rtsp://cam.local/stream"), "rtsp://cam.local/stream");
+        assert_eq!(percent_decode("s%40cret%zz"), "s@cret%zz");
+    }
+
+    #[test]
+    fn ntp_maps_to_unix_time() {
+        // 2024-01-01T00:00:00Z is 1704067200 s after the Unix epoch.
+        let ntp = (1_704_067_200u64 + 2_208_988_800) << 32 | (1u64 << 31);
+        let at = ntp_to_system_time(ntp);
+        assert_eq!(
+            at.duration_since(SystemTime::UNIX_EPOCH).ok(),
+            Some(Duration::from_millis(1_704_067_200_500))
+        );
+    }
+
+    #[test]
+    fn startup_waits_for_the_second_keyframe() {
+        let sample = |track_id, at, keyframe| Sample {
+            track_id,
+            decode_ticks: at,
+            composition_offset_ticks: 0,
+            keyframe,
+            data: Bytes::from_static(b"x"),
+            captured_at: SystemTime::UNIX_EPOCH,
+        };
+        let mut start = Startup::default();
+        // Before the first keyframe: dropped.
+        assert!(start.push(sample(VIDEO_TRACK_ID, 0, false)).is_none());
+        assert!(start.push(sample(AUDIO_TRACK_ID, 10, true)).is_none());
+        for i in 1..=30u64 {
+            assert!(
+                start
+                    .push(sample(VIDEO_TRACK_ID, i * 3000, i == 1))
+                    .is_none()
+            );
+        }
+        let ready = start
+            .push(sample(VIDEO_TRACK_ID, 31 * 3000, true))
+            .expect("second keyframe");
+        assert_eq!(ready.gop, Duration::from_secs(1));
+        assert_eq!(ready.frame_ticks, 3000);
+        assert_eq!(ready.samples.len(), 31);
+        assert!(ready.samples[0].keyframe);
+    }
+}
