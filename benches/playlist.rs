@@ -56,7 +56,7 @@ fn live() -> (LivePlaylist, Arc<MediaNames>) {
 fn render(c: &mut Criterion) {
     let (live, names) = live();
     c.bench_function("snapshot_render_3_forms_gzip", |b| {
-        b.iter(|| black_box(Snapshot::render(1, &live, names.clone())));
+        b.iter(|| black_box(Snapshot::render(1, &live, names.clone(), None)));
     });
     c.bench_function("playlist_render_plain", |b| {
         b.iter(|| black_box(live.playlist().render_with(Skip::No)));

@@ -50,6 +50,55 @@ pub struct Settings {
     pub cmaf: CmafSettings,
     /// `[server]`: listeners, TLS, limits, the store.
     pub server: ServerSettings,
+    /// `[[streams]]`: the streams to serve, each with its source and renditions. None:
+    /// one stream from the command line (`--name`, `--source`).
+    pub streams: Vec<StreamSettings>,
+}
+
+/// `[[streams]]`: one live stream.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StreamSettings {
+    /// Its path: `/{name}/index.m3u8`. Letters, digits, `-` and `_`.
+    pub name: String,
+    /// `testsrc`, a file path, or `rtsp://[user:password@]host[:port]/path`.
+    pub source: String,
+    /// `[[streams.renditions]]`. None: one rendition named `video`, passed through for an
+    /// RTSP source, encoded with `[encoder]` at the source's size otherwise.
+    #[serde(default)]
+    pub renditions: Vec<RenditionSettings>,
+}
+
+/// What a rendition's video is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RenditionCodec {
+    /// The source's own samples, untouched (RTSP sources).
+    Copy,
+    /// Encoded to H.264.
+    #[default]
+    H264,
+    /// Encoded to H.265.
+    H265,
+}
+
+/// `[[streams.renditions]]`: one rendition of a ladder.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RenditionSettings {
+    /// Its media playlist is `{name}.m3u8`. Letters, digits, `-` and `_`.
+    pub name: String,
+    /// "copy", "h264" (default) or "h265".
+    #[serde(default)]
+    pub codec: RenditionCodec,
+    /// Picture width; default the source's. Set with `height`.
+    pub width: Option<u32>,
+    /// Picture height; default the source's.
+    pub height: Option<u32>,
+    /// Video bit rate, kbit/s; default `encoder.video_bitrate_kbps`.
+    pub video_bitrate_kbps: Option<u32>,
+    /// Encoder for this rendition; default `encoder.encoder`.
+    pub encoder: Option<crate::pipeline::EncoderChoice>,
 }
 
 /// `[server]`: what `mirror serve` listens on and how much it holds.
@@ -150,10 +199,14 @@ impl Default for SourceSettings {
     }
 }
 
-/// `[encoder]`: libx264 for video, libav's `aac` for audio.
+/// `[encoder]`: the video encoder (libx264 by default), libav's `aac` for audio.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct EncoderSettings {
+    /// "auto" (default: the first GPU encoder that opens, else libx264/libx265), "x264",
+    /// "x265", "nvenc", "vaapi" or "qsv". Probed at start-up: an encoder named here that
+    /// cannot open stops start-up with libav's error.
+    pub encoder: crate::pipeline::EncoderChoice,
     /// x264 preset. Default "veryfast". Slower presets cost CPU, not latency: with
     /// `tune=zerolatency` there is no lookahead either way.
     pub preset: String,
@@ -174,6 +227,7 @@ pub struct EncoderSettings {
 impl Default for EncoderSettings {
     fn default() -> Self {
         Self {
+            encoder: crate::pipeline::EncoderChoice::Auto,
             preset: "veryfast".into(),
             video_bitrate_kbps: 2500,
             vbv_buffer_ms: 1000,
@@ -401,7 +455,43 @@ impl Settings {
                 ),
             );
         }
+        for (i, stream) in self.streams.iter().enumerate() {
+            validate_stream(stream, &self.streams[..i])?;
+        }
         Ok(())
+    }
+
+    /// The streams to serve: `[[streams]]`, or else one stream named `name` playing
+    /// `source` (the command line's).
+    pub fn streams_or(&self, name: &str, source: &str) -> Vec<StreamSettings> {
+        if self.streams.is_empty() {
+            vec![StreamSettings {
+                name: name.to_string(),
+                source: source.to_string(),
+                renditions: Vec::new(),
+            }]
+        } else {
+            self.streams.clone()
+        }
+    }
+
+    /// The video profile of a single-rendition stream: `[encoder]` at `width`×`height`,
+    /// H.264, the encoder probed.
+    pub fn default_video_profile(
+        &self,
+        width: u32,
+        height: u32,
+    ) -> Result<crate::pipeline::VideoProfile, crate::pipeline::ProbeError> {
+        let codec = match self.encoder.encoder {
+            crate::pipeline::EncoderChoice::X265 => crate::cmaf::codec::VideoCodec::H265,
+            _ => crate::cmaf::codec::VideoCodec::H264,
+        };
+        Ok(crate::pipeline::VideoProfile {
+            encoder: crate::pipeline::select_encoder(self.encoder.encoder, codec)?,
+            width,
+            height,
+            bitrate_kbps: self.encoder.video_bitrate_kbps,
+        })
     }
 
     /// How the segmenter cuts `tracks` produced by Mirror's own encoder (which puts a
@@ -437,6 +527,126 @@ impl Settings {
             (per_1000_s + 500 * u64::from(fps_den.max(1))) / (1000 * u64::from(fps_den.max(1)));
         u32::try_from(frames.max(1)).unwrap_or(u32::MAX)
     }
+}
+
+/// A name usable as a path segment.
+fn is_path_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Checks one `[[streams]]` entry against itself and the entries before it.
+fn validate_stream(stream: &StreamSettings, before: &[StreamSettings]) -> Result<(), ConfigError> {
+    let invalid = |field, reason: String| Err(ConfigError::Invalid { field, reason });
+    let name = &stream.name;
+    if !is_path_name(name) || matches!(name.as_str(), "streams" | "hls.js") {
+        return invalid(
+            "streams.name",
+            format!("{name:?} is not 1-64 letters, digits, '-' or '_' (nor `streams`, `hls.js`)"),
+        );
+    }
+    if before.iter().any(|s| &s.name == name) {
+        return invalid("streams.name", format!("{name:?} is used twice"));
+    }
+    if stream.source.trim().is_empty() {
+        return invalid("streams.source", format!("stream {name:?} has no source"));
+    }
+    let encoded = matches!(
+        crate::ingest::SourceSpec::parse(&stream.source),
+        crate::ingest::SourceSpec::Rtsp(_)
+    );
+    if encoded && let Err(e) = url::Url::parse(&stream.source) {
+        return invalid(
+            "streams.source",
+            format!("stream {name:?}: {:?} is not a URL: {e}", stream.source),
+        );
+    }
+    for (i, r) in stream.renditions.iter().enumerate() {
+        if !is_path_name(&r.name) || r.name == "index" {
+            return invalid(
+                "streams.renditions.name",
+                format!(
+                    "stream {name:?}: {:?} is not 1-64 letters, digits, '-' or '_' (nor `index`)",
+                    r.name
+                ),
+            );
+        }
+        if stream.renditions[..i].iter().any(|o| o.name == r.name) {
+            return invalid(
+                "streams.renditions.name",
+                format!("stream {name:?}: rendition {:?} is used twice", r.name),
+            );
+        }
+        let copy = r.codec == RenditionCodec::Copy;
+        if copy != encoded {
+            return invalid(
+                "streams.renditions.codec",
+                format!(
+                    "stream {name:?} rendition {:?}: {}",
+                    r.name,
+                    if encoded {
+                        "an RTSP source is passed through (codec = \"copy\"); transcoding it \
+                         needs a decoder Mirror does not have yet"
+                    } else {
+                        "\"copy\" needs an encoded source (rtsp://); this one is decoded"
+                    }
+                ),
+            );
+        }
+        if copy
+            && (r.width.is_some()
+                || r.height.is_some()
+                || r.video_bitrate_kbps.is_some()
+                || r.encoder.is_some())
+        {
+            return invalid(
+                "streams.renditions.codec",
+                format!(
+                    "stream {name:?} rendition {:?}: \"copy\" takes no size, bit rate or encoder",
+                    r.name
+                ),
+            );
+        }
+        match (r.width, r.height) {
+            (None, None) => {}
+            (Some(w), Some(h))
+                if (16..=7680).contains(&w)
+                    && (16..=4320).contains(&h)
+                    && w.is_multiple_of(2)
+                    && h.is_multiple_of(2) => {}
+            _ => {
+                return invalid(
+                    "streams.renditions.width",
+                    format!(
+                        "stream {name:?} rendition {:?}: width and height go together, even, \
+                         within 16..=7680 × 16..=4320",
+                        r.name
+                    ),
+                );
+            }
+        }
+        if let Some(kbps) = r.video_bitrate_kbps
+            && !(100..=100_000).contains(&kbps)
+        {
+            return invalid(
+                "streams.renditions.video_bitrate_kbps",
+                format!(
+                    "stream {name:?} rendition {:?}: {kbps} is not in 100..=100000",
+                    r.name
+                ),
+            );
+        }
+    }
+    if encoded && stream.renditions.len() > 1 {
+        return invalid(
+            "streams.renditions",
+            format!("stream {name:?}: an RTSP source has one (passthrough) rendition"),
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -486,6 +696,25 @@ mod tests {
                 ..
             }
         ));
+        let ladder = Settings::from_toml(
+            "[[streams]]\nname = \"cam\"\nsource = \"rtsp://127.0.0.1/cam\"\n\
+             [[streams.renditions]]\nname = \"low\"\nwidth = 640\nheight = 360\n",
+        )
+        .expect("parses");
+        assert!(matches!(
+            ladder.validate(),
+            Err(ConfigError::Invalid {
+                field: "streams.renditions.codec",
+                ..
+            })
+        ));
+        let twice = Settings::from_toml(
+            "[[streams]]\nname = \"a\"\nsource = \"testsrc\"\n\
+             [[streams]]\nname = \"a\"\nsource = \"testsrc\"\n",
+        )
+        .expect("parses");
+        let err = twice.validate().expect_err("same name twice");
+        assert!(err.to_string().contains("used twice"), "{err}");
         let mut settings = Settings::default();
         settings.encoder.preset = "warp".into();
         assert!(matches!(

@@ -43,6 +43,9 @@ pub enum RecordError {
     /// An encoder failed.
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
+    /// No usable video encoder.
+    #[error(transparent)]
+    Encoder(#[from] crate::pipeline::ProbeError),
     /// The init segment could not be written.
     #[error(transparent)]
     Init(#[from] InitError),
@@ -164,8 +167,9 @@ pub fn record(settings: &Settings, options: &RecordOptions) -> Result<RecordSumm
     })?;
     let mut source = options.source.open(&settings.source, options.realtime)?;
     let format = source.format();
-    let mut transcoder = Transcoder::open(settings, format)?;
-    let tracks = transcoder.tracks().to_vec();
+    let profile = settings.default_video_profile(format.width, format.height)?;
+    let mut transcoder = Transcoder::open(settings, format, &[profile])?;
+    let tracks = transcoder.tracks(0).to_vec();
     let mut segmenter = Segmenter::new(settings.segmenter_config(tracks.clone()), 0);
     let mut recorder = Recorder {
         dir: dir.clone(),
@@ -236,8 +240,12 @@ pub fn record(settings: &Settings, options: &RecordOptions) -> Result<RecordSumm
 
 /// Hands encoded samples to the segmenter; a refused sample is logged and counted, and
 /// the stream goes on.
-fn feed(segmenter: &mut Segmenter, samples: &mut Vec<crate::cmaf::Sample>, refused: &mut usize) {
-    for sample in samples.drain(..) {
+fn feed(
+    segmenter: &mut Segmenter,
+    samples: &mut Vec<(usize, crate::cmaf::Sample)>,
+    refused: &mut usize,
+) {
+    for (_, sample) in samples.drain(..) {
         if let Err(error) = segmenter.push(sample, SystemTime::now()) {
             *refused += 1;
             tracing::warn!(%error, "sample refused");

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::config::Settings;
+use crate::config::{RenditionSettings, Settings};
 use crate::http::h3::ConnectionLimits;
 use crate::http::{AppState, h3, tcp};
 use crate::ingest::SourceSpec;
@@ -66,11 +66,36 @@ impl RunningServer {
         Self::start_with(settings, stream, &SourceSpec::TestPattern).await
     }
 
-    /// Starts a server with one stream named `stream` playing `source`.
+    /// Starts a server with one stream named `stream` playing `source`, or with the
+    /// streams of `[[streams]]` when the settings have any.
     pub async fn start_with(
         settings: &Settings,
         stream: &str,
         source: &SourceSpec,
+    ) -> Result<Self, ServerError> {
+        let streams: Vec<(String, SourceSpec, Vec<RenditionSettings>)> =
+            if settings.streams.is_empty() {
+                vec![(stream.to_string(), source.clone(), Vec::new())]
+            } else {
+                settings
+                    .streams
+                    .iter()
+                    .map(|s| {
+                        (
+                            s.name.clone(),
+                            SourceSpec::parse(&s.source),
+                            s.renditions.clone(),
+                        )
+                    })
+                    .collect()
+            };
+        Self::start_streams(settings, &streams).await
+    }
+
+    /// Starts a server with `streams`: name, source and renditions of each.
+    pub async fn start_streams(
+        settings: &Settings,
+        streams: &[(String, SourceSpec, Vec<RenditionSettings>)],
     ) -> Result<Self, ServerError> {
         let server = &settings.server;
         let tls = tls::load_or_generate(
@@ -83,13 +108,11 @@ impl RunningServer {
         // more; the whole window plus that, with room.
         let retention = target * (u32::try_from(server.window_segments).unwrap_or(1000) + 6);
         let store = Store::new(server.store_bytes, retention);
-        let live = LiveStream::start(
-            stream,
-            source,
-            settings,
-            server.window_segments,
-            store.clone(),
-        )?;
+        let mut live = HashMap::with_capacity(streams.len());
+        for (name, source, renditions) in streams {
+            let stream = LiveStream::start(name, source, renditions, settings, store.clone())?;
+            live.insert(name.clone(), Arc::new(stream));
+        }
         let hls_js = match std::fs::read(&server.hls_js) {
             Ok(js) => Some(Bytes::from(js)),
             Err(error) => {
@@ -98,7 +121,7 @@ impl RunningServer {
             }
         };
         let state = Arc::new(AppState::new(
-            HashMap::from([(stream.to_string(), Arc::new(live))]),
+            live,
             store,
             Bytes::from_static(PAGE.as_bytes()),
             hls_js,

@@ -1,30 +1,39 @@
-//! Live streams: each runs its media path (source → encoders → segmenter) on a thread
-//! of its own, puts parts and segments in the [`Store`], and publishes an immutable
-//! [`Snapshot`] of its playlist through a `watch` channel every time a part or segment
-//! completes. Every waiting request wakes from that one channel; the playlist bytes are
-//! rendered (and gzipped) once per snapshot and shared by all of them.
+//! Live streams: each runs its media path (source → encoders or passthrough → one
+//! segmenter per rendition) on a thread of its own, puts parts and segments in the
+//! [`Store`], and publishes an immutable [`Snapshot`] of each rendition's playlist
+//! through a `watch` channel every time a part or segment completes. Every waiting
+//! request wakes from that one channel; the playlist bytes are rendered (and gzipped)
+//! once per snapshot and shared by all of them.
+//!
+//! The media thread also owns the source's life: it opens it (retrying with backoff
+//! when it cannot), restarts it when it fails or goes silent longer than the watchdog
+//! allows, and resumes with the next MSN after an EXT-X-DISCONTINUITY. A stream's
+//! failures never reach another stream: each has its own thread and its own state.
 
 use std::io::Write as _;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::cmaf::init::write_init_segment;
 use crate::cmaf::{Segmenter, SegmenterEvent, TrackInfo};
-use crate::config::Settings;
+use crate::config::{RenditionSettings, Settings};
 use crate::http::headers;
-use crate::ingest::{RawMedia, Source, SourceFrame, SourceSpec};
+use crate::ingest::{OpenedSource, RawMedia, Source, SourceFrame, SourceSpec};
 use crate::llhls::blocking::{Position, advance_part_limit};
 use crate::llhls::live::{LivePlaylist, MediaNames};
 use crate::llhls::{Skip, Variant, render_multivariant};
 use crate::pipeline::Transcoder;
 use crate::store::{self, Store, StoredMedia};
 
-/// Name of every stream's media playlist (its single rendition, for now).
+/// Name of the rendition of a stream configured without renditions; its media
+/// playlist is `video.m3u8`.
+pub const DEFAULT_RENDITION: &str = "video";
+/// The media playlist of [`DEFAULT_RENDITION`].
 pub const MEDIA_PLAYLIST: &str = "video.m3u8";
 /// Name of every stream's multivariant playlist.
 pub const MULTIVARIANT_PLAYLIST: &str = "index.m3u8";
@@ -40,21 +49,21 @@ pub enum StreamError {
         /// Why.
         error: crate::ingest::IngestError,
     },
-    /// The encoders could not be opened.
+    /// A rendition's encoder cannot be used.
     #[error("stream {stream}: {error}")]
-    Pipeline {
+    Encoder {
         /// The stream.
         stream: String,
         /// Why.
-        error: crate::pipeline::PipelineError,
+        error: crate::pipeline::ProbeError,
     },
-    /// The init segment could not be written.
-    #[error("stream {stream}: {error}")]
-    Init {
+    /// The renditions could not be readied for the source (encoders, init segment).
+    #[error("stream {stream}: {reason}")]
+    Start {
         /// The stream.
         stream: String,
         /// Why.
-        error: crate::cmaf::init::InitError,
+        reason: String,
     },
     /// The media thread could not be started.
     #[error("stream {stream}: cannot start its media thread: {error}")]
@@ -110,6 +119,8 @@ pub struct Snapshot {
     pub has_media: bool,
     /// The media names in use.
     pub names: Arc<MediaNames>,
+    /// The init segment, once the source has been opened.
+    pub init: Option<StoredMedia>,
     /// The playlist: whole, and as `_HLS_skip=YES` and `v2` delta updates.
     pub playlists: [PlaylistBytes; 3],
     /// The complete response headers of each form (blocking or not × whole or delta ×
@@ -130,13 +141,18 @@ impl Snapshot {
 
     /// Renders the snapshot of `live`: its position and its playlist in all three forms,
     /// plain and gzipped. This is the work done once per part, shared by every request.
-    pub fn render(sequence: u64, live: &LivePlaylist, names: Arc<MediaNames>) -> Self {
+    pub fn render(
+        sequence: u64,
+        live: &LivePlaylist,
+        names: Arc<MediaNames>,
+        init: Option<StoredMedia>,
+    ) -> Self {
         let playlist = live.playlist();
         let target_duration = Duration::from_secs(playlist.target_duration_secs());
         let playlists = [Skip::No, Skip::Yes, Skip::V2]
             .map(|skip| PlaylistBytes::new(playlist.render_with(skip)));
-        let init = names.init();
-        let etag_prefix = format!("{}-{sequence}", init.trim_end_matches("-init.mp4"));
+        let init_name = names.init();
+        let etag_prefix = format!("{}-{sequence}", init_name.trim_end_matches("-init.mp4"));
         let mut response_headers = Vec::with_capacity(12);
         for blocking in [false, true] {
             for (skip, rendered) in playlists.iter().enumerate() {
@@ -167,6 +183,7 @@ impl Snapshot {
             updated_at: live.updated_at(),
             has_media: live.has_media(),
             names,
+            init,
             playlists,
             response_headers,
         }
@@ -183,80 +200,149 @@ impl Snapshot {
     }
 }
 
+/// How a rendition is made, as resolved at start-up.
+#[derive(Debug, Clone)]
+enum Plan {
+    /// The source's samples as they are.
+    Passthrough,
+    /// Encoded by `encoder`; `size` `None` means the source's.
+    Transcode {
+        encoder: crate::pipeline::EncoderId,
+        size: Option<(u32, u32)>,
+        bitrate_kbps: u32,
+    },
+}
+
+/// The handler's view of one rendition.
+pub struct Rendition {
+    id: String,
+    playlist: String,
+    snapshot: watch::Receiver<Arc<Snapshot>>,
+}
+
+impl Rendition {
+    /// Its name (the media playlist is `{id}.m3u8`).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// A receiver of its snapshots.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.snapshot.clone()
+    }
+
+    /// The latest snapshot.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.snapshot.borrow().clone()
+    }
+}
+
+/// What a stream is doing, for `/streams` and the logs.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct StreamStatus {
+    /// `starting`, `live` or `retrying`.
+    pub state: &'static str,
+    /// `passthrough` or `transcode`, once the source is open.
+    pub mode: Option<&'static str>,
+    /// The last failure of the source or the pipeline.
+    pub last_error: Option<String>,
+    /// How many times the source was restarted.
+    pub restarts: u64,
+    /// The source's jitter buffer, for network sources.
+    pub jitter_buffer: Option<crate::ingest::jitter::JitterFill>,
+}
+
 /// A running live stream.
 pub struct LiveStream {
     name: String,
-    snapshot: watch::Receiver<Arc<Snapshot>>,
-    multivariant: Bytes,
-    init: StoredMedia,
+    renditions: Vec<Rendition>,
+    multivariant: Arc<OnceLock<Bytes>>,
+    status: Arc<Mutex<StreamStatus>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl LiveStream {
-    /// Opens the source and the encoders (so that a bad setting or an unplayable source
-    /// stops start-up), then runs the stream on a thread of its own, storing media in
-    /// `store`.
+    /// Starts the stream `name` playing `spec` with `renditions` (none: one default
+    /// rendition). Encoders are probed now, and a local source (test pattern, file) is
+    /// opened now, so a bad setting or an unplayable file stops start-up; a network
+    /// source is opened by the media thread, which retries until it answers.
     pub fn start(
         name: &str,
         spec: &SourceSpec,
+        renditions: &[RenditionSettings],
         settings: &Settings,
-        window_segments: usize,
         store: Store,
     ) -> Result<Self, StreamError> {
         let stream = name.to_string();
-        let source = spec
-            .open(&settings.source, true)
-            .map_err(|error| StreamError::Source {
-                stream: stream.clone(),
-                error,
-            })?;
-        let transcoder =
-            Transcoder::open(settings, source.format()).map_err(|error| StreamError::Pipeline {
-                stream: stream.clone(),
-                error,
-            })?;
-        let tracks = transcoder.tracks().to_vec();
-        let init = write_init_segment(&tracks).map_err(|error| StreamError::Init {
+        let plans = plan(spec, renditions, settings).map_err(|error| StreamError::Encoder {
             stream: stream.clone(),
             error,
         })?;
-        let segmenter = Segmenter::new(settings.segmenter_config(tracks.clone()), 0);
-        let epoch = SystemTime::now();
-        let names = Arc::new(MediaNames::new("v0", epoch));
-        // The init segment lives as long as the stream (not in the store, whose time to
-        // live would drop it while parts still need it).
-        let init = StoredMedia {
-            chunks: vec![Bytes::from(init)].into(),
-            modified: epoch,
+        let first = match spec {
+            SourceSpec::Rtsp(_) => None,
+            _ => Some(spec.open_any(&settings.source, true).map_err(|error| {
+                StreamError::Source {
+                    stream: stream.clone(),
+                    error,
+                }
+            })?),
         };
-        let live = LivePlaylist::new(
-            (*names).clone(),
-            settings.cmaf.segment_target(),
-            segmenter.part_target(),
-            window_segments,
-            0,
-        );
-        let (sender, snapshot) =
-            watch::channel(Arc::new(Snapshot::render(0, &live, names.clone())));
-        let multivariant = Bytes::from(multivariant(&tracks, source.format().frame_rate));
+        let epoch = SystemTime::now();
+        let mut handles = Vec::with_capacity(plans.len());
+        let mut outputs = Vec::with_capacity(plans.len());
+        for (id, plan) in plans {
+            let names = Arc::new(MediaNames::new(&format!("{id}-pending"), epoch));
+            let live = placeholder_playlist(&names, settings);
+            let (sender, snapshot) =
+                watch::channel(Arc::new(Snapshot::render(0, &live, names.clone(), None)));
+            handles.push(Rendition {
+                playlist: format!("{id}.m3u8"),
+                id: id.clone(),
+                snapshot,
+            });
+            outputs.push(Output {
+                id,
+                plan,
+                segmenter: None,
+                next_msn: 0,
+                live,
+                names,
+                init: None,
+                sender,
+                sequence: 0,
+            });
+        }
         let stop = Arc::new(AtomicBool::new(false));
-        let media = MediaLoop {
+        let status = Arc::new(Mutex::new(StreamStatus {
+            state: "starting",
+            ..StreamStatus::default()
+        }));
+        let multivariant = Arc::new(OnceLock::new());
+        let mut media = MediaLoop {
             stream: stream.clone(),
-            source,
             spec: spec.clone(),
-            source_settings: settings.source.clone(),
+            settings: settings.clone(),
+            first,
+            input: None,
+            outputs,
+            epoch,
             delivered_end: Duration::ZERO,
             resume_offset: Duration::ZERO,
-            transcoder,
-            segmenter,
-            live,
-            names,
             store,
-            sender,
-            sequence: 0,
+            status: status.clone(),
+            multivariant: multivariant.clone(),
             stop: stop.clone(),
         };
+        if media.first.is_some() {
+            // A local source's renditions are readied now: the multivariant playlist and
+            // init segments are there from the first request, and an encoder that
+            // refuses the source's format stops start-up.
+            media.connect().map_err(|error| StreamError::Start {
+                stream: stream.clone(),
+                reason: error.to_string(),
+            })?;
+        }
         let thread = std::thread::Builder::new()
             .name(format!("media-{name}"))
             .spawn(move || media.run())
@@ -266,9 +352,9 @@ impl LiveStream {
             })?;
         Ok(Self {
             name: stream,
-            snapshot,
+            renditions: handles,
             multivariant,
-            init,
+            status,
             stop,
             thread: Some(thread),
         })
@@ -279,24 +365,54 @@ impl LiveStream {
         &self.name
     }
 
-    /// A receiver of the stream's snapshots.
+    /// Its renditions, in the multivariant playlist's order.
+    pub fn renditions(&self) -> &[Rendition] {
+        &self.renditions
+    }
+
+    /// The rendition whose media playlist is `playlist` (`{id}.m3u8`).
+    pub fn rendition_by_playlist(&self, playlist: &str) -> Option<&Rendition> {
+        self.renditions.iter().find(|r| r.playlist == playlist)
+    }
+
+    /// The rendition a media name (init, part, segment) belongs to, with what it names.
+    pub fn rendition_of_media(
+        &self,
+        name: &str,
+    ) -> Option<(&Rendition, Arc<Snapshot>, crate::llhls::live::MediaName)> {
+        self.renditions.iter().find_map(|r| {
+            let snapshot = r.current();
+            let kind = snapshot.names.parse(name)?;
+            Some((r, snapshot, kind))
+        })
+    }
+
+    /// The first rendition (the only one of a stream without a ladder).
+    pub fn primary(&self) -> &Rendition {
+        &self.renditions[0]
+    }
+
+    /// A receiver of the first rendition's snapshots.
     pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
-        self.snapshot.clone()
+        self.primary().subscribe()
     }
 
-    /// The latest snapshot.
+    /// The first rendition's latest snapshot.
     pub fn current(&self) -> Arc<Snapshot> {
-        self.snapshot.borrow().clone()
+        self.primary().current()
     }
 
-    /// The multivariant playlist.
-    pub fn multivariant(&self) -> Bytes {
-        self.multivariant.clone()
+    /// The multivariant playlist, once the source has been opened.
+    pub fn multivariant(&self) -> Option<Bytes> {
+        self.multivariant.get().cloned()
     }
 
-    /// The init segment.
-    pub fn init(&self) -> StoredMedia {
-        self.init.clone()
+    /// What the stream is doing.
+    pub fn status(&self) -> StreamStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Stops the media thread. The last playlist stays served; requests blocked on a
@@ -315,19 +431,95 @@ impl Drop for LiveStream {
     }
 }
 
-/// The multivariant playlist of a one-rendition stream. BANDWIDTH is the configured
-/// peak (VBV max rate) plus audio, with 10 % for the container: RFC 8216bis 4.4.6.2
-/// wants the peak segment bit rate, which a live stream knows only afterwards.
-fn multivariant(tracks: &[TrackInfo], fps: ffmpeg_next::Rational) -> String {
-    let average: u64 = tracks.iter().map(|t| u64::from(t.average_bitrate)).sum();
-    render_multivariant(&[Variant {
-        uri: MEDIA_PLAYLIST.into(),
-        bandwidth: average * 11 / 10,
-        average_bandwidth: Some(average),
-        codecs: crate::cmaf::codecs(tracks),
-        resolution: crate::cmaf::resolution(tracks),
-        frame_rate: Some(f64::from(fps.numerator()) / f64::from(fps.denominator().max(1))),
-    }])
+/// Resolves the renditions: names, and for each encoded one the encoder (probed now,
+/// so that an encoder that cannot open stops start-up).
+fn plan(
+    spec: &SourceSpec,
+    renditions: &[RenditionSettings],
+    settings: &Settings,
+) -> Result<Vec<(String, Plan)>, crate::pipeline::ProbeError> {
+    use crate::cmaf::codec::VideoCodec;
+    use crate::config::RenditionCodec;
+    let defaults = [RenditionSettings {
+        name: DEFAULT_RENDITION.into(),
+        codec: match (spec, settings.encoder.encoder) {
+            (SourceSpec::Rtsp(_), _) => RenditionCodec::Copy,
+            (_, crate::pipeline::EncoderChoice::X265) => RenditionCodec::H265,
+            _ => RenditionCodec::H264,
+        },
+        width: None,
+        height: None,
+        video_bitrate_kbps: None,
+        encoder: None,
+    }];
+    let renditions = if renditions.is_empty() {
+        &defaults[..]
+    } else {
+        renditions
+    };
+    renditions
+        .iter()
+        .map(|r| {
+            let codec = match r.codec {
+                RenditionCodec::Copy => return Ok((r.name.clone(), Plan::Passthrough)),
+                RenditionCodec::H264 => VideoCodec::H264,
+                RenditionCodec::H265 => VideoCodec::H265,
+            };
+            let choice = r.encoder.unwrap_or(settings.encoder.encoder);
+            Ok((
+                r.name.clone(),
+                Plan::Transcode {
+                    encoder: crate::pipeline::select_encoder(choice, codec)?,
+                    size: r.width.zip(r.height),
+                    bitrate_kbps: r
+                        .video_bitrate_kbps
+                        .unwrap_or(settings.encoder.video_bitrate_kbps),
+                },
+            ))
+        })
+        .collect()
+}
+
+/// The playlist served before the source first opens: no media, the configured
+/// targets.
+fn placeholder_playlist(names: &MediaNames, settings: &Settings) -> LivePlaylist {
+    LivePlaylist::new(
+        names.clone(),
+        settings.cmaf.segment_target(),
+        settings.cmaf.part_target(),
+        settings.server.window_segments,
+        0,
+    )
+}
+
+/// A short hash of everything that shapes a rendition's bytes, so that a changed
+/// profile never names (and a cache never serves) media made with the old one.
+fn profile_hash(profile: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(profile.as_bytes());
+    digest[..4].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The multivariant playlist. BANDWIDTH is the configured peak (VBV max rate) plus
+/// audio, with 10 % for the container (for passthrough, the first GOP's rate): RFC
+/// 8216bis 4.4.6.2 wants the peak segment bit rate, which a live stream knows only
+/// afterwards.
+fn multivariant(renditions: &[(String, Vec<TrackInfo>)], fps: Option<(u32, u32)>) -> String {
+    let variants: Vec<Variant> = renditions
+        .iter()
+        .map(|(id, tracks)| {
+            let average: u64 = tracks.iter().map(|t| u64::from(t.average_bitrate)).sum();
+            Variant {
+                uri: format!("{id}.m3u8"),
+                bandwidth: average * 11 / 10,
+                average_bandwidth: Some(average),
+                codecs: crate::cmaf::codecs(tracks),
+                resolution: crate::cmaf::resolution(tracks),
+                frame_rate: fps.map(|(n, d)| f64::from(n) / f64::from(d.max(1))),
+            }
+        })
+        .collect();
+    render_multivariant(&variants)
 }
 
 /// Delays between attempts to reopen a failed source: 0.5 s doubling to 30 s, each
@@ -354,25 +546,78 @@ impl Backoff {
     }
 }
 
+/// One rendition's side of the media thread.
+struct Output {
+    id: String,
+    plan: Plan,
+    /// `None` before the source first opens and while it is down.
+    segmenter: Option<Segmenter>,
+    /// The MSN the next segment gets.
+    next_msn: u64,
+    live: LivePlaylist,
+    names: Arc<MediaNames>,
+    init: Option<StoredMedia>,
+    sender: watch::Sender<Arc<Snapshot>>,
+    sequence: u64,
+}
+
+impl Output {
+    fn publish(&mut self) {
+        self.sequence += 1;
+        let snapshot = Snapshot::render(
+            self.sequence,
+            &self.live,
+            self.names.clone(),
+            self.init.clone(),
+        );
+        self.sender.send_replace(Arc::new(snapshot));
+    }
+}
+
+/// An open source with what turns it into samples.
+enum Input {
+    /// Decoded frames, encoded into every rendition.
+    Raw {
+        source: Box<dyn Source + Send>,
+        transcoder: Box<Transcoder>,
+    },
+    /// Encoded samples, passed through.
+    Encoded(Box<dyn crate::ingest::EncodedSource + Send>),
+}
+
+/// Why the media path stopped.
+#[derive(Debug, thiserror::Error)]
+enum MediaError {
+    #[error(transparent)]
+    Source(#[from] crate::ingest::IngestError),
+    #[error(transparent)]
+    Pipeline(#[from] crate::pipeline::PipelineError),
+    #[error("init segment: {0}")]
+    Init(#[from] crate::cmaf::init::InitError),
+    #[error("{0}")]
+    Plan(String),
+    #[error("the encoders produced nothing for {0:?}")]
+    EncoderStalled(Duration),
+}
+
 /// The media thread's state.
 struct MediaLoop {
     stream: String,
-    source: Box<dyn Source + Send>,
-    /// What `source` was opened from, to open it again after a failure.
     spec: SourceSpec,
-    source_settings: crate::config::SourceSettings,
+    settings: Settings,
+    /// The source opened at start-up, used by the first connect.
+    first: Option<OpenedSource>,
+    input: Option<Input>,
+    outputs: Vec<Output>,
+    epoch: SystemTime,
     /// Media time just past everything delivered so far: a reopened source starts its
     /// timestamps at zero again, and is shifted to continue from here.
     delivered_end: Duration,
     /// Shift applied to the current source instance's timestamps.
     resume_offset: Duration,
-    transcoder: Transcoder,
-    segmenter: Segmenter,
-    live: LivePlaylist,
-    names: Arc<MediaNames>,
     store: Store,
-    sender: watch::Sender<Arc<Snapshot>>,
-    sequence: u64,
+    status: Arc<Mutex<StreamStatus>>,
+    multivariant: Arc<OnceLock<Bytes>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -380,21 +625,42 @@ impl MediaLoop {
     fn run(mut self) {
         let mut samples = Vec::new();
         let mut backoff = Backoff::default();
+        let mut last_output = Instant::now();
         while !self.stop.load(Ordering::Relaxed) {
-            let frame = self.source.next_frame().map_err(|e| e.to_string());
-            let encoded = frame.and_then(|mut frame| {
-                self.shift(&mut frame);
-                self.transcoder
-                    .push(frame, &mut samples)
-                    .map_err(|e| e.to_string())
+            if self.input.is_none() {
+                match self.connect() {
+                    Ok(()) => last_output = Instant::now(),
+                    Err(error) => {
+                        self.fail(&error, &mut backoff);
+                        continue;
+                    }
+                }
+            }
+            let stepped = self.step(&mut samples);
+            let stepped = stepped.and_then(|()| {
+                // The watchdog for encoders: frames go in, nothing comes out.
+                let limit = self.settings.stall_timeout().max(Duration::from_secs(2));
+                if !samples.is_empty() {
+                    last_output = Instant::now();
+                    Ok(())
+                } else if last_output.elapsed() > limit {
+                    Err(MediaError::EncoderStalled(limit))
+                } else {
+                    Ok(())
+                }
             });
-            if let Err(error) = encoded {
-                self.recover(&error, &mut backoff);
+            if let Err(error) = stepped {
+                self.input = None;
+                self.fail(&error, &mut backoff);
                 continue;
             }
             backoff.reset();
-            for sample in samples.drain(..) {
-                if let Err(error) = self.segmenter.push(sample, SystemTime::now()) {
+            let now = SystemTime::now();
+            for (index, sample) in samples.drain(..) {
+                let Some(segmenter) = self.outputs[index].segmenter.as_mut() else {
+                    continue;
+                };
+                if let Err(error) = segmenter.push(sample, now) {
                     tracing::warn!(stream = %self.stream, %error, "sample refused");
                 }
             }
@@ -402,105 +668,357 @@ impl MediaLoop {
         }
     }
 
-    /// Moves `frame` past everything delivered before the source was last reopened, and
-    /// records how far the stream has got.
-    fn shift(&mut self, frame: &mut SourceFrame) {
-        let tb = frame.time_base;
-        let (num, den) = (
-            i128::from(tb.numerator().max(1)),
-            i128::from(tb.denominator().max(1)),
-        );
-        let offset = i128::try_from(self.resume_offset.as_nanos()).unwrap_or(0) * den
-            / (num * 1_000_000_000);
-        let offset = i64::try_from(offset).unwrap_or(0);
-        let format = self.source.format();
-        let (pts, length) = match &mut frame.media {
-            RawMedia::Video(v) => {
-                let pts = v.pts().unwrap_or(0) + offset;
-                v.set_pts(Some(pts));
-                let fps = format.frame_rate;
-                let nanos = 1_000_000_000 * i64::from(fps.denominator())
-                    / i64::from(fps.numerator().max(1));
-                (pts, Duration::from_nanos(u64::try_from(nanos).unwrap_or(0)))
+    /// One frame or sample from the source, through the encoders when there are any.
+    fn step(&mut self, out: &mut Vec<(usize, crate::cmaf::Sample)>) -> Result<(), MediaError> {
+        let stall = self.settings.stall_timeout();
+        match self.input.as_mut() {
+            None => Ok(()),
+            Some(Input::Raw { source, transcoder }) => {
+                let mut frame = source.next_frame()?;
+                let format = source.format();
+                let (offset, end) = shift_frame(&mut frame, self.resume_offset, format);
+                let _ = offset;
+                self.delivered_end = self.delivered_end.max(end);
+                transcoder.push(frame, out)?;
+                Ok(())
             }
-            RawMedia::Audio(a) => {
-                let pts = a.pts().unwrap_or(0) + offset;
-                a.set_pts(Some(pts));
-                let rate = u64::from(format.sample_rate.max(1));
-                (
-                    pts,
-                    Duration::from_nanos(a.samples() as u64 * 1_000_000_000 / rate),
-                )
+            Some(Input::Encoded(source)) => {
+                let mut sample = source.next_sample(stall)?;
+                let track = source
+                    .tracks()
+                    .iter()
+                    .find(|t| t.track_id == sample.track_id)
+                    .cloned();
+                if let Some(track) = track {
+                    let offset = track.timescale.ticks(self.resume_offset);
+                    sample.decode_ticks += offset;
+                    let end = track
+                        .timescale
+                        .to_duration(sample.decode_ticks + u64::from(track.nominal_sample_ticks));
+                    self.delivered_end = self.delivered_end.max(end);
+                }
+                out.push((0, sample));
+                Ok(())
             }
-        };
-        let at = i128::from(pts.max(0)) * num * 1_000_000_000 / den;
-        let at = Duration::from_nanos(u64::try_from(at).unwrap_or(0));
-        self.delivered_end = self.delivered_end.max(at + length);
+        }
     }
 
-    /// A source or encoder failed: log it, wait (exponential backoff with jitter, so a
-    /// fleet of streams does not retry in step), and open the source again. The playlist
-    /// stays served meanwhile, and blocked reloads end with 503 after three target
-    /// durations; the stream then goes on from where it was, with the next MSN.
-    fn recover(&mut self, error: &str, backoff: &mut Backoff) {
+    /// Opens the source (or takes the one opened at start-up), opens the encoders, and
+    /// readies every rendition: at the first connect, its names, init segment and
+    /// playlist; after a failure, a new segmenter that goes on with the next MSN after an
+    /// EXT-X-DISCONTINUITY.
+    fn connect(&mut self) -> Result<(), MediaError> {
+        let opened = match self.first.take() {
+            Some(opened) => opened,
+            None => self.spec.open_any(&self.settings.source, true)?,
+        };
+        let settings = &self.settings;
+        // Per rendition: tracks, segmenter configuration, and the profile to hash.
+        let mut prepared = Vec::with_capacity(self.outputs.len());
+        let (input, fps, mode) = match opened {
+            OpenedSource::Raw(source) => {
+                let format = source.format();
+                let mut profiles = Vec::with_capacity(self.outputs.len());
+                for output in &self.outputs {
+                    let Plan::Transcode {
+                        encoder,
+                        size,
+                        bitrate_kbps,
+                    } = &output.plan
+                    else {
+                        return Err(MediaError::Plan(format!(
+                            "rendition {} is passthrough but the source is decoded",
+                            output.id
+                        )));
+                    };
+                    let (width, height) = size.unwrap_or((format.width, format.height));
+                    profiles.push(crate::pipeline::VideoProfile {
+                        encoder: *encoder,
+                        width,
+                        height,
+                        bitrate_kbps: *bitrate_kbps,
+                    });
+                }
+                let transcoder = Transcoder::open(settings, format, &profiles)?;
+                let fps = format.frame_rate;
+                let fps = (
+                    u32::try_from(fps.numerator()).unwrap_or(30),
+                    u32::try_from(fps.denominator()).unwrap_or(1),
+                );
+                let e = &settings.encoder;
+                for (index, profile) in profiles.iter().enumerate() {
+                    let tracks = transcoder.tracks(index).to_vec();
+                    let key = format!(
+                        "{}|{}x{}|{}k|{}|b{}|vbv{}|gop{}|{}/{}|{:?}|{:?}|a{}",
+                        profile.encoder.name,
+                        profile.width,
+                        profile.height,
+                        profile.bitrate_kbps,
+                        e.preset,
+                        e.bframes,
+                        e.vbv_buffer_ms,
+                        settings.keyframe_interval_frames(fps.0, fps.1),
+                        fps.0,
+                        fps.1,
+                        settings.cmaf.part_target(),
+                        settings.cmaf.segment_target(),
+                        e.audio_bitrate_kbps,
+                    );
+                    let config = settings.segmenter_config(tracks.clone());
+                    prepared.push((tracks, config, key));
+                }
+                (
+                    Input::Raw {
+                        source,
+                        transcoder: Box::new(transcoder),
+                    },
+                    Some(fps),
+                    "transcode",
+                )
+            }
+            OpenedSource::Encoded(source) => {
+                let tracks = source.tracks().to_vec();
+                // Segments follow the source's GOP: a segment ends at the first keyframe
+                // at or after the target, so the target is at least one GOP.
+                let gop = source.keyframe_interval();
+                let mut config = settings.segmenter_config(tracks.clone());
+                config.keyframes_on_segment_grid = false;
+                config.segment_target = config.segment_target.max(gop);
+                let key = format!(
+                    "copy|{}|{:?}|{:?}",
+                    crate::cmaf::codecs(&tracks),
+                    settings.cmaf.part_target(),
+                    config.segment_target
+                );
+                prepared.push((tracks, config, key));
+                (Input::Encoded(source), None, "passthrough")
+            }
+        };
+        let fps = fps.or(match &input {
+            Input::Encoded(source) => source.frame_rate(),
+            Input::Raw { .. } => None,
+        });
+        let reconnect = self.outputs.iter().any(|o| o.init.is_some());
+        self.resume_offset = self.delivered_end;
+        let now = SystemTime::now();
+        for (output, (tracks, config, key)) in self.outputs.iter_mut().zip(prepared) {
+            if output.init.is_none() {
+                let hash = profile_hash(&key);
+                output.names = Arc::new(MediaNames::new(
+                    &format!("{}-{hash}", output.id),
+                    self.epoch,
+                ));
+                output.live = LivePlaylist::new(
+                    (*output.names).clone(),
+                    config.segment_target,
+                    Segmenter::new(config.clone(), 0).part_target(),
+                    settings.server.window_segments,
+                    0,
+                );
+                output.init = Some(StoredMedia {
+                    chunks: vec![Bytes::from(write_init_segment(&tracks)?)].into(),
+                    modified: now,
+                });
+            } else if reconnect {
+                output.live.mark_discontinuity(output.next_msn, now);
+                tracing::info!(stream = %self.stream, rendition = %output.id, msn = output.next_msn, "source back: discontinuity");
+            }
+            output.segmenter = Some(Segmenter::new(config, output.next_msn));
+            output.publish();
+        }
+        if self.multivariant.get().is_none() {
+            let renditions: Vec<(String, Vec<TrackInfo>)> = match &input {
+                Input::Raw { transcoder, .. } => self
+                    .outputs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, o)| (o.id.clone(), transcoder.tracks(i).to_vec()))
+                    .collect(),
+                Input::Encoded(source) => {
+                    vec![(self.outputs[0].id.clone(), source.tracks().to_vec())]
+                }
+            };
+            let _ = self
+                .multivariant
+                .set(Bytes::from(multivariant(&renditions, fps)));
+        }
+        let jitter = match &input {
+            Input::Encoded(source) => source.buffer_fill(),
+            Input::Raw { .. } => None,
+        };
+        self.input = Some(input);
+        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        status.state = "live";
+        status.mode = Some(mode);
+        status.jitter_buffer = jitter;
+        tracing::info!(stream = %self.stream, mode, source = %self.spec, "stream live");
+        Ok(())
+    }
+
+    /// The source or the pipeline failed: close every open segment (so the playlist
+    /// lists what was made), log it, note it in the status, and wait (exponential
+    /// backoff with jitter, so a fleet of streams does not retry in step) before the
+    /// next connect. The playlist stays served meanwhile; blocked reloads end with 503
+    /// after three target durations.
+    fn fail(&mut self, error: &MediaError, backoff: &mut Backoff) {
+        let now = SystemTime::now();
+        for output in &mut self.outputs {
+            if let Some(mut segmenter) = output.segmenter.take() {
+                if let Err(error) = segmenter.finish(now) {
+                    tracing::warn!(stream = %self.stream, %error, "the open part is lost");
+                }
+                drain_events(&self.stream, &self.store, output, &mut segmenter);
+                output.next_msn = segmenter.next_msn();
+                output.publish();
+            }
+        }
         let delay = backoff.next();
         tracing::warn!(stream = %self.stream, %error, retry_in = ?delay, "source failed; retrying");
-        let until = std::time::Instant::now() + delay;
-        while std::time::Instant::now() < until && !self.stop.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(50));
+        {
+            let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+            status.state = "retrying";
+            status.last_error = Some(error.to_string());
+            status.restarts += 1;
         }
-        match self.spec.open(&self.source_settings, true) {
-            Ok(source) => {
-                self.source = source;
-                self.resume_offset = self.delivered_end;
-                tracing::info!(stream = %self.stream, "source reopened");
-            }
-            Err(error) => tracing::warn!(stream = %self.stream, %error, "source still failing"),
+        let until = Instant::now() + delay;
+        while Instant::now() < until && !self.stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
     fn publish_events(&mut self) {
-        let mut changed = false;
-        while let Some(event) = self.segmenter.poll_event() {
-            changed = true;
-            match event {
-                SegmenterEvent::Part(part) => {
-                    let name = self.names.part(part.msn, part.index);
-                    self.store.insert(
-                        store::key(&self.stream, &name),
-                        vec![part.bytes],
-                        part.completed_at,
-                    );
-                    self.live.push_part(
-                        part.msn,
-                        part.index,
-                        part.duration,
-                        part.independent,
-                        part.completed_at,
-                    );
-                }
-                SegmenterEvent::Segment(segment) => {
-                    let name = self.names.segment(segment.msn);
-                    let completed = segment
-                        .parts
-                        .last()
-                        .map_or_else(SystemTime::now, |p| p.completed_at);
-                    let chunks = segment.parts.iter().map(|p| p.bytes.clone()).collect();
-                    self.store
-                        .insert(store::key(&self.stream, &name), chunks, completed);
-                    self.live.push_segment(
-                        segment.msn,
-                        segment.duration,
-                        segment.captured_at,
-                        completed,
-                    );
-                }
+        let mut changed = vec![false; self.outputs.len()];
+        for (index, output) in self.outputs.iter_mut().enumerate() {
+            let Some(mut segmenter) = output.segmenter.take() else {
+                continue;
+            };
+            changed[index] = drain_events(&self.stream, &self.store, output, &mut segmenter);
+            output.next_msn = segmenter.next_msn();
+            output.segmenter = Some(segmenter);
+        }
+        if !changed.iter().any(|&c| c) {
+            return;
+        }
+        if self.outputs.len() > 1 {
+            // RFC 8216bis 4.4.5.4: each playlist reports where the others are. Every
+            // rendition gets its parts from the same frame, so reports are at most one
+            // part behind.
+            let edges: Vec<crate::llhls::RenditionReport> = self
+                .outputs
+                .iter()
+                .filter_map(|o| {
+                    let (last_msn, last_part) = o.live.last_part()?;
+                    Some(crate::llhls::RenditionReport {
+                        uri: format!("{}.m3u8", o.id),
+                        last_msn,
+                        last_part,
+                    })
+                })
+                .collect();
+            for output in &mut self.outputs {
+                let own = format!("{}.m3u8", output.id);
+                let reports = edges.iter().filter(|r| r.uri != own).cloned().collect();
+                output.live.set_rendition_reports(reports);
             }
         }
-        if changed {
-            self.sequence += 1;
-            let snapshot = Snapshot::render(self.sequence, &self.live, self.names.clone());
-            self.sender.send_replace(Arc::new(snapshot));
+        if let Some(Input::Encoded(source)) = &self.input {
+            let fill = source.buffer_fill();
+            self.status
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .jitter_buffer = fill;
+        }
+        for (output, changed) in self.outputs.iter_mut().zip(changed) {
+            if changed {
+                output.publish();
+            }
         }
     }
+}
+
+/// Moves `frame` past everything delivered before the source was last reopened.
+/// Returns the shift applied (in the frame's time base) and the media time just past
+/// the frame.
+fn shift_frame(
+    frame: &mut SourceFrame,
+    resume_offset: Duration,
+    format: crate::ingest::SourceFormat,
+) -> (i64, Duration) {
+    let tb = frame.time_base;
+    let (num, den) = (
+        i128::from(tb.numerator().max(1)),
+        i128::from(tb.denominator().max(1)),
+    );
+    let offset =
+        i128::try_from(resume_offset.as_nanos()).unwrap_or(0) * den / (num * 1_000_000_000);
+    let offset = i64::try_from(offset).unwrap_or(0);
+    let (pts, length) = match &mut frame.media {
+        RawMedia::Video(v) => {
+            let pts = v.pts().unwrap_or(0) + offset;
+            v.set_pts(Some(pts));
+            let fps = format.frame_rate;
+            let nanos =
+                1_000_000_000 * i64::from(fps.denominator()) / i64::from(fps.numerator().max(1));
+            (pts, Duration::from_nanos(u64::try_from(nanos).unwrap_or(0)))
+        }
+        RawMedia::Audio(a) => {
+            let pts = a.pts().unwrap_or(0) + offset;
+            a.set_pts(Some(pts));
+            let rate = u64::from(format.sample_rate.max(1));
+            (
+                pts,
+                Duration::from_nanos(a.samples() as u64 * 1_000_000_000 / rate),
+            )
+        }
+    };
+    let at = i128::from(pts.max(0)) * num * 1_000_000_000 / den;
+    let at = Duration::from_nanos(u64::try_from(at).unwrap_or(0));
+    (offset, at + length)
+}
+
+/// Takes the segmenter's events into the store and the rendition's playlist; true when
+/// the playlist changed.
+fn drain_events(
+    stream: &str,
+    store: &Store,
+    output: &mut Output,
+    segmenter: &mut Segmenter,
+) -> bool {
+    let mut changed = false;
+    while let Some(event) = segmenter.poll_event() {
+        changed = true;
+        match event {
+            SegmenterEvent::Part(part) => {
+                let name = output.names.part(part.msn, part.index);
+                store.insert(
+                    store::key(stream, &name),
+                    vec![part.bytes],
+                    part.completed_at,
+                );
+                output.live.push_part(
+                    part.msn,
+                    part.index,
+                    part.duration,
+                    part.independent,
+                    part.completed_at,
+                );
+            }
+            SegmenterEvent::Segment(segment) => {
+                let name = output.names.segment(segment.msn);
+                let completed = segment
+                    .parts
+                    .last()
+                    .map_or_else(SystemTime::now, |p| p.completed_at);
+                let chunks = segment.parts.iter().map(|p| p.bytes.clone()).collect();
+                store.insert(store::key(stream, &name), chunks, completed);
+                output.live.push_segment(
+                    segment.msn,
+                    segment.duration,
+                    segment.captured_at,
+                    completed,
+                );
+            }
+        }
+    }
+    changed
 }

@@ -342,7 +342,7 @@ pub struct ParameterSets {
 }
 
 /// Which video codec an Annex B stream carries; selects the NAL header layout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum VideoCodec {
     /// One-byte NAL header, type in the low 5 bits.
     H264,

@@ -3,8 +3,9 @@
 //!
 //! - `/` the player page, `/hls.js` its player, `/streams` the list of streams;
 //! - `/{stream}/index.m3u8` the multivariant playlist;
-//! - `/{stream}/video.m3u8` the media playlist, with blocking reload and delta updates
-//!   (RFC 8216bis 6.2.5);
+//! - `/{stream}/{rendition}.m3u8` a rendition's media playlist (`video.m3u8` for a
+//!   stream without a ladder), with blocking reload and delta updates (RFC 8216bis
+//!   6.2.5);
 //! - `/{stream}/{name}` init segments, parts and segments by the names the playlist
 //!   gives; the hinted part is held until complete (6.2.6), a segment still being
 //!   produced is sent part by part.
@@ -26,7 +27,7 @@ use super::headers::{
 use crate::llhls::blocking::{Readiness, parse_query};
 use crate::llhls::live::MediaName;
 use crate::store::{self, Store, StoredMedia};
-use crate::stream::{LiveStream, MEDIA_PLAYLIST, MULTIVARIANT_PLAYLIST, Snapshot};
+use crate::stream::{LiveStream, MULTIVARIANT_PLAYLIST, Rendition, Snapshot};
 
 /// How far past the last listed part a media request may be and still be held: the
 /// hinted part is one past it; one more tolerates a player whose playlist is one update
@@ -160,14 +161,27 @@ async fn route(state: &AppState, request: &Request<()>) -> Reply {
 fn streams_json(state: &AppState) -> Reply {
     let mut names: Vec<&String> = state.streams.keys().collect();
     names.sort();
-    let list = names
+    let list: Vec<serde_json::Value> = names
         .iter()
-        .map(|n| format!("{{\"name\":\"{n}\",\"url\":\"/{n}/{MULTIVARIANT_PLAYLIST}\"}}"))
-        .collect::<Vec<_>>()
-        .join(",");
+        .map(|n| {
+            let stream = &state.streams[*n];
+            serde_json::json!({
+                "name": n,
+                "url": format!("/{n}/{MULTIVARIANT_PLAYLIST}"),
+                "renditions": stream
+                    .renditions()
+                    .iter()
+                    .map(|r| format!("/{n}/{}.m3u8", r.id()))
+                    .collect::<Vec<_>>(),
+                "status": stream.status(),
+            })
+        })
+        .collect();
     Reply::new(
         StatusCode::OK,
-        Body::Full(Bytes::from(format!("{{\"streams\":[{list}]}}"))),
+        Body::Full(Bytes::from(
+            serde_json::json!({ "streams": list }).to_string(),
+        )),
     )
     .with(
         header::CONTENT_TYPE,
@@ -186,10 +200,14 @@ async fn stream_resource(
     query: &str,
     request: &Request<()>,
 ) -> Reply {
-    let snapshot = stream.current();
-    let target = snapshot.target_duration;
-    match resource {
-        MULTIVARIANT_PLAYLIST => Reply::new(StatusCode::OK, Body::Full(stream.multivariant()))
+    let target = stream.current().target_duration;
+    if resource == MULTIVARIANT_PLAYLIST {
+        // Before the source first opens, the codecs are not known yet.
+        let Some(multivariant) = stream.multivariant() else {
+            return Reply::error(StatusCode::SERVICE_UNAVAILABLE, target, Caching::Error)
+                .with(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        };
+        return Reply::new(StatusCode::OK, Body::Full(multivariant))
             .with(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static(PLAYLIST_TYPE),
@@ -198,12 +216,25 @@ async fn stream_resource(
             .with(
                 HeaderName::from_static("priority"),
                 Urgency::Playlist.header(),
-            ),
-        MEDIA_PLAYLIST => media_playlist(stream, query, accepts_gzip(request)).await,
-        name => match snapshot.names.parse(name) {
-            Some(kind) => media(state, stream, &snapshot, name, kind, request).await,
-            None => Reply::error(StatusCode::NOT_FOUND, target, Caching::Error),
-        },
+            );
+    }
+    if let Some(rendition) = stream.rendition_by_playlist(resource) {
+        return media_playlist(rendition, query, accepts_gzip(request)).await;
+    }
+    match stream.rendition_of_media(resource) {
+        Some((rendition, snapshot, kind)) => {
+            media(
+                state,
+                stream.name(),
+                rendition,
+                &snapshot,
+                resource,
+                kind,
+                request,
+            )
+            .await
+        }
+        None => Reply::error(StatusCode::NOT_FOUND, target, Caching::Error),
     }
 }
 
@@ -259,7 +290,7 @@ fn hold_deadline(snapshot: &Snapshot) -> Instant {
     Instant::now() + snapshot.target_duration * 3
 }
 
-async fn media_playlist(stream: &LiveStream, query: &str, gzip: bool) -> Reply {
+async fn media_playlist(stream: &Rendition, query: &str, gzip: bool) -> Reply {
     let current = stream.current();
     let target = current.target_duration;
     let query = match parse_query(query) {
@@ -344,33 +375,43 @@ impl AppState {
 
 async fn media(
     state: &AppState,
-    stream: &LiveStream,
+    stream_name: &str,
+    rendition: &Rendition,
     snapshot: &Snapshot,
     name: &str,
     kind: MediaName,
     request: &Request<()>,
 ) -> Reply {
     let target = snapshot.target_duration;
-    let key = store::key(stream.name(), name);
+    let key = store::key(stream_name, name);
     let (content_type, urgency) = match kind {
         MediaName::Init => (INIT_TYPE, Urgency::Init),
         MediaName::Part(..) => (SEGMENT_TYPE, Urgency::Part),
         MediaName::Segment(_) => (SEGMENT_TYPE, Urgency::Segment),
     };
     let stored = match (state.store.get(&key), kind) {
-        (_, MediaName::Init) => stream.init(),
+        (_, MediaName::Init) => match &snapshot.init {
+            Some(init) => init.clone(),
+            None => {
+                return Reply::error(StatusCode::SERVICE_UNAVAILABLE, target, Caching::Error)
+                    .with(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+        },
         (Some(stored), _) => stored,
         (None, MediaName::Part(msn, index)) => {
-            match hold_part(state, stream, &key, msn, index).await {
+            match hold_part(state, rendition, &key, msn, index).await {
                 Ok(stored) => stored,
                 Err(status) => return Reply::error(status, target, Caching::Error),
             }
         }
         (None, MediaName::Segment(msn)) if msn == snapshot.position.open_msn => {
-            return Reply::new(StatusCode::OK, live_segment(state, stream, msn))
-                .with(header::CONTENT_TYPE, HeaderValue::from_static(content_type))
-                .with(header::CACHE_CONTROL, Caching::Immutable.header(target))
-                .with(HeaderName::from_static("priority"), urgency.header());
+            return Reply::new(
+                StatusCode::OK,
+                live_segment(state, stream_name, rendition, msn),
+            )
+            .with(header::CONTENT_TYPE, HeaderValue::from_static(content_type))
+            .with(header::CACHE_CONTROL, Caching::Immutable.header(target))
+            .with(HeaderName::from_static("priority"), urgency.header());
         }
         (None, _) => return Reply::error(StatusCode::NOT_FOUND, target, Caching::Error),
     };
@@ -397,7 +438,7 @@ async fn media(
 /// further ahead, is 404.
 async fn hold_part(
     state: &AppState,
-    stream: &LiveStream,
+    stream: &Rendition,
     key: &str,
     msn: u64,
     index: u32,
@@ -418,11 +459,11 @@ async fn hold_part(
 }
 
 /// A segment still being produced: its parts, each sent as soon as it is complete.
-fn live_segment(state: &AppState, stream: &LiveStream, msn: u64) -> Body {
+fn live_segment(state: &AppState, stream_name: &str, rendition: &Rendition, msn: u64) -> Body {
     let (sender, receiver) = mpsc::channel(8);
-    let mut snapshots = stream.subscribe();
+    let mut snapshots = rendition.subscribe();
     let store = state.store.clone();
-    let stream_name = stream.name().to_string();
+    let stream_name = stream_name.to_string();
     tokio::spawn(async move {
         let mut index = 0u32;
         loop {

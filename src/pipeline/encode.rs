@@ -1,19 +1,20 @@
-//! The encoders: libx264 (tune zerolatency, closed GOP, a keyframe every segment
-//! target) and libav's native `aac`.
+//! The encoders: video through [`super::select`] (libx264, libx265 or a GPU encoder;
+//! low latency, closed GOP, a keyframe every segment target) and libav's native `aac`.
 
 use std::collections::VecDeque;
 use std::time::SystemTime;
 
-use ffmpeg::{Dictionary, Rational, codec, encoder, format, frame, picture};
+use ffmpeg::software::scaling;
+use ffmpeg::{Rational, codec, encoder, format, frame, picture};
 use ffmpeg_next as ffmpeg;
 
+use super::select::{EncoderId, ProbeOptions, open_video, pixel_format};
 use super::{AUDIO_TRACK_ID, PipelineError, VIDEO_TRACK_ID, ffi};
 use crate::cmaf::codec::{ParameterSets, VideoCodec, annexb_to_length_prefixed};
 use crate::cmaf::{AacConfig, CodecConfig, Sample, Timescale, TrackInfo};
 use crate::config::Settings;
 use crate::ingest::SourceFormat;
 
-const X264: &str = "libx264";
 const AAC: &str = "aac";
 
 /// Capture times of frames inside an encoder, keyed by their pts in the encoder's time
@@ -66,98 +67,150 @@ fn rescale(pts: i64, from: Rational, to: Rational) -> i64 {
     i64::try_from(num / den.max(1)).unwrap_or(i64::MAX)
 }
 
-/// libx264 → H.264 samples on a 90 kHz timeline.
+/// One rendition's video: what encoder, what size, what rate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VideoProfile {
+    /// The libav encoder, as selected at start-up.
+    pub encoder: EncoderId,
+    /// Picture width in pixels (even).
+    pub width: u32,
+    /// Picture height in pixels (even).
+    pub height: u32,
+    /// Bit rate, kbit/s (also the VBV max rate).
+    pub bitrate_kbps: u32,
+}
+
+/// A video encoder (libx264, libx265 or a GPU encoder) → samples on a 90 kHz timeline.
+/// Frames of any size or format are scaled to the profile first (swscale), so one
+/// decoded picture feeds every rendition of a ladder.
 pub struct VideoEncoder {
     encoder: encoder::video::Encoder,
+    name: &'static str,
+    codec: VideoCodec,
+    pixel_format: format::Pixel,
+    scaler: Option<(ScalerInput, ffi::SendScaler)>,
     track: TrackInfo,
     time_base: Rational,
     keyframe_interval: u64,
     frames_in: u64,
     params: ParameterSets,
     /// Added to every DTS so the decode timeline starts at zero even when B-frames make
-    /// libx264 start it negative; presentation times then get signed offsets.
+    /// the encoder start it negative; presentation times then get signed offsets.
     decode_shift: Option<i64>,
     capture: CaptureTimes,
 }
 
+/// The input a scaler was made for.
+type ScalerInput = (format::Pixel, u32, u32);
+
 impl VideoEncoder {
-    /// Opens libx264 for frames of `format`.
-    pub fn open(settings: &Settings, format: SourceFormat) -> Result<Self, PipelineError> {
-        let mut video = encoder_context(X264)?
-            .video()
-            .map_err(libav(X264, "creating the context"))?;
-        let time_base = Rational(1, 90_000);
+    /// Opens the encoder of `profile` for frames at `frame_rate`, with a keyframe every
+    /// `gop` frames.
+    pub fn open(
+        profile: &VideoProfile,
+        settings: &Settings,
+        frame_rate: Rational,
+        gop: u32,
+    ) -> Result<Self, PipelineError> {
         let e = &settings.encoder;
-        let fps = format.frame_rate;
-        let gop = settings.keyframe_interval_frames(
-            u32::try_from(fps.numerator()).unwrap_or(30),
-            u32::try_from(fps.denominator()).unwrap_or(1),
-        );
-        video.set_width(format.width);
-        video.set_height(format.height);
-        video.set_format(format::Pixel::YUV420P);
-        video.set_time_base(time_base);
-        video.set_frame_rate(Some(format.frame_rate));
-        video.set_bit_rate(e.video_bitrate_kbps as usize * 1000);
-        video.set_max_bit_rate(e.video_bitrate_kbps as usize * 1000);
-        video.set_gop(gop);
-        video.set_max_b_frames(e.bframes as usize);
-        // SPS/PPS once in extradata, so the init segment can be written before the first
-        // frame and samples carry no parameter sets.
-        video.set_flags(codec::Flags::GLOBAL_HEADER);
-        let mut options = Dictionary::new();
-        options.set("preset", &e.preset);
-        options.set("tune", "zerolatency");
-        options.set("forced-idr", "1");
-        if e.threads > 0 {
-            options.set("threads", &e.threads.to_string());
-        }
-        // Closed GOPs of exactly one segment target, no scene-cut keyframes: segments
-        // start with an IDR at the same times in every run.
-        let vbv_kbit = u64::from(e.video_bitrate_kbps) * u64::from(e.vbv_buffer_ms) / 1000;
-        options.set(
-            "x264-params",
-            &format!(
-                "keyint={gop}:min-keyint={gop}:scenecut=0:open-gop=0:bframes={b}:\
-                 vbv-maxrate={rate}:vbv-bufsize={vbv_kbit}",
-                b = e.bframes,
-                rate = e.video_bitrate_kbps,
-            ),
-        );
-        let encoder = video.open_with(options).map_err(libav(X264, "opening"))?;
+        let id = profile.encoder;
+        let options = ProbeOptions {
+            preset: Some(e.preset.clone()),
+            vbv_buffer_ms: e.vbv_buffer_ms,
+            bframes: e.bframes,
+            threads: e.threads,
+        };
+        let encoder = open_video(
+            id,
+            profile.width,
+            profile.height,
+            profile.bitrate_kbps,
+            frame_rate,
+            gop,
+            &options,
+        )?;
+        let codec_error = |error| PipelineError::Codec {
+            encoder: id.name,
+            error,
+        };
         let mut params = ParameterSets::default();
         let extradata = ffi::extradata(&encoder);
-        annexb_to_length_prefixed(VideoCodec::H264, &extradata, &mut params).map_err(|error| {
-            PipelineError::Codec {
-                encoder: X264,
-                error,
+        annexb_to_length_prefixed(id.codec, &extradata, &mut params).map_err(codec_error)?;
+        let width = u16::try_from(profile.width).unwrap_or(u16::MAX);
+        let height = u16::try_from(profile.height).unwrap_or(u16::MAX);
+        let codec = match id.codec {
+            VideoCodec::H264 => {
+                CodecConfig::Avc(params.avc_config(width, height).map_err(codec_error)?)
             }
-        })?;
-        let width = u16::try_from(format.width).unwrap_or(u16::MAX);
-        let height = u16::try_from(format.height).unwrap_or(u16::MAX);
-        let avc = params
-            .avc_config(width, height)
-            .map_err(|error| PipelineError::Codec {
-                encoder: X264,
-                error,
-            })?;
-        let nominal = 90_000 * i64::from(fps.denominator()) / i64::from(fps.numerator().max(1));
+            VideoCodec::H265 => {
+                CodecConfig::Hevc(params.hevc_config(width, height).map_err(codec_error)?)
+            }
+        };
+        let nominal =
+            90_000 * i64::from(frame_rate.denominator()) / i64::from(frame_rate.numerator().max(1));
         Ok(Self {
             encoder,
+            name: id.name,
+            codec: id.codec,
+            pixel_format: pixel_format(id),
+            scaler: None,
             track: TrackInfo {
                 track_id: VIDEO_TRACK_ID,
                 timescale: Timescale::VIDEO_90K,
-                codec: CodecConfig::Avc(avc),
+                codec,
                 nominal_sample_ticks: u32::try_from(nominal).unwrap_or(3000),
-                average_bitrate: e.video_bitrate_kbps * 1000,
+                average_bitrate: profile.bitrate_kbps * 1000,
             },
-            time_base,
-            keyframe_interval: u64::from(gop),
+            time_base: Rational(1, 90_000),
+            keyframe_interval: u64::from(gop.max(1)),
             frames_in: 0,
             params,
             decode_shift: None,
             capture: CaptureTimes::default(),
         })
+    }
+
+    /// `picture` as this encoder wants it: the same frame when it already fits, else a
+    /// scaled copy.
+    fn fit<'a>(
+        &mut self,
+        picture: &'a frame::Video,
+    ) -> Result<std::borrow::Cow<'a, frame::Video>, PipelineError> {
+        let wanted = (
+            self.pixel_format,
+            self.encoder.width(),
+            self.encoder.height(),
+        );
+        let input = (picture.format(), picture.width(), picture.height());
+        if input == wanted {
+            return Ok(std::borrow::Cow::Borrowed(picture));
+        }
+        if self
+            .scaler
+            .as_ref()
+            .is_none_or(|(made_for, _)| *made_for != input)
+        {
+            let context = scaling::Context::get(
+                input.0,
+                input.1,
+                input.2,
+                wanted.0,
+                wanted.1,
+                wanted.2,
+                scaling::Flags::BICUBIC,
+            )
+            .map_err(libav(self.name, "creating the scaler"))?;
+            self.scaler = Some((input, ffi::SendScaler(context)));
+        }
+        let mut scaled = frame::Video::empty();
+        if let Some((_, scaler)) = self.scaler.as_mut() {
+            scaler
+                .0
+                .run(picture, &mut scaled)
+                .map_err(libav(self.name, "scaling"))?;
+        }
+        scaled.set_pts(picture.pts());
+        Ok(std::borrow::Cow::Owned(scaled))
     }
 
     /// The track this encoder feeds.
@@ -168,34 +221,37 @@ impl VideoEncoder {
     /// Encodes one picture whose `pts` is in `time_base`.
     pub fn push(
         &mut self,
-        mut picture: frame::Video,
+        picture: &frame::Video,
         time_base: Rational,
         captured_at: SystemTime,
         out: &mut Vec<Sample>,
     ) -> Result<(), PipelineError> {
+        let mut picture = self.fit(picture)?.into_owned();
         if (picture.width(), picture.height(), picture.format())
             != (
                 self.encoder.width(),
                 self.encoder.height(),
-                format::Pixel::YUV420P,
+                self.pixel_format,
             )
         {
             return Err(PipelineError::FrameMismatch {
-                encoder: X264,
+                encoder: self.name,
                 reason: format!(
-                    "{}x{} {:?}, opened for {}x{} yuv420p",
+                    "{}x{} {:?}, opened for {}x{} {:?}",
                     picture.width(),
                     picture.height(),
                     picture.format(),
                     self.encoder.width(),
-                    self.encoder.height()
+                    self.encoder.height(),
+                    self.pixel_format
                 ),
             });
         }
         let pts = rescale(picture.pts().unwrap_or(0), time_base, self.time_base);
         picture.set_pts(Some(pts));
         // Force the IDR where the segment boundary falls, whatever the encoder's own GOP
-        // counting thinks (forced-idr=1 makes a forced I an IDR).
+        // counting thinks (forced-idr makes a forced I an IDR). Every rendition of a
+        // ladder counts the same frames, so their keyframes fall at the same times.
         let boundary = self.frames_in.is_multiple_of(self.keyframe_interval);
         picture.set_kind(if boundary {
             picture::Type::I
@@ -206,13 +262,15 @@ impl VideoEncoder {
         self.capture.insert(pts, captured_at);
         self.encoder
             .send_frame(&picture)
-            .map_err(libav(X264, "sending a frame"))?;
+            .map_err(libav(self.name, "sending a frame"))?;
         self.drain(out)
     }
 
-    /// Flushes the frames libx264 still holds.
+    /// Flushes the frames the encoder still holds.
     pub fn finish(&mut self, out: &mut Vec<Sample>) -> Result<(), PipelineError> {
-        self.encoder.send_eof().map_err(libav(X264, "flushing"))?;
+        self.encoder
+            .send_eof()
+            .map_err(libav(self.name, "flushing"))?;
         self.drain(out)
     }
 
@@ -220,20 +278,19 @@ impl VideoEncoder {
         let mut packet = ffmpeg::Packet::empty();
         while self.encoder.receive_packet(&mut packet).is_ok() {
             let (Some(pts), Some(dts)) = (packet.pts(), packet.dts()) else {
-                tracing::warn!("libx264 packet without timestamps dropped");
+                tracing::warn!(encoder = self.name, "packet without timestamps dropped");
                 continue;
             };
             let Some(data) = packet.data() else { continue };
             let shift = *self.decode_shift.get_or_insert((-dts).max(0));
             let decode = dts + shift;
-            let converted =
-                match annexb_to_length_prefixed(VideoCodec::H264, data, &mut self.params) {
-                    Ok(c) => c,
-                    Err(error) => {
-                        tracing::warn!(%error, pts, "unusable libx264 packet dropped");
-                        continue;
-                    }
-                };
+            let converted = match annexb_to_length_prefixed(self.codec, data, &mut self.params) {
+                Ok(c) => c,
+                Err(error) => {
+                    tracing::warn!(encoder = self.name, %error, pts, "unusable packet dropped");
+                    continue;
+                }
+            };
             out.push(Sample {
                 track_id: VIDEO_TRACK_ID,
                 decode_ticks: u64::try_from(decode).unwrap_or(0),

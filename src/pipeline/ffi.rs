@@ -1,6 +1,8 @@
-//! The one place the pipeline reads libav memory directly: ffmpeg-next exposes no
+//! The one place the pipeline steps outside ffmpeg-next's safe API: it exposes no
 //! accessor for a codec context's `extradata`, where encoders put their global headers
-//! (libx264's SPS/PPS with GLOBAL_HEADER, the AAC encoder's AudioSpecificConfig).
+//! (libx264's SPS/PPS with GLOBAL_HEADER, the AAC encoder's AudioSpecificConfig), and
+//! its swscale context is not `Send`, though the pipeline only ever moves one to the
+//! media thread and uses it there.
 #![allow(unsafe_code)]
 
 use ffmpeg_next as ffmpeg;
@@ -20,3 +22,12 @@ pub(super) fn extradata(context: &ffmpeg::codec::Context) -> Vec<u8> {
         std::slice::from_raw_parts(data, len).to_vec()
     }
 }
+
+/// A swscale context that may move to another thread.
+pub(super) struct SendScaler(pub(super) ffmpeg::software::scaling::Context);
+
+// SAFETY: an SwsContext holds no thread-local state and no reference to the thread that
+// made it; libav only forbids using one from two threads at once, which `&mut self`
+// access through this owner already rules out. It is created on one thread and then
+// used only by the media thread that owns it.
+unsafe impl Send for SendScaler {}

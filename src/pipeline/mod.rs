@@ -1,4 +1,5 @@
-//! The encoder pipeline: raw frames from [`crate::ingest`] in, [`cmaf::Sample`]s out.
+//! The encoder pipeline: raw frames from [`crate::ingest`] in, [`cmaf::Sample`]s out,
+//! for one rendition or a ladder of them.
 //!
 //! This module owns libav encoding: opening the encoders, timestamps (each track's own
 //! timescale, decode times shifted to start at or after zero, durations left to the
@@ -8,6 +9,7 @@
 
 mod encode;
 mod ffi;
+pub mod select;
 
 use ffmpeg_next as ffmpeg;
 
@@ -15,7 +17,8 @@ use crate::cmaf::{Sample, TrackInfo};
 use crate::config::Settings;
 use crate::ingest::{RawMedia, SourceFormat, SourceFrame};
 
-pub use encode::{AudioEncoder, VideoEncoder};
+pub use encode::{AudioEncoder, VideoEncoder, VideoProfile};
+pub use select::{EncoderChoice, EncoderId, ProbeError, select_encoder};
 
 /// Why encoding failed.
 #[derive(Debug, thiserror::Error)]
@@ -57,47 +60,98 @@ pub const VIDEO_TRACK_ID: u32 = 1;
 /// See [`VIDEO_TRACK_ID`].
 pub const AUDIO_TRACK_ID: u32 = 2;
 
-/// Encodes one rendition (video + audio) from raw frames.
+/// Encodes a ladder of renditions from raw frames: every picture goes to each
+/// rendition's video encoder (scaled to its size), the sound is encoded once and shared
+/// by all, so every rendition carries the same audio samples.
 pub struct Transcoder {
-    video: VideoEncoder,
+    video: Vec<VideoEncoder>,
     audio: AudioEncoder,
-    tracks: Vec<TrackInfo>,
+    tracks: Vec<Vec<TrackInfo>>,
+    scratch: Vec<Sample>,
 }
 
 impl Transcoder {
-    /// Opens both encoders for frames of `format`.
-    pub fn open(settings: &Settings, format: SourceFormat) -> Result<Self, PipelineError> {
+    /// Opens one video encoder per profile, and the audio encoder, for frames of
+    /// `format`. Keyframes come every segment target at the source's frame rate, at the
+    /// same frames in every rendition.
+    pub fn open(
+        settings: &Settings,
+        format: SourceFormat,
+        profiles: &[VideoProfile],
+    ) -> Result<Self, PipelineError> {
         crate::ingest::init_libav().map_err(|error| PipelineError::Libav {
             encoder: "libav",
             what: "initialising",
             error,
         })?;
-        let video = VideoEncoder::open(settings, format)?;
+        let fps = format.frame_rate;
+        let gop = settings.keyframe_interval_frames(
+            u32::try_from(fps.numerator()).unwrap_or(30),
+            u32::try_from(fps.denominator()).unwrap_or(1),
+        );
+        let video = profiles
+            .iter()
+            .map(|p| VideoEncoder::open(p, settings, fps, gop))
+            .collect::<Result<Vec<_>, _>>()?;
         let audio = AudioEncoder::open(settings, format)?;
-        let tracks = vec![video.track().clone(), audio.track().clone()];
+        let tracks = video
+            .iter()
+            .map(|v| vec![v.track().clone(), audio.track().clone()])
+            .collect();
         Ok(Self {
             video,
             audio,
             tracks,
+            scratch: Vec::new(),
         })
     }
 
-    /// The rendition's tracks (for the init segment and the segmenter).
-    pub fn tracks(&self) -> &[TrackInfo] {
-        &self.tracks
+    /// The tracks of rendition `index` (for its init segment and segmenter).
+    pub fn tracks(&self, index: usize) -> &[TrackInfo] {
+        &self.tracks[index]
     }
 
-    /// Encodes one frame; whatever packets the encoders release are appended to `out`.
-    pub fn push(&mut self, frame: SourceFrame, out: &mut Vec<Sample>) -> Result<(), PipelineError> {
+    /// Encodes one frame; whatever samples the encoders release are appended to `out`
+    /// with the index of the rendition they belong to.
+    pub fn push(
+        &mut self,
+        frame: SourceFrame,
+        out: &mut Vec<(usize, Sample)>,
+    ) -> Result<(), PipelineError> {
         match frame.media {
-            RawMedia::Video(v) => self.video.push(v, frame.time_base, frame.captured_at, out),
-            RawMedia::Audio(a) => self.audio.push(a, frame.time_base, frame.captured_at, out),
+            RawMedia::Video(v) => {
+                for (index, encoder) in self.video.iter_mut().enumerate() {
+                    encoder.push(&v, frame.time_base, frame.captured_at, &mut self.scratch)?;
+                    out.extend(self.scratch.drain(..).map(|s| (index, s)));
+                }
+                Ok(())
+            }
+            RawMedia::Audio(a) => {
+                self.audio
+                    .push(a, frame.time_base, frame.captured_at, &mut self.scratch)?;
+                self.share_audio(out);
+                Ok(())
+            }
         }
     }
 
-    /// Drains both encoders at the end of the stream.
-    pub fn finish(&mut self, out: &mut Vec<Sample>) -> Result<(), PipelineError> {
-        self.video.finish(out)?;
-        self.audio.finish(out)
+    fn share_audio(&mut self, out: &mut Vec<(usize, Sample)>) {
+        for sample in self.scratch.drain(..) {
+            for index in 1..self.video.len() {
+                out.push((index, sample.clone()));
+            }
+            out.push((0, sample));
+        }
+    }
+
+    /// Drains every encoder at the end of the stream.
+    pub fn finish(&mut self, out: &mut Vec<(usize, Sample)>) -> Result<(), PipelineError> {
+        for (index, encoder) in self.video.iter_mut().enumerate() {
+            encoder.finish(&mut self.scratch)?;
+            out.extend(self.scratch.drain(..).map(|s| (index, s)));
+        }
+        self.audio.finish(&mut self.scratch)?;
+        self.share_audio(out);
+        Ok(())
     }
 }
