@@ -227,10 +227,17 @@ fn serve(settings: Settings, name: String, source: SourceSpec) -> anyhow::Result
         let server = mirror::server::RunningServer::start_with(&settings, &name, &source).await?;
         let port = server.h3_addr.port();
         let host = if server.h3_addr.ip().is_loopback() && server.h3_addr.is_ipv4() { "127.0.0.1" } else { "localhost" };
-        println!("Mirror is serving stream {name:?}:");
+        let mut names: Vec<&String> = server.state.streams.keys().collect();
+        names.sort();
+        println!("Mirror is serving:");
         println!("  player page:   https://{host}:{port}/");
-        println!("  multivariant:  https://{host}:{port}/{name}/index.m3u8");
-        println!("  media:         https://{host}:{port}/{name}/video.m3u8");
+        for stream in names {
+            println!("  stream {stream:?}: https://{host}:{port}/{stream}/index.m3u8");
+            for rendition in server.state.streams[stream].renditions() {
+                println!("    media:       https://{host}:{port}/{stream}/{}.m3u8", rendition.id());
+            }
+        }
+        println!("  status:        https://{host}:{port}/streams");
         println!("  HTTP/3 on UDP {}, HTTP/1.1 + HTTP/2 on TCP {}", server.h3_addr, server.tcp_addr);
         println!("  try:           curl --http3 -k https://{host}:{port}/{name}/video.m3u8");
         println!("  certificate:   {}", server.tls.cert_path.display());

@@ -109,7 +109,7 @@ impl RtspSource {
             }
             Err(_) => {
                 let error = closing(format!(
-                    "no playable video within {} s",
+                    "no two video keyframes within {} s (is the GOP longer?)",
                     OPEN_TIMEOUT.as_secs()
                 ));
                 let _ = thread.join();
@@ -367,14 +367,20 @@ impl Session {
                 // Until the GOP is known, samples wait in `start`.
                 if let Some(ready) = start.push(sample) {
                     let streams = demuxed.streams();
-                    let tracks = tracks_of(
+                    let mut tracks = tracks_of(
                         &self.name,
                         streams[video].parameters(),
                         audio.and_then(|a| streams[a].parameters()),
                         ready.frame_ticks,
                     )?;
+                    // The first GOP's bit rate is the only one known before the
+                    // multivariant playlist must give BANDWIDTH.
+                    for track in &mut tracks {
+                        track.average_bitrate = ready.bits_per_second(track.track_id);
+                    }
+                    // retina gives the frame *duration* in seconds as a fraction.
                     let frame_rate = match streams[video].parameters() {
-                        Some(ParametersRef::Video(v)) => v.frame_rate(),
+                        Some(ParametersRef::Video(v)) => v.frame_rate().map(|(n, d)| (d, n)),
                         _ => None,
                     }
                     .or(Some((90_000, ready.frame_ticks.max(1))));
@@ -446,6 +452,20 @@ struct Ready {
     gop: Duration,
     /// Median interval between video frames, 90 kHz ticks.
     frame_ticks: u32,
+}
+
+impl Ready {
+    /// A track's bit rate over the first GOP (the last sample, the second keyframe, is
+    /// not part of it).
+    fn bits_per_second(&self, track_id: u32) -> u32 {
+        let bytes: usize = self.samples[..self.samples.len().saturating_sub(1)]
+            .iter()
+            .filter(|s| s.track_id == track_id)
+            .map(|s| s.data.len())
+            .sum();
+        let secs = self.gop.as_secs_f64().max(0.001);
+        (bytes as f64 * 8.0 / secs) as u32
+    }
 }
 
 impl Startup {
@@ -651,5 +671,7 @@ mod tests {
         assert_eq!(ready.frame_ticks, 3000);
         assert_eq!(ready.samples.len(), 31);
         assert!(ready.samples[0].keyframe);
+        // 30 one-byte frames in one second.
+        assert_eq!(ready.bits_per_second(VIDEO_TRACK_ID), 240);
     }
 }

@@ -23,7 +23,9 @@ def launch_line(args):
         f"video/x-raw,width={args.width},height={args.height},framerate={args.fps}/1 ! "
         f"timeoverlay ! videoconvert ! "
     )
-    if args.codec == "h264":
+    if args.codec == "vp8":
+        video += "vp8enc deadline=1 ! rtpvp8pay name=pay0 pt=96"
+    elif args.codec == "h264":
         video += (
             f"x264enc tune=zerolatency speed-preset=ultrafast bitrate={args.kbps} "
             f"key-int-max={args.gop} bframes=0 ! video/x-h264,profile=high ! "
@@ -32,7 +34,9 @@ def launch_line(args):
     else:
         video += (
             f"x265enc tune=zerolatency speed-preset=ultrafast bitrate={args.kbps} "
-            f"key-int-max={args.gop} ! video/x-h265,profile=main ! "
+            f"key-int-max={args.gop} "
+            f'option-string="keyint={args.gop}:min-keyint={args.gop}:scenecut=0:open-gop=0" ! '
+            f"video/x-h265,profile=main ! "
             f"rtph265pay name=pay0 pt=96 config-interval=-1"
         )
     audio = ""
@@ -54,7 +58,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--path", default="/cam")
-    parser.add_argument("--codec", choices=["h264", "h265"], default="h264")
+    parser.add_argument("--codec", choices=["h264", "h265", "vp8"], default="h264")
     parser.add_argument("--audio", choices=["aac", "pcmu", "none"], default="aac")
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=360)

@@ -1,0 +1,352 @@
+//! RTSP ingest against a real RTSP server (GStreamer's gst-rtsp-server on loopback):
+//! passthrough of H.264+AAC and HEVC fetched over HTTP/3 and decoded by ffprobe, a
+//! server that dies and comes back, and sources that cannot be played.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::fixtures::loopback_settings;
+use common::h3client::H3Client;
+use common::rtsp::{RtspServer, free_port};
+use common::{decode_errors, probe_frames, with_init};
+use mirror::config::StreamSettings;
+use mirror::ingest::SourceSpec;
+use mirror::server::RunningServer;
+
+/// Polls `path` until it answers 200 (a network source opens in the background).
+async fn wait_ok(client: &H3Client, path: &str, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let fetched = client.get(path).await;
+        if fetched.status() == 200 {
+            return fetched.text();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path}: still {} after {within:?}",
+            fetched.status()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The media names of `playlist` with the given suffix, in order.
+fn uris(playlist: &str, suffix: &str) -> Vec<String> {
+    playlist
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.ends_with(suffix))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The playlist once it lists at least `segments` complete segments.
+async fn wait_segments(client: &H3Client, path: &str, segments: usize) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let playlist = wait_ok(client, path, Duration::from_secs(20)).await;
+        if uris(&playlist, ".m4s").len() >= segments {
+            return playlist;
+        }
+        assert!(Instant::now() < deadline, "no segments: {playlist}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Fetches `init` and `segment`, writes them as one file, returns its frames.
+async fn decode_segment(
+    client: &H3Client,
+    dir: &Path,
+    stream: &str,
+    init: &str,
+    segment: &str,
+) -> Vec<common::ProbedFrame> {
+    let init = client.get(&format!("/{stream}/{init}")).await;
+    assert_eq!(init.status(), 200);
+    let media = client.get(&format!("/{stream}/{segment}")).await;
+    assert_eq!(media.status(), 200);
+    let file = with_init(dir, segment, &init.body, &media.body);
+    let errors = decode_errors(&file);
+    assert!(errors.is_empty(), "{segment} decodes cleanly: {errors}");
+    probe_frames(&file)
+}
+
+fn map_uri(playlist: &str) -> String {
+    playlist
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MAP:URI=\""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("EXT-X-MAP")
+        .to_string()
+}
+
+/// CPU seconds this process has used (user + system), from /proc.
+fn process_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: f64 =
+        fields[11].parse::<f64>().unwrap_or(0.0) + fields[12].parse::<f64>().unwrap_or(0.0);
+    ticks / 100.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h264_and_aac_are_passed_through_and_decode() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let camera = RtspServer::start(free_port(), &["--codec", "h264", "--audio", "aac"]);
+    let settings = loopback_settings(dir.path(), 320, 240, 400);
+    let server = RunningServer::start_with(&settings, "cam", &SourceSpec::Rtsp(camera.url()))
+        .await
+        .expect("server starts");
+    let client = H3Client::connect(server.h3_addr, &server.tls).await;
+
+    let multivariant = wait_ok(&client, "/cam/index.m3u8", Duration::from_secs(20)).await;
+    assert!(
+        multivariant.contains("CODECS=\"avc1.") && multivariant.contains(",mp4a.40.2\""),
+        "{multivariant}"
+    );
+    assert!(
+        multivariant.contains("RESOLUTION=640x360"),
+        "{multivariant}"
+    );
+    assert!(multivariant.contains("FRAME-RATE=30\n"), "{multivariant}");
+    assert!(!multivariant.contains("BANDWIDTH=0,"), "{multivariant}");
+
+    let playlist = wait_segments(&client, "/cam/video.m3u8", 3).await;
+    assert!(playlist.contains("#EXT-X-TARGETDURATION:1\n"), "{playlist}");
+    assert!(playlist.contains("#EXT-X-PROGRAM-DATE-TIME:"), "{playlist}");
+    assert!(
+        playlist.contains("#EXT-X-PRELOAD-HINT:TYPE=PART"),
+        "{playlist}"
+    );
+    let status = &server.state.streams["cam"].status();
+    assert_eq!(status.mode, Some("passthrough"));
+    assert_eq!(status.state, "live");
+
+    // A complete segment: the source's 1 s GOP, 30 frames, an IDR first, with sound.
+    let segments = uris(&playlist, ".m4s");
+    let segment = &segments[segments.len() - 2];
+    let frames = decode_segment(&client, dir.path(), "cam", &map_uri(&playlist), segment).await;
+    let video: Vec<_> = frames.iter().filter(|f| f.media_type == "video").collect();
+    assert!(
+        (28..=32).contains(&video.len()),
+        "{} video frames",
+        video.len()
+    );
+    assert!(video[0].key_frame, "segments start with an IDR");
+    let audio = frames.iter().filter(|f| f.media_type == "audio").count();
+    assert!(
+        audio >= 40,
+        "{audio} AAC frames in a second of 48 kHz sound"
+    );
+    // Frames are evenly spaced: passthrough keeps the source's timestamps.
+    for pair in video.windows(2) {
+        let step = pair[1].pts_time - pair[0].pts_time;
+        assert!((step - 1.0 / 30.0).abs() < 0.004, "frame step {step}");
+    }
+
+    // The passthrough path's CPU cost, for the record (the test binary holds the server
+    // and the client; the RTSP server is another process).
+    let before = process_cpu_seconds();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let used = process_cpu_seconds() - before;
+    eprintln!(
+        "passthrough 640x360@30 H.264+AAC: {:.1} % of a core (debug build)",
+        used / 3.0 * 100.0
+    );
+    drop(camera);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hevc_is_passed_through_and_decodes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let camera = RtspServer::start(free_port(), &["--codec", "h265", "--audio", "none"]);
+    let settings = loopback_settings(dir.path(), 320, 240, 400);
+    let server = RunningServer::start_with(&settings, "cam", &SourceSpec::Rtsp(camera.url()))
+        .await
+        .expect("server starts");
+    let client = H3Client::connect(server.h3_addr, &server.tls).await;
+    let multivariant = wait_ok(&client, "/cam/index.m3u8", Duration::from_secs(20)).await;
+    assert!(multivariant.contains("CODECS=\"hvc1.1."), "{multivariant}");
+    let playlist = wait_segments(&client, "/cam/video.m3u8", 2).await;
+    let segments = uris(&playlist, ".m4s");
+    let frames = decode_segment(
+        &client,
+        dir.path(),
+        "cam",
+        &map_uri(&playlist),
+        &segments[segments.len() - 1],
+    )
+    .await;
+    assert!(frames.len() >= 28, "{} frames", frames.len());
+    assert!(frames[0].key_frame);
+    let probe = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(dir.path().join(&segments[segments.len() - 1]))
+        .output()
+        .expect("ffprobe");
+    assert_eq!(String::from_utf8_lossy(&probe.stdout).trim(), "hevc");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_dies_and_returns_gives_a_discontinuity_and_the_next_msn() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let camera = RtspServer::start(port, &["--codec", "h264", "--audio", "aac"]);
+    let settings = loopback_settings(dir.path(), 320, 240, 400);
+    let server = RunningServer::start_with(&settings, "cam", &SourceSpec::Rtsp(camera.url()))
+        .await
+        .expect("server starts");
+    let client = H3Client::connect(server.h3_addr, &server.tls).await;
+    wait_segments(&client, "/cam/video.m3u8", 2).await;
+    let stream = server.state.streams["cam"].clone();
+
+    camera.kill();
+    let before = stream.current().position.open_msn;
+    let started = Instant::now();
+    let blocked = client
+        .get(&format!("/cam/video.m3u8?_HLS_msn={}", before + 1))
+        .await;
+    assert_eq!(
+        blocked.status(),
+        503,
+        "a blocked reload ends, it does not hang"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "within three target durations: {:?}",
+        started.elapsed()
+    );
+    let status = stream.status();
+    assert_eq!(status.state, "retrying");
+    assert!(status.last_error.is_some());
+    assert_eq!(client.get("/cam/video.m3u8").await.status(), 200);
+    let stalled = stream.current().position.open_msn;
+
+    let camera = RtspServer::start(port, &["--codec", "h264", "--audio", "aac"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stream.current().position.open_msn < stalled + 2 {
+        assert!(Instant::now() < deadline, "the stream did not resume");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let playlist = client.get("/cam/video.m3u8").await.text();
+    assert!(playlist.contains("#EXT-X-DISCONTINUITY\n"), "{playlist}");
+    // MSNs go on: the segment after the break is the next number.
+    let after: Vec<u64> = uris(&playlist, ".m4s")
+        .iter()
+        .filter_map(|u| u.rsplit('-').next()?.strip_suffix(".m4s")?.parse().ok())
+        .collect();
+    assert!(after.windows(2).all(|w| w[1] == w[0] + 1), "{after:?}");
+    assert!(*after.last().unwrap_or(&0) >= stalled, "{after:?}");
+    // The segment right after the discontinuity decodes on its own.
+    let lines: Vec<&str> = playlist.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| *l == "#EXT-X-DISCONTINUITY")
+        .expect("tag");
+    let first_after = lines[at..]
+        .iter()
+        .find(|l| !l.starts_with('#'))
+        .expect("a segment after the break");
+    let frames = decode_segment(&client, dir.path(), "cam", &map_uri(&playlist), first_after).await;
+    assert!(
+        frames
+            .iter()
+            .any(|f| f.media_type == "video" && f.key_frame)
+    );
+    assert!(stream.status().restarts >= 1);
+    assert_eq!(stream.status().state, "live");
+    drop(camera);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_sources_are_retried_and_leave_other_streams_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let camera = RtspServer::start(free_port(), &["--codec", "vp8", "--audio", "none"]);
+    let mut settings = loopback_settings(dir.path(), 320, 240, 400);
+    let stream = |name: &str, source: String| StreamSettings {
+        name: name.into(),
+        source,
+        renditions: Vec::new(),
+    };
+    settings.streams = vec![
+        stream("good", "testsrc".into()),
+        stream("refused", format!("rtsp://127.0.0.1:{}/cam", free_port())),
+        stream(
+            "wrongpath",
+            format!("rtsp://127.0.0.1:{}/nothing-here", camera.port),
+        ),
+        stream("vp8", camera.url()),
+    ];
+    settings.validate().expect("valid settings");
+    let server = RunningServer::start_with(&settings, "", &SourceSpec::TestPattern)
+        .await
+        .expect("bad network sources do not stop start-up");
+    let client = H3Client::connect(server.h3_addr, &server.tls).await;
+    let good = server.state.streams["good"].clone();
+    let mut updates = good.subscribe();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while updates.borrow_and_update().position.open_msn < 4 {
+        assert!(Instant::now() < deadline, "the good stream stalled");
+        tokio::time::timeout(Duration::from_secs(5), updates.changed())
+            .await
+            .expect("the good stream keeps publishing")
+            .expect("running");
+    }
+    for (name, expected) in [
+        ("refused", "refused"),
+        ("wrongpath", "404"),
+        ("vp8", "no H.264 or H.265 video stream"),
+    ] {
+        // Backoff starts at 0.5 s: a second attempt comes within a few seconds.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while server.state.streams[name].status().restarts < 2 {
+            assert!(Instant::now() < deadline, "{name} is not retried");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let status = server.state.streams[name].status();
+        assert_eq!(status.state, "retrying", "{name}: {status:?}");
+        let error = status.last_error.unwrap_or_default();
+        assert!(
+            error.to_lowercase().contains(&expected.to_lowercase()),
+            "{name}: {error}"
+        );
+        assert!(
+            status.restarts >= 2,
+            "{name} is retried: {}",
+            status.restarts
+        );
+        assert_eq!(
+            client.get(&format!("/{name}/index.m3u8")).await.status(),
+            503
+        );
+    }
+    let json = client.get("/streams").await.text();
+    assert!(json.contains("\"state\":\"retrying\""), "{json}");
+    assert_eq!(client.get("/good/index.m3u8").await.status(), 200);
+
+    // A local file that is not media is a configuration mistake: start-up stops.
+    let not_media = dir.path().join("notes.txt");
+    std::fs::write(&not_media, "not a video").expect("write");
+    let error = RunningServer::start_with(
+        &loopback_settings(dir.path(), 320, 240, 400),
+        "file",
+        &SourceSpec::File(not_media),
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert!(error.to_string().contains("notes.txt"), "{error}");
+}
