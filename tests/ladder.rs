@@ -1,0 +1,204 @@
+//! A two-rendition ladder from one decoded source: both renditions decodable, their
+//! keyframes at the same times, the multivariant playlist describing each, and every
+//! media playlist reporting where the other rendition is.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::fixtures::loopback_settings;
+use common::h3client::H3Client;
+use common::{probe_frames, with_init};
+use mirror::config::{RenditionCodec, RenditionSettings, StreamSettings};
+use mirror::ingest::SourceSpec;
+use mirror::server::RunningServer;
+
+fn rendition(name: &str, width: u32, height: u32, kbps: u32) -> RenditionSettings {
+    RenditionSettings {
+        name: name.into(),
+        codec: RenditionCodec::H264,
+        width: Some(width),
+        height: Some(height),
+        video_bitrate_kbps: Some(kbps),
+        encoder: None,
+    }
+}
+
+/// `(uri, PDT)` of each complete segment.
+fn segments(playlist: &str) -> Vec<(String, String)> {
+    let mut pdt = String::new();
+    let mut out = Vec::new();
+    for line in playlist.lines() {
+        if let Some(at) = line.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:") {
+            pdt = at.to_string();
+        } else if !line.starts_with('#') && line.ends_with(".m4s") {
+            out.push((line.to_string(), pdt.clone()));
+        }
+    }
+    out
+}
+
+fn msn_of(uri: &str) -> u64 {
+    uri.rsplit('-')
+        .next()
+        .and_then(|s| s.strip_suffix(".m4s"))
+        .and_then(|s| s.parse().ok())
+        .expect("segment MSN")
+}
+
+/// The `(LAST-MSN, LAST-PART)` a playlist reports for `uri`.
+fn report(playlist: &str, uri: &str) -> (u64, u32) {
+    let line = playlist
+        .lines()
+        .find(|l| l.starts_with(&format!("#EXT-X-RENDITION-REPORT:URI=\"{uri}\"")))
+        .unwrap_or_else(|| panic!("no report of {uri}: {playlist}"));
+    let value = |key: &str| -> u64 {
+        line.split(',')
+            .find_map(|kv| kv.strip_prefix(key))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{key} in {line}"))
+    };
+    (value("LAST-MSN="), value("LAST-PART=") as u32)
+}
+
+/// The `(MSN, part)` of a playlist's own last listed part.
+fn own_edge(playlist: &str) -> (u64, u32) {
+    let last = playlist
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXT-X-PART:"))
+        .last()
+        .expect("parts");
+    let uri = last
+        .split("URI=\"")
+        .nth(1)
+        .expect("URI")
+        .split('"')
+        .next()
+        .unwrap_or("");
+    let (msn, part) = uri
+        .rsplit('-')
+        .next()
+        .and_then(|s| s.strip_suffix(".m4s"))
+        .and_then(|s| s.split_once('.'))
+        .expect("msn.part");
+    (msn.parse().expect("msn"), part.parse().expect("part"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_rendition_ladder_is_aligned_decodable_and_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut settings = loopback_settings(dir.path(), 640, 360, 800);
+    settings.streams = vec![StreamSettings {
+        name: "ladder".into(),
+        source: "testsrc".into(),
+        renditions: vec![
+            rendition("high", 640, 360, 800),
+            rendition("low", 320, 180, 250),
+        ],
+    }];
+    settings.validate().expect("valid");
+    let server = RunningServer::start_with(&settings, "", &SourceSpec::TestPattern)
+        .await
+        .expect("server starts");
+    let client = H3Client::connect(server.h3_addr, &server.tls).await;
+
+    let multivariant = client.get("/ladder/index.m3u8").await.text();
+    let variants: Vec<&str> = multivariant
+        .lines()
+        .filter(|l| l.starts_with("#EXT-X-STREAM-INF:"))
+        .collect();
+    assert_eq!(variants.len(), 2, "{multivariant}");
+    for (line, resolution, average) in [
+        (variants[0], "RESOLUTION=640x360", 800_000 + 128_000),
+        (variants[1], "RESOLUTION=320x180", 250_000 + 128_000),
+    ] {
+        assert!(line.contains(resolution), "{line}");
+        assert!(line.contains("CODECS=\"avc1."), "{line}");
+        assert!(line.contains(",mp4a.40.2\""), "{line}");
+        assert!(line.contains("FRAME-RATE=30"), "{line}");
+        assert!(
+            line.contains(&format!("AVERAGE-BANDWIDTH={average}")),
+            "{line}"
+        );
+    }
+    assert!(multivariant.contains("\nhigh.m3u8\n") && multivariant.contains("\nlow.m3u8\n"));
+
+    // Wait for three complete segments in both.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (high, low) = loop {
+        let high = client.get("/ladder/high.m3u8?_HLS_msn=3").await.text();
+        let low = client.get("/ladder/low.m3u8?_HLS_msn=3").await.text();
+        if segments(&high).len() >= 3 && segments(&low).len() >= 3 {
+            break (high, low);
+        }
+        assert!(Instant::now() < deadline, "no segments: {high}");
+    };
+
+    // Each reports the other, within one part of where the other says it is.
+    for (playlist, other_uri, other) in [(&high, "low.m3u8", &low), (&low, "high.m3u8", &high)] {
+        let reported = report(playlist, other_uri);
+        let actual = own_edge(other);
+        let parts_apart = |a: (u64, u32), b: (u64, u32)| -> i64 {
+            (a.0 as i64 - b.0 as i64) * 5 + (a.1 as i64 - b.1 as i64)
+        };
+        assert!(
+            parts_apart(actual, reported).abs() <= 2,
+            "report {reported:?} vs {other_uri} at {actual:?}"
+        );
+        assert_eq!(
+            playlist.matches("#EXT-X-RENDITION-REPORT:").count(),
+            1,
+            "only the other rendition is reported"
+        );
+    }
+
+    // Segments with the same MSN start at the same time with an IDR in both.
+    let high_segments = segments(&high);
+    let low_segments = segments(&low);
+    let (high_uri, high_pdt) = &high_segments[high_segments.len() - 2];
+    let (low_uri, low_pdt) = low_segments
+        .iter()
+        .find(|(uri, _)| msn_of(uri) == msn_of(high_uri))
+        .expect("same MSN in both");
+    assert_eq!(high_pdt, low_pdt, "same capture time");
+    let mut starts = Vec::new();
+    for (playlist, uri, size) in [(&high, high_uri, (640, 360)), (&low, low_uri, (320, 180))] {
+        let map = playlist
+            .lines()
+            .find_map(|l| l.strip_prefix("#EXT-X-MAP:URI=\""))
+            .and_then(|l| l.strip_suffix('"'))
+            .expect("map");
+        let init = client.get(&format!("/ladder/{map}")).await;
+        let media = client.get(&format!("/ladder/{uri}")).await;
+        assert_eq!((init.status(), media.status()), (200, 200));
+        let file = with_init(dir.path(), uri, &init.body, &media.body);
+        let errors = common::decode_errors(&file);
+        assert!(errors.is_empty(), "{uri}: {errors}");
+        let frames = probe_frames(&file);
+        let video: Vec<_> = frames.iter().filter(|f| f.media_type == "video").collect();
+        assert_eq!(video.len(), 30, "{uri}: one second at 30 fps");
+        assert!(video[0].key_frame, "{uri} starts with an IDR");
+        assert_eq!(video.iter().filter(|f| f.key_frame).count(), 1);
+        starts.push(video[0].pts_time);
+        let dims = std::process::Command::new("ffprobe")
+            .args(["-v", "error", "-select_streams", "v", "-show_entries"])
+            .args(["stream=width,height", "-of", "csv=p=0"])
+            .arg(&file)
+            .output()
+            .expect("ffprobe");
+        assert_eq!(
+            String::from_utf8_lossy(&dims.stdout).trim(),
+            format!("{},{}", size.0, size.1)
+        );
+    }
+    assert!(
+        (starts[0] - starts[1]).abs() < 1e-6,
+        "keyframes aligned: {starts:?}"
+    );
+    // Names carry the profile hash: different renditions, different names.
+    assert_ne!(
+        high_uri.split('-').nth(1),
+        low_uri.split('-').nth(1),
+        "{high_uri} / {low_uri}"
+    );
+}
