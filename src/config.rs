@@ -177,8 +177,10 @@ pub struct SourceSettings {
     /// when the media thread falls behind; when full, the oldest GOP is dropped.
     pub jitter_buffer_samples: usize,
     /// The watchdog: a source that delivers nothing for this many milliseconds is
-    /// restarted (with backoff). Default 0, meaning three PART-TARGETs for a live source;
-    /// a file source gets at least 5 s, since libav may read ahead.
+    /// restarted (with backoff). Default 0: three PART-TARGETs for an RTSP source, and
+    /// 2 s as libav's read timeout for `srt://`, `udp://`, `http(s)://` … sources (whose
+    /// open probes the stream first). Encoders that take frames and give nothing back
+    /// for this long (at least 2 s) are restarted the same way.
     pub stall_timeout_ms: u32,
 }
 

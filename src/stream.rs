@@ -280,7 +280,7 @@ impl LiveStream {
             error,
         })?;
         let first = match spec {
-            SourceSpec::Rtsp(_) => None,
+            SourceSpec::Rtsp(_) | SourceSpec::Url(_) => None,
             _ => Some(spec.open_any(&settings.source, true).map_err(|error| {
                 StreamError::Source {
                     stream: stream.clone(),

@@ -65,8 +65,8 @@ fn report(playlist: &str, uri: &str) -> (u64, u32) {
 fn own_edge(playlist: &str) -> (u64, u32) {
     let last = playlist
         .lines()
-        .filter_map(|l| l.strip_prefix("#EXT-X-PART:"))
-        .last()
+        .rev()
+        .find_map(|l| l.strip_prefix("#EXT-X-PART:"))
         .expect("parts");
     let uri = last
         .split("URI=\"")

@@ -9,6 +9,7 @@ pub mod jitter;
 mod lavfi;
 pub mod rtsp;
 pub mod testsrc;
+pub mod url;
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -18,6 +19,7 @@ use ffmpeg_next as ffmpeg;
 pub use file::FileSource;
 pub use rtsp::{RtspSource, RtspTransport};
 pub use testsrc::TestPattern;
+pub use url::UrlSource;
 
 use crate::cmaf::{Sample, TrackInfo};
 use crate::config::SourceSettings;
@@ -32,6 +34,9 @@ pub enum SourceSpec {
     /// An RTSP camera or server (`rtsp://[user:password@]host[:port]/path`), passed
     /// through.
     Rtsp(String),
+    /// A network source libav opens (`srt://`, `udp://`, `rtmp://`, `http(s)://`, …),
+    /// decoded and encoded.
+    Url(String),
 }
 
 /// An opened source: raw frames to encode, or encoded samples to pass through.
@@ -43,13 +48,15 @@ pub enum OpenedSource {
 }
 
 impl SourceSpec {
-    /// `testsrc` is the test pattern, `rtsp://…` an RTSP source; anything else names a
-    /// file.
+    /// `testsrc` is the test pattern, `rtsp://…` an RTSP source, `srt://`, `udp://`,
+    /// `rtmp://`, `http(s)://` … a libav network source; anything else names a file.
     pub fn parse(text: &str) -> Self {
         if text == "testsrc" {
             SourceSpec::TestPattern
         } else if text.starts_with("rtsp://") || text.starts_with("rtsps://") {
             SourceSpec::Rtsp(text.to_string())
+        } else if url::is_url(text) {
+            SourceSpec::Url(text.to_string())
         } else {
             SourceSpec::File(PathBuf::from(text))
         }
@@ -89,6 +96,11 @@ impl SourceSpec {
                 settings.rtsp_transport,
                 settings.jitter_buffer_samples,
             )?)),
+            SourceSpec::Url(url) => {
+                let timeout = (settings.stall_timeout_ms > 0)
+                    .then(|| Duration::from_millis(u64::from(settings.stall_timeout_ms)));
+                OpenedSource::Raw(Box::new(UrlSource::open(url, timeout)?))
+            }
         })
     }
 }
@@ -98,7 +110,7 @@ impl std::fmt::Display for SourceSpec {
         match self {
             SourceSpec::TestPattern => f.write_str("testsrc"),
             SourceSpec::File(path) => write!(f, "{}", path.display()),
-            SourceSpec::Rtsp(url) => f.write_str(&rtsp::redact(url)),
+            SourceSpec::Rtsp(url) | SourceSpec::Url(url) => f.write_str(&rtsp::redact(url)),
         }
     }
 }

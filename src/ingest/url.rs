@@ -1,0 +1,452 @@
+//! Network sources libav can open: `srt://`, `udp://` and `rtp://` MPEG-TS, `rtmp://`,
+//! `http(s)://` (HLS or progressive), `tcp://`. One demuxer, one decoder per stream,
+//! and per stream a filter graph that brings frames to what the encoders take
+//! (constant frame rate, even size, yuv420p; 48 kHz stereo float in 1024-sample frames).
+//!
+//! A dead peer never hangs the media thread: libav's `rw_timeout` ends any read that
+//! waits longer than the watchdog allows, and the stream restarts the source with
+//! backoff. Timestamps start at zero at the first picture; frames are released at the
+//! pace of their timestamps (a source that bursts, like HLS fetching whole segments, is
+//! smoothed to real time), and each frame's capture time is the arrival of the first
+//! picture plus its media time. A source without sound gets silence.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant, SystemTime};
+
+use ffmpeg::{Dictionary, Rational, codec, filter, format, frame, media};
+use ffmpeg_next as ffmpeg;
+
+use super::lavfi::AUDIO_FRAME_SAMPLES;
+use super::{IngestError, RawMedia, Source, SourceFormat, SourceFrame};
+
+/// Sampling rate audio is resampled to.
+const SAMPLE_RATE: u32 = 48_000;
+/// Longest read wait when the watchdog is left at its default.
+const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// Frames decoded ahead of the other track before giving up on order.
+const MAX_QUEUED: usize = 64;
+
+/// Whether `text` names a network source this module opens.
+pub fn is_url(text: &str) -> bool {
+    const SCHEMES: [&str; 8] = [
+        "srt://", "udp://", "rtp://", "rtmp://", "rtmps://", "http://", "https://", "tcp://",
+    ];
+    SCHEMES.iter().any(|s| text.starts_with(s))
+}
+
+/// A stream's decoder and the graph after it.
+struct Track<D> {
+    index: usize,
+    decoder: D,
+    graph: filter::Graph,
+    /// The sink's time base.
+    out_time_base: Rational,
+}
+
+/// See the module docs.
+pub struct UrlSource {
+    name: String,
+    input: format::context::Input,
+    video: Track<codec::decoder::Video>,
+    audio: Option<Track<codec::decoder::Audio>>,
+    format: SourceFormat,
+    /// First picture's timestamp, in the video stream's time base: media time zero.
+    origin: Option<i64>,
+    video_time_base: Rational,
+    audio_time_base: Rational,
+    start: Instant,
+    start_wall: SystemTime,
+    queued_video: VecDeque<(frame::Video, Duration)>,
+    queued_audio: VecDeque<(frame::Audio, Duration)>,
+    /// Media time just past the last audio frame (silence is made up to the video).
+    audio_end: Duration,
+}
+
+fn media_time(pts: i64, time_base: Rational) -> Duration {
+    let nanos = i128::from(pts.max(0)) * i128::from(time_base.numerator()) * 1_000_000_000
+        / i128::from(time_base.denominator().max(1));
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(0))
+}
+
+fn ticks(at: Duration, time_base: Rational) -> i64 {
+    let t = i128::try_from(at.as_nanos()).unwrap_or(0) * i128::from(time_base.denominator())
+        / (i128::from(time_base.numerator().max(1)) * 1_000_000_000);
+    i64::try_from(t).unwrap_or(0)
+}
+
+/// A graph from a buffer source named "in" through `spec` into a sink named "out".
+fn graph(source: &str, args: &str, sink: &str, spec: &str) -> Result<filter::Graph, ffmpeg::Error> {
+    let mut graph = filter::Graph::new();
+    graph.add(
+        &filter::find(source).ok_or(ffmpeg::Error::FilterNotFound)?,
+        "in",
+        args,
+    )?;
+    graph.add(
+        &filter::find(sink).ok_or(ffmpeg::Error::FilterNotFound)?,
+        "out",
+        "",
+    )?;
+    graph.output("in", 0)?.input("out", 0)?.parse(spec)?;
+    graph.validate()?;
+    Ok(graph)
+}
+
+impl UrlSource {
+    /// Opens `url`; reads wait at most `read_timeout` (`None`: 2 s).
+    pub fn open(url: &str, read_timeout: Option<Duration>) -> Result<Self, IngestError> {
+        let name = url.to_string();
+        let err = |what| {
+            let source_name = name.clone();
+            move |error| IngestError::Libav {
+                source_name,
+                what,
+                error,
+            }
+        };
+        super::init_libav().map_err(err("initialising libav"))?;
+        let timeout = read_timeout.unwrap_or(DEFAULT_READ_TIMEOUT);
+        let micros = timeout.as_micros().to_string();
+        let mut options = Dictionary::new();
+        // Every protocol's reads (and SRT/TCP/HTTP connects) give up after this.
+        options.set("rw_timeout", &micros);
+        options.set("timeout", &micros);
+        // Start fast: a live source is probed for half a second, not five.
+        options.set("analyzeduration", "500000");
+        options.set("probesize", "1000000");
+        options.set("fflags", "nobuffer");
+        let input = format::input_with_dictionary(url, options).map_err(err("opening"))?;
+        let stream =
+            input
+                .streams()
+                .best(media::Type::Video)
+                .ok_or_else(|| IngestError::Unsupported {
+                    source_name: name.clone(),
+                    reason: "no video stream".into(),
+                })?;
+        let video_index = stream.index();
+        let video_time_base = stream.time_base();
+        let rate = stream.avg_frame_rate();
+        let rate = if rate.numerator() > 0 && rate.denominator() > 0 {
+            rate
+        } else {
+            let r = stream.rate();
+            if r.numerator() > 0 && r.denominator() > 0 {
+                r
+            } else {
+                Rational(30, 1)
+            }
+        };
+        let decoder = codec::context::Context::from_parameters(stream.parameters())
+            .and_then(|c| c.decoder().video())
+            .map_err(err("opening the video decoder"))?;
+        let (width, height) = (decoder.width() & !1, decoder.height() & !1);
+        if width == 0 || height == 0 {
+            return Err(IngestError::Unsupported {
+                source_name: name,
+                reason: "the video has no size".into(),
+            });
+        }
+        let args = format!(
+            "video_size={}x{}:pix_fmt={}:time_base={}/{}:pixel_aspect=1/1",
+            decoder.width(),
+            decoder.height(),
+            ffmpeg::ffi::AVPixelFormat::from(decoder.format()) as i32,
+            video_time_base.numerator(),
+            video_time_base.denominator().max(1),
+        );
+        let spec = format!(
+            "fps={}/{},scale={width}:{height},format=yuv420p",
+            rate.numerator(),
+            rate.denominator()
+        );
+        let mut video_graph =
+            graph("buffer", &args, "buffersink", &spec).map_err(err("building the video graph"))?;
+        let video_out = video_graph
+            .get("out")
+            .ok_or(ffmpeg::Error::FilterNotFound)
+            .map_err(err("building the video graph"))?
+            .sink()
+            .time_base();
+        let audio = match input.streams().best(media::Type::Audio) {
+            None => None,
+            Some(stream) => {
+                let index = stream.index();
+                let decoder = codec::context::Context::from_parameters(stream.parameters())
+                    .and_then(|c| c.decoder().audio())
+                    .map_err(err("opening the audio decoder"))?;
+                let layout = if decoder.channel_layout().is_empty() {
+                    ffmpeg::ChannelLayout::default(i32::from(decoder.channels()))
+                } else {
+                    decoder.channel_layout()
+                };
+                let tb = stream.time_base();
+                let args = format!(
+                    "time_base={}/{}:sample_rate={}:sample_fmt={}:channel_layout=0x{:x}",
+                    tb.numerator(),
+                    tb.denominator().max(1),
+                    decoder.rate(),
+                    decoder.format().name(),
+                    layout.bits()
+                );
+                let spec = format!(
+                    "aresample={SAMPLE_RATE},aformat=sample_fmts=fltp:channel_layouts=stereo"
+                );
+                let mut graph = graph("abuffer", &args, "abuffersink", &spec)
+                    .map_err(err("building the audio graph"))?;
+                let mut out = graph
+                    .get("out")
+                    .ok_or(ffmpeg::Error::FilterNotFound)
+                    .map_err(err("building the audio graph"))?;
+                out.sink().set_frame_size(AUDIO_FRAME_SAMPLES);
+                let out_time_base = out.sink().time_base();
+                Some(Track {
+                    index,
+                    decoder,
+                    graph,
+                    out_time_base,
+                })
+            }
+        };
+        let audio_time_base = audio
+            .as_ref()
+            .map_or(Rational(1, SAMPLE_RATE as i32), |a| a.out_time_base);
+        Ok(Self {
+            format: SourceFormat {
+                width,
+                height,
+                frame_rate: rate,
+                video_time_base: video_out,
+                sample_rate: SAMPLE_RATE,
+                audio_time_base,
+            },
+            name,
+            input,
+            video: Track {
+                index: video_index,
+                decoder,
+                graph: video_graph,
+                out_time_base: video_out,
+            },
+            audio,
+            origin: None,
+            video_time_base,
+            audio_time_base,
+            start: Instant::now(),
+            start_wall: SystemTime::now(),
+            queued_video: VecDeque::new(),
+            queued_audio: VecDeque::new(),
+            audio_end: Duration::ZERO,
+        })
+    }
+
+    fn error(&self, what: &'static str) -> impl FnOnce(ffmpeg::Error) -> IngestError + '_ {
+        move |error| IngestError::Libav {
+            source_name: self.name.clone(),
+            what,
+            error,
+        }
+    }
+
+    /// Reads one packet and queues whatever frames it yields.
+    fn read_packet(&mut self) -> Result<(), IngestError> {
+        let mut packet = ffmpeg::Packet::empty();
+        match packet.read(&mut self.input) {
+            Ok(()) => {}
+            Err(ffmpeg::Error::Eof) => return Err(IngestError::Ended(self.name.clone())),
+            Err(error) => return Err(self.error("reading")(error)),
+        }
+        let index = packet.stream();
+        if index == self.video.index {
+            // The decoder's errors on a damaged packet are the source's problem, not
+            // the stream's: drop the packet and go on.
+            if self.video.decoder.send_packet(&packet).is_err() {
+                return Ok(());
+            }
+            let mut decoded = frame::Video::empty();
+            while self.video.decoder.receive_frame(&mut decoded).is_ok() {
+                let Some(pts) = decoded.timestamp().or(decoded.pts()) else {
+                    continue;
+                };
+                if self.origin.is_none() {
+                    // Media time zero is the first picture; its arrival is its capture.
+                    self.origin = Some(pts);
+                    self.start = Instant::now();
+                    self.start_wall = SystemTime::now();
+                }
+                let origin = self.origin.unwrap_or(pts);
+                if pts < origin {
+                    continue;
+                }
+                decoded.set_pts(Some(pts - origin));
+                let mut source = self
+                    .video
+                    .graph
+                    .get("in")
+                    .ok_or(ffmpeg::Error::FilterNotFound);
+                source
+                    .as_mut()
+                    .map_err(|e| *e)
+                    .and_then(|s| s.source().add(&decoded))
+                    .map_err(self.error("filtering video"))?;
+            }
+            let mut out = frame::Video::empty();
+            while let Some(mut sink) = self.video.graph.get("out") {
+                if sink.sink().frame(&mut out).is_err() {
+                    break;
+                }
+                let at = media_time(out.pts().unwrap_or(0), self.video.out_time_base);
+                self.queued_video.push_back((out.clone(), at));
+            }
+        } else if let Some(audio) = self.audio.as_mut().filter(|a| a.index == index) {
+            let Some(origin) = self.origin else {
+                return Ok(()); // no sound before the first picture
+            };
+            if audio.decoder.send_packet(&packet).is_err() {
+                return Ok(());
+            }
+            let stream_tb = self
+                .input
+                .stream(index)
+                .map_or(Rational(1, 90_000), |s| s.time_base());
+            let origin_at = media_time(origin, self.video_time_base);
+            let mut decoded = frame::Audio::empty();
+            while audio.decoder.receive_frame(&mut decoded).is_ok() {
+                let Some(pts) = decoded.timestamp().or(decoded.pts()) else {
+                    continue;
+                };
+                let at = media_time(pts, stream_tb);
+                if at < origin_at {
+                    continue;
+                }
+                decoded.set_pts(Some(ticks(at - origin_at, stream_tb)));
+                if decoded.channel_layout().is_empty() {
+                    decoded.set_channel_layout(ffmpeg::ChannelLayout::default(i32::from(
+                        decoded.channels(),
+                    )));
+                }
+                if let Some(mut input) = audio.graph.get("in") {
+                    let _ = input.source().add(&decoded);
+                }
+            }
+            let mut out = frame::Audio::empty();
+            while let Some(mut sink) = audio.graph.get("out") {
+                if sink.sink().frame(&mut out).is_err() {
+                    break;
+                }
+                if out.samples() != AUDIO_FRAME_SAMPLES as usize {
+                    continue;
+                }
+                let at = media_time(out.pts().unwrap_or(0), audio.out_time_base);
+                self.queued_audio.push_back((out.clone(), at));
+            }
+        }
+        Ok(())
+    }
+
+    /// A frame of silence at `at`.
+    fn silence(&self, at: Duration) -> frame::Audio {
+        let mut silence = frame::Audio::new(
+            format::Sample::F32(format::sample::Type::Planar),
+            AUDIO_FRAME_SAMPLES as usize,
+            ffmpeg::ChannelLayout::STEREO,
+        );
+        silence.set_rate(SAMPLE_RATE);
+        for plane in 0..2 {
+            silence.plane_mut::<f32>(plane).fill(0.0);
+        }
+        silence.set_pts(Some(ticks(at, self.audio_time_base)));
+        silence
+    }
+}
+
+impl Source for UrlSource {
+    fn format(&self) -> SourceFormat {
+        self.format
+    }
+
+    fn next_frame(&mut self) -> Result<SourceFrame, IngestError> {
+        loop {
+            let video_at = self.queued_video.front().map(|(_, at)| *at);
+            let audio_at = self.queued_audio.front().map(|(_, at)| *at);
+            let take_audio = match (video_at, audio_at) {
+                (_, Some(a)) if video_at.is_none_or(|v| a <= v) => Some(true),
+                // Without a sound track, silence keeps up with the pictures.
+                (Some(v), None) if self.audio.is_none() && self.audio_end <= v => {
+                    let silence = self.silence(self.audio_end);
+                    let at = self.audio_end;
+                    self.audio_end += Duration::from_nanos(
+                        u64::from(AUDIO_FRAME_SAMPLES) * 1_000_000_000 / u64::from(SAMPLE_RATE),
+                    );
+                    self.queued_audio.push_back((silence, at));
+                    continue;
+                }
+                (Some(_), None) if self.audio.is_none() || self.queued_video.len() > MAX_QUEUED => {
+                    Some(false)
+                }
+                (Some(_), Some(_)) => Some(false),
+                _ => None,
+            };
+            let Some(take_audio) = take_audio else {
+                self.read_packet()?;
+                continue;
+            };
+            let (media, time_base, at) = if take_audio {
+                let (f, at) = self
+                    .queued_audio
+                    .pop_front()
+                    .ok_or(IngestError::Ended(self.name.clone()))?;
+                (RawMedia::Audio(f), self.audio_time_base, at)
+            } else {
+                let (f, at) = self
+                    .queued_video
+                    .pop_front()
+                    .ok_or(IngestError::Ended(self.name.clone()))?;
+                (RawMedia::Video(f), self.video.out_time_base, at)
+            };
+            let due = self.start + at;
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            return Ok(SourceFrame {
+                media,
+                time_base,
+                captured_at: self.start_wall + at,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_schemes_are_urls_and_paths_are_not() {
+        assert!(is_url("srt://127.0.0.1:9000?mode=listener"));
+        assert!(is_url("udp://127.0.0.1:5000"));
+        assert!(is_url("https://example.com/live.m3u8"));
+        assert!(!is_url("clips/intro.mp4"));
+        assert!(!is_url("rtsp://camera/stream"));
+    }
+
+    #[test]
+    fn a_dead_peer_times_out_instead_of_hanging() {
+        // Nothing sends to this port: the read timeout ends the open.
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let port = socket.local_addr().expect("addr").port();
+        drop(socket);
+        let started = Instant::now();
+        let result = UrlSource::open(
+            &format!("udp://127.0.0.1:{port}"),
+            Some(Duration::from_millis(500)),
+        );
+        assert!(result.is_err(), "no data, no source");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+}

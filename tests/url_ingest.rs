@@ -1,0 +1,116 @@
+//! libav network sources: the ffmpeg CLI pushes MPEG-TS to Mirror over UDP and over
+//! SRT on loopback; what Mirror serves over HTTP/3 decodes.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::fixtures::loopback_settings;
+use common::h3client::H3Client;
+use common::rtsp::free_port;
+use common::{decode_errors, probe_frames, with_init};
+use mirror::ingest::SourceSpec;
+use mirror::server::RunningServer;
+
+/// `ffmpeg` sending 20 s of a 25 fps test pattern with a tone as MPEG-TS to `url`.
+struct Sender(Child);
+
+impl Sender {
+    fn start(url: &str) -> Self {
+        let child = Command::new("ffmpeg")
+            .args(["-nostdin", "-v", "error", "-re"])
+            .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
+            .args(["-t", "20", "-c:v", "libx264", "-preset", "ultrafast"])
+            .args([
+                "-tune",
+                "zerolatency",
+                "-g",
+                "25",
+                "-c:a",
+                "aac",
+                "-f",
+                "mpegts",
+            ])
+            .arg(url)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("ffmpeg runs");
+        Self(child)
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn served_segment_decodes(source: &str, sender_url: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = loopback_settings(dir.path(), 320, 240, 400);
+    let server = RunningServer::start_with(&settings, "net", &SourceSpec::parse(source))
+        .await
+        .expect("server starts");
+    let _sender = Sender::start(sender_url);
+    let client = H3Client::connect(server.h3_addr, &server.tls).await;
+    let deadline = Instant::now() + Duration::from_secs(25);
+    let playlist = loop {
+        let fetched = client.get("/net/video.m3u8?_HLS_msn=3").await;
+        if fetched.status() == 200 && fetched.text().contains("-3.m4s\n") {
+            break fetched.text();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{source}: no segments ({}) {:?}",
+            fetched.status(),
+            server.state.streams["net"].status()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let map = playlist
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MAP:URI=\""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("map");
+    let segment = playlist
+        .lines()
+        .find(|l| l.ends_with("-2.m4s"))
+        .expect("segment 2");
+    let init = client.get(&format!("/net/{map}")).await;
+    let media = client.get(&format!("/net/{segment}")).await;
+    let file = with_init(dir.path(), "seg.mp4", &init.body, &media.body);
+    let errors = decode_errors(&file);
+    assert!(errors.is_empty(), "{errors}");
+    let frames = probe_frames(&file);
+    let video = frames.iter().filter(|f| f.media_type == "video").count();
+    let audio = frames.iter().filter(|f| f.media_type == "audio").count();
+    assert_eq!(video, 25, "one second of 25 fps");
+    assert!(
+        audio >= 40,
+        "{audio} AAC frames: the sender's tone comes through"
+    );
+    assert_eq!(server.state.streams["net"].status().mode, Some("transcode"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mpeg_ts_over_udp_is_served() {
+    let port = free_port();
+    served_segment_decodes(
+        &format!("udp://127.0.0.1:{port}"),
+        &format!("udp://127.0.0.1:{port}?pkt_size=1316"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mpeg_ts_over_srt_is_served() {
+    let port = free_port();
+    served_segment_decodes(
+        &format!("srt://127.0.0.1:{port}?mode=listener"),
+        &format!("srt://127.0.0.1:{port}?mode=caller"),
+    )
+    .await;
+}
