@@ -8,31 +8,19 @@ mod common;
 use std::path::Path;
 
 use common::fixtures::loopback_settings;
-
+use common::rtsp::{RtspServer, free_port};
+use mirror::ingest::SourceSpec;
 use mirror::server::RunningServer;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hls_js_plays_the_test_stream_over_http3_in_chromium() {
+/// Plays `stream` of `server` in headless Chromium for 24 latency samples and checks
+/// what every such run must show: no hls.js error, every request over HTTP/3, and a
+/// live latency near the edge. Returns the page's report.
+async fn play_and_check(server: &RunningServer, stream: &str) -> serde_json::Value {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut settings = loopback_settings(dir.path(), 640, 360, 800);
-    settings.server.hls_js = root.join("node_modules/hls.js/dist/hls.min.js");
-    let server = RunningServer::start(&settings, "test")
-        .await
-        .expect("server starts");
-    assert!(
-        server.state.hls_js.is_some(),
-        "hls.js installed by scripts/setup (npm)"
-    );
-    // Join a stream that has been running for a few segments, as a viewer would.
-    let mut updates = server.state.streams["test"].subscribe();
-    while updates.borrow_and_update().position.open_msn < 3 {
-        updates.changed().await.expect("stream runs");
-    }
     let port = server.h3_addr.port();
     let output = tokio::process::Command::new("node")
         .arg(root.join("tests/browser/play.mjs"))
-        .arg(format!("https://127.0.0.1:{port}/"))
+        .arg(format!("https://127.0.0.1:{port}/?stream={stream}"))
         .arg(port.to_string())
         .arg(&server.tls.spki_sha256)
         .args(["24", "60"])
@@ -78,4 +66,57 @@ async fn hls_js_plays_the_test_stream_over_http3_in_chromium() {
         median > 0.0 && median < 3.0,
         "median latency {median} s: {result}"
     );
+    result
+}
+
+fn page_settings(dir: &Path) -> mirror::config::Settings {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut settings = loopback_settings(dir, 640, 360, 800);
+    settings.server.hls_js = root.join("node_modules/hls.js/dist/hls.min.js");
+    settings
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hls_js_plays_the_test_stream_over_http3_in_chromium() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = RunningServer::start(&page_settings(dir.path()), "test")
+        .await
+        .expect("server starts");
+    assert!(
+        server.state.hls_js.is_some(),
+        "hls.js installed by scripts/setup (npm)"
+    );
+    // Join a stream that has been running for a few segments, as a viewer would.
+    let mut updates = server.state.streams["test"].subscribe();
+    while updates.borrow_and_update().position.open_msn < 3 {
+        updates.changed().await.expect("stream runs");
+    }
+    play_and_check(&server, "test").await;
+}
+
+/// The camera case: an RTSP source passed through (no decode, no encode) plays in
+/// hls.js over HTTP/3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hls_js_plays_an_rtsp_camera_passed_through_over_http3() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let camera = RtspServer::start(free_port(), &["--codec", "h264", "--audio", "aac"]);
+    let server = RunningServer::start_with(
+        &page_settings(dir.path()),
+        "cam",
+        &SourceSpec::Rtsp(camera.url()),
+    )
+    .await
+    .expect("server starts");
+    let stream = server.state.streams["cam"].clone();
+    let mut updates = stream.subscribe();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while updates.borrow_and_update().position.open_msn < 3 {
+        tokio::time::timeout_at(deadline, updates.changed())
+            .await
+            .expect("the camera stream starts")
+            .expect("stream runs");
+    }
+    assert_eq!(stream.status().mode, Some("passthrough"));
+    play_and_check(&server, "cam").await;
+    drop(camera);
 }
