@@ -583,18 +583,13 @@ fn validate_stream(stream: &StreamSettings, before: &[StreamSettings]) -> Result
             );
         }
         let copy = r.codec == RenditionCodec::Copy;
-        if copy != encoded {
+        if copy && !encoded {
             return invalid(
                 "streams.renditions.codec",
                 format!(
-                    "stream {name:?} rendition {:?}: {}",
-                    r.name,
-                    if encoded {
-                        "an RTSP source is passed through (codec = \"copy\"); transcoding it \
-                         needs a decoder Mirror does not have yet"
-                    } else {
-                        "\"copy\" needs an encoded source (rtsp://); this one is decoded"
-                    }
+                    "stream {name:?} rendition {:?}: \"copy\" needs an encoded source \
+                     (rtsp://); this one is decoded",
+                    r.name
                 ),
             );
         }
@@ -641,12 +636,6 @@ fn validate_stream(stream: &StreamSettings, before: &[StreamSettings]) -> Result
                 ),
             );
         }
-    }
-    if encoded && stream.renditions.len() > 1 {
-        return invalid(
-            "streams.renditions",
-            format!("stream {name:?}: an RTSP source has one (passthrough) rendition"),
-        );
     }
     Ok(())
 }
@@ -699,8 +688,8 @@ mod tests {
             }
         ));
         let ladder = Settings::from_toml(
-            "[[streams]]\nname = \"cam\"\nsource = \"rtsp://127.0.0.1/cam\"\n\
-             [[streams.renditions]]\nname = \"low\"\nwidth = 640\nheight = 360\n",
+            "[[streams]]\nname = \"file\"\nsource = \"clip.mp4\"\n\
+             [[streams.renditions]]\nname = \"low\"\ncodec = \"copy\"\n",
         )
         .expect("parses");
         assert!(matches!(

@@ -168,7 +168,12 @@ pub fn record(settings: &Settings, options: &RecordOptions) -> Result<RecordSumm
     let mut source = options.source.open(&settings.source, options.realtime)?;
     let format = source.format();
     let profile = settings.default_video_profile(format.width, format.height)?;
-    let mut transcoder = Transcoder::open(settings, format, &[profile])?;
+    let mut transcoder = Transcoder::open(
+        settings,
+        format,
+        &[profile],
+        crate::pipeline::Keyframes::SegmentGrid,
+    )?;
     let tracks = transcoder.tracks(0).to_vec();
     let mut segmenter = Segmenter::new(settings.segmenter_config(tracks.clone()), 0);
     let mut recorder = Recorder {

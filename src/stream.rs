@@ -581,8 +581,25 @@ enum Input {
         source: Box<dyn Source + Send>,
         transcoder: Box<Transcoder>,
     },
-    /// Encoded samples, passed through.
-    Encoded(Box<dyn crate::ingest::EncodedSource + Send>),
+    /// Encoded samples, passed through to the `copies` renditions and decoded for the
+    /// others.
+    Encoded {
+        source: Box<dyn crate::ingest::EncodedSource + Send>,
+        copies: Vec<usize>,
+        transcoding: Option<Box<Transcoding>>,
+    },
+}
+
+/// The renditions of an encoded source that are transcoded: its samples decoded once
+/// and encoded for each.
+struct Transcoding {
+    decoder: crate::pipeline::SampleDecoder,
+    transcoder: Transcoder,
+    /// Output index of each of the transcoder's renditions.
+    outputs: Vec<usize>,
+    profiles: Vec<crate::pipeline::VideoProfile>,
+    frames: Vec<SourceFrame>,
+    samples: Vec<(usize, crate::cmaf::Sample)>,
 }
 
 /// Why the media path stopped.
@@ -682,7 +699,11 @@ impl MediaLoop {
                 transcoder.push(frame, out)?;
                 Ok(())
             }
-            Some(Input::Encoded(source)) => {
+            Some(Input::Encoded {
+                source,
+                copies,
+                transcoding,
+            }) => {
                 let mut sample = source.next_sample(stall)?;
                 let track = source
                     .tracks()
@@ -697,7 +718,19 @@ impl MediaLoop {
                         .to_duration(sample.decode_ticks + u64::from(track.nominal_sample_ticks));
                     self.delivered_end = self.delivered_end.max(end);
                 }
-                out.push((0, sample));
+                if let Some(t) = transcoding {
+                    t.decoder.push(&sample, &mut t.frames)?;
+                    for frame in t.frames.drain(..) {
+                        t.transcoder.push(frame, &mut t.samples)?;
+                        out.extend(t.samples.drain(..).map(|(j, s)| (t.outputs[j], s)));
+                    }
+                }
+                if let Some((&last, rest)) = copies.split_last() {
+                    for &index in rest {
+                        out.push((index, sample.clone()));
+                    }
+                    out.push((last, sample));
+                }
                 Ok(())
             }
         }
@@ -739,7 +772,12 @@ impl MediaLoop {
                         bitrate_kbps: *bitrate_kbps,
                     });
                 }
-                let transcoder = Transcoder::open(settings, format, &profiles)?;
+                let transcoder = Transcoder::open(
+                    settings,
+                    format,
+                    &profiles,
+                    crate::pipeline::Keyframes::SegmentGrid,
+                )?;
                 let fps = format.frame_rate;
                 let fps = (
                     u32::try_from(fps.numerator()).unwrap_or(30),
@@ -781,23 +819,136 @@ impl MediaLoop {
                 // Segments follow the source's GOP: a segment ends at the first keyframe
                 // at or after the target, so the target is at least one GOP.
                 let gop = source.keyframe_interval();
-                let mut config = settings.segmenter_config(tracks.clone());
-                config.keyframes_on_segment_grid = false;
-                config.segment_target = config.segment_target.max(gop);
-                let key = format!(
-                    "copy|{}|{:?}|{:?}",
-                    crate::cmaf::codecs(&tracks),
-                    settings.cmaf.part_target(),
-                    config.segment_target
-                );
-                prepared.push((tracks, config, key));
-                (Input::Encoded(source), None, "passthrough")
+                let (fps_num, fps_den) = source.frame_rate().unwrap_or((30, 1));
+                let mut base = settings.segmenter_config(Vec::new());
+                base.keyframes_on_segment_grid = false;
+                base.segment_target = base.segment_target.max(gop);
+                let segment_target = base.segment_target;
+                let config = |tracks: &[TrackInfo]| crate::cmaf::SegmenterConfig {
+                    tracks: tracks.to_vec(),
+                    ..base.clone()
+                };
+                let mut copies = Vec::new();
+                let mut encoded = Vec::new();
+                let mut profiles = Vec::new();
+                for (index, output) in self.outputs.iter().enumerate() {
+                    match &output.plan {
+                        Plan::Passthrough => copies.push(index),
+                        Plan::Transcode {
+                            encoder,
+                            size,
+                            bitrate_kbps,
+                        } => {
+                            encoded.push(index);
+                            profiles.push((*encoder, *size, *bitrate_kbps));
+                        }
+                    }
+                }
+                let transcoding = if encoded.is_empty() {
+                    None
+                } else {
+                    // Renditions that transcode what the others pass through: decode
+                    // once, encode each with the camera's keyframes, so that every
+                    // rendition's segments start at the same frames.
+                    let fps = ffmpeg_next::Rational(
+                        i32::try_from(fps_num).unwrap_or(30),
+                        i32::try_from(fps_den).unwrap_or(1),
+                    );
+                    let decoder = crate::pipeline::SampleDecoder::open(&tracks, fps)?;
+                    let format = decoder.format();
+                    let profiles: Vec<crate::pipeline::VideoProfile> = profiles
+                        .into_iter()
+                        .map(|(encoder, size, bitrate_kbps)| {
+                            let (width, height) = size.unwrap_or((format.width, format.height));
+                            crate::pipeline::VideoProfile {
+                                encoder,
+                                width,
+                                height,
+                                bitrate_kbps,
+                            }
+                        })
+                        .collect();
+                    let gop_frames = (gop.as_secs_f64() * f64::from(fps_num)
+                        / f64::from(fps_den.max(1)))
+                    .round() as u32;
+                    let transcoder = Transcoder::open(
+                        settings,
+                        format,
+                        &profiles,
+                        crate::pipeline::Keyframes::FollowSource {
+                            gop_frames: gop_frames.max(1),
+                        },
+                    )?;
+                    Some(Box::new(Transcoding {
+                        decoder,
+                        transcoder,
+                        outputs: encoded.clone(),
+                        frames: Vec::new(),
+                        samples: Vec::new(),
+                        profiles,
+                    }))
+                };
+                for index in 0..self.outputs.len() {
+                    let (tracks, key) =
+                        match (&transcoding, encoded.iter().position(|&i| i == index)) {
+                            (Some(t), Some(j)) => {
+                                let p = &t.profiles[j];
+                                let e = &settings.encoder;
+                                (
+                                    t.transcoder.tracks(j).to_vec(),
+                                    format!(
+                                        "{}|{}x{}|{}k|{}|vbv{}|follow|{}|{:?}|{:?}|a{}",
+                                        p.encoder.name,
+                                        p.width,
+                                        p.height,
+                                        p.bitrate_kbps,
+                                        e.preset,
+                                        e.vbv_buffer_ms,
+                                        crate::cmaf::codecs(&tracks),
+                                        settings.cmaf.part_target(),
+                                        segment_target,
+                                        e.audio_bitrate_kbps,
+                                    ),
+                                )
+                            }
+                            _ => (
+                                tracks.clone(),
+                                format!(
+                                    "copy|{}|{:?}|{:?}",
+                                    crate::cmaf::codecs(&tracks),
+                                    settings.cmaf.part_target(),
+                                    segment_target
+                                ),
+                            ),
+                        };
+                    let config = config(&tracks);
+                    prepared.push((tracks, config, key));
+                }
+                let mode = if transcoding.is_none() {
+                    "passthrough"
+                } else if copies.is_empty() {
+                    "transcode"
+                } else {
+                    "passthrough+transcode"
+                };
+                let fps = source.frame_rate();
+                (
+                    Input::Encoded {
+                        source,
+                        copies,
+                        transcoding,
+                    },
+                    fps,
+                    mode,
+                )
             }
         };
-        let fps = fps.or(match &input {
-            Input::Encoded(source) => source.frame_rate(),
-            Input::Raw { .. } => None,
-        });
+        let renditions: Vec<(String, Vec<TrackInfo>)> = self
+            .outputs
+            .iter()
+            .zip(&prepared)
+            .map(|(o, (tracks, ..))| (o.id.clone(), tracks.clone()))
+            .collect();
         let reconnect = self.outputs.iter().any(|o| o.init.is_some());
         self.resume_offset = self.delivered_end;
         let now = SystemTime::now();
@@ -827,23 +978,12 @@ impl MediaLoop {
             output.publish();
         }
         if self.multivariant.get().is_none() {
-            let renditions: Vec<(String, Vec<TrackInfo>)> = match &input {
-                Input::Raw { transcoder, .. } => self
-                    .outputs
-                    .iter()
-                    .enumerate()
-                    .map(|(i, o)| (o.id.clone(), transcoder.tracks(i).to_vec()))
-                    .collect(),
-                Input::Encoded(source) => {
-                    vec![(self.outputs[0].id.clone(), source.tracks().to_vec())]
-                }
-            };
             let _ = self
                 .multivariant
                 .set(Bytes::from(multivariant(&renditions, fps)));
         }
         let jitter = match &input {
-            Input::Encoded(source) => source.buffer_fill(),
+            Input::Encoded { source, .. } => source.buffer_fill(),
             Input::Raw { .. } => None,
         };
         self.input = Some(input);
@@ -921,7 +1061,7 @@ impl MediaLoop {
                 output.live.set_rendition_reports(reports);
             }
         }
-        if let Some(Input::Encoded(source)) = &self.input {
+        if let Some(Input::Encoded { source, .. }) = &self.input {
             let fill = source.buffer_fill();
             self.status
                 .lock()

@@ -350,3 +350,97 @@ async fn bad_sources_are_retried_and_leave_other_streams_alone() {
     .expect("refused");
     assert!(error.to_string().contains("notes.txt"), "{error}");
 }
+
+/// A camera ladder: one rendition passed through, one decoded and encoded smaller with
+/// the camera's keyframes, so both switch at the same frames.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_rendition_passed_through_and_one_transcoded_stay_aligned() {
+    use mirror::config::{RenditionCodec, RenditionSettings};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let camera = RtspServer::start(free_port(), &["--codec", "h264", "--audio", "aac"]);
+    let mut settings = loopback_settings(dir.path(), 320, 240, 400);
+    let rendition = |name: &str, codec, size: Option<(u32, u32)>| RenditionSettings {
+        name: name.into(),
+        codec,
+        width: size.map(|s| s.0),
+        height: size.map(|s| s.1),
+        video_bitrate_kbps: size.map(|_| 300),
+        encoder: None,
+    };
+    settings.streams = vec![StreamSettings {
+        name: "cam".into(),
+        source: camera.url(),
+        renditions: vec![
+            rendition("source", RenditionCodec::Copy, None),
+            rendition("small", RenditionCodec::H264, Some((320, 180))),
+        ],
+    }];
+    settings.validate().expect("valid");
+    let server = RunningServer::start_with(&settings, "", &SourceSpec::TestPattern)
+        .await
+        .expect("server starts");
+    let client = H3Client::connect(server.h3_addr, &server.tls).await;
+    let multivariant = wait_ok(&client, "/cam/index.m3u8", Duration::from_secs(20)).await;
+    assert!(
+        multivariant.contains("RESOLUTION=640x360"),
+        "{multivariant}"
+    );
+    assert!(
+        multivariant.contains("RESOLUTION=320x180"),
+        "{multivariant}"
+    );
+    let source = wait_segments(&client, "/cam/source.m3u8", 3).await;
+    let small = wait_segments(&client, "/cam/small.m3u8", 3).await;
+    assert_eq!(
+        server.state.streams["cam"].status().mode,
+        Some("passthrough+transcode")
+    );
+    assert!(source.contains("#EXT-X-RENDITION-REPORT:URI=\"small.m3u8\""));
+    assert!(small.contains("#EXT-X-RENDITION-REPORT:URI=\"source.m3u8\""));
+    // The same MSN in both: an IDR first, at the same time, and decodable.
+    let msn = |uri: &str| -> u64 {
+        uri.rsplit('-')
+            .next()
+            .and_then(|s| s.strip_suffix(".m4s"))
+            .and_then(|s| s.parse().ok())
+            .expect("msn")
+    };
+    let small_segments = uris(&small, ".m4s");
+    let target = &small_segments[small_segments.len() - 2];
+    let source_segment = uris(&source, ".m4s")
+        .into_iter()
+        .find(|u| msn(u) == msn(target))
+        .expect("same MSN in the passthrough rendition");
+    let big = decode_segment(
+        &client,
+        dir.path(),
+        "cam",
+        &map_uri(&source),
+        &source_segment,
+    )
+    .await;
+    let little = decode_segment(&client, dir.path(), "cam", &map_uri(&small), target).await;
+    let first_video = |frames: &[common::ProbedFrame]| {
+        frames
+            .iter()
+            .find(|f| f.media_type == "video")
+            .cloned()
+            .expect("video")
+    };
+    let (a, b) = (first_video(&big), first_video(&little));
+    assert!(a.key_frame && b.key_frame, "both start with an IDR");
+    assert!(
+        (a.pts_time - b.pts_time).abs() < 0.001,
+        "aligned: {} vs {}",
+        a.pts_time,
+        b.pts_time
+    );
+    let count =
+        |frames: &[common::ProbedFrame]| frames.iter().filter(|f| f.media_type == "video").count();
+    assert_eq!(count(&big), count(&little), "same frames in both");
+    assert!(
+        little.iter().any(|f| f.media_type == "audio"),
+        "the small one has sound"
+    );
+    drop(camera);
+}

@@ -80,6 +80,44 @@ fn ticks(at: Duration, time_base: ffmpeg::Rational) -> i64 {
     i64::try_from((scaled + unit / 2) / unit).unwrap_or(0)
 }
 
+/// A graph from a buffer source named "in" through `spec` into a sink named "out".
+pub(crate) fn buffer_graph(
+    source: &str,
+    args: &str,
+    sink: &str,
+    spec: &str,
+) -> Result<filter::Graph, ffmpeg::Error> {
+    let mut graph = filter::Graph::new();
+    graph.add(
+        &filter::find(source).ok_or(ffmpeg::Error::FilterNotFound)?,
+        "in",
+        args,
+    )?;
+    graph.add(
+        &filter::find(sink).ok_or(ffmpeg::Error::FilterNotFound)?,
+        "out",
+        "",
+    )?;
+    graph.output("in", 0)?.input("out", 0)?.parse(spec)?;
+    graph.validate()?;
+    Ok(graph)
+}
+
+/// A frame of `AUDIO_FRAME_SAMPLES` samples of stereo silence at `pts` (in 1/`rate`).
+pub(crate) fn silence_frame(rate: u32, pts: i64) -> frame::Audio {
+    let mut silence = frame::Audio::new(
+        ffmpeg::format::Sample::F32(ffmpeg::format::sample::Type::Planar),
+        AUDIO_FRAME_SAMPLES as usize,
+        ffmpeg::ChannelLayout::STEREO,
+    );
+    silence.set_rate(rate);
+    for plane in 0..2 {
+        silence.plane_mut::<f32>(plane).fill(0.0);
+    }
+    silence.set_pts(Some(pts));
+    silence
+}
+
 /// A graph from a source-only filter chain `spec` into a sink named "out".
 fn sink_graph(
     spec: &str,

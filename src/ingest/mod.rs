@@ -6,7 +6,7 @@
 
 pub mod file;
 pub mod jitter;
-mod lavfi;
+pub(crate) mod lavfi;
 pub mod rtsp;
 pub mod testsrc;
 pub mod url;

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use ffmpeg::{Dictionary, Rational, codec, filter, format, frame, media};
 use ffmpeg_next as ffmpeg;
 
-use super::lavfi::AUDIO_FRAME_SAMPLES;
+use super::lavfi::{AUDIO_FRAME_SAMPLES, buffer_graph, silence_frame};
 use super::{IngestError, RawMedia, Source, SourceFormat, SourceFrame};
 
 /// Sampling rate audio is resampled to.
@@ -72,24 +72,6 @@ fn ticks(at: Duration, time_base: Rational) -> i64 {
     let t = i128::try_from(at.as_nanos()).unwrap_or(0) * i128::from(time_base.denominator())
         / (i128::from(time_base.numerator().max(1)) * 1_000_000_000);
     i64::try_from(t).unwrap_or(0)
-}
-
-/// A graph from a buffer source named "in" through `spec` into a sink named "out".
-fn graph(source: &str, args: &str, sink: &str, spec: &str) -> Result<filter::Graph, ffmpeg::Error> {
-    let mut graph = filter::Graph::new();
-    graph.add(
-        &filter::find(source).ok_or(ffmpeg::Error::FilterNotFound)?,
-        "in",
-        args,
-    )?;
-    graph.add(
-        &filter::find(sink).ok_or(ffmpeg::Error::FilterNotFound)?,
-        "out",
-        "",
-    )?;
-    graph.output("in", 0)?.input("out", 0)?.parse(spec)?;
-    graph.validate()?;
-    Ok(graph)
 }
 
 impl UrlSource {
@@ -160,8 +142,8 @@ impl UrlSource {
             rate.numerator(),
             rate.denominator()
         );
-        let mut video_graph =
-            graph("buffer", &args, "buffersink", &spec).map_err(err("building the video graph"))?;
+        let mut video_graph = buffer_graph("buffer", &args, "buffersink", &spec)
+            .map_err(err("building the video graph"))?;
         let video_out = video_graph
             .get("out")
             .ok_or(ffmpeg::Error::FilterNotFound)
@@ -192,7 +174,7 @@ impl UrlSource {
                 let spec = format!(
                     "aresample={SAMPLE_RATE},aformat=sample_fmts=fltp:channel_layouts=stereo"
                 );
-                let mut graph = graph("abuffer", &args, "abuffersink", &spec)
+                let mut graph = buffer_graph("abuffer", &args, "abuffersink", &spec)
                     .map_err(err("building the audio graph"))?;
                 let mut out = graph
                     .get("out")
@@ -343,21 +325,6 @@ impl UrlSource {
         }
         Ok(())
     }
-
-    /// A frame of silence at `at`.
-    fn silence(&self, at: Duration) -> frame::Audio {
-        let mut silence = frame::Audio::new(
-            format::Sample::F32(format::sample::Type::Planar),
-            AUDIO_FRAME_SAMPLES as usize,
-            ffmpeg::ChannelLayout::STEREO,
-        );
-        silence.set_rate(SAMPLE_RATE);
-        for plane in 0..2 {
-            silence.plane_mut::<f32>(plane).fill(0.0);
-        }
-        silence.set_pts(Some(ticks(at, self.audio_time_base)));
-        silence
-    }
 }
 
 impl Source for UrlSource {
@@ -373,7 +340,8 @@ impl Source for UrlSource {
                 (_, Some(a)) if video_at.is_none_or(|v| a <= v) => Some(true),
                 // Without a sound track, silence keeps up with the pictures.
                 (Some(v), None) if self.audio.is_none() && self.audio_end <= v => {
-                    let silence = self.silence(self.audio_end);
+                    let silence =
+                        silence_frame(SAMPLE_RATE, ticks(self.audio_end, self.audio_time_base));
                     let at = self.audio_end;
                     self.audio_end += Duration::from_nanos(
                         u64::from(AUDIO_FRAME_SAMPLES) * 1_000_000_000 / u64::from(SAMPLE_RATE),

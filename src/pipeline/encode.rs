@@ -91,7 +91,8 @@ pub struct VideoEncoder {
     scaler: Option<(ScalerInput, ffi::SendScaler)>,
     track: TrackInfo,
     time_base: Rational,
-    keyframe_interval: u64,
+    /// Frames between forced keyframes; `None`: where the source has them.
+    keyframe_interval: Option<u64>,
     frames_in: u64,
     params: ParameterSets,
     /// Added to every DTS so the decode timeline starts at zero even when B-frames make
@@ -107,6 +108,20 @@ impl VideoEncoder {
     /// Opens the encoder of `profile` for frames at `frame_rate`, with a keyframe every
     /// `gop` frames.
     pub fn open(
+        profile: &VideoProfile,
+        settings: &Settings,
+        frame_rate: Rational,
+        gop: u32,
+    ) -> Result<Self, PipelineError> {
+        let mut encoder = Self::open_following(profile, settings, frame_rate, gop)?;
+        encoder.keyframe_interval = Some(u64::from(gop.max(1)));
+        Ok(encoder)
+    }
+
+    /// Opens the encoder of `profile` with a keyframe wherever the frames pushed are
+    /// keyframes (decoded from a source with its own GOP); `max_gop` bounds the
+    /// encoder's own interval.
+    pub fn open_following(
         profile: &VideoProfile,
         settings: &Settings,
         frame_rate: Rational,
@@ -162,7 +177,7 @@ impl VideoEncoder {
                 average_bitrate: profile.bitrate_kbps * 1000,
             },
             time_base: Rational(1, 90_000),
-            keyframe_interval: u64::from(gop.max(1)),
+            keyframe_interval: None,
             frames_in: 0,
             params,
             decode_shift: None,
@@ -226,6 +241,12 @@ impl VideoEncoder {
         captured_at: SystemTime,
         out: &mut Vec<Sample>,
     ) -> Result<(), PipelineError> {
+        // Whether this picture starts a GOP, decided before scaling (a scaled copy does
+        // not keep the decoder's key flag).
+        let boundary = match self.keyframe_interval {
+            Some(interval) => self.frames_in.is_multiple_of(interval),
+            None => picture.is_key(),
+        };
         let mut picture = self.fit(picture)?.into_owned();
         if (picture.width(), picture.height(), picture.format())
             != (
@@ -252,7 +273,6 @@ impl VideoEncoder {
         // Force the IDR where the segment boundary falls, whatever the encoder's own GOP
         // counting thinks (forced-idr makes a forced I an IDR). Every rendition of a
         // ladder counts the same frames, so their keyframes fall at the same times.
-        let boundary = self.frames_in.is_multiple_of(self.keyframe_interval);
         picture.set_kind(if boundary {
             picture::Type::I
         } else {

@@ -7,6 +7,7 @@
 //! boundaries, and the Annex B → length-prefixed conversion. Nothing downstream of it
 //! knows libav.
 
+pub mod decode;
 mod encode;
 mod ffi;
 pub mod select;
@@ -17,7 +18,21 @@ use crate::cmaf::{Sample, TrackInfo};
 use crate::config::Settings;
 use crate::ingest::{RawMedia, SourceFormat, SourceFrame};
 
+pub use decode::SampleDecoder;
 pub use encode::{AudioEncoder, VideoEncoder, VideoProfile};
+
+/// Where the video encoders put keyframes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keyframes {
+    /// One every segment target, counted in frames (Mirror's own GOP).
+    SegmentGrid,
+    /// Wherever the decoded source has one (a camera's GOP), so that transcoded
+    /// renditions switch with a passed-through one; `gop_frames` is the source's GOP.
+    FollowSource {
+        /// The source's keyframe interval in frames.
+        gop_frames: u32,
+    },
+}
 pub use select::{EncoderChoice, EncoderId, ProbeError, select_encoder};
 
 /// Why encoding failed.
@@ -78,6 +93,7 @@ impl Transcoder {
         settings: &Settings,
         format: SourceFormat,
         profiles: &[VideoProfile],
+        keyframes: Keyframes,
     ) -> Result<Self, PipelineError> {
         crate::ingest::init_libav().map_err(|error| PipelineError::Libav {
             encoder: "libav",
@@ -85,13 +101,24 @@ impl Transcoder {
             error,
         })?;
         let fps = format.frame_rate;
-        let gop = settings.keyframe_interval_frames(
-            u32::try_from(fps.numerator()).unwrap_or(30),
-            u32::try_from(fps.denominator()).unwrap_or(1),
-        );
+        let gop = match keyframes {
+            Keyframes::SegmentGrid => Some(settings.keyframe_interval_frames(
+                u32::try_from(fps.numerator()).unwrap_or(30),
+                u32::try_from(fps.denominator()).unwrap_or(1),
+            )),
+            Keyframes::FollowSource { .. } => None,
+        };
         let video = profiles
             .iter()
-            .map(|p| VideoEncoder::open(p, settings, fps, gop))
+            .map(|p| match (gop, keyframes) {
+                (Some(gop), _) => VideoEncoder::open(p, settings, fps, gop),
+                // The encoder's own interval well past the source's, so that only the
+                // forced keyframes (the source's) make IDRs.
+                (None, Keyframes::FollowSource { gop_frames }) => {
+                    VideoEncoder::open_following(p, settings, fps, gop_frames.saturating_mul(4))
+                }
+                (None, Keyframes::SegmentGrid) => VideoEncoder::open(p, settings, fps, 1),
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let audio = AudioEncoder::open(settings, format)?;
         let tracks = video
