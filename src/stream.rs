@@ -10,7 +10,6 @@
 //! allows, and resumes with the next MSN after an EXT-X-DISCONTINUITY. A stream's
 //! failures never reach another stream: each has its own thread and its own state.
 
-use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
@@ -86,18 +85,48 @@ pub struct PlaylistBytes {
 
 impl PlaylistBytes {
     fn new(text: String) -> Self {
-        let mut encoder = flate2::write::GzEncoder::new(
-            Vec::with_capacity(text.len() / 3),
-            flate2::Compression::fast(),
-        );
-        // Writing into a Vec cannot fail.
-        let _ = encoder.write_all(text.as_bytes());
-        let gzip = encoder.finish().unwrap_or_default();
+        let gzip = gzip(text.as_bytes());
         Self {
             identity: Bytes::from(text),
             gzip: Bytes::from(gzip),
         }
     }
+}
+
+thread_local! {
+    /// One deflate state per media thread, reset for each playlist: a fresh one zeroes
+    /// some 300 KiB of tables, which at three playlists per part was most of a
+    /// passthrough stream's CPU.
+    static DEFLATE: std::cell::RefCell<flate2::Compress> =
+        std::cell::RefCell::new(flate2::Compress::new(flate2::Compression::fast(), false));
+}
+
+/// `data` as a gzip member (RFC 1952): header, raw deflate, CRC-32, length.
+fn gzip(data: &[u8]) -> Vec<u8> {
+    // ID1 ID2, CM = deflate, no flags, no mtime, XFL 0, OS unknown.
+    let mut out = Vec::with_capacity(data.len() / 3 + 32);
+    out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
+    DEFLATE.with(|deflate| {
+        let mut deflate = deflate.borrow_mut();
+        deflate.reset();
+        loop {
+            let consumed = usize::try_from(deflate.total_in()).unwrap_or(data.len());
+            out.reserve(256 + (data.len() - consumed.min(data.len())) / 2);
+            match deflate.compress_vec(
+                &data[consumed.min(data.len())..],
+                &mut out,
+                flate2::FlushCompress::Finish,
+            ) {
+                Ok(flate2::Status::StreamEnd) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    });
+    let mut crc = flate2::Crc::new();
+    crc.update(data);
+    out.extend_from_slice(&crc.sum().to_le_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out
 }
 
 /// An immutable view of a stream's playlist at one moment.
@@ -1161,4 +1190,39 @@ fn drain_events(
         }
     }
     changed
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read as _;
+
+    use super::*;
+
+    #[test]
+    fn gzip_members_decode_and_the_reused_state_starts_clean() {
+        let first = "#EXTM3U\n".repeat(200);
+        let second = "#EXT-X-PART:DURATION=0.200\n".repeat(50);
+        for text in [&first, &second, &first] {
+            let packed = gzip(text.as_bytes());
+            assert!(packed.len() < text.len() / 4, "compressed");
+            let mut unpacked = String::new();
+            flate2::read::GzDecoder::new(&packed[..])
+                .read_to_string(&mut unpacked)
+                .expect("valid gzip");
+            assert_eq!(&unpacked, text);
+        }
+        let mut empty = Vec::new();
+        flate2::read::GzDecoder::new(&gzip(b"")[..])
+            .read_to_end(&mut empty)
+            .expect("valid gzip of nothing");
+        assert!(empty.is_empty());
+    }
+
+    #[test]
+    fn profile_hashes_differ_with_the_profile() {
+        let a = profile_hash("libx264|1280x720|2500k");
+        assert_eq!(a.len(), 8);
+        assert_eq!(a, profile_hash("libx264|1280x720|2500k"));
+        assert_ne!(a, profile_hash("libx264|1280x720|2000k"));
+    }
 }

@@ -301,18 +301,26 @@ impl Session {
         let mut timing = Timing::default();
         let mut start = Startup::default();
         let mut opened = Some(opened);
+        // One timer, reset when it fires, wakes the loop now and then to notice a
+        // closed buffer (a timer per packet cost more than the packets). Silence itself
+        // is the consumer's watchdog's business.
+        let wake = tokio::time::sleep(Duration::from_millis(500));
+        tokio::pin!(wake);
         loop {
             if self.buffer.is_closed() {
                 return Ok(());
             }
-            // Wake now and then to notice a closed buffer; silence itself is the
-            // consumer's watchdog's business.
-            let item = match tokio::time::timeout(Duration::from_millis(500), demuxed.next()).await
-            {
-                Err(_) => continue,
-                Ok(None) => return Err(self.error("the server ended the session".into())),
-                Ok(Some(Err(e))) => return Err(self.error(e.to_string())),
-                Ok(Some(Ok(item))) => item,
+            let item = tokio::select! {
+                item = demuxed.next() => item,
+                () = &mut wake => {
+                    wake.as_mut().reset(tokio::time::Instant::now() + Duration::from_millis(500));
+                    continue;
+                }
+            };
+            let item = match item {
+                None => return Err(self.error("the server ended the session".into())),
+                Some(Err(e)) => return Err(self.error(e.to_string())),
+                Some(Ok(item)) => item,
             };
             let now = SystemTime::now();
             let sample = match item {
