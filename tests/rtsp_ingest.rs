@@ -444,3 +444,45 @@ async fn a_camera_rendition_passed_through_and_one_transcoded_stay_aligned() {
     );
     drop(camera);
 }
+
+/// The watchdog: a camera that hangs (connection open, nothing sent) is noticed within
+/// a few PART-TARGETs and reconnected when it answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_that_hangs_is_caught_by_the_watchdog_and_reconnected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let camera = RtspServer::start(free_port(), &["--codec", "h264", "--audio", "aac"]);
+    let settings = loopback_settings(dir.path(), 320, 240, 400);
+    let server = RunningServer::start_with(&settings, "cam", &SourceSpec::Rtsp(camera.url()))
+        .await
+        .expect("server starts");
+    let client = H3Client::connect(server.h3_addr, &server.tls).await;
+    wait_segments(&client, "/cam/video.m3u8", 2).await;
+    let stream = server.state.streams["cam"].clone();
+
+    camera.freeze();
+    let frozen_at = Instant::now();
+    while stream.status().state != "retrying" {
+        assert!(
+            frozen_at.elapsed() < Duration::from_secs(3),
+            "a silent source is noticed within three PART-TARGETs and then some"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let error = stream.status().last_error.unwrap_or_default();
+    assert!(error.contains("no media for"), "{error}");
+    let stalled = stream.current().position.open_msn;
+
+    camera.thaw();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while stream.current().position.open_msn < stalled + 2 {
+        assert!(
+            Instant::now() < deadline,
+            "not reconnected: {:?}",
+            stream.status()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let playlist = client.get("/cam/video.m3u8").await.text();
+    assert!(playlist.contains("#EXT-X-DISCONTINUITY\n"), "{playlist}");
+    drop(camera);
+}

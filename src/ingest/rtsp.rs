@@ -100,20 +100,20 @@ impl RtspSource {
                 reason,
             }
         };
+        // On failure the receiving thread is left to end by itself (it sees the closed
+        // buffer, or its own timeouts fire): joining it could hold the media thread for
+        // another RTSP timeout.
         let opened = match opened_rx.recv_timeout(OPEN_TIMEOUT) {
             Ok(Ok(opened)) => opened,
             Ok(Err(error)) => {
                 buffer.close(error.to_string());
-                let _ = thread.join();
                 return Err(error);
             }
             Err(_) => {
-                let error = closing(format!(
+                return Err(closing(format!(
                     "no two video keyframes within {} s (is the GOP longer?)",
                     OPEN_TIMEOUT.as_secs()
-                ));
-                let _ = thread.join();
-                return Err(error);
+                )));
             }
         };
         tracing::info!(

@@ -92,10 +92,16 @@ pub struct ProbeError {
 /// the process: a GPU that is absent stays absent).
 pub fn select_encoder(choice: EncoderChoice, codec: VideoCodec) -> Result<EncoderId, ProbeError> {
     if choice == EncoderChoice::Auto {
-        for gpu in EncoderChoice::GPUS {
-            if let Ok(id) = select_encoder(gpu, codec) {
-                return Ok(id);
-            }
+        // libav logs why each absent GPU fails; for `auto` that is expected, not news.
+        let _ = crate::ingest::init_libav();
+        ffmpeg::util::log::set_level(ffmpeg::util::log::Level::Quiet);
+        let found = EncoderChoice::GPUS
+            .into_iter()
+            .find_map(|gpu| select_encoder(gpu, codec).ok());
+        ffmpeg::util::log::set_level(ffmpeg::util::log::Level::Error);
+        if let Some(id) = found {
+            tracing::info!(encoder = id.name, "auto: GPU encoder selected");
+            return Ok(id);
         }
     }
     let id = choice.candidate(codec).map_err(|reason| ProbeError {

@@ -56,6 +56,25 @@ impl RtspServer {
         format!("rtsp://127.0.0.1:{}/cam", self.port)
     }
 
+    /// Freezes it (SIGSTOP): connections stay open, nothing is sent, as with a camera
+    /// that hangs.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen server go on (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
     /// Kills it now.
     pub fn kill(mut self) {
         let _ = self.child.kill();
