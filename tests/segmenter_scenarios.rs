@@ -86,7 +86,16 @@ fn steady_30fps_cuts_six_frame_parts_and_one_second_segments() {
     let out = feed_av(&mut seg, 90, |n| n % 30 == 0);
     // 90 frames: segments 0 and 1 are closed by the keyframes at frames 30 and 60.
     assert_eq!(out.segments.len(), 2);
-    assert_eq!(out.parts.len(), 15, "frame 89 completes the 15th part");
+    // Frame 89 completes the 15th part, the last of segment 2 by its target: it waits
+    // for the next frame, which alone tells whether the segment ends (so that no hint
+    // names a part 5 that will never exist).
+    assert_eq!(out.parts.len(), 14);
+    let mut out = out;
+    seg.push(video(90 * FRAME_90K, true), at(90 * FRAME_90K, 90_000))
+        .expect("keyframe accepted");
+    drain(&mut seg, &mut out);
+    assert_eq!(out.parts.len(), 15, "the keyframe completes the 15th part");
+    assert_eq!(out.segments.len(), 3, "and closes its segment with it");
     for (i, part) in out.parts.iter().enumerate() {
         assert_eq!(part.duration, Duration::from_millis(200), "part {i}");
         assert_eq!(part.msn, i as u64 / 5);

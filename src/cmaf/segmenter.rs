@@ -336,10 +336,18 @@ impl Segmenter {
         // Emit the part the moment its last sample arrives: if one more frame would not
         // fit, this sample completes it.
         if dt + 2 * nominal.max(1) - front > self.part_target_ticks {
-            self.cut_part(now, None)?;
             let reached_target = self.segment.as_ref().is_some_and(|open| {
                 dt + nominal - open.start_ticks + nominal / 2 >= self.segment_target_ticks
             });
+            if reached_target && !self.keyframes_on_segment_grid {
+                // The segment may end here, if the next frame is a keyframe; only that
+                // frame tells. Emitting the part now would hint a next part of this
+                // segment that may never exist, so the last part of a segment waits one
+                // frame: the next lead sample cuts it, closing the segment if it is a
+                // keyframe.
+                return Ok(());
+            }
+            self.cut_part(now, None)?;
             if self.keyframes_on_segment_grid && reached_target {
                 self.close_segment();
             }
