@@ -150,6 +150,20 @@ async fn h264_and_aac_are_passed_through_and_decode() {
         assert!((step - 1.0 / 30.0).abs() < 0.004, "frame step {step}");
     }
 
+    // Every hinted part comes to exist, including across segment ends, where only the
+    // camera's next keyframe tells that the segment is over (RFC 8216bis 6.2.6).
+    for _ in 0..12 {
+        let playlist = client.get("/cam/video.m3u8").await.text();
+        let hint = playlist
+            .lines()
+            .find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\""))
+            .and_then(|l| l.strip_suffix('"'))
+            .expect("a hint")
+            .to_string();
+        let part = client.get(&format!("/cam/{hint}")).await;
+        assert_eq!(part.status(), 200, "hinted {hint}");
+    }
+
     // The passthrough path's CPU cost, for the record (the test binary holds the server
     // and the client; the RTSP server is another process).
     let before = process_cpu_seconds();
