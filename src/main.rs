@@ -114,6 +114,10 @@ enum BenchCommand {
         /// Use HTTP/2 over TCP instead of HTTP/3 (the TCP path of the same server).
         #[arg(long)]
         http2: bool,
+        /// Live viewers switch rendition every this many seconds, at the position the
+        /// rendition reports give (a multivariant URL with several variants).
+        #[arg(long)]
+        switch_every: Option<f64>,
     },
     /// A raw QUIC bulk sender (the same quinn as Mirror): the ceiling for HTTP/3
     /// egress on this machine. Runs until Ctrl-C.
@@ -152,6 +156,7 @@ fn bench(what: BenchCommand) -> anyhow::Result<()> {
             remote_ok,
             mode,
             http2,
+            switch_every,
         } => {
             let options = mirror::bench::viewers::ViewersOptions {
                 transport: if http2 {
@@ -170,6 +175,9 @@ fn bench(what: BenchCommand) -> anyhow::Result<()> {
                 ca: args.ca,
                 server_pid: args.server_pid,
                 remote_ok,
+                switch_every: switch_every
+                    .filter(|s| s.is_finite() && *s > 0.0)
+                    .map(Duration::from_secs_f64),
             };
             let report = runtime.block_on(mirror::bench::viewers::run(&options))?;
             print!("{}", report.table());

@@ -29,6 +29,7 @@ async fn viewers_bench_reports_sane_numbers() {
         ca: server.tls.cert_path.clone(),
         server_pid: Some(std::process::id()),
         remote_ok: false,
+        switch_every: None,
     };
     let report = run(&options).await.expect("runs");
     assert!(report.errors.is_empty(), "{report:?}");
@@ -70,6 +71,55 @@ async fn viewers_bench_reports_sane_numbers() {
         run(&refused).await.is_err(),
         "not loopback: refused before any packet"
     );
+}
+
+/// Viewers switching renditions of a ladder the way hls.js does (the new playlist at the
+/// position the old one's rendition report gives) get their next part without errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_switch_renditions_by_their_reports() {
+    use mirror::config::{RenditionCodec, RenditionSettings, StreamSettings};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut settings = loopback_settings(dir.path(), 320, 180, 400);
+    let rendition = |name: &str, width, height, kbps| RenditionSettings {
+        name: name.into(),
+        codec: RenditionCodec::H264,
+        width: Some(width),
+        height: Some(height),
+        video_bitrate_kbps: Some(kbps),
+        encoder: None,
+    };
+    settings.streams = vec![StreamSettings {
+        name: "ladder".into(),
+        source: "testsrc".into(),
+        renditions: vec![rendition("a", 320, 180, 400), rendition("b", 160, 90, 150)],
+    }];
+    let server = RunningServer::start_with(&settings, "", &mirror::ingest::SourceSpec::TestPattern)
+        .await
+        .expect("server");
+    // Let both renditions list a few parts.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let report = run(&ViewersOptions {
+        mode: LoadMode::Live,
+        transport: Transport::Http3,
+        url: format!(
+            "https://127.0.0.1:{}/ladder/index.m3u8",
+            server.h3_addr.port()
+        ),
+        viewers: 4,
+        duration: Duration::from_secs(4),
+        ca: server.tls.cert_path.clone(),
+        server_pid: None,
+        remote_ok: false,
+        switch_every: Some(Duration::from_millis(800)),
+    })
+    .await
+    .expect("runs");
+    assert!(report.errors.is_empty(), "{report:?}");
+    assert!(report.switches >= 4 * 2, "{report:?}");
+    // Each completed switch is timed; a viewer's last one may be cut by the run's end.
+    assert!(report.switch_ms.n as u64 + 4 >= report.switches, "{report:?}");
+    // The switch lands on the next part of the other rendition: at most a part away.
+    assert!(report.switch_ms.p50 < 400.0, "{report:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -28,6 +28,8 @@ pub struct ListedSegment {
 /// A media playlist as a viewer follows it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ViewerPlaylist {
+    /// EXT-X-RENDITION-REPORT: where the other renditions are.
+    pub rendition_reports: Vec<RenditionReport>,
     /// EXT-X-MEDIA-SEQUENCE.
     pub media_sequence: u64,
     /// PART-TARGET.
@@ -126,6 +128,17 @@ fn date(text: &str) -> Option<SystemTime> {
     Some(SystemTime::from(parsed))
 }
 
+/// One EXT-X-RENDITION-REPORT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenditionReport {
+    /// The other rendition's media playlist, relative to this one.
+    pub uri: String,
+    /// Its last MSN.
+    pub last_msn: u64,
+    /// Its last part in that segment.
+    pub last_part: Option<u32>,
+}
+
 /// Reads a media playlist; `None` if it is not one.
 pub fn read(text: &str) -> Option<ViewerPlaylist> {
     if !text.starts_with("#EXTM3U") {
@@ -154,6 +167,12 @@ pub fn read(text: &str) -> Option<ViewerPlaylist> {
             duration = seconds(v.split(',').next()?);
         } else if let Some(v) = line.strip_prefix("#EXT-X-PRELOAD-HINT:") {
             p.hint = attribute(v, "URI").map(str::to_string);
+        } else if let Some(v) = line.strip_prefix("#EXT-X-RENDITION-REPORT:") {
+            p.rendition_reports.push(RenditionReport {
+                uri: attribute(v, "URI")?.to_string(),
+                last_msn: attribute(v, "LAST-MSN")?.parse().ok()?,
+                last_part: attribute(v, "LAST-PART").and_then(|v| v.parse().ok()),
+            });
         } else if line.starts_with("#EXT-X-ENDLIST") {
             p.ended = true;
         } else if !line.starts_with('#') && !line.trim().is_empty() {

@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
@@ -100,6 +101,10 @@ pub struct ViewersOptions {
     pub server_pid: Option<u32>,
     /// Allow a host that is not loopback.
     pub remote_ok: bool,
+    /// Live viewers switch to the next rendition this often (as hls.js does on a
+    /// bandwidth change: the new playlist asked for at the position the old one's
+    /// EXT-X-RENDITION-REPORT gives). `None`: they stay on their rendition.
+    pub switch_every: Option<Duration>,
 }
 
 /// Percentiles in milliseconds.
@@ -156,6 +161,10 @@ pub struct ViewersReport {
     pub announce_delay_ms: Percentiles,
     /// How long blocking reloads were held, ms.
     pub reload_wait_ms: Percentiles,
+    /// Rendition switches made.
+    pub switches: u64,
+    /// From deciding to switch to holding the new rendition's first part, ms.
+    pub switch_ms: Percentiles,
 }
 
 #[derive(Default)]
@@ -165,6 +174,8 @@ struct ViewerTally {
     errors: BTreeMap<String, u64>,
     announce_ms: Vec<f64>,
     reload_ms: Vec<f64>,
+    switches: u64,
+    switch_ms: Vec<f64>,
 }
 
 impl ViewerTally {
@@ -222,22 +233,25 @@ fn sibling(path: &str, uri: &str) -> String {
     }
 }
 
-/// The media playlist path behind `path`: itself, or the first variant of a
+/// The media playlist paths behind `path`: itself, or every variant of a
 /// multivariant playlist.
-async fn media_path(client: &Connection, path: &str) -> Result<String, String> {
+async fn media_paths(client: &Connection, path: &str) -> Result<Vec<String>, String> {
     let fetched = client.get(path).await.map_err(|e| e.to_string())?;
     if fetched.status() != 200 {
         return Err(format!("{path}: status {}", fetched.status()));
     }
     match m3u8_rs::parse_playlist_res(&fetched.body) {
-        Ok(m3u8_rs::Playlist::MasterPlaylist(master)) => master
+        Ok(m3u8_rs::Playlist::MasterPlaylist(master)) if !master.variants.is_empty() => Ok(master
             .variants
-            .first()
+            .iter()
             .map(|v| sibling(path, &v.uri))
-            .ok_or_else(|| "multivariant playlist lists no variant".to_string()),
-        Ok(m3u8_rs::Playlist::MediaPlaylist(_)) => Ok(path.to_string()),
+            .collect()),
+        Ok(m3u8_rs::Playlist::MasterPlaylist(_)) => {
+            Err("multivariant playlist lists no variant".to_string())
+        }
+        Ok(m3u8_rs::Playlist::MediaPlaylist(_)) => Ok(vec![path.to_string()]),
         Err(_) => reader::read(&fetched.text())
-            .map(|_| path.to_string())
+            .map(|_| vec![path.to_string()])
             .ok_or_else(|| format!("{path}: not a playlist")),
     }
 }
@@ -278,14 +292,47 @@ async fn first_playlist(
     }
 }
 
-async fn viewer(client: Connection, media: String, until: Instant) -> ViewerTally {
+/// Where a live viewer is going next: the next part of its rendition, or another
+/// rendition at the position its report gives.
+struct Switch {
+    variants: Arc<Vec<String>>,
+    current: usize,
+    every: Option<Duration>,
+    next_at: Instant,
+    /// When the switch under way was decided.
+    started: Option<Instant>,
+}
+
+async fn viewer(client: Connection, mut switch: Switch, until: Instant) -> ViewerTally {
     let mut tally = ViewerTally::default();
+    let mut media = switch.variants[switch.current].clone();
     let Some(mut playlist) = first_playlist(&client, &media, &mut tally).await else {
         return tally;
     };
     let mut seen: HashSet<String> = playlist.parts().map(|p| p.uri.clone()).collect();
     while Instant::now() < until && !playlist.ended {
-        let (msn, part) = playlist.next_part();
+        let (mut msn, mut part) = playlist.next_part();
+        if let Some(every) = switch.every
+            && switch.variants.len() > 1
+            && Instant::now() >= switch.next_at
+        {
+            // hls.js on a level switch: the new level's playlist, asked for at the part
+            // after the one the old playlist's rendition report names.
+            let target = (switch.current + 1) % switch.variants.len();
+            let name = switch.variants[target].rsplit('/').next().unwrap_or("");
+            match playlist.rendition_reports.iter().find(|r| r.uri == name) {
+                Some(report) => {
+                    msn = report.last_msn;
+                    part = report.last_part.map_or(0, |p| p + 1);
+                    switch.current = target;
+                    switch.started = Some(Instant::now());
+                    media = switch.variants[target].clone();
+                    tally.switches += 1;
+                }
+                None => tally.error("no-rendition-report".into()),
+            }
+            switch.next_at = Instant::now() + every;
+        }
         let started = Instant::now();
         let reload = format!("{media}?_HLS_msn={msn}&_HLS_part={part}");
         let fetched = match get_until(&client, &reload, until).await {
@@ -312,6 +359,15 @@ async fn viewer(client: Connection, media: String, until: Instant) -> ViewerTall
             tally.error("unreadable-playlist".into());
             continue;
         };
+        if switch.started.is_some() {
+            // A new rendition: only its newest part is fetched; what it listed before
+            // is what the viewer already has from the old one.
+            let newest = next.parts().last().map(|p| p.uri.clone());
+            seen = next.parts().map(|p| p.uri.clone()).collect();
+            if let Some(uri) = newest {
+                seen.remove(&uri);
+            }
+        }
         let media_ends: HashMap<&str, SystemTime> = next.part_media_ends().into_iter().collect();
         let mut new_parts = Vec::new();
         for part in next.parts() {
@@ -341,6 +397,9 @@ async fn viewer(client: Connection, media: String, until: Instant) -> ViewerTall
                 Some(Ok(f)) if f.status() == 200 => {
                     tally.requests += 1;
                     tally.bytes += f.body.len() as u64;
+                    if let Some(at) = switch.started.take() {
+                        tally.switch_ms.push(at.elapsed().as_secs_f64() * 1000.0);
+                    }
                 }
                 Some(Ok(f)) => {
                     tally.requests += 1;
@@ -418,9 +477,12 @@ pub async fn run(options: &ViewersOptions) -> Result<ViewersReport, ViewersError
     let first = connect(0)
         .await
         .map_err(|e| ViewersError::Stream(e.to_string()))?;
-    let media = media_path(&first, &path)
-        .await
-        .map_err(ViewersError::Stream)?;
+    let variants = Arc::new(
+        media_paths(&first, &path)
+            .await
+            .map_err(ViewersError::Stream)?,
+    );
+    let media = variants[0].clone();
 
     let mut clients = vec![first];
     let mut connect_errors = 0u64;
@@ -435,8 +497,21 @@ pub async fn run(options: &ViewersOptions) -> Result<ViewersReport, ViewersError
     let until = started + options.duration;
     let tasks: Vec<_> = clients
         .into_iter()
-        .map(|c| match options.mode {
-            LoadMode::Live => tokio::spawn(viewer(c, media.clone(), until)),
+        .enumerate()
+        .map(|(i, c)| match options.mode {
+            LoadMode::Live => {
+                // Viewers spread over the renditions and switch at staggered times.
+                let every = options.switch_every;
+                let switch = Switch {
+                    variants: variants.clone(),
+                    current: i % variants.len(),
+                    every,
+                    next_at: started
+                        + every.map_or(Duration::ZERO, |e| e.mul_f64(1.0 + (i % 10) as f64 / 10.0)),
+                    started: None,
+                };
+                tokio::spawn(viewer(c, switch, until))
+            }
             LoadMode::Parts => tokio::spawn(part_fetcher(c, media.clone(), until)),
         })
         .collect();
@@ -447,6 +522,8 @@ pub async fn run(options: &ViewersOptions) -> Result<ViewersReport, ViewersError
             total.bytes += t.bytes;
             total.announce_ms.extend(t.announce_ms);
             total.reload_ms.extend(t.reload_ms);
+            total.switches += t.switches;
+            total.switch_ms.extend(t.switch_ms);
             for (kind, n) in t.errors {
                 *total.errors.entry(kind).or_default() += n;
             }
@@ -473,6 +550,8 @@ pub async fn run(options: &ViewersOptions) -> Result<ViewersReport, ViewersError
         errors: total.errors,
         announce_delay_ms: Percentiles::of(total.announce_ms),
         reload_wait_ms: Percentiles::of(total.reload_ms),
+        switches: total.switches,
+        switch_ms: Percentiles::of(total.switch_ms),
     })
 }
 
@@ -498,7 +577,8 @@ impl ViewersReport {
             "viewers              {}\nseconds              {:.1}\nrequests             {} ({:.0}/s)\n\
              egress               {:.2} Mbit/s ({} bytes)\nserver CPU           {cpu} s ({per_gb} s/GB)\n\
              errors               {errors}\nannounce delay (ms)  p50 {:.1}  p95 {:.1}  p99 {:.1}  (n={})\n\
-             reload held (ms)     p50 {:.1}  p95 {:.1}  p99 {:.1}  (n={})\n",
+             reload held (ms)     p50 {:.1}  p95 {:.1}  p99 {:.1}  (n={})\n\
+             switches             {} (to the new rendition's first part, ms: p50 {:.1}  p99 {:.1})\n",
             self.viewers,
             self.seconds,
             self.requests,
@@ -513,6 +593,9 @@ impl ViewersReport {
             self.reload_wait_ms.p95,
             self.reload_wait_ms.p99,
             self.reload_wait_ms.n,
+            self.switches,
+            self.switch_ms.p50,
+            self.switch_ms.p99,
         )
     }
 }
