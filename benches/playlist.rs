@@ -56,7 +56,14 @@ fn live() -> (LivePlaylist, Arc<MediaNames>) {
 fn render(c: &mut Criterion) {
     let (live, names) = live();
     c.bench_function("snapshot_render_3_forms_gzip", |b| {
-        b.iter(|| black_box(Snapshot::render(1, &live, names.clone(), None)));
+        b.iter(|| {
+            black_box(Snapshot::render(
+                1,
+                &live,
+                names.clone(),
+                std::sync::Arc::from([]),
+            ))
+        });
     });
     c.bench_function("playlist_render_plain", |b| {
         b.iter(|| black_box(live.playlist().render_with(Skip::No)));

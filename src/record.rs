@@ -128,6 +128,7 @@ impl Recorder {
         }
         self.playlist.segments.push_back(PlaylistSegment {
             discontinuity: false,
+            map: 0,
             msn: segment.msn,
             uri: names::segment(segment.msn),
             duration: segment.duration,
@@ -183,6 +184,7 @@ pub fn record(settings: &Settings, options: &RecordOptions) -> Result<RecordSumm
             segment_target: settings.cmaf.segment_target(),
             part_target: segmenter.part_target(),
             map_uri: names::INIT.into(),
+            later_maps: Vec::new(),
             segments: Default::default(),
             ended: false,
             live: None,

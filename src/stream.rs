@@ -148,8 +148,9 @@ pub struct Snapshot {
     pub has_media: bool,
     /// The media names in use.
     pub names: Arc<MediaNames>,
-    /// The init segment, once the source has been opened.
-    pub init: Option<StoredMedia>,
+    /// The init segments by generation (a new one each time the source came back with
+    /// other codec parameters); empty until the source first opens.
+    pub inits: Arc<[StoredMedia]>,
     /// The playlist: whole, and as `_HLS_skip=YES` and `v2` delta updates.
     pub playlists: [PlaylistBytes; 3],
     /// The complete response headers of each form (blocking or not × whole or delta ×
@@ -174,7 +175,7 @@ impl Snapshot {
         sequence: u64,
         live: &LivePlaylist,
         names: Arc<MediaNames>,
-        init: Option<StoredMedia>,
+        inits: Arc<[StoredMedia]>,
     ) -> Self {
         let playlist = live.playlist();
         let target_duration = Duration::from_secs(playlist.target_duration_secs());
@@ -212,7 +213,7 @@ impl Snapshot {
             updated_at: live.updated_at(),
             has_media: live.has_media(),
             names,
-            init,
+            inits,
             playlists,
             response_headers,
         }
@@ -323,8 +324,12 @@ impl LiveStream {
         for (id, plan) in plans {
             let names = Arc::new(MediaNames::new(&format!("{id}-pending"), epoch));
             let live = placeholder_playlist(&names, settings);
-            let (sender, snapshot) =
-                watch::channel(Arc::new(Snapshot::render(0, &live, names.clone(), None)));
+            let (sender, snapshot) = watch::channel(Arc::new(Snapshot::render(
+                0,
+                &live,
+                names.clone(),
+                Arc::from([]),
+            )));
             handles.push(Rendition {
                 playlist: format!("{id}.m3u8"),
                 id: id.clone(),
@@ -337,7 +342,8 @@ impl LiveStream {
                 next_msn: 0,
                 live,
                 names,
-                init: None,
+                inits: Arc::from([]),
+                init_tracks: Vec::new(),
                 sender,
                 sequence: 0,
             });
@@ -585,7 +591,10 @@ struct Output {
     next_msn: u64,
     live: LivePlaylist,
     names: Arc<MediaNames>,
-    init: Option<StoredMedia>,
+    /// Init segments by generation; empty before the source first opens.
+    inits: Arc<[StoredMedia]>,
+    /// The tracks the latest init segment describes.
+    init_tracks: Vec<TrackInfo>,
     sender: watch::Sender<Arc<Snapshot>>,
     sequence: u64,
 }
@@ -597,7 +606,7 @@ impl Output {
             self.sequence,
             &self.live,
             self.names.clone(),
-            self.init.clone(),
+            self.inits.clone(),
         );
         self.sender.send_replace(Arc::new(snapshot));
     }
@@ -978,11 +987,11 @@ impl MediaLoop {
             .zip(&prepared)
             .map(|(o, (tracks, ..))| (o.id.clone(), tracks.clone()))
             .collect();
-        let reconnect = self.outputs.iter().any(|o| o.init.is_some());
+        let reconnect = self.outputs.iter().any(|o| !o.inits.is_empty());
         self.resume_offset = self.delivered_end;
         let now = SystemTime::now();
         for (output, (tracks, config, key)) in self.outputs.iter_mut().zip(prepared) {
-            if output.init.is_none() {
+            if output.inits.is_empty() {
                 let hash = profile_hash(&key);
                 output.names = Arc::new(MediaNames::new(
                     &format!("{}-{hash}", output.id),
@@ -995,12 +1004,30 @@ impl MediaLoop {
                     settings.server.window_segments,
                     0,
                 );
-                output.init = Some(StoredMedia {
+                output.inits = Arc::from([StoredMedia {
                     chunks: vec![Bytes::from(write_init_segment(&tracks)?)].into(),
                     modified: now,
-                });
+                }]);
+                output.init_tracks = tracks.clone();
             } else if reconnect {
                 output.live.mark_discontinuity(output.next_msn, now);
+                if !same_media(&output.init_tracks, &tracks) {
+                    // Back with other codec parameters (a camera reconfigured): a new init
+                    // segment, named by its generation, and EXT-X-MAP from the next
+                    // segment on.
+                    let generation = u32::try_from(output.inits.len()).unwrap_or(u32::MAX);
+                    let mut inits = output.inits.to_vec();
+                    inits.push(StoredMedia {
+                        chunks: vec![Bytes::from(write_init_segment(&tracks)?)].into(),
+                        modified: now,
+                    });
+                    output.inits = inits.into();
+                    output.init_tracks = tracks.clone();
+                    output
+                        .live
+                        .change_map(output.names.init_generation(generation));
+                    tracing::info!(stream = %self.stream, rendition = %output.id, generation, codecs = %crate::cmaf::codecs(&tracks), "codec parameters changed: new init segment");
+                }
                 tracing::info!(stream = %self.stream, rendition = %output.id, msn = output.next_msn, "source back: discontinuity");
             }
             output.segmenter = Some(Segmenter::new(config, output.next_msn));
@@ -1103,6 +1130,15 @@ impl MediaLoop {
             }
         }
     }
+}
+
+/// Whether two track lists decode alike (same codecs, configurations and timescales;
+/// bit rates may differ).
+fn same_media(a: &[TrackInfo], b: &[TrackInfo]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(a, b)| {
+            a.track_id == b.track_id && a.timescale == b.timescale && a.codec == b.codec
+        })
 }
 
 /// Moves `frame` past everything delivered before the source was last reopened.

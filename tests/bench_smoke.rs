@@ -117,7 +117,10 @@ async fn viewers_switch_renditions_by_their_reports() {
     assert!(report.errors.is_empty(), "{report:?}");
     assert!(report.switches >= 4 * 2, "{report:?}");
     // Each completed switch is timed; a viewer's last one may be cut by the run's end.
-    assert!(report.switch_ms.n as u64 + 4 >= report.switches, "{report:?}");
+    assert!(
+        report.switch_ms.n as u64 + 4 >= report.switches,
+        "{report:?}"
+    );
     // The switch lands on the next part of the other rendition: at most a part away.
     assert!(report.switch_ms.p50 < 400.0, "{report:?}");
 }

@@ -249,7 +249,14 @@ async fn a_server_that_dies_and_returns_gives_a_discontinuity_and_the_next_msn()
     assert_eq!(client.get("/cam/video.m3u8").await.status(), 200);
     let stalled = stream.current().position.open_msn;
 
-    let camera = RtspServer::start(port, &["--codec", "h264", "--audio", "aac"]);
+    // It comes back reconfigured, at another picture size: new parameter sets, so a new
+    // init segment from the segment after the discontinuity on.
+    let camera = RtspServer::start(
+        port,
+        &[
+            "--codec", "h264", "--audio", "aac", "--width", "480", "--height", "270",
+        ],
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     while stream.current().position.open_msn < stalled + 2 {
         assert!(Instant::now() < deadline, "the stream did not resume");
@@ -264,21 +271,44 @@ async fn a_server_that_dies_and_returns_gives_a_discontinuity_and_the_next_msn()
         .collect();
     assert!(after.windows(2).all(|w| w[1] == w[0] + 1), "{after:?}");
     assert!(*after.last().unwrap_or(&0) >= stalled, "{after:?}");
-    // The segment right after the discontinuity decodes on its own.
+    // The segment right after the discontinuity has its own EXT-X-MAP and decodes with
+    // it, at the new size.
     let lines: Vec<&str> = playlist.lines().collect();
     let at = lines
         .iter()
         .position(|l| *l == "#EXT-X-DISCONTINUITY")
         .expect("tag");
+    let new_map = lines[at + 1]
+        .strip_prefix("#EXT-X-MAP:URI=\"")
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("EXT-X-MAP after the discontinuity: {playlist}"));
+    assert!(new_map.ends_with("-init1.mp4"), "{new_map}");
+    assert_ne!(
+        new_map,
+        map_uri(&playlist),
+        "the old map still heads the playlist"
+    );
     let first_after = lines[at..]
         .iter()
         .find(|l| !l.starts_with('#'))
         .expect("a segment after the break");
-    let frames = decode_segment(&client, dir.path(), "cam", &map_uri(&playlist), first_after).await;
+    let frames = decode_segment(&client, dir.path(), "cam", new_map, first_after).await;
     assert!(
         frames
             .iter()
             .any(|f| f.media_type == "video" && f.key_frame)
+    );
+    let size = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v", "-show_entries"])
+        .args(["stream=width,height", "-of", "csv=p=0"])
+        .arg(dir.path().join(first_after))
+        .output()
+        .expect("ffprobe");
+    assert_eq!(String::from_utf8_lossy(&size.stdout).trim(), "480,270");
+    let multivariant = client.get("/cam/index.m3u8").await.text();
+    assert!(
+        multivariant.contains("RESOLUTION=640x360"),
+        "{multivariant}"
     );
     assert!(stream.status().restarts >= 1);
     assert_eq!(stream.status().state, "live");
@@ -498,5 +528,10 @@ async fn a_camera_that_hangs_is_caught_by_the_watchdog_and_reconnected() {
     }
     let playlist = client.get("/cam/video.m3u8").await.text();
     assert!(playlist.contains("#EXT-X-DISCONTINUITY\n"), "{playlist}");
+    assert_eq!(
+        playlist.matches("#EXT-X-MAP:").count(),
+        1,
+        "same parameters, same init segment: {playlist}"
+    );
     drop(camera);
 }

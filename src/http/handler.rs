@@ -385,17 +385,19 @@ async fn media(
     let target = snapshot.target_duration;
     let key = store::key(stream_name, name);
     let (content_type, urgency) = match kind {
-        MediaName::Init => (INIT_TYPE, Urgency::Init),
+        MediaName::Init(_) => (INIT_TYPE, Urgency::Init),
         MediaName::Part(..) => (SEGMENT_TYPE, Urgency::Part),
         MediaName::Segment(_) => (SEGMENT_TYPE, Urgency::Segment),
     };
     let stored = match (state.store.get(&key), kind) {
-        (_, MediaName::Init) => match &snapshot.init {
+        (_, MediaName::Init(generation)) => match snapshot.inits.get(generation as usize) {
             Some(init) => init.clone(),
-            None => {
+            // Before the source first opens there is none yet.
+            None if snapshot.inits.is_empty() => {
                 return Reply::error(StatusCode::SERVICE_UNAVAILABLE, target, Caching::Error)
                     .with(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
+            None => return Reply::error(StatusCode::NOT_FOUND, target, Caching::Error),
         },
         (Some(stored), _) => stored,
         (None, MediaName::Part(msn, index)) => {

@@ -11,8 +11,9 @@ use super::{LiveEdge, MediaPlaylist, PlaylistPart, PlaylistSegment};
 /// What a media URI names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MediaName {
-    /// The init segment.
-    Init,
+    /// An init segment: 0 the first, n the one after the n-th change of codec
+    /// parameters.
+    Init(u32),
     /// A segment, by MSN.
     Segment(u64),
     /// A part: MSN and index.
@@ -44,6 +45,14 @@ impl MediaNames {
         format!("{}-init.mp4", self.prefix)
     }
 
+    /// Init segment `generation` (0 is [`init`](Self::init)).
+    pub fn init_generation(&self, generation: u32) -> String {
+        match generation {
+            0 => self.init(),
+            g => format!("{}-init{g}.mp4", self.prefix),
+        }
+    }
+
     /// A segment.
     pub fn segment(&self, msn: u64) -> String {
         format!("{}-{msn}.m4s", self.prefix)
@@ -57,8 +66,17 @@ impl MediaNames {
     /// What `name` names, if it is one of these names.
     pub fn parse(&self, name: &str) -> Option<MediaName> {
         let rest = name.strip_prefix(&self.prefix)?.strip_prefix('-')?;
-        if rest == "init.mp4" {
-            return Some(MediaName::Init);
+        if let Some(generation) = rest
+            .strip_prefix("init")
+            .and_then(|r| r.strip_suffix(".mp4"))
+        {
+            return match generation {
+                "" => Some(MediaName::Init(0)),
+                g if g.bytes().all(|b| b.is_ascii_digit()) && !g.starts_with('0') => {
+                    g.parse().ok().map(MediaName::Init)
+                }
+                _ => None,
+            };
         }
         let stem = rest.strip_suffix(".m4s")?;
         let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
@@ -101,6 +119,7 @@ impl LivePlaylist {
                 segment_target,
                 part_target,
                 map_uri: names.init(),
+                later_maps: Vec::new(),
                 segments: VecDeque::with_capacity(window_segments + 1),
                 discontinuity_sequence: 0,
                 ended: false,
@@ -108,6 +127,7 @@ impl LivePlaylist {
                     trailing_parts: Vec::with_capacity(parts_per_segment as usize + 1),
                     preload_hint: Some(names.part(first_msn, 0)),
                     open_discontinuity: false,
+                    open_map: 0,
                     rendition_reports: Vec::new(),
                 }),
             },
@@ -145,6 +165,7 @@ impl LivePlaylist {
             trailing_parts: Vec::new(),
             preload_hint: None,
             open_discontinuity: false,
+            open_map: 0,
             rendition_reports: Vec::new(),
         };
         self.playlist.live.as_ref().unwrap_or(&EMPTY)
@@ -155,8 +176,18 @@ impl LivePlaylist {
             trailing_parts: Vec::new(),
             preload_hint: None,
             open_discontinuity: false,
+            open_map: 0,
             rendition_reports: Vec::new(),
         })
+    }
+
+    /// From the next segment on, media needs init segment `uri` (the source came back
+    /// with other codec parameters). Returns its generation.
+    pub fn change_map(&mut self, uri: String) -> u32 {
+        self.playlist.later_maps.push(uri);
+        let generation = u32::try_from(self.playlist.later_maps.len()).unwrap_or(u32::MAX);
+        self.edge_mut().open_map = generation;
+        generation
     }
 
     /// The source broke off and resumed: the next segment, which starts at `next_msn`,
@@ -228,6 +259,7 @@ impl LivePlaylist {
         let edge = self.edge_mut();
         let parts = std::mem::take(&mut edge.trailing_parts);
         let discontinuity = std::mem::take(&mut edge.open_discontinuity);
+        let map = edge.open_map;
         edge.preload_hint = Some(next_hint);
         let uri = self.names.segment(msn);
         self.playlist.segments.push_back(PlaylistSegment {
@@ -236,6 +268,7 @@ impl LivePlaylist {
             duration,
             program_date_time,
             discontinuity,
+            map,
             parts,
         });
         while self.playlist.segments.len() > self.window_segments {
@@ -291,7 +324,16 @@ mod tests {
     #[test]
     fn media_names_round_trip_and_refuse_strangers() {
         let names = MediaNames::new("video", at(0));
-        assert_eq!(names.parse(&names.init()), Some(MediaName::Init));
+        assert_eq!(names.parse(&names.init()), Some(MediaName::Init(0)));
+        assert_eq!(
+            names.parse(&names.init_generation(2)),
+            Some(MediaName::Init(2))
+        );
+        assert_eq!(
+            names.parse(&names.init_generation(0)),
+            Some(MediaName::Init(0))
+        );
+        assert_eq!(names.parse("video-18bcfe56800-init02.mp4"), None);
         assert_eq!(
             names.parse(&names.segment(42)),
             Some(MediaName::Segment(42))
@@ -432,6 +474,57 @@ video-18bcfe56800-6.m4s
         let later = live.playlist().render();
         assert!(later.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n"));
         assert!(!later.contains("#EXT-X-DISCONTINUITY\n"));
+    }
+
+    /// A source back with other codec parameters: EXT-X-MAP of the new init segment
+    /// after the discontinuity, and at the top once the old segments have left.
+    #[test]
+    fn a_changed_init_segment_is_mapped_from_the_next_segment_on() {
+        let names = MediaNames::new("video", at(0));
+        let mut live = LivePlaylist::new(
+            names.clone(),
+            Duration::from_secs(1),
+            Duration::from_millis(500),
+            6,
+            0,
+        );
+        live.push_part(0, 0, Duration::from_millis(500), true, at(0));
+        live.push_segment(0, Duration::from_millis(500), at(0), at(500));
+        live.mark_discontinuity(1, at(5000));
+        assert_eq!(live.change_map(names.init_generation(1)), 1);
+        let hinted = live.playlist().render();
+        assert_eq!(hinted.matches("#EXT-X-MAP:").count(), 1, "{hinted}");
+        live.push_part(1, 0, Duration::from_millis(500), true, at(5500));
+        let open = live.playlist().render();
+        assert!(
+            open.contains(
+                "#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"video-18bcfe56800-init1.mp4\"\n#EXT-X-PART:"
+            ),
+            "{open}"
+        );
+        live.push_segment(1, Duration::from_millis(500), at(5000), at(5500));
+        let closed = live.playlist().render();
+        assert!(closed.starts_with("#EXTM3U"));
+        let maps: Vec<&str> = closed
+            .lines()
+            .filter(|l| l.starts_with("#EXT-X-MAP:"))
+            .collect();
+        assert_eq!(
+            maps,
+            [
+                "#EXT-X-MAP:URI=\"video-18bcfe56800-init.mp4\"",
+                "#EXT-X-MAP:URI=\"video-18bcfe56800-init1.mp4\""
+            ]
+        );
+        for msn in 2..8u64 {
+            live.push_segment(msn, Duration::from_secs(1), at(msn * 1000), at(msn * 1000));
+        }
+        let later = live.playlist().render();
+        let maps: Vec<&str> = later
+            .lines()
+            .filter(|l| l.starts_with("#EXT-X-MAP:"))
+            .collect();
+        assert_eq!(maps, ["#EXT-X-MAP:URI=\"video-18bcfe56800-init1.mp4\""]);
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub struct PlaylistSegment {
     pub program_date_time: SystemTime,
     /// It follows a break in the source (EXT-X-DISCONTINUITY before it).
     pub discontinuity: bool,
+    /// Which init segment it needs: 0 is [`MediaPlaylist::map_uri`], n the n-th of
+    /// [`MediaPlaylist::later_maps`] (after a source came back with other parameters).
+    pub map: u32,
     /// Its parts, in order.
     pub parts: Vec<PlaylistPart>,
 }
@@ -50,6 +53,8 @@ pub struct LiveEdge {
     /// The segment in progress follows a break in the source: EXT-X-DISCONTINUITY goes
     /// before its first part (and, once complete, before the segment).
     pub open_discontinuity: bool,
+    /// The init segment the segment in progress needs (see [`PlaylistSegment::map`]).
+    pub open_map: u32,
     /// The other renditions' last MSN and part (EXT-X-RENDITION-REPORT).
     pub rendition_reports: Vec<RenditionReport>,
 }
@@ -87,6 +92,9 @@ pub struct MediaPlaylist {
     pub part_target: Duration,
     /// URI of the init segment (EXT-X-MAP).
     pub map_uri: String,
+    /// Init segments that replaced it, in order, when the source came back with other
+    /// codec parameters; a segment's `map` picks one.
+    pub later_maps: Vec<String>,
     /// Complete segments, oldest first; the first one's MSN is EXT-X-MEDIA-SEQUENCE.
     pub segments: VecDeque<PlaylistSegment>,
     /// EXT-X-DISCONTINUITY-SEQUENCE: discontinuities that have left the window.
@@ -152,6 +160,17 @@ impl MediaPlaylist {
         self.segments.len() - keep
     }
 
+    /// The URI of init segment `map` (see [`PlaylistSegment::map`]).
+    pub fn map_of(&self, map: u32) -> &str {
+        match map.checked_sub(1) {
+            None => &self.map_uri,
+            Some(i) => self
+                .later_maps
+                .get(i as usize)
+                .map_or(&self.map_uri, String::as_str),
+        }
+    }
+
     /// Renders the whole playlist.
     pub fn render(&self) -> String {
         self.render_with(Skip::No)
@@ -196,12 +215,19 @@ impl MediaPlaylist {
         // RFC 8216bis 4.4.3.11: every media segment is independently decodable from its
         // first frame (each starts with an IDR).
         out.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
-        let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", self.map_uri);
-
         let skipped = match skip {
             Skip::No => 0,
             Skip::Yes | Skip::V2 => self.skippable_segments(),
         };
+        // 4.4.4.5: the map of the first segment listed; another EXT-X-MAP where a later
+        // segment needs another init segment.
+        let mut map = self
+            .segments
+            .get(skipped)
+            .map(|s| s.map)
+            .or_else(|| self.live.as_ref().map(|l| l.open_map))
+            .unwrap_or(0);
+        let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", self.map_of(map));
         if skipped > 0 {
             // 4.4.5.2: EXT-X-SKIP replaces the skipped segments, in a delta update only.
             let _ = write!(out, "#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}");
@@ -227,6 +253,10 @@ impl MediaPlaylist {
             if segment.discontinuity {
                 out.push_str("#EXT-X-DISCONTINUITY\n");
             }
+            if segment.map != map {
+                map = segment.map;
+                let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", self.map_of(map));
+            }
             // 4.4.4.6: PROGRAM-DATE-TIME on every segment, since each is stamped with its
             // own capture time.
             let _ = writeln!(
@@ -245,6 +275,9 @@ impl MediaPlaylist {
         if let Some(live) = &self.live {
             if live.open_discontinuity && !live.trailing_parts.is_empty() {
                 out.push_str("#EXT-X-DISCONTINUITY\n");
+            }
+            if live.open_map != map && !live.trailing_parts.is_empty() {
+                let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", self.map_of(live.open_map));
             }
             for part in &live.trailing_parts {
                 write_part(&mut out, part);
@@ -316,6 +349,7 @@ mod tests {
             duration: Duration::from_millis(part_ms * u64::from(parts)),
             program_date_time: UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + msn * 1000),
             discontinuity: false,
+            map: 0,
             parts: (0..parts)
                 .map(|i| PlaylistPart {
                     uri: format!("part{msn}.{i}.m4s"),
@@ -338,6 +372,7 @@ mod tests {
             segment_target: Duration::from_secs(1),
             part_target: Duration::from_millis(500),
             map_uri: "init.mp4".into(),
+            later_maps: Vec::new(),
             segments: (0..5).map(|m| segment(m, 2, 500)).collect(),
             discontinuity_sequence: 0,
             ended: true,
@@ -383,6 +418,7 @@ seg4.m4s
             segment_target: Duration::from_secs(1),
             part_target: Duration::from_millis(200),
             map_uri: "init.mp4".into(),
+            later_maps: Vec::new(),
             segments: VecDeque::from([segment(7, 5, 200)]),
             discontinuity_sequence: 0,
             ended: false,
