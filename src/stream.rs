@@ -272,7 +272,8 @@ impl Rendition {
 pub struct StreamStatus {
     /// `starting`, `live` or `retrying`.
     pub state: &'static str,
-    /// `passthrough` or `transcode`, once the source is open.
+    /// `passthrough`, `transcode` or `passthrough+transcode` (an RTSP source with
+    /// renditions of both kinds), once the source is open.
     pub mode: Option<&'static str>,
     /// The last failure of the source or the pipeline.
     pub last_error: Option<String>,
@@ -591,7 +592,9 @@ struct Output {
     next_msn: u64,
     live: LivePlaylist,
     names: Arc<MediaNames>,
-    /// Init segments by generation; empty before the source first opens.
+    /// Init segments by generation; empty before the source first opens. They live as
+    /// long as the stream, not in the store, whose time to live would drop them while
+    /// parts still need them.
     inits: Arc<[StoredMedia]>,
     /// The tracks the latest init segment describes.
     init_tracks: Vec<TrackInfo>,
@@ -731,8 +734,7 @@ impl MediaLoop {
             Some(Input::Raw { source, transcoder }) => {
                 let mut frame = source.next_frame()?;
                 let format = source.format();
-                let (offset, end) = shift_frame(&mut frame, self.resume_offset, format);
-                let _ = offset;
+                let end = shift_frame(&mut frame, self.resume_offset, format);
                 self.delivered_end = self.delivered_end.max(end);
                 transcoder.push(frame, out)?;
                 Ok(())
@@ -1142,13 +1144,12 @@ fn same_media(a: &[TrackInfo], b: &[TrackInfo]) -> bool {
 }
 
 /// Moves `frame` past everything delivered before the source was last reopened.
-/// Returns the shift applied (in the frame's time base) and the media time just past
-/// the frame.
+/// Returns the media time just past the frame.
 fn shift_frame(
     frame: &mut SourceFrame,
     resume_offset: Duration,
     format: crate::ingest::SourceFormat,
-) -> (i64, Duration) {
+) -> Duration {
     let tb = frame.time_base;
     let (num, den) = (
         i128::from(tb.numerator().max(1)),
@@ -1178,7 +1179,7 @@ fn shift_frame(
     };
     let at = i128::from(pts.max(0)) * num * 1_000_000_000 / den;
     let at = Duration::from_nanos(u64::try_from(at).unwrap_or(0));
-    (offset, at + length)
+    at + length
 }
 
 /// Takes the segmenter's events into the store and the rendition's playlist; true when
