@@ -628,7 +628,15 @@ enum Input {
         source: Box<dyn crate::ingest::EncodedSource + Send>,
         copies: Vec<usize>,
         transcoding: Option<Box<Transcoding>>,
+        /// G.711 sound made into AAC for every rendition.
+        audio: Option<Box<AudioToAac>>,
     },
+}
+
+/// A camera's G.711 sound on its way to AAC.
+struct AudioToAac {
+    encoder: crate::pipeline::decode::AudioTranscoder,
+    samples: Vec<crate::cmaf::Sample>,
 }
 
 /// The renditions of an encoded source that are transcoded: its samples decoded once
@@ -743,33 +751,32 @@ impl MediaLoop {
                 source,
                 copies,
                 transcoding,
+                audio,
             }) => {
                 let mut sample = source.next_sample(stall)?;
-                let track = source
+                let g711 = source
+                    .g711_audio()
+                    .filter(|_| sample.track_id == crate::pipeline::AUDIO_TRACK_ID);
+                let timing = source
                     .tracks()
                     .iter()
                     .find(|t| t.track_id == sample.track_id)
-                    .cloned();
-                if let Some(track) = track {
-                    let offset = track.timescale.ticks(self.resume_offset);
-                    sample.decode_ticks += offset;
-                    let end = track
-                        .timescale
-                        .to_duration(sample.decode_ticks + u64::from(track.nominal_sample_ticks));
+                    .map(|t| (t.timescale, u64::from(t.nominal_sample_ticks)))
+                    .or(g711
+                        .map(|(_, rate)| (crate::cmaf::Timescale(rate), sample.data.len() as u64)));
+                if let Some((timescale, length)) = timing {
+                    sample.decode_ticks += timescale.ticks(self.resume_offset);
+                    let end = timescale.to_duration(sample.decode_ticks + length);
                     self.delivered_end = self.delivered_end.max(end);
                 }
-                if let Some(t) = transcoding {
-                    t.decoder.push(&sample, &mut t.frames)?;
-                    for frame in t.frames.drain(..) {
-                        t.transcoder.push(frame, &mut t.samples)?;
-                        out.extend(t.samples.drain(..).map(|(j, s)| (t.outputs[j], s)));
+                match (audio, g711) {
+                    (Some(audio), Some(_)) => {
+                        audio.encoder.push(&sample, &mut audio.samples)?;
+                        for aac in audio.samples.drain(..) {
+                            deliver(aac, copies, transcoding, out)?;
+                        }
                     }
-                }
-                if let Some((&last, rest)) = copies.split_last() {
-                    for &index in rest {
-                        out.push((index, sample.clone()));
-                    }
-                    out.push((last, sample));
+                    _ => deliver(sample, copies, transcoding, out)?,
                 }
                 Ok(())
             }
@@ -855,7 +862,20 @@ impl MediaLoop {
                 )
             }
             OpenedSource::Encoded(source) => {
-                let tracks = source.tracks().to_vec();
+                // G.711 sound becomes an AAC track of every rendition.
+                let audio = match source.g711_audio() {
+                    Some((law, rate)) => Some(Box::new(AudioToAac {
+                        encoder: crate::pipeline::decode::AudioTranscoder::open(
+                            settings, law, rate,
+                        )?,
+                        samples: Vec::new(),
+                    })),
+                    None => None,
+                };
+                let mut tracks = source.tracks().to_vec();
+                if let Some(audio) = &audio {
+                    tracks.push(audio.encoder.track().clone());
+                }
                 // Segments follow the source's GOP: a segment ends at the first keyframe
                 // at or after the target, so the target is at least one GOP.
                 let gop = source.keyframe_interval();
@@ -977,6 +997,7 @@ impl MediaLoop {
                         source,
                         copies,
                         transcoding,
+                        audio,
                     },
                     fps,
                     mode,
@@ -1132,6 +1153,30 @@ impl MediaLoop {
             }
         }
     }
+}
+
+/// An encoded source's sample to the renditions that pass it through, and to the
+/// decoder of those that transcode.
+fn deliver(
+    sample: crate::cmaf::Sample,
+    copies: &[usize],
+    transcoding: &mut Option<Box<Transcoding>>,
+    out: &mut Vec<(usize, crate::cmaf::Sample)>,
+) -> Result<(), MediaError> {
+    if let Some(t) = transcoding {
+        t.decoder.push(&sample, &mut t.frames)?;
+        for frame in t.frames.drain(..) {
+            t.transcoder.push(frame, &mut t.samples)?;
+            out.extend(t.samples.drain(..).map(|(j, s)| (t.outputs[j], s)));
+        }
+    }
+    if let Some((&last, rest)) = copies.split_last() {
+        for &index in rest {
+            out.push((index, sample.clone()));
+        }
+        out.push((last, sample));
+    }
+    Ok(())
 }
 
 /// Whether two track lists decode alike (same codecs, configurations and timescales;

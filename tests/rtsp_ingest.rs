@@ -535,3 +535,57 @@ async fn a_camera_that_hangs_is_caught_by_the_watchdog_and_reconnected() {
     );
     drop(camera);
 }
+
+/// A camera sending G.711 μ-law (which HLS cannot carry): its video is passed through
+/// and its sound transcoded to AAC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g711_sound_is_transcoded_to_aac_beside_passed_through_video() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let camera = RtspServer::start(free_port(), &["--codec", "h264", "--audio", "pcmu"]);
+    let settings = loopback_settings(dir.path(), 320, 240, 400);
+    let server = RunningServer::start_with(&settings, "cam", &SourceSpec::Rtsp(camera.url()))
+        .await
+        .expect("server starts");
+    let client = H3Client::connect(server.h3_addr, &server.tls).await;
+    let multivariant = wait_ok(&client, "/cam/index.m3u8", Duration::from_secs(20)).await;
+    assert!(
+        multivariant.contains("CODECS=\"avc1.") && multivariant.contains(",mp4a.40.2\""),
+        "{multivariant}"
+    );
+    let playlist = wait_segments(&client, "/cam/video.m3u8", 3).await;
+    assert_eq!(
+        server.state.streams["cam"].status().mode,
+        Some("passthrough")
+    );
+    let segments = uris(&playlist, ".m4s");
+    let frames = decode_segment(
+        &client,
+        dir.path(),
+        "cam",
+        &map_uri(&playlist),
+        &segments[segments.len() - 2],
+    )
+    .await;
+    let video = frames.iter().filter(|f| f.media_type == "video").count();
+    let audio = frames.iter().filter(|f| f.media_type == "audio").count();
+    assert!((28..=32).contains(&video), "{video} video frames");
+    assert!(
+        (40..=52).contains(&audio),
+        "{audio} AAC frames: about a second of 48 kHz sound"
+    );
+    // The camera's tone, not silence: G.711 decoded right.
+    let volume = std::process::Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "info", "-i"])
+        .arg(dir.path().join(&segments[segments.len() - 2]))
+        .args(["-vn", "-af", "volumedetect", "-f", "null", "-"])
+        .output()
+        .expect("ffmpeg");
+    let log = String::from_utf8_lossy(&volume.stderr);
+    let mean: f64 = log
+        .lines()
+        .find_map(|l| l.split("mean_volume: ").nth(1))
+        .and_then(|v| v.trim_end_matches(" dB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no volume: {log}"));
+    assert!(mean > -30.0, "mean volume {mean} dB");
+    drop(camera);
+}

@@ -200,6 +200,16 @@ pub trait Source {
     fn next_frame(&mut self) -> Result<SourceFrame, IngestError>;
 }
 
+/// The G.711 companding law of a camera's sound, which HLS cannot carry: it is
+/// transcoded to AAC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum G711 {
+    /// PCMU (North America, Japan).
+    MuLaw,
+    /// PCMA (elsewhere).
+    ALaw,
+}
+
 /// A live source of encoded samples, for passthrough: they go to the segmenter as
 /// they are, with the source's own keyframes.
 pub trait EncodedSource {
@@ -215,6 +225,11 @@ pub trait EncodedSource {
     fn next_sample(&mut self, timeout: Duration) -> Result<Sample, IngestError>;
     /// How full the source's jitter buffer is, if it has one.
     fn buffer_fill(&self) -> Option<jitter::JitterFill>;
+    /// Sound that must be transcoded to AAC: its law and sampling rate. Its samples
+    /// come with the audio track's id but are not in [`tracks`](Self::tracks).
+    fn g711_audio(&self) -> Option<(G711, u32)> {
+        None
+    }
 }
 
 /// Initialises libav once per process and routes its log to ours at warning level.

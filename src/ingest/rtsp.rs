@@ -1,5 +1,6 @@
 //! RTSP ingest with retina: H.264 or H.265 video and AAC audio, received as encoded
-//! samples for passthrough (no decode, no encode).
+//! samples for passthrough (no decode, no encode). G.711 audio is received too, for the
+//! stream to transcode to AAC.
 //!
 //! The session runs on a thread of its own with a single-threaded tokio runtime and
 //! feeds a [`JitterBuffer`]; the media thread takes samples from it with a timeout, which
@@ -28,7 +29,7 @@ use retina::client::{
 use retina::codec::{CodecItem, FrameFormat, ParametersRef, VideoParameters, VideoParametersCodec};
 
 use super::jitter::{JitterBuffer, JitterFill, Popped};
-use super::{EncodedSource, IngestError};
+use super::{EncodedSource, G711, IngestError};
 use crate::cmaf::{AacConfig, AvcConfig, CodecConfig, HevcConfig, Sample, Timescale, TrackInfo};
 use crate::pipeline::{AUDIO_TRACK_ID, VIDEO_TRACK_ID};
 
@@ -53,6 +54,7 @@ struct Opened {
     tracks: Vec<TrackInfo>,
     gop: Duration,
     frame_rate: Option<(u32, u32)>,
+    g711: Option<(G711, u32)>,
 }
 
 /// A playing RTSP session. See the module docs.
@@ -61,6 +63,7 @@ pub struct RtspSource {
     tracks: Vec<TrackInfo>,
     gop: Duration,
     frame_rate: Option<(u32, u32)>,
+    g711: Option<(G711, u32)>,
     buffer: Arc<JitterBuffer>,
     thread: Option<JoinHandle<()>>,
 }
@@ -127,6 +130,7 @@ impl RtspSource {
             tracks: opened.tracks,
             gop: opened.gop,
             frame_rate: opened.frame_rate,
+            g711: opened.g711,
             buffer,
             thread: Some(thread),
         })
@@ -162,6 +166,10 @@ impl EncodedSource for RtspSource {
 
     fn buffer_fill(&self) -> Option<JitterFill> {
         Some(self.buffer.fill())
+    }
+
+    fn g711_audio(&self) -> Option<(G711, u32)> {
+        self.g711
     }
 }
 
@@ -261,13 +269,29 @@ impl Session {
                         .join(", ")
                 ),
             })?;
-        let audio = streams
+        // AAC is passed through; G.711 (common on cameras) is transcoded to AAC by the
+        // stream; anything else is left out.
+        let aac = streams
             .iter()
             .position(|s| s.media() == "audio" && s.encoding_name() == "mpeg4-generic");
+        let g711 = streams.iter().enumerate().find_map(|(i, s)| {
+            let law = match (s.media(), s.encoding_name()) {
+                ("audio", "pcmu") => G711::MuLaw,
+                ("audio", "pcma") => G711::ALaw,
+                _ => return None,
+            };
+            (s.channels().is_none_or(|c| c.get() == 1)).then_some((i, law, s.clock_rate_hz()))
+        });
+        let audio = aac.or(g711.map(|(i, ..)| i));
+        let g711 = if aac.is_some() {
+            None
+        } else {
+            g711.map(|(_, law, rate)| (law, rate))
+        };
         if audio.is_none() && streams.iter().any(|s| s.media() == "audio") {
             tracing::warn!(
                 source = %self.name,
-                "audio is not AAC and is left out (only AAC is passed through)"
+                "audio is neither AAC nor G.711 and is left out"
             );
         }
         let transport = match self.transport {
@@ -378,7 +402,7 @@ impl Session {
                     let mut tracks = tracks_of(
                         &self.name,
                         streams[video].parameters(),
-                        audio.and_then(|a| streams[a].parameters()),
+                        aac.and_then(|a| streams[a].parameters()),
                         ready.frame_ticks,
                     )?;
                     // The first GOP's bit rate is the only one known before the
@@ -396,6 +420,7 @@ impl Session {
                         tracks,
                         gop: ready.gop,
                         frame_rate,
+                        g711,
                     }));
                     opened = None;
                     for sample in ready.samples {

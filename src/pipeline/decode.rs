@@ -16,7 +16,7 @@ use ffmpeg_next as ffmpeg;
 use super::PipelineError;
 use crate::cmaf::{AacConfig, CodecConfig, Sample, TrackInfo, TrackKind};
 use crate::ingest::lavfi::{AUDIO_FRAME_SAMPLES, buffer_graph, silence_frame};
-use crate::ingest::{RawMedia, SourceFormat, SourceFrame};
+use crate::ingest::{G711, RawMedia, SourceFormat, SourceFrame};
 
 /// The time base of decoded pictures: the samples' 90 kHz.
 const VIDEO_TIME_BASE: Rational = Rational(1, 90_000);
@@ -330,5 +330,140 @@ mod tests {
             | (usize::from(frame[4]) << 3)
             | usize::from(frame[5] >> 5);
         assert_eq!(len, 107);
+    }
+}
+
+/// Sound a camera sends in a codec HLS cannot carry (G.711 μ-law or A-law), decoded
+/// (G.711 is a table lookup, done here) and encoded to AAC at 48 kHz stereo: one AAC
+/// track shared by every rendition.
+pub struct AudioTranscoder {
+    law: G711,
+    sample_rate: u32,
+    graph: filter::Graph,
+    encoder: super::AudioEncoder,
+    frames: Vec<frame::Audio>,
+}
+
+/// One G.711 sample to 16-bit linear PCM (ITU-T G.711).
+pub fn decode_g711(law: G711, byte: u8) -> i16 {
+    {
+        match law {
+            G711::MuLaw => {
+                let u = !byte;
+                let exponent = (u >> 4) & 7;
+                let magnitude = (((i32::from(u & 0x0F)) << 3) + 0x84) << exponent;
+                let sample = magnitude - 0x84;
+                (if u & 0x80 != 0 { -sample } else { sample }) as i16
+            }
+            G711::ALaw => {
+                let a = byte ^ 0x55;
+                let exponent = (a >> 4) & 7;
+                let mantissa = i32::from(a & 0x0F);
+                let magnitude = if exponent == 0 {
+                    (mantissa << 4) + 8
+                } else {
+                    ((mantissa << 4) + 0x108) << (exponent - 1)
+                };
+                (if a & 0x80 != 0 { magnitude } else { -magnitude }) as i16
+            }
+        }
+    }
+}
+
+/// The rate AAC is made at from transcoded sound.
+const AAC_RATE: u32 = 48_000;
+
+impl AudioTranscoder {
+    /// Ready for mono G.711 at `sample_rate` (its RTP clock), to AAC per `settings`.
+    pub fn open(
+        settings: &crate::config::Settings,
+        law: G711,
+        sample_rate: u32,
+    ) -> Result<Self, PipelineError> {
+        crate::ingest::init_libav().map_err(libav("initialising"))?;
+        let args = format!(
+            "time_base=1/{sample_rate}:sample_rate={sample_rate}:sample_fmt=s16:channel_layout=0x{:x}",
+            ffmpeg::ChannelLayout::MONO.bits()
+        );
+        let spec = format!("aresample={AAC_RATE},aformat=sample_fmts=fltp:channel_layouts=stereo");
+        let mut graph = buffer_graph("abuffer", &args, "abuffersink", &spec)
+            .map_err(libav("building the audio graph"))?;
+        if let Some(mut sink) = graph.get("out") {
+            sink.sink().set_frame_size(AUDIO_FRAME_SAMPLES);
+        }
+        let encoder = super::AudioEncoder::open(
+            settings,
+            SourceFormat {
+                width: 0,
+                height: 0,
+                frame_rate: Rational(1, 1),
+                video_time_base: VIDEO_TIME_BASE,
+                sample_rate: AAC_RATE,
+                audio_time_base: Rational(1, AAC_RATE as i32),
+            },
+        )?;
+        Ok(Self {
+            law,
+            sample_rate,
+            graph,
+            encoder,
+            frames: Vec::new(),
+        })
+    }
+
+    /// The AAC track it makes.
+    pub fn track(&self) -> &TrackInfo {
+        self.encoder.track()
+    }
+
+    /// Decodes one G.711 sample (its ticks at the source's rate) and appends the AAC
+    /// samples that come out to `out`.
+    pub fn push(&mut self, sample: &Sample, out: &mut Vec<Sample>) -> Result<(), PipelineError> {
+        let mut pcm = frame::Audio::new(
+            ffmpeg::format::Sample::I16(ffmpeg::format::sample::Type::Packed),
+            sample.data.len(),
+            ffmpeg::ChannelLayout::MONO,
+        );
+        pcm.set_rate(self.sample_rate);
+        for (linear, &byte) in pcm.plane_mut::<i16>(0).iter_mut().zip(sample.data.iter()) {
+            *linear = decode_g711(self.law, byte);
+        }
+        pcm.set_pts(i64::try_from(sample.decode_ticks).ok());
+        if let Some(mut input) = self.graph.get("in") {
+            input.source().add(&pcm).map_err(libav("filtering audio"))?;
+        }
+        let mut filtered = frame::Audio::empty();
+        while let Some(mut sink) = self.graph.get("out") {
+            if sink.sink().frame(&mut filtered).is_err() {
+                break;
+            }
+            if filtered.samples() == AUDIO_FRAME_SAMPLES as usize {
+                self.frames.push(filtered.clone());
+            }
+        }
+        for frame in self.frames.drain(..) {
+            self.encoder
+                .push(frame, Rational(1, AAC_RATE as i32), sample.captured_at, out)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod g711_tests {
+    use super::{G711, decode_g711};
+
+    #[test]
+    fn g711_decodes_per_the_tables() {
+        // μ-law: 0xFF and 0x7F are the two zeros, 0x00 the most negative value.
+        assert_eq!(decode_g711(G711::MuLaw, 0xFF), 0);
+        assert_eq!(decode_g711(G711::MuLaw, 0x7F), 0);
+        assert_eq!(decode_g711(G711::MuLaw, 0x00), -32124);
+        assert_eq!(decode_g711(G711::MuLaw, 0x80), 32124);
+        // A-law: 0xD5 and 0x55 are the smallest magnitudes, ±8.
+        assert_eq!(decode_g711(G711::ALaw, 0xD5), 8);
+        assert_eq!(decode_g711(G711::ALaw, 0x55), -8);
+        assert_eq!(decode_g711(G711::ALaw, 0xAA), 32256);
+        assert_eq!(decode_g711(G711::ALaw, 0x2A), -32256);
     }
 }
