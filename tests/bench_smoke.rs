@@ -77,17 +77,10 @@ async fn viewers_bench_reports_sane_numbers() {
 /// position the old one's rendition report gives) get their next part without errors.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewers_switch_renditions_by_their_reports() {
-    use mirror::config::{RenditionCodec, RenditionSettings, StreamSettings};
+    use common::fixtures::rendition;
+    use mirror::config::StreamSettings;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut settings = loopback_settings(dir.path(), 320, 180, 400);
-    let rendition = |name: &str, width, height, kbps| RenditionSettings {
-        name: name.into(),
-        codec: RenditionCodec::H264,
-        width: Some(width),
-        height: Some(height),
-        video_bitrate_kbps: Some(kbps),
-        encoder: None,
-    };
     settings.streams = vec![StreamSettings {
         name: "ladder".into(),
         source: "testsrc".into(),

@@ -6,23 +6,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::fixtures::loopback_settings;
+use common::fixtures::{loopback_settings, rendition};
 use common::h3client::H3Client;
 use common::{probe_frames, with_init};
-use mirror::config::{RenditionCodec, RenditionSettings, StreamSettings};
+use mirror::config::StreamSettings;
 use mirror::ingest::SourceSpec;
 use mirror::server::RunningServer;
-
-fn rendition(name: &str, width: u32, height: u32, kbps: u32) -> RenditionSettings {
-    RenditionSettings {
-        name: name.into(),
-        codec: RenditionCodec::H264,
-        width: Some(width),
-        height: Some(height),
-        video_bitrate_kbps: Some(kbps),
-        encoder: None,
-    }
-}
 
 /// `(uri, PDT)` of each complete segment.
 fn segments(playlist: &str) -> Vec<(String, String)> {

@@ -69,6 +69,10 @@ async fn play_and_check(server: &RunningServer, stream: &str) -> serde_json::Val
     result
 }
 
+/// One browser run at a time: two Chromiums and two encoding servers on two cores starve
+/// each other, and latency is what these tests look at.
+static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn page_settings(dir: &Path) -> mirror::config::Settings {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut settings = loopback_settings(dir, 640, 360, 800);
@@ -78,6 +82,7 @@ fn page_settings(dir: &Path) -> mirror::config::Settings {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hls_js_plays_the_test_stream_over_http3_in_chromium() {
+    let _alone = ONE_BROWSER.lock().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let server = RunningServer::start(&page_settings(dir.path()), "test")
         .await
@@ -98,6 +103,7 @@ async fn hls_js_plays_the_test_stream_over_http3_in_chromium() {
 /// hls.js over HTTP/3.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hls_js_plays_an_rtsp_camera_passed_through_over_http3() {
+    let _alone = ONE_BROWSER.lock().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let camera = RtspServer::start(free_port(), &["--codec", "h264", "--audio", "aac"]);
     let server = RunningServer::start_with(

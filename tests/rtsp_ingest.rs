@@ -15,6 +15,31 @@ use mirror::config::StreamSettings;
 use mirror::ingest::SourceSpec;
 use mirror::server::RunningServer;
 
+/// A camera on loopback, and Mirror serving it as stream `cam`.
+struct Served {
+    dir: tempfile::TempDir,
+    camera: RtspServer,
+    server: RunningServer,
+    client: H3Client,
+}
+
+/// Starts `tests/rtsp/server.py` on `port` with `args`, and Mirror playing it.
+async fn serve_camera(port: u16, args: &[&str]) -> Served {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let camera = RtspServer::start(port, args);
+    let settings = loopback_settings(dir.path(), 320, 240, 400);
+    let server = RunningServer::start_with(&settings, "cam", &SourceSpec::Rtsp(camera.url()))
+        .await
+        .expect("server starts");
+    let client = H3Client::connect(server.h3_addr, &server.tls).await;
+    Served {
+        dir,
+        camera,
+        server,
+        client,
+    }
+}
+
 /// Polls `path` until it answers 200 (a network source opens in the background).
 async fn wait_ok(client: &H3Client, path: &str, within: Duration) -> String {
     let deadline = Instant::now() + within;
@@ -97,13 +122,12 @@ fn process_cpu_seconds() -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h264_and_aac_are_passed_through_and_decode() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let camera = RtspServer::start(free_port(), &["--codec", "h264", "--audio", "aac"]);
-    let settings = loopback_settings(dir.path(), 320, 240, 400);
-    let server = RunningServer::start_with(&settings, "cam", &SourceSpec::Rtsp(camera.url()))
-        .await
-        .expect("server starts");
-    let client = H3Client::connect(server.h3_addr, &server.tls).await;
+    let Served {
+        dir,
+        camera,
+        server,
+        client,
+    } = serve_camera(free_port(), &["--codec", "h264", "--audio", "aac"]).await;
 
     let multivariant = wait_ok(&client, "/cam/index.m3u8", Duration::from_secs(20)).await;
     assert!(
@@ -178,13 +202,13 @@ async fn h264_and_aac_are_passed_through_and_decode() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hevc_is_passed_through_and_decodes() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let camera = RtspServer::start(free_port(), &["--codec", "h265", "--audio", "none"]);
-    let settings = loopback_settings(dir.path(), 320, 240, 400);
-    let server = RunningServer::start_with(&settings, "cam", &SourceSpec::Rtsp(camera.url()))
-        .await
-        .expect("server starts");
-    let client = H3Client::connect(server.h3_addr, &server.tls).await;
+    // Bound, not `_`: the camera and the server must live to the end.
+    let Served {
+        dir,
+        camera: _camera,
+        server: _server,
+        client,
+    } = serve_camera(free_port(), &["--codec", "h265", "--audio", "none"]).await;
     let multivariant = wait_ok(&client, "/cam/index.m3u8", Duration::from_secs(20)).await;
     assert!(multivariant.contains("CODECS=\"hvc1.1."), "{multivariant}");
     let playlist = wait_segments(&client, "/cam/video.m3u8", 2).await;
@@ -216,14 +240,13 @@ async fn hevc_is_passed_through_and_decodes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_dies_and_returns_gives_a_discontinuity_and_the_next_msn() {
-    let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let camera = RtspServer::start(port, &["--codec", "h264", "--audio", "aac"]);
-    let settings = loopback_settings(dir.path(), 320, 240, 400);
-    let server = RunningServer::start_with(&settings, "cam", &SourceSpec::Rtsp(camera.url()))
-        .await
-        .expect("server starts");
-    let client = H3Client::connect(server.h3_addr, &server.tls).await;
+    let Served {
+        dir,
+        camera,
+        server,
+        client,
+    } = serve_camera(port, &["--codec", "h264", "--audio", "aac"]).await;
     wait_segments(&client, "/cam/video.m3u8", 2).await;
     let stream = server.state.streams["cam"].clone();
 
@@ -493,13 +516,12 @@ async fn a_camera_rendition_passed_through_and_one_transcoded_stay_aligned() {
 /// a few PART-TARGETs and reconnected when it answers again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_camera_that_hangs_is_caught_by_the_watchdog_and_reconnected() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let camera = RtspServer::start(free_port(), &["--codec", "h264", "--audio", "aac"]);
-    let settings = loopback_settings(dir.path(), 320, 240, 400);
-    let server = RunningServer::start_with(&settings, "cam", &SourceSpec::Rtsp(camera.url()))
-        .await
-        .expect("server starts");
-    let client = H3Client::connect(server.h3_addr, &server.tls).await;
+    let Served {
+        dir: _dir,
+        camera,
+        server,
+        client,
+    } = serve_camera(free_port(), &["--codec", "h264", "--audio", "aac"]).await;
     wait_segments(&client, "/cam/video.m3u8", 2).await;
     let stream = server.state.streams["cam"].clone();
 
@@ -540,13 +562,12 @@ async fn a_camera_that_hangs_is_caught_by_the_watchdog_and_reconnected() {
 /// and its sound transcoded to AAC.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn g711_sound_is_transcoded_to_aac_beside_passed_through_video() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let camera = RtspServer::start(free_port(), &["--codec", "h264", "--audio", "pcmu"]);
-    let settings = loopback_settings(dir.path(), 320, 240, 400);
-    let server = RunningServer::start_with(&settings, "cam", &SourceSpec::Rtsp(camera.url()))
-        .await
-        .expect("server starts");
-    let client = H3Client::connect(server.h3_addr, &server.tls).await;
+    let Served {
+        dir,
+        camera,
+        server,
+        client,
+    } = serve_camera(free_port(), &["--codec", "h264", "--audio", "pcmu"]).await;
     let multivariant = wait_ok(&client, "/cam/index.m3u8", Duration::from_secs(20)).await;
     assert!(
         multivariant.contains("CODECS=\"avc1.") && multivariant.contains(",mp4a.40.2\""),

@@ -21,14 +21,7 @@ impl FileSource {
     /// Opens `path`; `looping` plays it again and again as one live stream.
     pub fn open(path: &Path, looping: bool, realtime: bool) -> Result<Self, IngestError> {
         let name = path.display().to_string();
-        let err = |what| {
-            let source_name = name.clone();
-            move |error| IngestError::Libav {
-                source_name,
-                what,
-                error,
-            }
-        };
+        let err = |what| IngestError::libav(&name, what);
         super::init_libav().map_err(err("initialising libav"))?;
         let text = path.to_str().filter(|p| !p.contains('\'')).ok_or_else(|| {
             IngestError::Unsupported {

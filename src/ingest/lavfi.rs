@@ -186,14 +186,7 @@ impl LavfiSource {
         realtime: bool,
         start_wall: SystemTime,
     ) -> Result<Self, IngestError> {
-        let err = |what| {
-            let source_name = name.to_string();
-            move |error| IngestError::Libav {
-                source_name,
-                what,
-                error,
-            }
-        };
+        let err = |what| IngestError::libav(name, what);
         super::init_libav().map_err(err("initialising libav"))?;
         let video = Branch::open(&specs.video, "buffersink", None)
             .map_err(err("building the video graph"))?;
@@ -228,12 +221,8 @@ impl LavfiSource {
         self.format
     }
 
-    fn error(&self, what: &'static str) -> impl FnOnce(ffmpeg::Error) -> IngestError + '_ {
-        move |error| IngestError::Libav {
-            source_name: self.name.clone(),
-            what,
-            error,
-        }
+    fn error(&self, what: &'static str) -> impl FnOnce(ffmpeg::Error) -> IngestError + use<> {
+        IngestError::libav(&self.name, what)
     }
 
     fn fill(&mut self) -> Result<(), IngestError> {

@@ -157,6 +157,21 @@ pub enum IngestError {
     },
 }
 
+impl IngestError {
+    /// Wraps libav's error with the source and what was being done.
+    pub(crate) fn libav(
+        source_name: &str,
+        what: &'static str,
+    ) -> impl FnOnce(ffmpeg::Error) -> IngestError + use<> {
+        let source_name = source_name.to_string();
+        move |error| IngestError::Libav {
+            source_name,
+            what,
+            error,
+        }
+    }
+}
+
 /// Raw (decoded) media as a source delivers it.
 pub enum RawMedia {
     /// A picture; its `pts` is in [`SourceFrame::time_base`].

@@ -78,14 +78,7 @@ impl UrlSource {
     /// Opens `url`; reads wait at most `read_timeout` (`None`: 2 s).
     pub fn open(url: &str, read_timeout: Option<Duration>) -> Result<Self, IngestError> {
         let name = url.to_string();
-        let err = |what| {
-            let source_name = name.clone();
-            move |error| IngestError::Libav {
-                source_name,
-                what,
-                error,
-            }
-        };
+        let err = |what| IngestError::libav(&name, what);
         super::init_libav().map_err(err("initialising libav"))?;
         let timeout = read_timeout.unwrap_or(DEFAULT_READ_TIMEOUT);
         let micros = timeout.as_micros().to_string();
@@ -222,12 +215,8 @@ impl UrlSource {
         })
     }
 
-    fn error(&self, what: &'static str) -> impl FnOnce(ffmpeg::Error) -> IngestError + '_ {
-        move |error| IngestError::Libav {
-            source_name: self.name.clone(),
-            what,
-            error,
-        }
+    fn error(&self, what: &'static str) -> impl FnOnce(ffmpeg::Error) -> IngestError + use<> {
+        IngestError::libav(&self.name, what)
     }
 
     /// Reads one packet and queues whatever frames it yields.

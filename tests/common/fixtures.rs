@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use mirror::cmaf::{AacConfig, AvcConfig, CodecConfig, SegmenterConfig, Timescale, TrackInfo};
-use mirror::config::Settings;
+use mirror::config::{RenditionCodec, RenditionSettings, Settings};
 
 /// SPS of a libx264 High profile level 3.1 stream (1280×720).
 pub const SPS: [u8; 28] = [
@@ -73,4 +73,16 @@ pub fn loopback_settings(dir: &Path, width: u32, height: u32, video_kbps: u32) -
     settings.server.certs_dir = dir.join("certs");
     settings.server.hls_js = dir.join("absent.js");
     settings
+}
+
+/// An H.264 rendition of a ladder at `width`×`height` and `kbps`.
+pub fn rendition(name: &str, width: u32, height: u32, kbps: u32) -> RenditionSettings {
+    RenditionSettings {
+        name: name.into(),
+        codec: RenditionCodec::H264,
+        width: Some(width),
+        height: Some(height),
+        video_bitrate_kbps: Some(kbps),
+        encoder: None,
+    }
 }
