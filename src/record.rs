@@ -174,6 +174,7 @@ pub fn record(settings: &Settings, options: &RecordOptions) -> Result<RecordSumm
         format,
         &[profile],
         crate::pipeline::Keyframes::SegmentGrid,
+        true,
     )?;
     let tracks = transcoder.tracks(0).to_vec();
     let mut segmenter = Segmenter::new(settings.segmenter_config(tracks.clone()), 0);

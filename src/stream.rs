@@ -824,6 +824,7 @@ impl MediaLoop {
                     format,
                     &profiles,
                     crate::pipeline::Keyframes::SegmentGrid,
+                    true,
                 )?;
                 let fps = format.frame_rate;
                 let fps = (
@@ -914,6 +915,8 @@ impl MediaLoop {
                         i32::try_from(fps_num).unwrap_or(30),
                         i32::try_from(fps_den).unwrap_or(1),
                     );
+                    // Only the pictures are decoded: the camera's sound (or the AAC made
+                    // from its G.711) goes to these renditions as it is.
                     let decoder = crate::pipeline::SampleDecoder::open(&tracks, fps)?;
                     let format = decoder.format();
                     let profiles: Vec<crate::pipeline::VideoProfile> = profiles
@@ -938,6 +941,7 @@ impl MediaLoop {
                         crate::pipeline::Keyframes::FollowSource {
                             gop_frames: gop_frames.max(1),
                         },
+                        false,
                     )?;
                     Some(Box::new(Transcoding {
                         decoder,
@@ -954,8 +958,17 @@ impl MediaLoop {
                             (Some(t), Some(j)) => {
                                 let p = &t.profiles[j];
                                 let e = &settings.encoder;
+                                // The transcoded picture with the source's own sound.
+                                let sound = tracks
+                                    .iter()
+                                    .filter(|t| t.kind() == crate::cmaf::TrackKind::Audio);
                                 (
-                                    t.transcoder.tracks(j).to_vec(),
+                                    t.transcoder
+                                        .tracks(j)
+                                        .iter()
+                                        .chain(sound)
+                                        .cloned()
+                                        .collect(),
                                     format!(
                                         "{}|{}x{}|{}k|{}|vbv{}|follow|{}|{:?}|{:?}|a{}",
                                         p.encoder.name,
@@ -1164,10 +1177,15 @@ fn deliver(
     out: &mut Vec<(usize, crate::cmaf::Sample)>,
 ) -> Result<(), MediaError> {
     if let Some(t) = transcoding {
-        t.decoder.push(&sample, &mut t.frames)?;
-        for frame in t.frames.drain(..) {
-            t.transcoder.push(frame, &mut t.samples)?;
-            out.extend(t.samples.drain(..).map(|(j, s)| (t.outputs[j], s)));
+        if sample.track_id == crate::pipeline::VIDEO_TRACK_ID {
+            t.decoder.push(&sample, &mut t.frames)?;
+            for frame in t.frames.drain(..) {
+                t.transcoder.push(frame, &mut t.samples)?;
+                out.extend(t.samples.drain(..).map(|(j, s)| (t.outputs[j], s)));
+            }
+        } else {
+            // Sound is not transcoded: every rendition carries the same samples.
+            out.extend(t.outputs.iter().map(|&index| (index, sample.clone())));
         }
     }
     if let Some((&last, rest)) = copies.split_last() {

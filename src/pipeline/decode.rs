@@ -1,11 +1,8 @@
-//! Encoded samples (an RTSP camera's) decoded back into frames, for renditions that
-//! transcode what others of the same stream pass through.
-//!
-//! The decoders are given self-describing input, so no `extradata` has to be written
-//! into libav's structures: video as Annex B with the parameter sets before every
-//! keyframe, AAC wrapped in ADTS headers. Audio leaves as stereo float planar in
-//! 1024-sample frames at the source's rate, what the AAC encoder takes; a source
-//! without sound gets silence, so every rendition has the same tracks.
+//! Decoding what a camera sends, for renditions that transcode beside a passed-through
+//! one: its pictures (fed to libav as Annex B with the parameter sets before every
+//! keyframe, so no `extradata` has to be written into libav's structures; the sound goes
+//! to every rendition as it is), and its G.711 sound, which HLS cannot carry, made into
+//! AAC.
 
 use std::collections::VecDeque;
 use std::time::SystemTime;
@@ -14,14 +11,12 @@ use ffmpeg::{Rational, codec, decoder, filter, frame};
 use ffmpeg_next as ffmpeg;
 
 use super::PipelineError;
-use crate::cmaf::{AacConfig, CodecConfig, Sample, TrackInfo, TrackKind};
-use crate::ingest::lavfi::{AUDIO_FRAME_SAMPLES, buffer_graph, silence_frame};
+use crate::cmaf::{CodecConfig, Sample, TrackInfo, TrackKind};
+use crate::ingest::lavfi::{AUDIO_FRAME_SAMPLES, buffer_graph};
 use crate::ingest::{G711, RawMedia, SourceFormat, SourceFrame};
 
 /// The time base of decoded pictures: the samples' 90 kHz.
 const VIDEO_TIME_BASE: Rational = Rational(1, 90_000);
-/// Rate of the silence made for a source without sound.
-const SILENCE_RATE: u32 = 48_000;
 
 fn libav(what: &'static str) -> impl FnOnce(ffmpeg::Error) -> PipelineError {
     move |error| PipelineError::Libav {
@@ -31,30 +26,18 @@ fn libav(what: &'static str) -> impl FnOnce(ffmpeg::Error) -> PipelineError {
     }
 }
 
-/// The audio side: decoder, and the graph to fltp stereo 1024-sample frames (built at
-/// the first decoded frame, whose layout it needs).
-struct AudioPath {
-    track: TrackInfo,
-    aac: AacConfig,
-    decoder: decoder::Audio,
-    graph: Option<filter::Graph>,
-}
-
-/// See the module docs.
+/// A camera's pictures decoded back into frames.
 pub struct SampleDecoder {
     video_track: TrackInfo,
     video: decoder::Video,
-    audio: Option<AudioPath>,
     format: SourceFormat,
-    /// Capture times of samples inside the video decoder, by pts.
+    /// Capture times of samples inside the decoder, by pts.
     capture: VecDeque<(i64, SystemTime)>,
     annexb: Vec<u8>,
-    /// Where made-up silence has got to, in 1/`SILENCE_RATE`.
-    silence_end: i64,
 }
 
 impl SampleDecoder {
-    /// Opens decoders for `tracks` (video first); `frame_rate` is the source's.
+    /// Opens a decoder for the video track of `tracks`; `frame_rate` is the source's.
     pub fn open(tracks: &[TrackInfo], frame_rate: Rational) -> Result<Self, PipelineError> {
         crate::ingest::init_libav().map_err(libav("initialising"))?;
         let video_track = tracks
@@ -78,77 +61,38 @@ impl SampleDecoder {
                     .video()
                     .map_err(libav("opening the video decoder"))
             })?;
-        let audio = match tracks.iter().find(|t| t.kind() == TrackKind::Audio) {
-            Some(track) => {
-                let CodecConfig::Aac(aac) = &track.codec else {
-                    return Err(PipelineError::EncoderMissing("an AAC decoder"));
-                };
-                let decoder = decoder::find(codec::Id::AAC)
-                    .ok_or(PipelineError::EncoderMissing("aac decoder"))
-                    .and_then(|c| {
-                        codec::context::Context::new_with_codec(c)
-                            .decoder()
-                            .audio()
-                            .map_err(libav("opening the audio decoder"))
-                    })?;
-                Some(AudioPath {
-                    track: track.clone(),
-                    aac: aac.clone(),
-                    decoder,
-                    graph: None,
-                })
-            }
-            None => None,
-        };
-        let sample_rate = audio.as_ref().map_or(SILENCE_RATE, |a| a.aac.sample_rate);
         Ok(Self {
             format: SourceFormat {
                 width: u32::from(width) & !1,
                 height: u32::from(height) & !1,
                 frame_rate,
                 video_time_base: VIDEO_TIME_BASE,
-                sample_rate,
-                audio_time_base: Rational(1, i32::try_from(sample_rate).unwrap_or(48_000)),
+                // Unused: no sound is decoded here.
+                sample_rate: 48_000,
+                audio_time_base: Rational(1, 48_000),
             },
             video_track,
             video,
-            audio,
             capture: VecDeque::new(),
             annexb: Vec::new(),
-            silence_end: 0,
         })
     }
 
-    /// What the decoded frames are, for the encoders.
+    /// What the decoded pictures are, for the encoders.
     pub fn format(&self) -> SourceFormat {
         self.format
     }
 
-    /// Decodes one sample; the frames it completes are appended to `out`. A sample the
-    /// decoder refuses is dropped (the next keyframe recovers).
+    /// Decodes one video sample; the pictures it completes are appended to `out`. A
+    /// sample the decoder refuses is dropped (the next keyframe recovers).
     pub fn push(
         &mut self,
         sample: &Sample,
         out: &mut Vec<SourceFrame>,
     ) -> Result<(), PipelineError> {
-        if sample.track_id == self.video_track.track_id {
-            self.push_video(sample, out)
-        } else if self
-            .audio
-            .as_ref()
-            .is_some_and(|a| a.track.track_id == sample.track_id)
-        {
-            self.push_audio(sample, out)
-        } else {
-            Ok(())
+        if sample.track_id != self.video_track.track_id {
+            return Ok(());
         }
-    }
-
-    fn push_video(
-        &mut self,
-        sample: &Sample,
-        out: &mut Vec<SourceFrame>,
-    ) -> Result<(), PipelineError> {
         self.annexb.clear();
         const START: [u8; 4] = [0, 0, 0, 1];
         if sample.keyframe {
@@ -198,18 +142,6 @@ impl SampleDecoder {
                 .position(|&(p, _)| p == pts)
                 .and_then(|i| self.capture.remove(i))
                 .map_or(sample.captured_at, |(_, at)| at);
-            if self.audio.is_none() {
-                // Silence up to this picture, so the audio track keeps up.
-                let until = pts * i64::from(SILENCE_RATE) / 90_000;
-                while self.silence_end <= until {
-                    out.push(SourceFrame {
-                        media: RawMedia::Audio(silence_frame(SILENCE_RATE, self.silence_end)),
-                        time_base: self.format.audio_time_base,
-                        captured_at,
-                    });
-                    self.silence_end += i64::from(AUDIO_FRAME_SAMPLES);
-                }
-            }
             out.push(SourceFrame {
                 media: RawMedia::Video(decoded.clone()),
                 time_base: VIDEO_TIME_BASE,
@@ -217,119 +149,6 @@ impl SampleDecoder {
             });
         }
         Ok(())
-    }
-
-    fn push_audio(
-        &mut self,
-        sample: &Sample,
-        out: &mut Vec<SourceFrame>,
-    ) -> Result<(), PipelineError> {
-        let Some(audio) = self.audio.as_mut() else {
-            return Ok(());
-        };
-        let adts = adts_frame(&audio.aac, &sample.data);
-        let mut packet = ffmpeg::Packet::copy(&adts);
-        let pts = i64::try_from(sample.decode_ticks).unwrap_or(0);
-        packet.set_pts(Some(pts));
-        packet.set_dts(Some(pts));
-        if let Err(error) = audio.decoder.send_packet(&packet) {
-            tracing::debug!(%error, "audio sample refused by the decoder");
-            return Ok(());
-        }
-        let rate = audio.aac.sample_rate;
-        let mut decoded = frame::Audio::empty();
-        while audio.decoder.receive_frame(&mut decoded).is_ok() {
-            decoded.set_pts(Some(pts));
-            if decoded.channel_layout().is_empty() {
-                decoded.set_channel_layout(ffmpeg::ChannelLayout::default(i32::from(
-                    decoded.channels(),
-                )));
-            }
-            if audio.graph.is_none() {
-                let args = format!(
-                    "time_base=1/{rate}:sample_rate={}:sample_fmt={}:channel_layout=0x{:x}",
-                    decoded.rate(),
-                    decoded.format().name(),
-                    decoded.channel_layout().bits()
-                );
-                let spec =
-                    format!("aresample={rate},aformat=sample_fmts=fltp:channel_layouts=stereo");
-                let mut graph = buffer_graph("abuffer", &args, "abuffersink", &spec)
-                    .map_err(libav("building the audio graph"))?;
-                if let Some(mut sink) = graph.get("out") {
-                    sink.sink().set_frame_size(AUDIO_FRAME_SAMPLES);
-                }
-                audio.graph = Some(graph);
-            }
-            if let Some(mut input) = audio.graph.as_mut().and_then(|g| g.get("in")) {
-                input
-                    .source()
-                    .add(&decoded)
-                    .map_err(libav("filtering audio"))?;
-            }
-        }
-        let mut filtered = frame::Audio::empty();
-        while let Some(mut sink) = audio.graph.as_mut().and_then(|g| g.get("out")) {
-            if sink.sink().frame(&mut filtered).is_err() {
-                break;
-            }
-            if filtered.samples() != AUDIO_FRAME_SAMPLES as usize {
-                continue;
-            }
-            out.push(SourceFrame {
-                media: RawMedia::Audio(filtered.clone()),
-                time_base: self.format.audio_time_base,
-                captured_at: sample.captured_at,
-            });
-        }
-        Ok(())
-    }
-}
-
-/// `payload` behind a 7-byte ADTS header (ISO/IEC 13818-7 6.2) describing `aac`.
-fn adts_frame(aac: &AacConfig, payload: &[u8]) -> Vec<u8> {
-    const RATES: [u32; 13] = [
-        96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
-    ];
-    let index = RATES
-        .iter()
-        .position(|&r| r == aac.sample_rate)
-        .unwrap_or(3) as u8;
-    let profile = aac.object_type.saturating_sub(1) & 0x3;
-    let channels = aac.channels & 0x7;
-    let len = payload.len() + 7;
-    let mut out = Vec::with_capacity(len);
-    out.extend_from_slice(&[
-        0xFF,
-        0xF1, // MPEG-4, layer 0, no CRC
-        (profile << 6) | (index << 2) | (channels >> 2),
-        ((channels & 3) << 6) | ((len >> 11) as u8 & 0x3),
-        (len >> 3) as u8,
-        (((len & 7) as u8) << 5) | 0x1F,
-        0xFC,
-    ]);
-    out.extend_from_slice(payload);
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn adts_header_describes_the_frame() {
-        let aac = AacConfig::from_audio_specific_config(&[0x11, 0x90]).expect("LC 48 kHz stereo");
-        let frame = adts_frame(&aac, &[0xAA; 100]);
-        assert_eq!(frame.len(), 107);
-        assert_eq!(&frame[..2], &[0xFF, 0xF1]);
-        assert_eq!(frame[2] >> 6, 1, "profile = AOT 2 − 1");
-        assert_eq!((frame[2] >> 2) & 0xF, 3, "48 kHz");
-        let channels = ((frame[2] & 1) << 2) | (frame[3] >> 6);
-        assert_eq!(channels, 2);
-        let len = (usize::from(frame[3] & 3) << 11)
-            | (usize::from(frame[4]) << 3)
-            | usize::from(frame[5] >> 5);
-        assert_eq!(len, 107);
     }
 }
 

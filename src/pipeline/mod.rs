@@ -80,20 +80,23 @@ pub const AUDIO_TRACK_ID: u32 = 2;
 /// by all, so every rendition carries the same audio samples.
 pub struct Transcoder {
     video: Vec<VideoEncoder>,
-    audio: AudioEncoder,
+    /// `None` when the renditions carry the source's own audio samples.
+    audio: Option<AudioEncoder>,
     tracks: Vec<Vec<TrackInfo>>,
     scratch: Vec<Sample>,
 }
 
 impl Transcoder {
-    /// Opens one video encoder per profile, and the audio encoder, for frames of
-    /// `format`. Keyframes come every segment target at the source's frame rate, at the
+    /// Opens one video encoder per profile, and the audio encoder unless
+    /// `encode_audio` is false (the renditions then carry the source's encoded audio,
+    /// which the caller adds), for frames of `format`. Keyframes come every segment target at the source's frame rate, at the
     /// same frames in every rendition.
     pub fn open(
         settings: &Settings,
         format: SourceFormat,
         profiles: &[VideoProfile],
         keyframes: Keyframes,
+        encode_audio: bool,
     ) -> Result<Self, PipelineError> {
         crate::ingest::init_libav().map_err(|error| PipelineError::Libav {
             encoder: "libav",
@@ -120,10 +123,18 @@ impl Transcoder {
                 (None, Keyframes::SegmentGrid) => VideoEncoder::open(p, settings, fps, 1),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let audio = AudioEncoder::open(settings, format)?;
+        let audio = if encode_audio {
+            Some(AudioEncoder::open(settings, format)?)
+        } else {
+            None
+        };
         let tracks = video
             .iter()
-            .map(|v| vec![v.track().clone(), audio.track().clone()])
+            .map(|v| {
+                std::iter::once(v.track().clone())
+                    .chain(audio.as_ref().map(|a| a.track().clone()))
+                    .collect()
+            })
             .collect();
         Ok(Self {
             video,
@@ -154,9 +165,10 @@ impl Transcoder {
                 Ok(())
             }
             RawMedia::Audio(a) => {
-                self.audio
-                    .push(a, frame.time_base, frame.captured_at, &mut self.scratch)?;
-                self.share_audio(out);
+                if let Some(audio) = self.audio.as_mut() {
+                    audio.push(a, frame.time_base, frame.captured_at, &mut self.scratch)?;
+                    self.share_audio(out);
+                }
                 Ok(())
             }
         }
@@ -177,8 +189,10 @@ impl Transcoder {
             encoder.finish(&mut self.scratch)?;
             out.extend(self.scratch.drain(..).map(|s| (index, s)));
         }
-        self.audio.finish(&mut self.scratch)?;
-        self.share_audio(out);
+        if let Some(audio) = self.audio.as_mut() {
+            audio.finish(&mut self.scratch)?;
+            self.share_audio(out);
+        }
         Ok(())
     }
 }
