@@ -613,6 +613,62 @@ impl Output {
         );
         self.sender.send_replace(Arc::new(snapshot));
     }
+
+    /// Readies this rendition for a newly opened source: at the first connect its names
+    /// (with the profile's hash), playlist and init segment; after a failure an
+    /// EXT-X-DISCONTINUITY, and a new init segment when the codec parameters changed.
+    /// Then a new segmenter that goes on with the next MSN.
+    fn ready(
+        &mut self,
+        prepared: Prepared,
+        epoch: SystemTime,
+        window: usize,
+        now: SystemTime,
+        stream: &str,
+    ) -> Result<(), MediaError> {
+        let Prepared {
+            tracks,
+            config,
+            profile: key,
+        } = prepared;
+        if self.inits.is_empty() {
+            let hash = profile_hash(&key);
+            self.names = Arc::new(MediaNames::new(&format!("{}-{hash}", self.id), epoch));
+            self.live = LivePlaylist::new(
+                (*self.names).clone(),
+                config.segment_target,
+                Segmenter::new(config.clone(), 0).part_target(),
+                window,
+                0,
+            );
+            self.inits = Arc::from([StoredMedia {
+                chunks: vec![Bytes::from(write_init_segment(&tracks)?)].into(),
+                modified: now,
+            }]);
+            self.init_tracks = tracks.clone();
+        } else {
+            self.live.mark_discontinuity(self.next_msn, now);
+            if !same_media(&self.init_tracks, &tracks) {
+                // Back with other codec parameters (a camera reconfigured): a new init
+                // segment, named by its generation, and EXT-X-MAP from the next
+                // segment on.
+                let generation = u32::try_from(self.inits.len()).unwrap_or(u32::MAX);
+                let mut inits = self.inits.to_vec();
+                inits.push(StoredMedia {
+                    chunks: vec![Bytes::from(write_init_segment(&tracks)?)].into(),
+                    modified: now,
+                });
+                self.inits = inits.into();
+                self.init_tracks = tracks.clone();
+                self.live.change_map(self.names.init_generation(generation));
+                tracing::info!(stream = %stream, rendition = %self.id, generation, codecs = %crate::cmaf::codecs(&tracks), "codec parameters changed: new init segment");
+            }
+            tracing::info!(stream = %stream, rendition = %self.id, msn = self.next_msn, "source back: discontinuity");
+        }
+        self.segmenter = Some(Segmenter::new(config, self.next_msn));
+        self.publish();
+        Ok(())
+    }
 }
 
 /// An open source with what turns it into samples.
@@ -792,282 +848,26 @@ impl MediaLoop {
             Some(opened) => opened,
             None => self.spec.open_any(&self.settings.source, true)?,
         };
-        let settings = &self.settings;
-        // Per rendition: tracks, segmenter configuration, and the profile to hash.
-        let mut prepared = Vec::with_capacity(self.outputs.len());
-        let (input, fps, mode) = match opened {
-            OpenedSource::Raw(source) => {
-                let format = source.format();
-                let mut profiles = Vec::with_capacity(self.outputs.len());
-                for output in &self.outputs {
-                    let Plan::Transcode {
-                        encoder,
-                        size,
-                        bitrate_kbps,
-                    } = &output.plan
-                    else {
-                        return Err(MediaError::Plan(format!(
-                            "rendition {} is passthrough but the source is decoded",
-                            output.id
-                        )));
-                    };
-                    let (width, height) = size.unwrap_or((format.width, format.height));
-                    profiles.push(crate::pipeline::VideoProfile {
-                        encoder: *encoder,
-                        width,
-                        height,
-                        bitrate_kbps: *bitrate_kbps,
-                    });
-                }
-                let transcoder = Transcoder::open(
-                    settings,
-                    format,
-                    &profiles,
-                    crate::pipeline::Keyframes::SegmentGrid,
-                    true,
-                )?;
-                let fps = format.frame_rate;
-                let fps = (
-                    u32::try_from(fps.numerator()).unwrap_or(30),
-                    u32::try_from(fps.denominator()).unwrap_or(1),
-                );
-                let e = &settings.encoder;
-                for (index, profile) in profiles.iter().enumerate() {
-                    let tracks = transcoder.tracks(index).to_vec();
-                    let key = format!(
-                        "{}|{}x{}|{}k|{}|b{}|vbv{}|gop{}|{}/{}|{:?}|{:?}|a{}",
-                        profile.encoder.name,
-                        profile.width,
-                        profile.height,
-                        profile.bitrate_kbps,
-                        e.preset,
-                        e.bframes,
-                        e.vbv_buffer_ms,
-                        settings.keyframe_interval_frames(fps.0, fps.1),
-                        fps.0,
-                        fps.1,
-                        settings.cmaf.part_target(),
-                        settings.cmaf.segment_target(),
-                        e.audio_bitrate_kbps,
-                    );
-                    let config = settings.segmenter_config(tracks.clone());
-                    prepared.push((tracks, config, key));
-                }
-                (
-                    Input::Raw {
-                        source,
-                        transcoder: Box::new(transcoder),
-                    },
-                    Some(fps),
-                    "transcode",
-                )
-            }
-            OpenedSource::Encoded(source) => {
-                // G.711 sound becomes an AAC track of every rendition.
-                let audio = match source.g711_audio() {
-                    Some((law, rate)) => Some(Box::new(AudioToAac {
-                        encoder: crate::pipeline::decode::AudioTranscoder::open(
-                            settings, law, rate,
-                        )?,
-                        samples: Vec::new(),
-                    })),
-                    None => None,
-                };
-                let mut tracks = source.tracks().to_vec();
-                if let Some(audio) = &audio {
-                    tracks.push(audio.encoder.track().clone());
-                }
-                // Segments follow the source's GOP: a segment ends at the first keyframe
-                // at or after the target, so the target is at least one GOP.
-                let gop = source.keyframe_interval();
-                let (fps_num, fps_den) = source.frame_rate().unwrap_or((30, 1));
-                let mut base = settings.segmenter_config(Vec::new());
-                base.keyframes_on_segment_grid = false;
-                base.segment_target = base.segment_target.max(gop);
-                let segment_target = base.segment_target;
-                let config = |tracks: &[TrackInfo]| crate::cmaf::SegmenterConfig {
-                    tracks: tracks.to_vec(),
-                    ..base.clone()
-                };
-                let mut copies = Vec::new();
-                let mut encoded = Vec::new();
-                let mut profiles = Vec::new();
-                for (index, output) in self.outputs.iter().enumerate() {
-                    match &output.plan {
-                        Plan::Passthrough => copies.push(index),
-                        Plan::Transcode {
-                            encoder,
-                            size,
-                            bitrate_kbps,
-                        } => {
-                            encoded.push(index);
-                            profiles.push((*encoder, *size, *bitrate_kbps));
-                        }
-                    }
-                }
-                let transcoding = if encoded.is_empty() {
-                    None
-                } else {
-                    // Renditions that transcode what the others pass through: decode
-                    // once, encode each with the camera's keyframes, so that every
-                    // rendition's segments start at the same frames.
-                    let fps = ffmpeg_next::Rational(
-                        i32::try_from(fps_num).unwrap_or(30),
-                        i32::try_from(fps_den).unwrap_or(1),
-                    );
-                    // Only the pictures are decoded: the camera's sound (or the AAC made
-                    // from its G.711) goes to these renditions as it is.
-                    let decoder = crate::pipeline::SampleDecoder::open(&tracks, fps)?;
-                    let format = decoder.format();
-                    let profiles: Vec<crate::pipeline::VideoProfile> = profiles
-                        .into_iter()
-                        .map(|(encoder, size, bitrate_kbps)| {
-                            let (width, height) = size.unwrap_or((format.width, format.height));
-                            crate::pipeline::VideoProfile {
-                                encoder,
-                                width,
-                                height,
-                                bitrate_kbps,
-                            }
-                        })
-                        .collect();
-                    let gop_frames = (gop.as_secs_f64() * f64::from(fps_num)
-                        / f64::from(fps_den.max(1)))
-                    .round() as u32;
-                    let transcoder = Transcoder::open(
-                        settings,
-                        format,
-                        &profiles,
-                        crate::pipeline::Keyframes::FollowSource {
-                            gop_frames: gop_frames.max(1),
-                        },
-                        false,
-                    )?;
-                    Some(Box::new(Transcoding {
-                        decoder,
-                        transcoder,
-                        outputs: encoded.clone(),
-                        frames: Vec::new(),
-                        samples: Vec::new(),
-                        profiles,
-                    }))
-                };
-                for index in 0..self.outputs.len() {
-                    let (tracks, key) =
-                        match (&transcoding, encoded.iter().position(|&i| i == index)) {
-                            (Some(t), Some(j)) => {
-                                let p = &t.profiles[j];
-                                let e = &settings.encoder;
-                                // The transcoded picture with the source's own sound.
-                                let sound = tracks
-                                    .iter()
-                                    .filter(|t| t.kind() == crate::cmaf::TrackKind::Audio);
-                                (
-                                    t.transcoder
-                                        .tracks(j)
-                                        .iter()
-                                        .chain(sound)
-                                        .cloned()
-                                        .collect(),
-                                    format!(
-                                        "{}|{}x{}|{}k|{}|vbv{}|follow|{}|{:?}|{:?}|a{}",
-                                        p.encoder.name,
-                                        p.width,
-                                        p.height,
-                                        p.bitrate_kbps,
-                                        e.preset,
-                                        e.vbv_buffer_ms,
-                                        crate::cmaf::codecs(&tracks),
-                                        settings.cmaf.part_target(),
-                                        segment_target,
-                                        e.audio_bitrate_kbps,
-                                    ),
-                                )
-                            }
-                            _ => (
-                                tracks.clone(),
-                                format!(
-                                    "copy|{}|{:?}|{:?}",
-                                    crate::cmaf::codecs(&tracks),
-                                    settings.cmaf.part_target(),
-                                    segment_target
-                                ),
-                            ),
-                        };
-                    let config = config(&tracks);
-                    prepared.push((tracks, config, key));
-                }
-                let mode = if transcoding.is_none() {
-                    "passthrough"
-                } else if copies.is_empty() {
-                    "transcode"
-                } else {
-                    "passthrough+transcode"
-                };
-                let fps = source.frame_rate();
-                (
-                    Input::Encoded {
-                        source,
-                        copies,
-                        transcoding,
-                        audio,
-                    },
-                    fps,
-                    mode,
-                )
-            }
+        let Opening {
+            input,
+            prepared,
+            fps,
+            mode,
+        } = match opened {
+            OpenedSource::Raw(source) => open_raw(&self.settings, &self.outputs, source)?,
+            OpenedSource::Encoded(source) => open_encoded(&self.settings, &self.outputs, source)?,
         };
         let renditions: Vec<(String, Vec<TrackInfo>)> = self
             .outputs
             .iter()
             .zip(&prepared)
-            .map(|(o, (tracks, ..))| (o.id.clone(), tracks.clone()))
+            .map(|(o, p)| (o.id.clone(), p.tracks.clone()))
             .collect();
-        let reconnect = self.outputs.iter().any(|o| !o.inits.is_empty());
         self.resume_offset = self.delivered_end;
         let now = SystemTime::now();
-        for (output, (tracks, config, key)) in self.outputs.iter_mut().zip(prepared) {
-            if output.inits.is_empty() {
-                let hash = profile_hash(&key);
-                output.names = Arc::new(MediaNames::new(
-                    &format!("{}-{hash}", output.id),
-                    self.epoch,
-                ));
-                output.live = LivePlaylist::new(
-                    (*output.names).clone(),
-                    config.segment_target,
-                    Segmenter::new(config.clone(), 0).part_target(),
-                    settings.server.window_segments,
-                    0,
-                );
-                output.inits = Arc::from([StoredMedia {
-                    chunks: vec![Bytes::from(write_init_segment(&tracks)?)].into(),
-                    modified: now,
-                }]);
-                output.init_tracks = tracks.clone();
-            } else if reconnect {
-                output.live.mark_discontinuity(output.next_msn, now);
-                if !same_media(&output.init_tracks, &tracks) {
-                    // Back with other codec parameters (a camera reconfigured): a new init
-                    // segment, named by its generation, and EXT-X-MAP from the next
-                    // segment on.
-                    let generation = u32::try_from(output.inits.len()).unwrap_or(u32::MAX);
-                    let mut inits = output.inits.to_vec();
-                    inits.push(StoredMedia {
-                        chunks: vec![Bytes::from(write_init_segment(&tracks)?)].into(),
-                        modified: now,
-                    });
-                    output.inits = inits.into();
-                    output.init_tracks = tracks.clone();
-                    output
-                        .live
-                        .change_map(output.names.init_generation(generation));
-                    tracing::info!(stream = %self.stream, rendition = %output.id, generation, codecs = %crate::cmaf::codecs(&tracks), "codec parameters changed: new init segment");
-                }
-                tracing::info!(stream = %self.stream, rendition = %output.id, msn = output.next_msn, "source back: discontinuity");
-            }
-            output.segmenter = Some(Segmenter::new(config, output.next_msn));
-            output.publish();
+        let window = self.settings.server.window_segments;
+        for (output, prepared) in self.outputs.iter_mut().zip(prepared) {
+            output.ready(prepared, self.epoch, window, now, &self.stream)?;
         }
         if self.multivariant.get().is_none() {
             let _ = self
@@ -1166,6 +966,262 @@ impl MediaLoop {
             }
         }
     }
+}
+
+/// What a connect produced: the input, and per rendition what to ready it with.
+struct Opening {
+    input: Input,
+    prepared: Vec<Prepared>,
+    fps: Option<(u32, u32)>,
+    mode: &'static str,
+}
+
+/// One rendition's tracks, segmenter configuration, and the profile its names hash.
+struct Prepared {
+    tracks: Vec<TrackInfo>,
+    config: crate::cmaf::SegmenterConfig,
+    profile: String,
+}
+
+/// A decoded source: every rendition encoded, on Mirror's own keyframe grid.
+fn open_raw(
+    settings: &Settings,
+    outputs: &[Output],
+    source: Box<dyn Source + Send>,
+) -> Result<Opening, MediaError> {
+    let mut prepared = Vec::with_capacity(outputs.len());
+    let format = source.format();
+    let mut profiles = Vec::with_capacity(outputs.len());
+    for output in outputs {
+        let Plan::Transcode {
+            encoder,
+            size,
+            bitrate_kbps,
+        } = &output.plan
+        else {
+            return Err(MediaError::Plan(format!(
+                "rendition {} is passthrough but the source is decoded",
+                output.id
+            )));
+        };
+        let (width, height) = size.unwrap_or((format.width, format.height));
+        profiles.push(crate::pipeline::VideoProfile {
+            encoder: *encoder,
+            width,
+            height,
+            bitrate_kbps: *bitrate_kbps,
+        });
+    }
+    let transcoder = Transcoder::open(
+        settings,
+        format,
+        &profiles,
+        crate::pipeline::Keyframes::SegmentGrid,
+        true,
+    )?;
+    let fps = format.frame_rate;
+    let fps = (
+        u32::try_from(fps.numerator()).unwrap_or(30),
+        u32::try_from(fps.denominator()).unwrap_or(1),
+    );
+    let e = &settings.encoder;
+    for (index, profile) in profiles.iter().enumerate() {
+        let tracks = transcoder.tracks(index).to_vec();
+        let key = format!(
+            "{}|{}x{}|{}k|{}|b{}|vbv{}|gop{}|{}/{}|{:?}|{:?}|a{}",
+            profile.encoder.name,
+            profile.width,
+            profile.height,
+            profile.bitrate_kbps,
+            e.preset,
+            e.bframes,
+            e.vbv_buffer_ms,
+            settings.keyframe_interval_frames(fps.0, fps.1),
+            fps.0,
+            fps.1,
+            settings.cmaf.part_target(),
+            settings.cmaf.segment_target(),
+            e.audio_bitrate_kbps,
+        );
+        let config = settings.segmenter_config(tracks.clone());
+        prepared.push(Prepared {
+            tracks,
+            config,
+            profile: key,
+        });
+    }
+    Ok(Opening {
+        input: Input::Raw {
+            source,
+            transcoder: Box::new(transcoder),
+        },
+        prepared,
+        fps: Some(fps),
+        mode: "transcode",
+    })
+}
+
+/// An encoded source: renditions passed through, and the others decoded once and
+/// encoded with the source's keyframes; segments follow the source's GOP.
+fn open_encoded(
+    settings: &Settings,
+    outputs: &[Output],
+    source: Box<dyn crate::ingest::EncodedSource + Send>,
+) -> Result<Opening, MediaError> {
+    let mut prepared = Vec::with_capacity(outputs.len());
+    // G.711 sound becomes an AAC track of every rendition.
+    let audio = match source.g711_audio() {
+        Some((law, rate)) => Some(Box::new(AudioToAac {
+            encoder: crate::pipeline::decode::AudioTranscoder::open(settings, law, rate)?,
+            samples: Vec::new(),
+        })),
+        None => None,
+    };
+    let mut tracks = source.tracks().to_vec();
+    if let Some(audio) = &audio {
+        tracks.push(audio.encoder.track().clone());
+    }
+    // Segments follow the source's GOP: a segment ends at the first keyframe
+    // at or after the target, so the target is at least one GOP.
+    let gop = source.keyframe_interval();
+    let (fps_num, fps_den) = source.frame_rate().unwrap_or((30, 1));
+    let mut base = settings.segmenter_config(Vec::new());
+    base.keyframes_on_segment_grid = false;
+    base.segment_target = base.segment_target.max(gop);
+    let segment_target = base.segment_target;
+    let config = |tracks: &[TrackInfo]| crate::cmaf::SegmenterConfig {
+        tracks: tracks.to_vec(),
+        ..base.clone()
+    };
+    let mut copies = Vec::new();
+    let mut encoded = Vec::new();
+    let mut profiles = Vec::new();
+    for (index, output) in outputs.iter().enumerate() {
+        match &output.plan {
+            Plan::Passthrough => copies.push(index),
+            Plan::Transcode {
+                encoder,
+                size,
+                bitrate_kbps,
+            } => {
+                encoded.push(index);
+                profiles.push((*encoder, *size, *bitrate_kbps));
+            }
+        }
+    }
+    let transcoding = if encoded.is_empty() {
+        None
+    } else {
+        // Renditions that transcode what the others pass through: decode
+        // once, encode each with the camera's keyframes, so that every
+        // rendition's segments start at the same frames.
+        let fps = ffmpeg_next::Rational(
+            i32::try_from(fps_num).unwrap_or(30),
+            i32::try_from(fps_den).unwrap_or(1),
+        );
+        // Only the pictures are decoded: the camera's sound (or the AAC made
+        // from its G.711) goes to these renditions as it is.
+        let decoder = crate::pipeline::SampleDecoder::open(&tracks, fps)?;
+        let format = decoder.format();
+        let profiles: Vec<crate::pipeline::VideoProfile> = profiles
+            .into_iter()
+            .map(|(encoder, size, bitrate_kbps)| {
+                let (width, height) = size.unwrap_or((format.width, format.height));
+                crate::pipeline::VideoProfile {
+                    encoder,
+                    width,
+                    height,
+                    bitrate_kbps,
+                }
+            })
+            .collect();
+        let gop_frames =
+            (gop.as_secs_f64() * f64::from(fps_num) / f64::from(fps_den.max(1))).round() as u32;
+        let transcoder = Transcoder::open(
+            settings,
+            format,
+            &profiles,
+            crate::pipeline::Keyframes::FollowSource {
+                gop_frames: gop_frames.max(1),
+            },
+            false,
+        )?;
+        Some(Box::new(Transcoding {
+            decoder,
+            transcoder,
+            outputs: encoded.clone(),
+            frames: Vec::new(),
+            samples: Vec::new(),
+            profiles,
+        }))
+    };
+    for index in 0..outputs.len() {
+        let (tracks, key) = match (&transcoding, encoded.iter().position(|&i| i == index)) {
+            (Some(t), Some(j)) => {
+                let p = &t.profiles[j];
+                let e = &settings.encoder;
+                // The transcoded picture with the source's own sound.
+                let sound = tracks
+                    .iter()
+                    .filter(|t| t.kind() == crate::cmaf::TrackKind::Audio);
+                (
+                    t.transcoder
+                        .tracks(j)
+                        .iter()
+                        .chain(sound)
+                        .cloned()
+                        .collect(),
+                    format!(
+                        "{}|{}x{}|{}k|{}|vbv{}|follow|{}|{:?}|{:?}|a{}",
+                        p.encoder.name,
+                        p.width,
+                        p.height,
+                        p.bitrate_kbps,
+                        e.preset,
+                        e.vbv_buffer_ms,
+                        crate::cmaf::codecs(&tracks),
+                        settings.cmaf.part_target(),
+                        segment_target,
+                        e.audio_bitrate_kbps,
+                    ),
+                )
+            }
+            _ => (
+                tracks.clone(),
+                format!(
+                    "copy|{}|{:?}|{:?}",
+                    crate::cmaf::codecs(&tracks),
+                    settings.cmaf.part_target(),
+                    segment_target
+                ),
+            ),
+        };
+        let config = config(&tracks);
+        prepared.push(Prepared {
+            tracks,
+            config,
+            profile: key,
+        });
+    }
+    let mode = if transcoding.is_none() {
+        "passthrough"
+    } else if copies.is_empty() {
+        "transcode"
+    } else {
+        "passthrough+transcode"
+    };
+    let fps = source.frame_rate();
+    Ok(Opening {
+        input: Input::Encoded {
+            source,
+            copies,
+            transcoding,
+            audio,
+        },
+        prepared,
+        fps,
+        mode,
+    })
 }
 
 /// An encoded source's sample to the renditions that pass it through, and to the
