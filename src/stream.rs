@@ -11,7 +11,7 @@
 //! failures never reach another stream: each has its own thread and its own state.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -287,7 +287,7 @@ pub struct StreamStatus {
 pub struct LiveStream {
     name: String,
     renditions: Vec<Rendition>,
-    multivariant: Arc<OnceLock<Bytes>>,
+    multivariant: Arc<RwLock<Option<Bytes>>>,
     status: Arc<Mutex<StreamStatus>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -354,7 +354,7 @@ impl LiveStream {
             state: "starting",
             ..StreamStatus::default()
         }));
-        let multivariant = Arc::new(OnceLock::new());
+        let multivariant = Arc::new(RwLock::new(None));
         let mut media = MediaLoop {
             stream: stream.clone(),
             spec: spec.clone(),
@@ -440,7 +440,10 @@ impl LiveStream {
 
     /// The multivariant playlist, once the source has been opened.
     pub fn multivariant(&self) -> Option<Bytes> {
-        self.multivariant.get().cloned()
+        self.multivariant
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// What the stream is doing.
@@ -739,7 +742,9 @@ struct MediaLoop {
     resume_offset: Duration,
     store: Store,
     status: Arc<Mutex<StreamStatus>>,
-    multivariant: Arc<OnceLock<Bytes>>,
+    /// Rewritten at every connect: a source back with other parameters (another
+    /// picture size) changes RESOLUTION and CODECS.
+    multivariant: Arc<RwLock<Option<Bytes>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -869,11 +874,8 @@ impl MediaLoop {
         for (output, prepared) in self.outputs.iter_mut().zip(prepared) {
             output.ready(prepared, self.epoch, window, now, &self.stream)?;
         }
-        if self.multivariant.get().is_none() {
-            let _ = self
-                .multivariant
-                .set(Bytes::from(multivariant(&renditions, fps)));
-        }
+        *self.multivariant.write().unwrap_or_else(|e| e.into_inner()) =
+            Some(Bytes::from(multivariant(&renditions, fps)));
         let jitter = match &input {
             Input::Encoded { source, .. } => source.buffer_fill(),
             Input::Raw { .. } => None,

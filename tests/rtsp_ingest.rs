@@ -328,9 +328,10 @@ async fn a_server_that_dies_and_returns_gives_a_discontinuity_and_the_next_msn()
         .output()
         .expect("ffprobe");
     assert_eq!(String::from_utf8_lossy(&size.stdout).trim(), "480,270");
+    // The multivariant playlist describes the camera as it is now.
     let multivariant = client.get("/cam/index.m3u8").await.text();
     assert!(
-        multivariant.contains("RESOLUTION=640x360"),
+        multivariant.contains("RESOLUTION=480x270"),
         "{multivariant}"
     );
     assert!(stream.status().restarts >= 1);

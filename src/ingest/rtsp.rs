@@ -349,6 +349,14 @@ impl Session {
             let now = SystemTime::now();
             let sample = match item {
                 CodecItem::VideoFrame(frame) if frame.stream_id() == video => {
+                    if frame.has_new_parameters() && opened.is_none() {
+                        // New SPS/PPS mid-stream: the init segment no longer describes the
+                        // samples. Ending the session makes the stream reopen it, with a
+                        // discontinuity and a new init segment.
+                        return Err(
+                            self.error("the camera changed its codec parameters; reopening".into())
+                        );
+                    }
                     let ts = frame.timestamp();
                     let elapsed = ts.elapsed();
                     if let Some(previous) = timing.last_video
