@@ -612,3 +612,31 @@ async fn g711_sound_is_transcoded_to_aac_beside_passed_through_video() {
     assert!(mean > -30.0, "mean volume {mean} dB");
     drop(camera);
 }
+
+/// RTP over UDP (`source.rtsp_transport = "udp"`) instead of interleaved on the RTSP
+/// connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtp_over_udp_is_passed_through_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let camera = RtspServer::start(free_port(), &["--codec", "h264", "--audio", "aac"]);
+    let mut settings = loopback_settings(dir.path(), 320, 240, 400);
+    settings.source.rtsp_transport = mirror::ingest::RtspTransport::Udp;
+    let server = RunningServer::start_with(&settings, "cam", &SourceSpec::Rtsp(camera.url()))
+        .await
+        .expect("server starts");
+    let client = H3Client::connect(server.h3_addr, &server.tls).await;
+    let playlist = wait_segments(&client, "/cam/video.m3u8", 2).await;
+    let segments = uris(&playlist, ".m4s");
+    let frames = decode_segment(
+        &client,
+        dir.path(),
+        "cam",
+        &map_uri(&playlist),
+        &segments[segments.len() - 1],
+    )
+    .await;
+    let video = frames.iter().filter(|f| f.media_type == "video").count();
+    assert!((28..=32).contains(&video), "{video} video frames");
+    assert!(frames.iter().any(|f| f.media_type == "audio"));
+    drop(camera);
+}
