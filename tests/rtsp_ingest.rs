@@ -640,3 +640,52 @@ async fn rtp_over_udp_is_passed_through_too() {
     assert!(frames.iter().any(|f| f.media_type == "audio"));
     drop(camera);
 }
+
+/// A camera that wants a login: the credentials come from the URL (percent-encoded),
+/// and never show in the status; without them the source is refused and retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_come_from_the_url() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let camera = RtspServer::start(
+        free_port(),
+        &[
+            "--audio",
+            "none",
+            "--user",
+            "viewer",
+            "--password",
+            "s@cret",
+        ],
+    );
+    let mut settings = loopback_settings(dir.path(), 320, 240, 400);
+    let stream = |name: &str, source: String| StreamSettings {
+        name: name.into(),
+        source,
+        renditions: Vec::new(),
+    };
+    settings.streams = vec![
+        stream(
+            "with",
+            format!("rtsp://viewer:s%40cret@127.0.0.1:{}/cam", camera.port),
+        ),
+        stream("without", camera.url()),
+    ];
+    let server = RunningServer::start_with(&settings, "", &SourceSpec::TestPattern)
+        .await
+        .expect("server starts");
+    let client = H3Client::connect(server.h3_addr, &server.tls).await;
+    wait_segments(&client, "/with/video.m3u8", 2).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.state.streams["without"].status().restarts < 1 {
+        assert!(Instant::now() < deadline, "not retried");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let refused = server.state.streams["without"].status();
+    let error = refused.last_error.unwrap_or_default();
+    assert!(error.contains("401"), "{error}");
+    let json = client.get("/streams").await.text();
+    assert!(
+        !json.contains("s@cret") && !json.contains("s%40cret"),
+        "{json}"
+    );
+}

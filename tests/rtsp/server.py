@@ -65,6 +65,8 @@ def main():
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--gop", type=int, default=30)
     parser.add_argument("--kbps", type=int, default=1000)
+    parser.add_argument("--user", help="require Basic authentication as this user")
+    parser.add_argument("--password", default="")
     args = parser.parse_args()
 
     Gst.init(None)
@@ -75,6 +77,17 @@ def main():
     factory.set_launch(launch_line(args))
     # One encoder for every client, as a camera has.
     factory.set_shared(True)
+    if args.user:
+        # Only this user may play the stream, as with a camera's account.
+        auth = GstRtspServer.RTSPAuth()
+        token = GstRtspServer.RTSPToken()
+        token.set_string(GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE, "viewer")
+        auth.add_basic(GstRtspServer.RTSPAuth.make_basic(args.user, args.password), token)
+        server.set_auth(auth)
+        permissions = GstRtspServer.RTSPPermissions()
+        permissions.add_permission_for_role("viewer", GstRtspServer.RTSP_PERM_MEDIA_FACTORY_ACCESS, True)
+        permissions.add_permission_for_role("viewer", GstRtspServer.RTSP_PERM_MEDIA_FACTORY_CONSTRUCT, True)
+        factory.set_permissions(permissions)
     server.get_mount_points().add_factory(args.path, factory)
     if server.attach(None) == 0:
         print(f"cannot listen on 127.0.0.1:{args.port}", file=sys.stderr)
