@@ -114,3 +114,51 @@ async fn mpeg_ts_over_srt_is_served() {
     )
     .await;
 }
+
+/// A UDP sender that stops: libav's read timeout ends the read, the stream retries with
+/// backoff while its playlist stays served, and when the sender is back the stream goes
+/// on with the next MSN after an EXT-X-DISCONTINUITY.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udp_sender_that_stops_and_returns_gives_a_discontinuity() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let settings = loopback_settings(dir.path(), 320, 240, 400);
+    let server = RunningServer::start_with(
+        &settings,
+        "net",
+        &SourceSpec::parse(&format!("udp://127.0.0.1:{port}")),
+    )
+    .await
+    .expect("server starts");
+    let sender_url = format!("udp://127.0.0.1:{port}?pkt_size=1316");
+    let sender = Sender::start(&sender_url);
+    let stream = server.state.streams["net"].clone();
+    let deadline = Instant::now() + Duration::from_secs(25);
+    while stream.current().position.open_msn < 3 {
+        assert!(Instant::now() < deadline, "{:?}", stream.status());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(sender);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stream.status().state != "retrying" {
+        assert!(Instant::now() < deadline, "a silent sender is noticed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stalled = stream.current().position.open_msn;
+    let client = H3Client::connect(server.h3_addr, &server.tls).await;
+    assert_eq!(client.get("/net/video.m3u8").await.status(), 200);
+
+    let _sender = Sender::start(&sender_url);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while stream.current().position.open_msn < stalled + 2 {
+        assert!(
+            Instant::now() < deadline,
+            "not resumed: {:?}",
+            stream.status()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let playlist = client.get("/net/video.m3u8").await.text();
+    assert!(playlist.contains("#EXT-X-DISCONTINUITY\n"), "{playlist}");
+    assert_eq!(stream.status().state, "live");
+}
