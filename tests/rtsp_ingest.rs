@@ -689,3 +689,29 @@ async fn credentials_come_from_the_url() {
         "{json}"
     );
 }
+
+/// A camera whose GOP is longer than the segment target: passthrough segments follow
+/// its GOP, and TARGETDURATION fits them from the first playlist on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passthrough_segments_follow_a_long_camera_gop() {
+    let Served {
+        dir: _dir,
+        camera: _camera,
+        server: _server,
+        client,
+    } = serve_camera(free_port(), &["--audio", "none", "--gop", "60"]).await;
+    let first = wait_ok(&client, "/cam/video.m3u8", Duration::from_secs(20)).await;
+    assert!(first.contains("#EXT-X-TARGETDURATION:2\n"), "{first}");
+    let playlist = wait_segments(&client, "/cam/video.m3u8", 2).await;
+    assert!(playlist.contains("#EXT-X-TARGETDURATION:2\n"), "{playlist}");
+    let durations: Vec<&str> = playlist
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXTINF:"))
+        .collect();
+    assert!(
+        durations.iter().all(|d| *d == "2.000,"),
+        "two-second segments, one per GOP: {durations:?}"
+    );
+    // Parts stay at PART-TARGET: latency does not grow with the GOP.
+    assert!(playlist.contains("#EXT-X-PART-INF:PART-TARGET=0.200\n"));
+}

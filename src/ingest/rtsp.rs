@@ -33,8 +33,11 @@ use super::{EncodedSource, G711, IngestError};
 use crate::cmaf::{AacConfig, AvcConfig, CodecConfig, HevcConfig, Sample, Timescale, TrackInfo};
 use crate::pipeline::{AUDIO_TRACK_ID, VIDEO_TRACK_ID};
 
-/// How long DESCRIBE/SETUP/PLAY and the first two keyframes may take.
+/// How long each of DESCRIBE, SETUP and PLAY may take.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long opening may take in all, up to the second keyframe: cameras with long GOPs
+/// (10 s is common in "smart" encoding modes) need two of them.
+const FIRST_GOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Sender-report clocks further than this from ours are not wall clocks.
 const MAX_CLOCK_SKEW: Duration = Duration::from_secs(24 * 3600);
 
@@ -106,7 +109,7 @@ impl RtspSource {
         // On failure the receiving thread is left to end by itself (it sees the closed
         // buffer, or its own timeouts fire): joining it could hold the media thread for
         // another RTSP timeout.
-        let opened = match opened_rx.recv_timeout(OPEN_TIMEOUT) {
+        let opened = match opened_rx.recv_timeout(FIRST_GOP_TIMEOUT) {
             Ok(Ok(opened)) => opened,
             Ok(Err(error)) => {
                 buffer.close(error.to_string());
@@ -115,7 +118,7 @@ impl RtspSource {
             Err(_) => {
                 return Err(closing(format!(
                     "no two video keyframes within {} s (is the GOP longer?)",
-                    OPEN_TIMEOUT.as_secs()
+                    FIRST_GOP_TIMEOUT.as_secs()
                 )));
             }
         };
