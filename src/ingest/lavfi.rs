@@ -64,7 +64,8 @@ pub(crate) struct LavfiSource {
     pending_audio: Option<(frame::Audio, Duration)>,
 }
 
-fn media_time(pts: i64, time_base: ffmpeg::Rational) -> Duration {
+/// `pts` ticks of `time_base` as a duration (negative ones as zero).
+pub(crate) fn media_time(pts: i64, time_base: ffmpeg::Rational) -> Duration {
     let num = u128::try_from(time_base.numerator()).unwrap_or(1);
     let den = u128::try_from(time_base.denominator()).unwrap_or(1).max(1);
     let ticks = u128::try_from(pts).unwrap_or(0);
@@ -72,7 +73,7 @@ fn media_time(pts: i64, time_base: ffmpeg::Rational) -> Duration {
 }
 
 /// `at` in ticks of `time_base`, rounded to the nearest tick.
-fn ticks(at: Duration, time_base: ffmpeg::Rational) -> i64 {
+pub(crate) fn ticks(at: Duration, time_base: ffmpeg::Rational) -> i64 {
     let num = i128::from(time_base.numerator()).max(1);
     let den = i128::from(time_base.denominator());
     let scaled = i128::try_from(at.as_nanos()).unwrap_or(0) * den;

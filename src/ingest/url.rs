@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use ffmpeg::{Dictionary, Rational, codec, filter, format, frame, media};
 use ffmpeg_next as ffmpeg;
 
-use super::lavfi::{AUDIO_FRAME_SAMPLES, buffer_graph, silence_frame};
+use super::lavfi::{AUDIO_FRAME_SAMPLES, buffer_graph, media_time, silence_frame, ticks};
 use super::{IngestError, RawMedia, Source, SourceFormat, SourceFrame};
 
 /// Sampling rate audio is resampled to.
@@ -60,18 +60,6 @@ pub struct UrlSource {
     queued_audio: VecDeque<(frame::Audio, Duration)>,
     /// Media time just past the last audio frame (silence is made up to the video).
     audio_end: Duration,
-}
-
-fn media_time(pts: i64, time_base: Rational) -> Duration {
-    let nanos = i128::from(pts.max(0)) * i128::from(time_base.numerator()) * 1_000_000_000
-        / i128::from(time_base.denominator().max(1));
-    Duration::from_nanos(u64::try_from(nanos).unwrap_or(0))
-}
-
-fn ticks(at: Duration, time_base: Rational) -> i64 {
-    let t = i128::try_from(at.as_nanos()).unwrap_or(0) * i128::from(time_base.denominator())
-        / (i128::from(time_base.numerator().max(1)) * 1_000_000_000);
-    i64::try_from(t).unwrap_or(0)
 }
 
 impl UrlSource {

@@ -11,20 +11,13 @@ use ffmpeg::{Rational, codec, decoder, filter, frame};
 use ffmpeg_next as ffmpeg;
 
 use super::PipelineError;
+use super::encode::libav;
 use crate::cmaf::{CodecConfig, Sample, TrackInfo, TrackKind};
 use crate::ingest::lavfi::{AUDIO_FRAME_SAMPLES, buffer_graph};
 use crate::ingest::{G711, RawMedia, SourceFormat, SourceFrame};
 
 /// The time base of decoded pictures: the samples' 90 kHz.
 const VIDEO_TIME_BASE: Rational = Rational(1, 90_000);
-
-fn libav(what: &'static str) -> impl FnOnce(ffmpeg::Error) -> PipelineError {
-    move |error| PipelineError::Libav {
-        encoder: "decoder",
-        what,
-        error,
-    }
-}
 
 /// A camera's pictures decoded back into frames.
 pub struct SampleDecoder {
@@ -39,7 +32,7 @@ pub struct SampleDecoder {
 impl SampleDecoder {
     /// Opens a decoder for the video track of `tracks`; `frame_rate` is the source's.
     pub fn open(tracks: &[TrackInfo], frame_rate: Rational) -> Result<Self, PipelineError> {
-        crate::ingest::init_libav().map_err(libav("initialising"))?;
+        crate::ingest::init_libav().map_err(libav("decoder", "initialising"))?;
         let video_track = tracks
             .iter()
             .find(|t| t.kind() == TrackKind::Video)
@@ -59,7 +52,7 @@ impl SampleDecoder {
                 context
                     .decoder()
                     .video()
-                    .map_err(libav("opening the video decoder"))
+                    .map_err(libav("decoder", "opening the video decoder"))
             })?;
         Ok(Self {
             format: SourceFormat {
@@ -199,14 +192,14 @@ impl AudioTranscoder {
         law: G711,
         sample_rate: u32,
     ) -> Result<Self, PipelineError> {
-        crate::ingest::init_libav().map_err(libav("initialising"))?;
+        crate::ingest::init_libav().map_err(libav("decoder", "initialising"))?;
         let args = format!(
             "time_base=1/{sample_rate}:sample_rate={sample_rate}:sample_fmt=s16:channel_layout=0x{:x}",
             ffmpeg::ChannelLayout::MONO.bits()
         );
         let spec = format!("aresample={AAC_RATE},aformat=sample_fmts=fltp:channel_layouts=stereo");
         let mut graph = buffer_graph("abuffer", &args, "abuffersink", &spec)
-            .map_err(libav("building the audio graph"))?;
+            .map_err(libav("decoder", "building the audio graph"))?;
         if let Some(mut sink) = graph.get("out") {
             sink.sink().set_frame_size(AUDIO_FRAME_SAMPLES);
         }
@@ -249,7 +242,10 @@ impl AudioTranscoder {
         }
         pcm.set_pts(i64::try_from(sample.decode_ticks).ok());
         if let Some(mut input) = self.graph.get("in") {
-            input.source().add(&pcm).map_err(libav("filtering audio"))?;
+            input
+                .source()
+                .add(&pcm)
+                .map_err(libav("decoder", "filtering audio"))?;
         }
         let mut filtered = frame::Audio::empty();
         while let Some(mut sink) = self.graph.get("out") {

@@ -47,7 +47,10 @@ impl CaptureTimes {
 }
 
 /// Wraps a libav error with the encoder and what it was doing.
-fn libav(encoder: &'static str, what: &'static str) -> impl FnOnce(ffmpeg::Error) -> PipelineError {
+pub(super) fn libav(
+    encoder: &'static str,
+    what: &'static str,
+) -> impl FnOnce(ffmpeg::Error) -> PipelineError {
     move |error| PipelineError::Libav {
         encoder,
         what,

@@ -173,13 +173,7 @@ pub(super) fn open_video(
     options: &ProbeOptions,
 ) -> Result<encoder::video::Encoder, PipelineError> {
     let codec = encoder::find_by_name(id.name).ok_or(PipelineError::EncoderMissing(id.name))?;
-    let libav = |what| {
-        move |error| PipelineError::Libav {
-            encoder: id.name,
-            what,
-            error,
-        }
-    };
+    let libav = |what| super::encode::libav(id.name, what);
     let mut video = codec::context::Context::new_with_codec(codec)
         .encoder()
         .video()
