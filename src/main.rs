@@ -11,6 +11,11 @@ use mirror::config::Settings;
 use mirror::ingest::SourceSpec;
 use mirror::record::{RecordOptions, record};
 
+// quinn, h3 and tokio allocate and free small buffers per packet and per request;
+// glibc's malloc spent about 11 % of the server's CPU at 1,000 viewers (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "mirror",
