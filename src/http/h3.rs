@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use h3::server::RequestStream;
 
+use super::quic::{self, BodyHandoff};
 use super::{AppState, handle};
 
 /// Connection limits of the listeners (QUIC, and the same for TCP).
@@ -64,17 +65,19 @@ async fn connection(
     state: Arc<AppState>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let connection = incoming.await?;
+    let bodies = BodyHandoff::default();
     let mut h3 = h3::server::builder()
-        .build::<_, Bytes>(h3_quinn::Connection::new(connection))
+        .build::<_, Bytes>(quic::Connection::new(connection, bodies.clone()))
         .await?;
     loop {
         match h3.accept().await {
             Ok(Some(resolver)) => {
                 let state = state.clone();
+                let bodies = bodies.clone();
                 tokio::spawn(async move {
                     match resolver.resolve_request().await {
                         Ok((request, stream)) => {
-                            if let Err(error) = respond(&state, request, stream).await {
+                            if let Err(error) = respond(&state, request, stream, &bodies).await {
                                 tracing::debug!(%error, "HTTP/3 request ended early");
                             }
                         }
@@ -92,6 +95,7 @@ async fn respond<S>(
     state: &AppState,
     request: http::Request<()>,
     mut stream: RequestStream<S, Bytes>,
+    bodies: &BodyHandoff,
 ) -> Result<(), h3::error::StreamError>
 where
     S: h3::quic::BidiStream<Bytes>,
@@ -103,6 +107,8 @@ where
         .await?;
     let mut chunks = body.into_chunks();
     while let Some(chunk) = chunks.next().await {
+        // The transport sends this very `Bytes`, not a copy (see `quic`).
+        bodies.offer(stream.id(), &chunk);
         stream.send_data(chunk).await?;
     }
     stream.finish().await?;

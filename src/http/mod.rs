@@ -1,11 +1,12 @@
 //! HTTP: one transport-agnostic handler ([`handler`]) and the two front ends that adapt
-//! it, HTTP/3 over QUIC ([`h3`], quinn + h3) and HTTP/1.1 + HTTP/2 over TCP ([`tcp`],
-//! hyper). This module knows playlists, names and bytes; nothing about codecs.
+//! it, HTTP/3 over QUIC ([`h3`], quinn + h3 on Mirror's own transport adapter
+//! [`quic`]) and HTTP/1.1 + HTTP/2 over TCP ([`tcp`], hyper). This module knows playlists, names and bytes; nothing about codecs.
 
 pub mod body;
 pub mod h3;
 pub mod handler;
 pub mod headers;
+pub mod quic;
 pub mod tcp;
 
 pub use body::Body;

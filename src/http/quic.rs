@@ -1,0 +1,531 @@
+//! The QUIC transport under h3: quinn's connections and streams behind h3's `quic`
+//! traits, for the server side. It does what h3-quinn does, with one difference that
+//! matters to a media server: a response body chunk, which is already a shared `Bytes`
+//! (a part straight from the store), goes to quinn as that `Bytes` (`write_chunks`).
+//! h3-quinn writes every frame with `poll_write(&[u8])`, which copies it into a new
+//! buffer: that copy was 9 % of the server's CPU while it served parts (BENCHMARKS.md).
+//!
+//! h3 wraps each frame in an opaque [`WriteBuf`] (frame header, then payload), so the
+//! request task tells the stream which chunk it is about to send ([`BodyHandoff`]). The
+//! stream copies the few header bytes and passes the chunk by reference when the
+//! `WriteBuf`'s payload is that very memory; any other frame is copied, as before.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes};
+use h3::quic::{self, ConnectionErrorIncoming, StreamErrorIncoming, StreamId, WriteBuf};
+use quinn::VarInt;
+
+/// An accept or open in progress. quinn's accept and open futures keep their waker
+/// registration only while they live, so they are kept across polls.
+type Pending<T> = Pin<Box<dyn Future<Output = Result<T, quinn::ConnectionError>> + Send + Sync>>;
+
+/// Body chunks about to be sent, by request stream id: from the request task, which has
+/// the `Bytes`, to the stream, which gets only h3's `WriteBuf`. One per connection.
+#[derive(Debug, Clone, Default)]
+pub struct BodyHandoff(Arc<Handoff>);
+
+#[derive(Debug, Default)]
+struct Handoff {
+    offered: Mutex<HashMap<u64, Bytes>>,
+    /// Chunks that went to quinn by reference.
+    shared: AtomicU64,
+}
+
+impl BodyHandoff {
+    /// The next DATA frame on `stream` carries `chunk`.
+    pub fn offer(&self, stream: StreamId, chunk: &Bytes) {
+        self.offered().insert(stream.into_inner(), chunk.clone());
+    }
+
+    /// How many offered chunks were sent without a copy.
+    pub fn shared_chunks(&self) -> u64 {
+        self.0.shared.load(Ordering::Relaxed)
+    }
+
+    fn take(&self, stream: StreamId) -> Option<Bytes> {
+        self.offered().remove(&stream.into_inner())
+    }
+
+    fn offered(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Bytes>> {
+        // The map stays consistent whatever a panicking holder did: entries are only
+        // inserted and removed whole.
+        self.0
+            .offered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A server connection.
+pub struct Connection {
+    quinn: quinn::Connection,
+    incoming_bi: Pending<(quinn::SendStream, quinn::RecvStream)>,
+    incoming_uni: Pending<quinn::RecvStream>,
+    opener: Opener,
+}
+
+impl Connection {
+    /// Wraps an established quinn connection; bodies offered to `bodies` are sent
+    /// without copying.
+    pub fn new(quinn: quinn::Connection, bodies: BodyHandoff) -> Self {
+        Self {
+            incoming_bi: accept_bi(quinn.clone()),
+            incoming_uni: accept_uni(quinn.clone()),
+            opener: Opener {
+                quinn: quinn.clone(),
+                opening_bi: None,
+                opening_uni: None,
+                bodies,
+            },
+            quinn,
+        }
+    }
+}
+
+fn accept_bi(quinn: quinn::Connection) -> Pending<(quinn::SendStream, quinn::RecvStream)> {
+    Box::pin(async move { quinn.accept_bi().await })
+}
+
+fn accept_uni(quinn: quinn::Connection) -> Pending<quinn::RecvStream> {
+    Box::pin(async move { quinn.accept_uni().await })
+}
+
+impl quic::Connection<Bytes> for Connection {
+    type RecvStream = RecvStream;
+    type OpenStreams = Opener;
+
+    fn poll_accept_recv(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<RecvStream, ConnectionErrorIncoming>> {
+        let accepted = ready!(self.incoming_uni.as_mut().poll(cx));
+        self.incoming_uni = accept_uni(self.quinn.clone());
+        Poll::Ready(accepted.map(RecvStream::new).map_err(connection_error))
+    }
+
+    fn poll_accept_bidi(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<BidiStream, ConnectionErrorIncoming>> {
+        let accepted = ready!(self.incoming_bi.as_mut().poll(cx));
+        self.incoming_bi = accept_bi(self.quinn.clone());
+        let (send, recv) = accepted.map_err(connection_error)?;
+        Poll::Ready(Ok(BidiStream {
+            send: SendStream::new(send, self.opener.bodies.clone()),
+            recv: RecvStream::new(recv),
+        }))
+    }
+
+    fn opener(&self) -> Opener {
+        Opener {
+            quinn: self.quinn.clone(),
+            opening_bi: None,
+            opening_uni: None,
+            bodies: self.opener.bodies.clone(),
+        }
+    }
+}
+
+impl quic::OpenStreams<Bytes> for Connection {
+    type BidiStream = BidiStream;
+    type SendStream = SendStream;
+
+    fn poll_open_bidi(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<BidiStream, StreamErrorIncoming>> {
+        self.opener.poll_open_bidi(cx)
+    }
+
+    fn poll_open_send(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<SendStream, StreamErrorIncoming>> {
+        self.opener.poll_open_send(cx)
+    }
+
+    fn close(&mut self, code: h3::error::Code, reason: &[u8]) {
+        self.opener.close(code, reason);
+    }
+}
+
+/// Opens the server's own streams (HTTP/3's control and QPACK streams).
+pub struct Opener {
+    quinn: quinn::Connection,
+    opening_bi: Option<Pending<(quinn::SendStream, quinn::RecvStream)>>,
+    opening_uni: Option<Pending<quinn::SendStream>>,
+    bodies: BodyHandoff,
+}
+
+impl quic::OpenStreams<Bytes> for Opener {
+    type BidiStream = BidiStream;
+    type SendStream = SendStream;
+
+    fn poll_open_bidi(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<BidiStream, StreamErrorIncoming>> {
+        let opening = self.opening_bi.get_or_insert_with(|| {
+            let quinn = self.quinn.clone();
+            Box::pin(async move { quinn.open_bi().await })
+        });
+        let opened = ready!(opening.as_mut().poll(cx));
+        self.opening_bi = None;
+        let (send, recv) = opened.map_err(stream_connection_error)?;
+        Poll::Ready(Ok(BidiStream {
+            send: SendStream::new(send, self.bodies.clone()),
+            recv: RecvStream::new(recv),
+        }))
+    }
+
+    fn poll_open_send(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<SendStream, StreamErrorIncoming>> {
+        let opening = self.opening_uni.get_or_insert_with(|| {
+            let quinn = self.quinn.clone();
+            Box::pin(async move { quinn.open_uni().await })
+        });
+        let opened = ready!(opening.as_mut().poll(cx));
+        self.opening_uni = None;
+        let send = opened.map_err(stream_connection_error)?;
+        Poll::Ready(Ok(SendStream::new(send, self.bodies.clone())))
+    }
+
+    fn close(&mut self, code: h3::error::Code, reason: &[u8]) {
+        self.quinn.close(
+            VarInt::from_u64(code.value()).unwrap_or(VarInt::MAX),
+            reason,
+        );
+    }
+}
+
+/// The sending side of a stream.
+pub struct SendStream {
+    stream: quinn::SendStream,
+    id: StreamId,
+    /// What the last frame left to write: its header (copied) and its payload (shared
+    /// when it was offered, else copied).
+    unwritten: Vec<Bytes>,
+    bodies: BodyHandoff,
+}
+
+impl SendStream {
+    fn new(stream: quinn::SendStream, bodies: BodyHandoff) -> Self {
+        Self {
+            id: stream_id(stream.id()),
+            stream,
+            unwritten: Vec::with_capacity(2),
+            bodies,
+        }
+    }
+
+    /// Splits `frame` into the chunks to write: the header and `offered` itself when
+    /// the frame's payload is exactly `offered`'s memory, else one copy of everything.
+    fn queue(&mut self, mut frame: WriteBuf<Bytes>, offered: Option<Bytes>) {
+        if let Some(body) = offered {
+            let header_len = frame.chunk().len();
+            if header_len + body.len() == frame.remaining() {
+                let header = Bytes::copy_from_slice(frame.chunk());
+                frame.advance(header_len);
+                let payload = frame.chunk();
+                if payload.as_ptr() == body.as_ptr() && payload.len() == body.len() {
+                    frame.advance(body.len());
+                    self.unwritten.push(header);
+                    self.unwritten.push(body);
+                    self.bodies.0.shared.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                self.unwritten.push(header);
+            }
+            // h3 framed something else than the chunk offered: correct, only slower.
+            tracing::debug!(stream = %self.id, "offered body chunk not in the frame; copied");
+        }
+        let mut copy = Vec::with_capacity(frame.remaining());
+        while frame.has_remaining() {
+            let chunk = frame.chunk();
+            copy.extend_from_slice(chunk);
+            let n = chunk.len();
+            frame.advance(n);
+        }
+        if !copy.is_empty() {
+            self.unwritten.push(Bytes::from(copy));
+        }
+    }
+}
+
+impl Drop for SendStream {
+    fn drop(&mut self) {
+        // A chunk offered for a frame that never came (the request ended early).
+        self.bodies.take(self.id);
+    }
+}
+
+impl quic::SendStream<Bytes> for SendStream {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StreamErrorIncoming>> {
+        while !self.unwritten.is_empty() {
+            // `write_chunks` is cancel-safe and leaves its waker with the connection,
+            // so a future made for one poll is enough.
+            let written = ready!(pin!(self.stream.write_chunks(&mut self.unwritten)).poll(cx))
+                .map_err(write_error)?;
+            // A partly written chunk has been advanced in place; whole ones are done.
+            self.unwritten.drain(..written.chunks);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn send_data<T: Into<WriteBuf<Bytes>>>(&mut self, data: T) -> Result<(), StreamErrorIncoming> {
+        if !self.unwritten.is_empty() {
+            // h3 waits for poll_ready before the next frame; anything else is a bug there.
+            return Err(StreamErrorIncoming::ConnectionErrorIncoming {
+                connection_error: ConnectionErrorIncoming::InternalError(
+                    "a frame was sent before the previous one was written".into(),
+                ),
+            });
+        }
+        let offered = self.bodies.take(self.id);
+        self.queue(data.into(), offered);
+        Ok(())
+    }
+
+    fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StreamErrorIncoming>> {
+        ready!(self.poll_ready(cx))?;
+        Poll::Ready(
+            self.stream
+                .finish()
+                .map_err(|e| StreamErrorIncoming::Unknown(Box::new(e))),
+        )
+    }
+
+    fn reset(&mut self, reset_code: u64) {
+        self.unwritten.clear();
+        let _ = self
+            .stream
+            .reset(VarInt::from_u64(reset_code).unwrap_or(VarInt::MAX));
+    }
+
+    fn send_id(&self) -> StreamId {
+        self.id
+    }
+}
+
+/// The receiving side of a stream.
+pub struct RecvStream {
+    stream: quinn::RecvStream,
+    id: StreamId,
+}
+
+impl RecvStream {
+    fn new(stream: quinn::RecvStream) -> Self {
+        Self {
+            id: stream_id(stream.id()),
+            stream,
+        }
+    }
+}
+
+impl quic::RecvStream for RecvStream {
+    type Buf = Bytes;
+
+    fn poll_data(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<Bytes>, StreamErrorIncoming>> {
+        // `read_chunk` is cancel-safe and leaves its waker with the connection.
+        let chunk =
+            ready!(pin!(self.stream.read_chunk(usize::MAX, true)).poll(cx)).map_err(read_error)?;
+        Poll::Ready(Ok(chunk.map(|c| c.bytes)))
+    }
+
+    fn stop_sending(&mut self, error_code: u64) {
+        let _ = self
+            .stream
+            .stop(VarInt::from_u64(error_code).unwrap_or(VarInt::MAX));
+    }
+
+    fn recv_id(&self) -> StreamId {
+        self.id
+    }
+}
+
+/// A request stream.
+pub struct BidiStream {
+    send: SendStream,
+    recv: RecvStream,
+}
+
+impl quic::SendStream<Bytes> for BidiStream {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StreamErrorIncoming>> {
+        self.send.poll_ready(cx)
+    }
+
+    fn send_data<T: Into<WriteBuf<Bytes>>>(&mut self, data: T) -> Result<(), StreamErrorIncoming> {
+        self.send.send_data(data)
+    }
+
+    fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StreamErrorIncoming>> {
+        self.send.poll_finish(cx)
+    }
+
+    fn reset(&mut self, reset_code: u64) {
+        self.send.reset(reset_code);
+    }
+
+    fn send_id(&self) -> StreamId {
+        self.send.send_id()
+    }
+}
+
+impl quic::RecvStream for BidiStream {
+    type Buf = Bytes;
+
+    fn poll_data(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<Bytes>, StreamErrorIncoming>> {
+        self.recv.poll_data(cx)
+    }
+
+    fn stop_sending(&mut self, error_code: u64) {
+        self.recv.stop_sending(error_code);
+    }
+
+    fn recv_id(&self) -> StreamId {
+        self.recv.recv_id()
+    }
+}
+
+impl quic::BidiStream<Bytes> for BidiStream {
+    type SendStream = SendStream;
+    type RecvStream = RecvStream;
+
+    fn split(self) -> (SendStream, RecvStream) {
+        (self.send, self.recv)
+    }
+}
+
+fn stream_id(id: quinn::StreamId) -> StreamId {
+    StreamId::try_from(u64::from(id)).expect("QUIC stream ids are varints, below 2^62")
+}
+
+fn connection_error(error: quinn::ConnectionError) -> ConnectionErrorIncoming {
+    match error {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            ConnectionErrorIncoming::ApplicationClose {
+                error_code: close.error_code.into_inner(),
+            }
+        }
+        quinn::ConnectionError::TimedOut => ConnectionErrorIncoming::Timeout,
+        other => ConnectionErrorIncoming::Undefined(Arc::new(other)),
+    }
+}
+
+fn stream_connection_error(error: quinn::ConnectionError) -> StreamErrorIncoming {
+    StreamErrorIncoming::ConnectionErrorIncoming {
+        connection_error: connection_error(error),
+    }
+}
+
+fn write_error(error: quinn::WriteError) -> StreamErrorIncoming {
+    match error {
+        quinn::WriteError::Stopped(code) => StreamErrorIncoming::StreamTerminated {
+            error_code: code.into_inner(),
+        },
+        quinn::WriteError::ConnectionLost(error) => stream_connection_error(error),
+        other => StreamErrorIncoming::Unknown(Box::new(other)),
+    }
+}
+
+fn read_error(error: quinn::ReadError) -> StreamErrorIncoming {
+    match error {
+        quinn::ReadError::Reset(code) => StreamErrorIncoming::StreamTerminated {
+            error_code: code.into_inner(),
+        },
+        quinn::ReadError::ConnectionLost(error) => stream_connection_error(error),
+        other => StreamErrorIncoming::Unknown(Box::new(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::bench::client::H3Client;
+
+    #[test]
+    fn handoff_is_taken_once() {
+        let bodies = BodyHandoff::default();
+        let id = StreamId::try_from(4u64).unwrap();
+        let chunk = Bytes::from_static(b"part");
+        bodies.offer(id, &chunk);
+        assert_eq!(bodies.take(id), Some(chunk));
+        assert_eq!(bodies.take(id), None);
+    }
+
+    /// Over a real loopback connection, with a body larger than the client's stream
+    /// window (so quinn takes it in pieces and the stream waits for credit): an offered
+    /// body is sent by reference, one not offered is copied, and both arrive whole.
+    #[tokio::test]
+    async fn offered_body_is_sent_uncopied_and_arrives_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = crate::tls::load_or_generate(None, None, dir.path()).unwrap();
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(
+            crate::tls::server_config(&tls, &[b"h3"], true).unwrap(),
+        )
+        .unwrap();
+        let endpoint = quinn::Endpoint::server(
+            quinn::ServerConfig::with_crypto(Arc::new(crypto)),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .unwrap();
+        let addr = endpoint.local_addr().unwrap();
+        let body = Bytes::from(
+            (0..3_000_000u32)
+                .map(|i| (i % 251) as u8)
+                .collect::<Vec<_>>(),
+        );
+        let bodies = BodyHandoff::default();
+        let server = tokio::spawn({
+            let (bodies, body) = (bodies.clone(), body.clone());
+            async move {
+                let connection = endpoint.accept().await.unwrap().await.unwrap();
+                let mut h3 = h3::server::builder()
+                    .build::<_, Bytes>(Connection::new(connection, bodies.clone()))
+                    .await
+                    .unwrap();
+                for offer in [true, false] {
+                    let resolver = h3.accept().await.unwrap().unwrap();
+                    let (_request, mut stream) = resolver.resolve_request().await.unwrap();
+                    stream.send_response(http::Response::new(())).await.unwrap();
+                    if offer {
+                        bodies.offer(stream.id(), &body);
+                    }
+                    stream.send_data(body.clone()).await.unwrap();
+                    stream.finish().await.unwrap();
+                }
+                // Held until the client has read everything.
+                h3
+            }
+        });
+        let client_tls = crate::tls::client_config_trusting(&tls, &[b"h3"]).unwrap();
+        let client = H3Client::connect(addr, "localhost", client_tls)
+            .await
+            .unwrap();
+
+        let offered = client.get("/offered").await.unwrap();
+        assert_eq!(offered.status(), 200);
+        assert!(offered.body == body, "offered body arrived changed");
+        assert_eq!(bodies.shared_chunks(), 1);
+
+        let copied = client.get("/copied").await.unwrap();
+        assert!(copied.body == body, "copied body arrived changed");
+        assert_eq!(bodies.shared_chunks(), 1);
+        drop(server.await.unwrap());
+    }
+}
