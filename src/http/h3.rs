@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use h3::server::RequestStream;
 
 use super::quic::{self, BodyHandoff};
@@ -112,9 +113,15 @@ where
         stream.send_data(chunk).await?;
     }
     stream.finish().await?;
-    // RFC 9114 4.1: the response is complete and needs nothing more of the request; the
-    // client is asked to stop sending with H3_NO_ERROR (not quinn's default code 0, which
-    // a client reads as an abort).
-    stream.stop_sending(h3::error::Code::H3_NO_ERROR);
+    // RFC 9114 4.1: the response is complete and needs nothing more of the request. A
+    // request whose end has already arrived (a GET's usually has) is read to that end,
+    // which closes the stream without sending anything; otherwise the client is asked to
+    // stop sending, with H3_NO_ERROR (not quinn's default code 0, which a client reads as
+    // an abort). The STOP_SENDING frame sent for every request cost a packet and the
+    // client's acknowledgement of it at the live edge.
+    let request_ended = matches!(stream.recv_data().now_or_never(), Some(Ok(None)));
+    if !request_ended {
+        stream.stop_sending(h3::error::Code::H3_NO_ERROR);
+    }
     Ok(())
 }
