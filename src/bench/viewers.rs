@@ -23,6 +23,13 @@ use super::reader::{self, ViewerPlaylist};
 /// Most newly listed parts a viewer fetches after one reload; beyond that it re-syncs.
 const MAX_CATCH_UP_PARTS: usize = 3;
 
+/// Most UDP sockets the viewers spread over. Real players each have their own; viewers
+/// sharing one socket share its one quinn endpoint driver, whose receive queue then
+/// holds one viewer's playlist behind the others' parts: at 100 viewers of 720p on one
+/// socket that queue was a 75 ms announce-delay tail of the load generator's own. 256
+/// stays well under the open-file limit.
+const MAX_CLIENT_SOCKETS: usize = 256;
+
 /// Why the run could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ViewersError {
@@ -455,14 +462,17 @@ pub async fn run(options: &ViewersOptions) -> Result<ViewersReport, ViewersError
     }
     let (addr, server_name, path) = target(&options.url, options.remote_ok)?;
     let tls = crate::tls::client_config_from_pem(Path::new(&options.ca))?;
-    // One UDP socket per thousand viewers: quinn multiplexes connections on a socket,
-    // and this stays well under the open-file limit.
-    let endpoints = (0..options.viewers.div_ceil(1000))
+    let viewers_per_socket = options.viewers.div_ceil(MAX_CLIENT_SOCKETS);
+    let endpoints = (0..options.viewers.div_ceil(viewers_per_socket))
         .map(|_| client_endpoint(addr, tls.clone()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ViewersError::Stream(e.to_string()))?;
     let connect = |i: usize| {
-        let (endpoint, tls, server_name) = (&endpoints[i / 1000], tls.clone(), server_name.clone());
+        let (endpoint, tls, server_name) = (
+            &endpoints[i / viewers_per_socket],
+            tls.clone(),
+            server_name.clone(),
+        );
         async move {
             match options.transport {
                 Transport::Http3 => H3Client::connect_on(endpoint, addr, &server_name)
