@@ -6,9 +6,10 @@
 //! buffer: that copy was 9 % of the server's CPU while it served parts (BENCHMARKS.md).
 //!
 //! h3 wraps each frame in an opaque [`WriteBuf`] (frame header, then payload), so the
-//! request task tells the stream which chunk it is about to send ([`BodyHandoff`]). The
+//! request task tells the stream which chunk it is about to send ([`ResponseHandoff`]). The
 //! stream copies the few header bytes and passes the chunk by reference when the
-//! `WriteBuf`'s payload is that very memory; any other frame is copied, as before.
+//! `WriteBuf`'s payload is that very memory; any other frame is copied, as before. The
+//! same hand-off carries each response's RFC 9218 urgency to quinn's stream priority.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -25,22 +26,40 @@ use quinn::VarInt;
 /// registration only while they live, so they are kept across polls.
 type Pending<T> = Pin<Box<dyn Future<Output = Result<T, quinn::ConnectionError>> + Send + Sync>>;
 
-/// Body chunks about to be sent, by request stream id: from the request task, which has
-/// the `Bytes`, to the stream, which gets only h3's `WriteBuf`. One per connection.
+/// What a request task tells its stream about the response, by request stream id: the
+/// body chunk the next DATA frame carries (the task has the `Bytes`, the stream gets only
+/// h3's `WriteBuf`) and the response's RFC 9218 urgency. One per connection.
 #[derive(Debug, Clone, Default)]
-pub struct BodyHandoff(Arc<Handoff>);
+pub struct ResponseHandoff(Arc<Handoff>);
 
 #[derive(Debug, Default)]
 struct Handoff {
-    offered: Mutex<HashMap<u64, Bytes>>,
+    offers: Mutex<Offers>,
     /// Chunks that went to quinn by reference.
     shared: AtomicU64,
 }
 
-impl BodyHandoff {
+#[derive(Debug, Default)]
+struct Offers {
+    chunks: HashMap<u64, Bytes>,
+    urgencies: HashMap<u64, u8>,
+}
+
+impl ResponseHandoff {
     /// The next DATA frame on `stream` carries `chunk`.
     pub fn offer(&self, stream: StreamId, chunk: &Bytes) {
-        self.offered().insert(stream.into_inner(), chunk.clone());
+        self.offers()
+            .chunks
+            .insert(stream.into_inner(), chunk.clone());
+    }
+
+    /// The response on `stream` has RFC 9218 urgency `urgency` (0 the most urgent, 7
+    /// the least); its frames go before those of less urgent responses on the same
+    /// connection. Say it before the response's headers.
+    pub fn prioritize(&self, stream: StreamId, urgency: u8) {
+        self.offers()
+            .urgencies
+            .insert(stream.into_inner(), urgency.min(7));
     }
 
     /// How many offered chunks were sent without a copy.
@@ -48,18 +67,23 @@ impl BodyHandoff {
         self.0.shared.load(Ordering::Relaxed)
     }
 
-    fn take(&self, stream: StreamId) -> Option<Bytes> {
-        self.offered().remove(&stream.into_inner())
+    /// What was said for `stream`'s next frame.
+    fn take(&self, stream: StreamId) -> (Option<Bytes>, Option<u8>) {
+        let mut offers = self.offers();
+        let id = stream.into_inner();
+        (offers.chunks.remove(&id), offers.urgencies.remove(&id))
     }
 
-    fn offered(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Bytes>> {
-        // The map stays consistent whatever a panicking holder did: entries are only
+    fn offers(&self) -> std::sync::MutexGuard<'_, Offers> {
+        // The maps stay consistent whatever a panicking holder did: entries are only
         // inserted and removed whole.
-        self.0
-            .offered
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.0.offers.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// quinn's stream priority for an RFC 9218 urgency: quinn sends higher values first.
+fn quinn_priority(urgency: u8) -> i32 {
+    7 - i32::from(urgency.min(7))
 }
 
 /// A server connection.
@@ -71,9 +95,9 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Wraps an established quinn connection; bodies offered to `bodies` are sent
-    /// without copying.
-    pub fn new(quinn: quinn::Connection, bodies: BodyHandoff) -> Self {
+    /// Wraps an established quinn connection; body chunks offered to `handoff` are sent
+    /// without copying, and urgencies given to it set the streams' priorities.
+    pub fn new(quinn: quinn::Connection, handoff: ResponseHandoff) -> Self {
         Self {
             incoming_bi: accept_bi(quinn.clone()),
             incoming_uni: accept_uni(quinn.clone()),
@@ -81,7 +105,7 @@ impl Connection {
                 quinn: quinn.clone(),
                 opening_bi: None,
                 opening_uni: None,
-                bodies,
+                handoff,
             },
             quinn,
         }
@@ -117,7 +141,7 @@ impl quic::Connection<Bytes> for Connection {
         self.incoming_bi = accept_bi(self.quinn.clone());
         let (send, recv) = accepted.map_err(connection_error)?;
         Poll::Ready(Ok(BidiStream {
-            send: SendStream::new(send, self.opener.bodies.clone()),
+            send: SendStream::new(send, self.opener.handoff.clone()),
             recv: RecvStream::new(recv),
         }))
     }
@@ -127,7 +151,7 @@ impl quic::Connection<Bytes> for Connection {
             quinn: self.quinn.clone(),
             opening_bi: None,
             opening_uni: None,
-            bodies: self.opener.bodies.clone(),
+            handoff: self.opener.handoff.clone(),
         }
     }
 }
@@ -160,7 +184,7 @@ pub struct Opener {
     quinn: quinn::Connection,
     opening_bi: Option<Pending<(quinn::SendStream, quinn::RecvStream)>>,
     opening_uni: Option<Pending<quinn::SendStream>>,
-    bodies: BodyHandoff,
+    handoff: ResponseHandoff,
 }
 
 impl quic::OpenStreams<Bytes> for Opener {
@@ -179,7 +203,7 @@ impl quic::OpenStreams<Bytes> for Opener {
         self.opening_bi = None;
         let (send, recv) = opened.map_err(stream_connection_error)?;
         Poll::Ready(Ok(BidiStream {
-            send: SendStream::new(send, self.bodies.clone()),
+            send: SendStream::new(send, self.handoff.clone()),
             recv: RecvStream::new(recv),
         }))
     }
@@ -195,7 +219,7 @@ impl quic::OpenStreams<Bytes> for Opener {
         let opened = ready!(opening.as_mut().poll(cx));
         self.opening_uni = None;
         let send = opened.map_err(stream_connection_error)?;
-        Poll::Ready(Ok(SendStream::new(send, self.bodies.clone())))
+        Poll::Ready(Ok(SendStream::new(send, self.handoff.clone())))
     }
 
     fn close(&mut self, code: h3::error::Code, reason: &[u8]) {
@@ -213,16 +237,16 @@ pub struct SendStream {
     /// What the last frame left to write: its header (copied) and its payload (shared
     /// when it was offered, else copied).
     unwritten: Vec<Bytes>,
-    bodies: BodyHandoff,
+    handoff: ResponseHandoff,
 }
 
 impl SendStream {
-    fn new(stream: quinn::SendStream, bodies: BodyHandoff) -> Self {
+    fn new(stream: quinn::SendStream, handoff: ResponseHandoff) -> Self {
         Self {
             id: stream_id(stream.id()),
             stream,
             unwritten: Vec::with_capacity(2),
-            bodies,
+            handoff,
         }
     }
 
@@ -239,7 +263,7 @@ impl SendStream {
                     frame.advance(body.len());
                     self.unwritten.push(header);
                     self.unwritten.push(body);
-                    self.bodies.0.shared.fetch_add(1, Ordering::Relaxed);
+                    self.handoff.0.shared.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
                 self.unwritten.push(header);
@@ -262,8 +286,8 @@ impl SendStream {
 
 impl Drop for SendStream {
     fn drop(&mut self) {
-        // A chunk offered for a frame that never came (the request ended early).
-        self.bodies.take(self.id);
+        // What was offered for a frame that never came (the request ended early).
+        self.handoff.take(self.id);
     }
 }
 
@@ -289,7 +313,11 @@ impl quic::SendStream<Bytes> for SendStream {
                 ),
             });
         }
-        let offered = self.bodies.take(self.id);
+        let (offered, urgency) = self.handoff.take(self.id);
+        if let Some(urgency) = urgency {
+            // Fails only on a stream already closed, whose frame is moot.
+            let _ = self.stream.set_priority(quinn_priority(urgency));
+        }
         self.queue(data.into(), offered);
         Ok(())
     }
@@ -460,12 +488,20 @@ mod tests {
 
     #[test]
     fn handoff_is_taken_once() {
-        let bodies = BodyHandoff::default();
+        let handoff = ResponseHandoff::default();
         let id = StreamId::try_from(4u64).unwrap();
         let chunk = Bytes::from_static(b"part");
-        bodies.offer(id, &chunk);
-        assert_eq!(bodies.take(id), Some(chunk));
-        assert_eq!(bodies.take(id), None);
+        handoff.offer(id, &chunk);
+        handoff.prioritize(id, 9);
+        assert_eq!(handoff.take(id), (Some(chunk), Some(7)));
+        assert_eq!(handoff.take(id), (None, None));
+    }
+
+    #[test]
+    fn more_urgent_responses_get_higher_quinn_priorities() {
+        assert!(quinn_priority(1) > quinn_priority(3));
+        assert_eq!(quinn_priority(7), 0);
+        assert_eq!(quinn_priority(200), 0);
     }
 
     /// Over a real loopback connection, with a body larger than the client's stream
@@ -490,13 +526,13 @@ mod tests {
                 .map(|i| (i % 251) as u8)
                 .collect::<Vec<_>>(),
         );
-        let bodies = BodyHandoff::default();
+        let handoff = ResponseHandoff::default();
         let server = tokio::spawn({
-            let (bodies, body) = (bodies.clone(), body.clone());
+            let (handoff, body) = (handoff.clone(), body.clone());
             async move {
                 let connection = endpoint.accept().await.unwrap().await.unwrap();
                 let mut h3 = h3::server::builder()
-                    .build::<_, Bytes>(Connection::new(connection, bodies.clone()))
+                    .build::<_, Bytes>(Connection::new(connection, handoff.clone()))
                     .await
                     .unwrap();
                 for offer in [true, false] {
@@ -504,7 +540,7 @@ mod tests {
                     let (_request, mut stream) = resolver.resolve_request().await.unwrap();
                     stream.send_response(http::Response::new(())).await.unwrap();
                     if offer {
-                        bodies.offer(stream.id(), &body);
+                        handoff.offer(stream.id(), &body);
                     }
                     stream.send_data(body.clone()).await.unwrap();
                     stream.finish().await.unwrap();
@@ -521,11 +557,11 @@ mod tests {
         let offered = client.get("/offered").await.unwrap();
         assert_eq!(offered.status(), 200);
         assert!(offered.body == body, "offered body arrived changed");
-        assert_eq!(bodies.shared_chunks(), 1);
+        assert_eq!(handoff.shared_chunks(), 1);
 
         let copied = client.get("/copied").await.unwrap();
         assert!(copied.body == body, "copied body arrived changed");
-        assert_eq!(bodies.shared_chunks(), 1);
+        assert_eq!(handoff.shared_chunks(), 1);
         drop(server.await.unwrap());
     }
 }
