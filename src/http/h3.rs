@@ -1,5 +1,7 @@
-//! The HTTP/3 front: quinn (QUIC) + h3, ALPN `h3`. Each connection is a task, each
-//! request a task; the handler's response is sent chunk by chunk as it comes.
+//! The HTTP/3 front: quinn (QUIC) + h3 over Mirror's own transport adapter
+//! ([`super::quic`]), ALPN `h3`. Each connection is a task, each request a task; the
+//! handler's response is sent chunk by chunk as it comes, its chunks handed to quinn
+//! without copying and its urgency made the stream's priority.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -126,8 +128,8 @@ where
     // request whose end has already arrived (a GET's usually has) is read to that end,
     // which closes the stream without sending anything; otherwise the client is asked to
     // stop sending, with H3_NO_ERROR (not quinn's default code 0, which a client reads as
-    // an abort). The STOP_SENDING frame sent for every request cost a packet and the
-    // client's acknowledgement of it at the live edge.
+    // an abort). That STOP_SENDING was sent for nearly every request: a frame each end
+    // had to build, track and acknowledge.
     let request_ended = matches!(stream.recv_data().now_or_never(), Some(Ok(None)));
     if !request_ended {
         stream.stop_sending(h3::error::Code::H3_NO_ERROR);
