@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures_util::FutureExt as _;
 use h3::server::RequestStream;
 
-use super::quic::{self, ResponseHandoff};
+use super::quic::{self, BodyHandoff};
 use super::{AppState, handle};
 
 /// Connection limits of the listeners (QUIC, and the same for TCP).
@@ -38,12 +38,6 @@ pub fn server_config(
     // decoder) and clients may open a few more.
     transport.max_concurrent_uni_streams(8u32.into());
     transport.max_idle_timeout(limits.idle_timeout.try_into().ok());
-    // Streams of a connection are sent by priority (the responses' RFC 9218 urgency,
-    // see `quic::ResponseHandoff::prioritize`), each finished before the next of equal
-    // priority rather than round robin: a player's playlist goes before the part it
-    // fetches beside it, and of two parts the first completes first. It also cost less
-    // CPU per byte (BENCHMARKS.md).
-    transport.send_fairness(false);
     config.transport_config(Arc::new(transport));
     Ok(config)
 }
@@ -74,19 +68,19 @@ async fn connection(
     state: Arc<AppState>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let connection = incoming.await?;
-    let handoff = ResponseHandoff::default();
+    let bodies = BodyHandoff::default();
     let mut h3 = h3::server::builder()
-        .build::<_, Bytes>(quic::Connection::new(connection, handoff.clone()))
+        .build::<_, Bytes>(quic::Connection::new(connection, bodies.clone()))
         .await?;
     loop {
         match h3.accept().await {
             Ok(Some(resolver)) => {
                 let state = state.clone();
-                let handoff = handoff.clone();
+                let bodies = bodies.clone();
                 tokio::spawn(async move {
                     match resolver.resolve_request().await {
                         Ok((request, stream)) => {
-                            if let Err(error) = respond(&state, request, stream, &handoff).await {
+                            if let Err(error) = respond(&state, request, stream, &bodies).await {
                                 tracing::debug!(%error, "HTTP/3 request ended early");
                             }
                         }
@@ -104,23 +98,20 @@ async fn respond<S>(
     state: &AppState,
     request: http::Request<()>,
     mut stream: RequestStream<S, Bytes>,
-    handoff: &ResponseHandoff,
+    bodies: &BodyHandoff,
 ) -> Result<(), h3::error::StreamError>
 where
     S: h3::quic::BidiStream<Bytes>,
 {
     let response = handle(state, &request).await;
     let (parts, body) = response.into_parts();
-    if let Some(urgency) = urgency(&parts.headers) {
-        handoff.prioritize(stream.id(), urgency);
-    }
     stream
         .send_response(http::Response::from_parts(parts, ()))
         .await?;
     let mut chunks = body.into_chunks();
     while let Some(chunk) = chunks.next().await {
         // The transport sends this very `Bytes`, not a copy (see `quic`).
-        handoff.offer(stream.id(), &chunk);
+        bodies.offer(stream.id(), &chunk);
         stream.send_data(chunk).await?;
     }
     stream.finish().await?;
@@ -135,13 +126,4 @@ where
         stream.stop_sending(h3::error::Code::H3_NO_ERROR);
     }
     Ok(())
-}
-
-/// The RFC 9218 urgency the handler gave a response (`priority: u=N`).
-fn urgency(headers: &http::HeaderMap) -> Option<u8> {
-    let value = headers.get("priority")?.to_str().ok()?;
-    value
-        .split(',')
-        .find_map(|item| item.trim().strip_prefix("u="))
-        .and_then(|u| u.parse().ok())
 }

@@ -6,10 +6,9 @@
 //! buffer: that copy was 9 % of the server's CPU while it served parts (BENCHMARKS.md).
 //!
 //! h3 wraps each frame in an opaque [`WriteBuf`] (frame header, then payload), so the
-//! request task tells the stream which chunk it is about to send ([`ResponseHandoff`]). The
+//! request task tells the stream which chunk it is about to send ([`BodyHandoff`]). The
 //! stream copies the few header bytes and passes the chunk by reference when the
-//! `WriteBuf`'s payload is that very memory; any other frame is copied, as before. The
-//! same hand-off carries each response's RFC 9218 urgency to quinn's stream priority.
+//! `WriteBuf`'s payload is that very memory; any other frame is copied, as before.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -26,40 +25,22 @@ use quinn::VarInt;
 /// registration only while they live, so they are kept across polls.
 type Pending<T> = Pin<Box<dyn Future<Output = Result<T, quinn::ConnectionError>> + Send + Sync>>;
 
-/// What a request task tells its stream about the response, by request stream id: the
-/// body chunk the next DATA frame carries (the task has the `Bytes`, the stream gets only
-/// h3's `WriteBuf`) and the response's RFC 9218 urgency. One per connection.
+/// Body chunks about to be sent, by request stream id: from the request task, which has
+/// the `Bytes`, to the stream, which gets only h3's `WriteBuf`. One per connection.
 #[derive(Debug, Clone, Default)]
-pub struct ResponseHandoff(Arc<Handoff>);
+pub struct BodyHandoff(Arc<Handoff>);
 
 #[derive(Debug, Default)]
 struct Handoff {
-    offers: Mutex<Offers>,
+    offered: Mutex<HashMap<u64, Bytes>>,
     /// Chunks that went to quinn by reference.
     shared: AtomicU64,
 }
 
-#[derive(Debug, Default)]
-struct Offers {
-    chunks: HashMap<u64, Bytes>,
-    urgencies: HashMap<u64, u8>,
-}
-
-impl ResponseHandoff {
+impl BodyHandoff {
     /// The next DATA frame on `stream` carries `chunk`.
     pub fn offer(&self, stream: StreamId, chunk: &Bytes) {
-        self.offers()
-            .chunks
-            .insert(stream.into_inner(), chunk.clone());
-    }
-
-    /// The response on `stream` has RFC 9218 urgency `urgency` (0 the most urgent, 7
-    /// the least); its frames go before those of less urgent responses on the same
-    /// connection. Say it before the response's headers.
-    pub fn prioritize(&self, stream: StreamId, urgency: u8) {
-        self.offers()
-            .urgencies
-            .insert(stream.into_inner(), urgency.min(7));
+        self.offered().insert(stream.into_inner(), chunk.clone());
     }
 
     /// How many offered chunks were sent without a copy.
@@ -67,23 +48,18 @@ impl ResponseHandoff {
         self.0.shared.load(Ordering::Relaxed)
     }
 
-    /// What was said for `stream`'s next frame.
-    fn take(&self, stream: StreamId) -> (Option<Bytes>, Option<u8>) {
-        let mut offers = self.offers();
-        let id = stream.into_inner();
-        (offers.chunks.remove(&id), offers.urgencies.remove(&id))
+    fn take(&self, stream: StreamId) -> Option<Bytes> {
+        self.offered().remove(&stream.into_inner())
     }
 
-    fn offers(&self) -> std::sync::MutexGuard<'_, Offers> {
-        // The maps stay consistent whatever a panicking holder did: entries are only
+    fn offered(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Bytes>> {
+        // The map stays consistent whatever a panicking holder did: entries are only
         // inserted and removed whole.
-        self.0.offers.lock().unwrap_or_else(PoisonError::into_inner)
+        self.0
+            .offered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
-}
-
-/// quinn's stream priority for an RFC 9218 urgency: quinn sends higher values first.
-fn quinn_priority(urgency: u8) -> i32 {
-    7 - i32::from(urgency.min(7))
 }
 
 /// A server connection.
@@ -95,9 +71,9 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Wraps an established quinn connection; body chunks offered to `handoff` are sent
-    /// without copying, and urgencies given to it set the streams' priorities.
-    pub fn new(quinn: quinn::Connection, handoff: ResponseHandoff) -> Self {
+    /// Wraps an established quinn connection; bodies offered to `bodies` are sent
+    /// without copying.
+    pub fn new(quinn: quinn::Connection, bodies: BodyHandoff) -> Self {
         Self {
             incoming_bi: accept_bi(quinn.clone()),
             incoming_uni: accept_uni(quinn.clone()),
@@ -105,7 +81,7 @@ impl Connection {
                 quinn: quinn.clone(),
                 opening_bi: None,
                 opening_uni: None,
-                handoff,
+                bodies,
             },
             quinn,
         }
@@ -141,7 +117,7 @@ impl quic::Connection<Bytes> for Connection {
         self.incoming_bi = accept_bi(self.quinn.clone());
         let (send, recv) = accepted.map_err(connection_error)?;
         Poll::Ready(Ok(BidiStream {
-            send: SendStream::new(send, self.opener.handoff.clone()),
+            send: SendStream::new(send, self.opener.bodies.clone()),
             recv: RecvStream::new(recv),
         }))
     }
@@ -151,7 +127,7 @@ impl quic::Connection<Bytes> for Connection {
             quinn: self.quinn.clone(),
             opening_bi: None,
             opening_uni: None,
-            handoff: self.opener.handoff.clone(),
+            bodies: self.opener.bodies.clone(),
         }
     }
 }
@@ -184,7 +160,7 @@ pub struct Opener {
     quinn: quinn::Connection,
     opening_bi: Option<Pending<(quinn::SendStream, quinn::RecvStream)>>,
     opening_uni: Option<Pending<quinn::SendStream>>,
-    handoff: ResponseHandoff,
+    bodies: BodyHandoff,
 }
 
 impl quic::OpenStreams<Bytes> for Opener {
@@ -203,7 +179,7 @@ impl quic::OpenStreams<Bytes> for Opener {
         self.opening_bi = None;
         let (send, recv) = opened.map_err(stream_connection_error)?;
         Poll::Ready(Ok(BidiStream {
-            send: SendStream::new(send, self.handoff.clone()),
+            send: SendStream::new(send, self.bodies.clone()),
             recv: RecvStream::new(recv),
         }))
     }
@@ -219,7 +195,7 @@ impl quic::OpenStreams<Bytes> for Opener {
         let opened = ready!(opening.as_mut().poll(cx));
         self.opening_uni = None;
         let send = opened.map_err(stream_connection_error)?;
-        Poll::Ready(Ok(SendStream::new(send, self.handoff.clone())))
+        Poll::Ready(Ok(SendStream::new(send, self.bodies.clone())))
     }
 
     fn close(&mut self, code: h3::error::Code, reason: &[u8]) {
@@ -237,16 +213,16 @@ pub struct SendStream {
     /// What the last frame left to write: its header (copied) and its payload (shared
     /// when it was offered, else copied).
     unwritten: Vec<Bytes>,
-    handoff: ResponseHandoff,
+    bodies: BodyHandoff,
 }
 
 impl SendStream {
-    fn new(stream: quinn::SendStream, handoff: ResponseHandoff) -> Self {
+    fn new(stream: quinn::SendStream, bodies: BodyHandoff) -> Self {
         Self {
             id: stream_id(stream.id()),
             stream,
             unwritten: Vec::with_capacity(2),
-            handoff,
+            bodies,
         }
     }
 
@@ -263,7 +239,7 @@ impl SendStream {
                     frame.advance(body.len());
                     self.unwritten.push(header);
                     self.unwritten.push(body);
-                    self.handoff.0.shared.fetch_add(1, Ordering::Relaxed);
+                    self.bodies.0.shared.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
                 self.unwritten.push(header);
@@ -286,8 +262,8 @@ impl SendStream {
 
 impl Drop for SendStream {
     fn drop(&mut self) {
-        // What was offered for a frame that never came (the request ended early).
-        self.handoff.take(self.id);
+        // A chunk offered for a frame that never came (the request ended early).
+        self.bodies.take(self.id);
     }
 }
 
@@ -313,11 +289,7 @@ impl quic::SendStream<Bytes> for SendStream {
                 ),
             });
         }
-        let (offered, urgency) = self.handoff.take(self.id);
-        if let Some(urgency) = urgency {
-            // Fails only on a stream already closed, whose frame is moot.
-            let _ = self.stream.set_priority(quinn_priority(urgency));
-        }
+        let offered = self.bodies.take(self.id);
         self.queue(data.into(), offered);
         Ok(())
     }
@@ -488,20 +460,12 @@ mod tests {
 
     #[test]
     fn handoff_is_taken_once() {
-        let handoff = ResponseHandoff::default();
+        let bodies = BodyHandoff::default();
         let id = StreamId::try_from(4u64).unwrap();
         let chunk = Bytes::from_static(b"part");
-        handoff.offer(id, &chunk);
-        handoff.prioritize(id, 9);
-        assert_eq!(handoff.take(id), (Some(chunk), Some(7)));
-        assert_eq!(handoff.take(id), (None, None));
-    }
-
-    #[test]
-    fn more_urgent_responses_get_higher_quinn_priorities() {
-        assert!(quinn_priority(1) > quinn_priority(3));
-        assert_eq!(quinn_priority(7), 0);
-        assert_eq!(quinn_priority(200), 0);
+        bodies.offer(id, &chunk);
+        assert_eq!(bodies.take(id), Some(chunk));
+        assert_eq!(bodies.take(id), None);
     }
 
     /// Over a real loopback connection, with a body larger than the client's stream
@@ -526,13 +490,13 @@ mod tests {
                 .map(|i| (i % 251) as u8)
                 .collect::<Vec<_>>(),
         );
-        let handoff = ResponseHandoff::default();
+        let bodies = BodyHandoff::default();
         let server = tokio::spawn({
-            let (handoff, body) = (handoff.clone(), body.clone());
+            let (bodies, body) = (bodies.clone(), body.clone());
             async move {
                 let connection = endpoint.accept().await.unwrap().await.unwrap();
                 let mut h3 = h3::server::builder()
-                    .build::<_, Bytes>(Connection::new(connection, handoff.clone()))
+                    .build::<_, Bytes>(Connection::new(connection, bodies.clone()))
                     .await
                     .unwrap();
                 for offer in [true, false] {
@@ -540,7 +504,7 @@ mod tests {
                     let (_request, mut stream) = resolver.resolve_request().await.unwrap();
                     stream.send_response(http::Response::new(())).await.unwrap();
                     if offer {
-                        handoff.offer(stream.id(), &body);
+                        bodies.offer(stream.id(), &body);
                     }
                     stream.send_data(body.clone()).await.unwrap();
                     stream.finish().await.unwrap();
@@ -557,11 +521,11 @@ mod tests {
         let offered = client.get("/offered").await.unwrap();
         assert_eq!(offered.status(), 200);
         assert!(offered.body == body, "offered body arrived changed");
-        assert_eq!(handoff.shared_chunks(), 1);
+        assert_eq!(bodies.shared_chunks(), 1);
 
         let copied = client.get("/copied").await.unwrap();
         assert!(copied.body == body, "copied body arrived changed");
-        assert_eq!(handoff.shared_chunks(), 1);
+        assert_eq!(bodies.shared_chunks(), 1);
         drop(server.await.unwrap());
     }
 }
