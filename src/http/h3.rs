@@ -1,7 +1,7 @@
 //! The HTTP/3 front: quinn (QUIC) + h3 over Mirror's own transport adapter
 //! ([`super::quic`]), ALPN `h3`. Each connection is a task, each request a task; the
 //! handler's response is sent chunk by chunk as it comes, its chunks handed to quinn
-//! without copying and its urgency made the stream's priority.
+//! without copying.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
