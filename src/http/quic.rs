@@ -77,12 +77,7 @@ impl Connection {
         Self {
             incoming_bi: accept_bi(quinn.clone()),
             incoming_uni: accept_uni(quinn.clone()),
-            opener: Opener {
-                quinn: quinn.clone(),
-                opening_bi: None,
-                opening_uni: None,
-                bodies,
-            },
+            opener: Opener::new(quinn.clone(), bodies),
             quinn,
         }
     }
@@ -123,12 +118,7 @@ impl quic::Connection<Bytes> for Connection {
     }
 
     fn opener(&self) -> Opener {
-        Opener {
-            quinn: self.quinn.clone(),
-            opening_bi: None,
-            opening_uni: None,
-            bodies: self.opener.bodies.clone(),
-        }
+        Opener::new(self.quinn.clone(), self.opener.bodies.clone())
     }
 }
 
@@ -155,12 +145,34 @@ impl quic::OpenStreams<Bytes> for Connection {
     }
 }
 
+/// Polls the open in progress in `slot`, starting one with `start` if there is none.
+fn poll_opening<T>(
+    slot: &mut Option<Pending<T>>,
+    cx: &mut Context<'_>,
+    start: impl FnOnce() -> Pending<T>,
+) -> Poll<Result<T, quinn::ConnectionError>> {
+    let opened = ready!(slot.get_or_insert_with(start).as_mut().poll(cx));
+    *slot = None;
+    Poll::Ready(opened)
+}
+
 /// Opens the server's own streams (HTTP/3's control and QPACK streams).
 pub struct Opener {
     quinn: quinn::Connection,
     opening_bi: Option<Pending<(quinn::SendStream, quinn::RecvStream)>>,
     opening_uni: Option<Pending<quinn::SendStream>>,
     bodies: BodyHandoff,
+}
+
+impl Opener {
+    fn new(quinn: quinn::Connection, bodies: BodyHandoff) -> Self {
+        Self {
+            quinn,
+            opening_bi: None,
+            opening_uni: None,
+            bodies,
+        }
+    }
 }
 
 impl quic::OpenStreams<Bytes> for Opener {
@@ -171,12 +183,11 @@ impl quic::OpenStreams<Bytes> for Opener {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<BidiStream, StreamErrorIncoming>> {
-        let opening = self.opening_bi.get_or_insert_with(|| {
-            let quinn = self.quinn.clone();
+        let quinn = &self.quinn;
+        let opened = ready!(poll_opening(&mut self.opening_bi, cx, || {
+            let quinn = quinn.clone();
             Box::pin(async move { quinn.open_bi().await })
-        });
-        let opened = ready!(opening.as_mut().poll(cx));
-        self.opening_bi = None;
+        }));
         let (send, recv) = opened.map_err(stream_connection_error)?;
         Poll::Ready(Ok(BidiStream {
             send: SendStream::new(send, self.bodies.clone()),
@@ -188,21 +199,17 @@ impl quic::OpenStreams<Bytes> for Opener {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<SendStream, StreamErrorIncoming>> {
-        let opening = self.opening_uni.get_or_insert_with(|| {
-            let quinn = self.quinn.clone();
+        let quinn = &self.quinn;
+        let opened = ready!(poll_opening(&mut self.opening_uni, cx, || {
+            let quinn = quinn.clone();
             Box::pin(async move { quinn.open_uni().await })
-        });
-        let opened = ready!(opening.as_mut().poll(cx));
-        self.opening_uni = None;
+        }));
         let send = opened.map_err(stream_connection_error)?;
         Poll::Ready(Ok(SendStream::new(send, self.bodies.clone())))
     }
 
     fn close(&mut self, code: h3::error::Code, reason: &[u8]) {
-        self.quinn.close(
-            VarInt::from_u64(code.value()).unwrap_or(VarInt::MAX),
-            reason,
-        );
+        self.quinn.close(varint(code.value()), reason);
     }
 }
 
@@ -305,9 +312,7 @@ impl quic::SendStream<Bytes> for SendStream {
 
     fn reset(&mut self, reset_code: u64) {
         self.unwritten.clear();
-        let _ = self
-            .stream
-            .reset(VarInt::from_u64(reset_code).unwrap_or(VarInt::MAX));
+        let _ = self.stream.reset(varint(reset_code));
     }
 
     fn send_id(&self) -> StreamId {
@@ -344,9 +349,7 @@ impl quic::RecvStream for RecvStream {
     }
 
     fn stop_sending(&mut self, error_code: u64) {
-        let _ = self
-            .stream
-            .stop(VarInt::from_u64(error_code).unwrap_or(VarInt::MAX));
+        let _ = self.stream.stop(varint(error_code));
     }
 
     fn recv_id(&self) -> StreamId {
@@ -408,6 +411,11 @@ impl quic::BidiStream<Bytes> for BidiStream {
     fn split(self) -> (SendStream, RecvStream) {
         (self.send, self.recv)
     }
+}
+
+/// An HTTP/3 error code as QUIC sends it; codes beyond 2^62 (none are defined) saturate.
+fn varint(code: u64) -> VarInt {
+    VarInt::from_u64(code).unwrap_or(VarInt::MAX)
 }
 
 fn stream_id(id: quinn::StreamId) -> StreamId {
