@@ -68,13 +68,16 @@ async fn connection(
     state: Arc<AppState>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let connection = incoming.await?;
+    let quinn = connection.clone();
     let bodies = BodyHandoff::default();
     let mut h3 = h3::server::builder()
         .build::<_, Bytes>(quic::Connection::new(connection, bodies.clone()))
         .await?;
-    loop {
+    let mut requests: u64 = 0;
+    let ended = loop {
         match h3.accept().await {
             Ok(Some(resolver)) => {
+                requests += 1;
                 let state = state.clone();
                 let bodies = bodies.clone();
                 tokio::spawn(async move {
@@ -88,10 +91,29 @@ async fn connection(
                     }
                 });
             }
-            Ok(None) => return Ok(()),
-            Err(error) => return Err(error.into()),
+            Ok(None) => break Ok(()),
+            Err(error) => break Err(error.into()),
         }
-    }
+    };
+    log_connection_stats(&quinn, requests);
+    ended
+}
+
+/// What a connection cost in packets, at debug level (`RUST_LOG=mirror::http::h3=debug`):
+/// BENCHMARKS.md's datagrams per request come from these.
+fn log_connection_stats(connection: &quinn::Connection, requests: u64) {
+    let stats = connection.stats();
+    tracing::debug!(
+        remote = %connection.remote_address(),
+        requests,
+        datagrams_sent = stats.udp_tx.datagrams,
+        sendmsg_calls = stats.udp_tx.ios,
+        bytes_sent = stats.udp_tx.bytes,
+        datagrams_received = stats.udp_rx.datagrams,
+        stream_frames_sent = stats.frame_tx.stream,
+        stop_sending_sent = stats.frame_tx.stop_sending,
+        "HTTP/3 connection ended"
+    );
 }
 
 async fn respond<S>(
