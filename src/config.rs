@@ -5,9 +5,13 @@
 //! its default and what it does to latency.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::cmaf::CmafOptions;
+use crate::ingest::SourceOptions;
+use crate::pipeline::{EncoderOptions, RenditionCodec, RenditionSpec};
+use crate::stream::StreamOptions;
 
 /// A setting that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -43,11 +47,11 @@ pub enum ConfigError {
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// `[source]`: where the pictures and sound come from.
-    pub source: SourceSettings,
+    pub source: SourceOptions,
     /// `[encoder]`: how they are encoded.
-    pub encoder: EncoderSettings,
+    pub encoder: EncoderOptions,
     /// `[cmaf]`: how the encoded stream is cut into parts and segments.
-    pub cmaf: CmafSettings,
+    pub cmaf: CmafOptions,
     /// `[server]`: listeners, TLS, limits, the store.
     pub server: ServerSettings,
     /// `[[streams]]`: the streams to serve, each with its source and renditions. None:
@@ -66,39 +70,7 @@ pub struct StreamSettings {
     /// `[[streams.renditions]]`. None: one rendition named `video`, passed through for an
     /// RTSP source, encoded with `[encoder]` at the source's size otherwise.
     #[serde(default)]
-    pub renditions: Vec<RenditionSettings>,
-}
-
-/// What a rendition's video is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RenditionCodec {
-    /// The source's own samples, untouched (RTSP sources).
-    Copy,
-    /// Encoded to H.264.
-    #[default]
-    H264,
-    /// Encoded to H.265.
-    H265,
-}
-
-/// `[[streams.renditions]]`: one rendition of a ladder.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RenditionSettings {
-    /// Its media playlist is `{name}.m3u8`. Letters, digits, `-` and `_`.
-    pub name: String,
-    /// "copy", "h264" (default) or "h265".
-    #[serde(default)]
-    pub codec: RenditionCodec,
-    /// Picture width; default the source's. Set with `height`.
-    pub width: Option<u32>,
-    /// Picture height; default the source's.
-    pub height: Option<u32>,
-    /// Video bit rate, kbit/s; default `encoder.video_bitrate_kbps`.
-    pub video_bitrate_kbps: Option<u32>,
-    /// Encoder for this rendition; default `encoder.encoder`.
-    pub encoder: Option<crate::pipeline::EncoderChoice>,
+    pub renditions: Vec<RenditionSpec>,
 }
 
 /// `[server]`: what `mirror serve` listens on and how much it holds.
@@ -146,135 +118,6 @@ impl Default for ServerSettings {
             window_segments: 12,
             hls_js: PathBuf::from("node_modules/hls.js/dist/hls.min.js"),
         }
-    }
-}
-
-/// `[source]`: the built-in test pattern (libav's `testsrc2` and `sine`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct SourceSettings {
-    /// Picture width in pixels, even. Default 1280. No effect on latency beyond encode time.
-    pub width: u32,
-    /// Picture height in pixels, even. Default 720.
-    pub height: u32,
-    /// Frames per second. Default 30. Parts hold whole frames, so the frame rate bounds
-    /// how finely PART-TARGET can be kept (one frame is 33 ms at 30 fps).
-    pub fps: u32,
-    /// Tone frequency in Hz. Default 1000.
-    pub tone_hz: u32,
-    /// Audio sampling rate in Hz. Default 48000.
-    pub sample_rate: u32,
-    /// Draw the capture wall clock (UTC, milliseconds) on the picture. Default true; it is
-    /// what glass-to-glass latency is read from.
-    pub clock_overlay: bool,
-    /// Font for the clock. Default DejaVu Sans Mono Bold from Debian's fonts-dejavu-core;
-    /// when the file is missing, fontconfig's default font is used.
-    pub font_file: PathBuf,
-    /// RTP transport of an RTSP source: "tcp" (default, interleaved) or "udp".
-    pub rtsp_transport: crate::ingest::RtspTransport,
-    /// Samples the jitter buffer of a network source holds (video frames and audio
-    /// frames together). Default 512, about 5 s of 30 fps video with AAC. It only fills
-    /// when the media thread falls behind; when full, the oldest GOP is dropped.
-    pub jitter_buffer_samples: usize,
-    /// The watchdog: a source that delivers nothing for this many milliseconds is
-    /// restarted (with backoff). Default 0: three PART-TARGETs for an RTSP source, and
-    /// 2 s as libav's read timeout for `srt://`, `udp://`, `http(s)://` … sources (whose
-    /// open probes the stream first). Encoders that take frames and give nothing back
-    /// for this long (at least 2 s) are restarted the same way.
-    pub stall_timeout_ms: u32,
-}
-
-impl Default for SourceSettings {
-    fn default() -> Self {
-        Self {
-            width: 1280,
-            height: 720,
-            fps: 30,
-            tone_hz: 1000,
-            sample_rate: 48_000,
-            clock_overlay: true,
-            font_file: PathBuf::from("/usr/share/fonts/truetype/dejavu/DejaVuSansMono-Bold.ttf"),
-            rtsp_transport: crate::ingest::RtspTransport::Tcp,
-            jitter_buffer_samples: 512,
-            stall_timeout_ms: 0,
-        }
-    }
-}
-
-/// `[encoder]`: the video encoder (libx264 by default), libav's `aac` for audio.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct EncoderSettings {
-    /// "auto" (default: the first GPU encoder that opens, else libx264/libx265), "x264",
-    /// "x265", "nvenc", "vaapi" or "qsv". Probed at start-up: an encoder named here that
-    /// cannot open stops start-up with libav's error.
-    pub encoder: crate::pipeline::EncoderChoice,
-    /// x264 preset. Default "veryfast". Slower presets cost CPU, not latency: with
-    /// `tune=zerolatency` there is no lookahead either way.
-    pub preset: String,
-    /// Video bit rate, kbit/s (also the VBV max rate). Default 2500.
-    pub video_bitrate_kbps: u32,
-    /// VBV buffer, milliseconds of `video_bitrate_kbps`. Default 1000. Smaller keeps part
-    /// sizes even (steadier delivery), larger keeps quality.
-    pub vbv_buffer_ms: u32,
-    /// Audio bit rate, kbit/s. Default 128.
-    pub audio_bitrate_kbps: u32,
-    /// Consecutive B-frames. Default 0: each B-frame adds a frame of encoder delay.
-    pub bframes: u32,
-    /// Encoder threads; 0 lets x264 decide. Default 0. zerolatency uses slice threads,
-    /// which add no delay.
-    pub threads: u32,
-}
-
-impl Default for EncoderSettings {
-    fn default() -> Self {
-        Self {
-            encoder: crate::pipeline::EncoderChoice::Auto,
-            preset: "veryfast".into(),
-            video_bitrate_kbps: 2500,
-            vbv_buffer_ms: 1000,
-            audio_bitrate_kbps: 128,
-            bframes: 0,
-            threads: 0,
-        }
-    }
-}
-
-/// `[cmaf]`: part and segment durations.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct CmafSettings {
-    /// PART-TARGET in milliseconds. Default 200. The main latency knob: players hold back
-    /// 3 parts (PART-HOLD-BACK), so latency is about 3× this plus delivery. Rounded down
-    /// to whole frames.
-    pub part_target_ms: u32,
-    /// Segment target in milliseconds; a keyframe is forced at each. Default 1000. Sets
-    /// how far back a player joining can start, and the GOP length.
-    pub segment_target_ms: u32,
-    /// Largest accepted sample in bytes; larger ones are dropped as corrupt. Default
-    /// 8 MiB.
-    pub max_sample_bytes: usize,
-}
-
-impl Default for CmafSettings {
-    fn default() -> Self {
-        Self {
-            part_target_ms: 200,
-            segment_target_ms: 1000,
-            max_sample_bytes: 8 << 20,
-        }
-    }
-}
-
-impl CmafSettings {
-    /// PART-TARGET as a duration.
-    pub fn part_target(&self) -> Duration {
-        Duration::from_millis(u64::from(self.part_target_ms))
-    }
-
-    /// Segment target as a duration.
-    pub fn segment_target(&self) -> Duration {
-        Duration::from_millis(u64::from(self.segment_target_ms))
     }
 }
 
@@ -463,6 +306,16 @@ impl Settings {
         Ok(())
     }
 
+    /// What every stream is made with: each stage's own part of these settings.
+    pub fn stream_options(&self) -> StreamOptions {
+        StreamOptions {
+            source: self.source.clone(),
+            encoder: self.encoder.clone(),
+            cmaf: self.cmaf.clone(),
+            window_segments: self.server.window_segments,
+        }
+    }
+
     /// The streams to serve: `[[streams]]`, or else one stream named `name` playing
     /// `source` (the command line's).
     pub fn streams_or(&self, name: &str, source: &str) -> Vec<StreamSettings> {
@@ -475,59 +328,6 @@ impl Settings {
         } else {
             self.streams.clone()
         }
-    }
-
-    /// The video profile of a single-rendition stream: `[encoder]` at `width`×`height`,
-    /// H.264, the encoder probed.
-    pub fn default_video_profile(
-        &self,
-        width: u32,
-        height: u32,
-    ) -> Result<crate::pipeline::VideoProfile, crate::pipeline::ProbeError> {
-        let codec = match self.encoder.encoder {
-            crate::pipeline::EncoderChoice::X265 => crate::cmaf::codec::VideoCodec::H265,
-            _ => crate::cmaf::codec::VideoCodec::H264,
-        };
-        Ok(crate::pipeline::VideoProfile {
-            encoder: crate::pipeline::select_encoder(self.encoder.encoder, codec)?,
-            width,
-            height,
-            bitrate_kbps: self.encoder.video_bitrate_kbps,
-        })
-    }
-
-    /// How the segmenter cuts `tracks` produced by Mirror's own encoder (which puts a
-    /// keyframe exactly on every segment target).
-    pub fn segmenter_config(
-        &self,
-        tracks: Vec<crate::cmaf::TrackInfo>,
-    ) -> crate::cmaf::SegmenterConfig {
-        crate::cmaf::SegmenterConfig {
-            tracks,
-            part_target: self.cmaf.part_target(),
-            segment_target: self.cmaf.segment_target(),
-            max_sample_bytes: self.cmaf.max_sample_bytes,
-            keyframes_on_segment_grid: true,
-        }
-    }
-
-    /// The watchdog's limit: how long a source may deliver nothing before it is
-    /// restarted.
-    pub fn stall_timeout(&self) -> Duration {
-        match self.source.stall_timeout_ms {
-            0 => self.cmaf.part_target() * 3,
-            ms => Duration::from_millis(u64::from(ms)),
-        }
-    }
-
-    /// Frames between keyframes at `fps_num / fps_den` frames per second (the source's
-    /// rate, not always `source.fps`): one GOP per segment target, rounded to the nearest
-    /// frame, at least one.
-    pub fn keyframe_interval_frames(&self, fps_num: u32, fps_den: u32) -> u32 {
-        let per_1000_s = u64::from(self.cmaf.segment_target_ms) * u64::from(fps_num);
-        let frames =
-            (per_1000_s + 500 * u64::from(fps_den.max(1))) / (1000 * u64::from(fps_den.max(1)));
-        u32::try_from(frames.max(1)).unwrap_or(u32::MAX)
     }
 }
 
@@ -650,10 +450,7 @@ mod tests {
         assert_eq!(settings, Settings::default());
         settings.validate().expect("defaults are valid");
         assert_eq!(settings.source.width, 1280);
-        assert_eq!(settings.cmaf.part_target(), Duration::from_millis(200));
-        assert_eq!(settings.keyframe_interval_frames(30, 1), 30);
-        assert_eq!(settings.keyframe_interval_frames(25, 1), 25);
-        assert_eq!(settings.keyframe_interval_frames(30_000, 1001), 30);
+        assert_eq!(settings.cmaf.part_target_ms, 200);
     }
 
     #[test]

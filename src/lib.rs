@@ -12,6 +12,7 @@ pub mod cmaf;
 pub mod config;
 pub mod http;
 pub mod ingest;
+pub mod libav;
 pub mod llhls;
 pub mod pipeline;
 pub mod record;

@@ -168,16 +168,31 @@ pub fn record(settings: &Settings, options: &RecordOptions) -> Result<RecordSumm
     })?;
     let mut source = options.source.open(&settings.source, options.realtime)?;
     let format = source.format();
-    let profile = settings.default_video_profile(format.width, format.height)?;
-    let mut transcoder = Transcoder::open(
-        settings,
-        format,
-        &[profile],
-        crate::pipeline::Keyframes::SegmentGrid,
-        true,
-    )?;
+    let plans = crate::pipeline::plan_renditions(&[], false, &settings.encoder)?;
+    let Some(crate::pipeline::RenditionPlan::Transcode {
+        encoder,
+        bitrate_kbps,
+        ..
+    }) = plans.first().map(|p| p.plan.clone())
+    else {
+        unreachable!("a decoded source's default rendition is encoded");
+    };
+    let profile = crate::pipeline::VideoProfile {
+        encoder,
+        width: format.width,
+        height: format.height,
+        bitrate_kbps,
+    };
+    let fps = format.frame_rate;
+    let keyframes = crate::pipeline::Keyframes::Every {
+        frames: settings.cmaf.keyframe_interval_frames(
+            u32::try_from(fps.numerator()).unwrap_or(30),
+            u32::try_from(fps.denominator()).unwrap_or(1),
+        ),
+    };
+    let mut transcoder = Transcoder::open(&settings.encoder, format, &[profile], keyframes, true)?;
     let tracks = transcoder.tracks(0).to_vec();
-    let mut segmenter = Segmenter::new(settings.segmenter_config(tracks.clone()), 0);
+    let mut segmenter = Segmenter::new(settings.cmaf.segmenter_config(tracks.clone()), 0);
     let mut recorder = Recorder {
         dir: dir.clone(),
         playlist: MediaPlaylist {
@@ -226,7 +241,6 @@ pub fn record(settings: &Settings, options: &RecordOptions) -> Result<RecordSumm
         Some((recorder.total_bytes as f64 * 8.0 / duration.as_secs_f64()).ceil() as u64)
     };
     let resolution = crate::cmaf::resolution(&tracks);
-    let fps = format.frame_rate;
     let multivariant = render_multivariant(&[Variant {
         uri: names::MEDIA.into(),
         bandwidth: recorder.peak_bps.max(average.unwrap_or(0)),

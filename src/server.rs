@@ -10,10 +10,11 @@ use bytes::Bytes;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::config::{RenditionSettings, Settings};
+use crate::config::Settings;
 use crate::http::h3::ConnectionLimits;
 use crate::http::{AppState, h3, tcp};
 use crate::ingest::SourceSpec;
+use crate::pipeline::RenditionSpec;
 use crate::store::Store;
 use crate::stream::{LiveStream, StreamError};
 use crate::tls::{self, TlsError, TlsMaterial};
@@ -53,8 +54,10 @@ pub struct RunningServer {
     pub tcp_addr: SocketAddr,
     /// The certificate in use.
     pub tls: TlsMaterial,
-    /// The streams served, by name.
+    /// What the front ends serve from: the streams' handles, by name.
     pub state: Arc<AppState>,
+    /// The running streams (their media threads stop when the server is dropped).
+    pub streams: Vec<LiveStream>,
     endpoint: quinn::Endpoint,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -73,29 +76,29 @@ impl RunningServer {
         stream: &str,
         source: &SourceSpec,
     ) -> Result<Self, ServerError> {
-        let streams: Vec<(String, SourceSpec, Vec<RenditionSettings>)> =
-            if settings.streams.is_empty() {
-                vec![(stream.to_string(), source.clone(), Vec::new())]
-            } else {
-                settings
-                    .streams
-                    .iter()
-                    .map(|s| {
-                        (
-                            s.name.clone(),
-                            SourceSpec::parse(&s.source),
-                            s.renditions.clone(),
-                        )
-                    })
-                    .collect()
-            };
+        let streams: Vec<(String, SourceSpec, Vec<RenditionSpec>)> = if settings.streams.is_empty()
+        {
+            vec![(stream.to_string(), source.clone(), Vec::new())]
+        } else {
+            settings
+                .streams
+                .iter()
+                .map(|s| {
+                    (
+                        s.name.clone(),
+                        SourceSpec::parse(&s.source),
+                        s.renditions.clone(),
+                    )
+                })
+                .collect()
+        };
         Self::start_streams(settings, &streams).await
     }
 
     /// Starts a server with `streams`: name, source and renditions of each.
     pub async fn start_streams(
         settings: &Settings,
-        streams: &[(String, SourceSpec, Vec<RenditionSettings>)],
+        streams: &[(String, SourceSpec, Vec<RenditionSpec>)],
     ) -> Result<Self, ServerError> {
         let server = &settings.server;
         let tls = tls::load_or_generate(
@@ -108,11 +111,21 @@ impl RunningServer {
         // more; the whole window plus that, with room.
         let retention = target * (u32::try_from(server.window_segments).unwrap_or(1000) + 6);
         let store = Store::new(server.store_bytes, retention);
-        let mut live = HashMap::with_capacity(streams.len());
+        let options = settings.stream_options();
+        let mut live = Vec::with_capacity(streams.len());
         for (name, source, renditions) in streams {
-            let stream = LiveStream::start(name, source, renditions, settings, store.clone())?;
-            live.insert(name.clone(), Arc::new(stream));
+            live.push(LiveStream::start(
+                name,
+                source,
+                renditions,
+                &options,
+                store.clone(),
+            )?);
         }
+        let handles = live
+            .iter()
+            .map(|s| (s.name().to_string(), s.handle().clone()))
+            .collect::<HashMap<_, _>>();
         let hls_js = match std::fs::read(&server.hls_js) {
             Ok(js) => Some(Bytes::from(js)),
             Err(error) => {
@@ -121,7 +134,7 @@ impl RunningServer {
             }
         };
         let state = Arc::new(AppState::new(
-            live,
+            handles,
             store,
             Bytes::from_static(PAGE.as_bytes()),
             hls_js,
@@ -177,6 +190,7 @@ impl RunningServer {
             tcp_addr,
             tls,
             state,
+            streams: live,
             endpoint,
             tasks,
         })

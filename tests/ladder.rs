@@ -4,27 +4,27 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use common::fixtures::{loopback_settings, rendition};
 use common::h3client::H3Client;
 use common::{probe_frames, with_init};
 use mirror::config::StreamSettings;
 use mirror::ingest::SourceSpec;
+use mirror::llhls::parse::{ListedPlaylist, parse_media_playlist};
 use mirror::server::RunningServer;
 
+fn read(playlist: &str) -> ListedPlaylist {
+    parse_media_playlist(playlist).unwrap_or_else(|| panic!("a media playlist: {playlist}"))
+}
+
 /// `(uri, PDT)` of each complete segment.
-fn segments(playlist: &str) -> Vec<(String, String)> {
-    let mut pdt = String::new();
-    let mut out = Vec::new();
-    for line in playlist.lines() {
-        if let Some(at) = line.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:") {
-            pdt = at.to_string();
-        } else if !line.starts_with('#') && line.ends_with(".m4s") {
-            out.push((line.to_string(), pdt.clone()));
-        }
-    }
-    out
+fn segments(playlist: &str) -> Vec<(String, Option<SystemTime>)> {
+    read(playlist)
+        .segments
+        .into_iter()
+        .map(|s| (s.uri, s.program_date_time))
+        .collect()
 }
 
 fn msn_of(uri: &str) -> u64 {
@@ -37,40 +37,27 @@ fn msn_of(uri: &str) -> u64 {
 
 /// The `(LAST-MSN, LAST-PART)` a playlist reports for `uri`.
 fn report(playlist: &str, uri: &str) -> (u64, u32) {
-    let line = playlist
-        .lines()
-        .find(|l| l.starts_with(&format!("#EXT-X-RENDITION-REPORT:URI=\"{uri}\"")))
+    let read = read(playlist);
+    let report = read
+        .report_of(uri)
         .unwrap_or_else(|| panic!("no report of {uri}: {playlist}"));
-    let value = |key: &str| -> u64 {
-        line.split(',')
-            .find_map(|kv| kv.strip_prefix(key))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{key} in {line}"))
-    };
-    (value("LAST-MSN="), value("LAST-PART=") as u32)
+    (report.last_msn, report.last_part.expect("LAST-PART"))
 }
 
 /// The `(MSN, part)` of a playlist's own last listed part.
 fn own_edge(playlist: &str) -> (u64, u32) {
-    let last = playlist
-        .lines()
-        .rev()
-        .find_map(|l| l.strip_prefix("#EXT-X-PART:"))
-        .expect("parts");
-    let uri = last
-        .split("URI=\"")
-        .nth(1)
-        .expect("URI")
-        .split('"')
-        .next()
-        .unwrap_or("");
-    let (msn, part) = uri
-        .rsplit('-')
-        .next()
-        .and_then(|s| s.strip_suffix(".m4s"))
-        .and_then(|s| s.split_once('.'))
-        .expect("msn.part");
-    (msn.parse().expect("msn"), part.parse().expect("part"))
+    let read = read(playlist);
+    let (open_msn, next) = read.next_part();
+    match next.checked_sub(1) {
+        Some(last) => (open_msn, last),
+        None => {
+            let last = read.segments.last().expect("parts");
+            (
+                last.msn,
+                u32::try_from(last.parts.len()).expect("count") - 1,
+            )
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,12 +102,16 @@ async fn a_two_rendition_ladder_is_aligned_decodable_and_reported() {
     // Wait for three complete segments in both.
     let deadline = Instant::now() + Duration::from_secs(20);
     let (high, low) = loop {
-        let high = client.get("/ladder/high.m3u8?_HLS_msn=3").await.text();
-        let low = client.get("/ladder/low.m3u8?_HLS_msn=3").await.text();
-        if segments(&high).len() >= 3 && segments(&low).len() >= 3 {
+        // 400 while MSN 3 is more than two segments ahead of the live edge.
+        let high = client.get("/ladder/high.m3u8?_HLS_msn=3").await;
+        let low = client.get("/ladder/low.m3u8?_HLS_msn=3").await;
+        let (high_ok, low_ok) = (high.status() == 200, low.status() == 200);
+        let (high, low) = (high.text(), low.text());
+        if high_ok && low_ok && segments(&high).len() >= 3 && segments(&low).len() >= 3 {
             break (high, low);
         }
         assert!(Instant::now() < deadline, "no segments: {high}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     };
 
     // Each reports the other, within one part of where the other says it is.
@@ -152,11 +143,7 @@ async fn a_two_rendition_ladder_is_aligned_decodable_and_reported() {
     assert_eq!(high_pdt, low_pdt, "same capture time");
     let mut starts = Vec::new();
     for (playlist, uri, size) in [(&high, high_uri, (640, 360)), (&low, low_uri, (320, 180))] {
-        let map = playlist
-            .lines()
-            .find_map(|l| l.strip_prefix("#EXT-X-MAP:URI=\""))
-            .and_then(|l| l.strip_suffix('"'))
-            .expect("map");
+        let map = read(playlist).maps.pop().expect("map");
         let init = client.get(&format!("/ladder/{map}")).await;
         let media = client.get(&format!("/ladder/{uri}")).await;
         assert_eq!((init.status(), media.status()), (200, 200));

@@ -11,6 +11,7 @@ use common::fixtures::loopback_settings;
 use common::rtsp::{RtspServer, free_port};
 use mirror::ingest::SourceSpec;
 use mirror::server::RunningServer;
+use mirror::stream::StreamMode;
 
 /// Plays `stream` of `server` in headless Chromium for 24 latency samples and checks
 /// what every such run must show: no hls.js error, every request over HTTP/3, and a
@@ -122,7 +123,7 @@ async fn hls_js_plays_an_rtsp_camera_passed_through_over_http3() {
             .expect("the camera stream starts")
             .expect("stream runs");
     }
-    assert_eq!(stream.status().mode, Some("passthrough"));
+    assert_eq!(stream.status().mode, Some(StreamMode::Passthrough));
     play_and_check(&server, "cam").await;
     drop(camera);
 }

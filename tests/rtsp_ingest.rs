@@ -13,7 +13,9 @@ use common::rtsp::{RtspServer, free_port};
 use common::{decode_errors, probe_frames, with_init};
 use mirror::config::StreamSettings;
 use mirror::ingest::SourceSpec;
+use mirror::llhls::parse::{ListedPlaylist, parse_media_playlist};
 use mirror::server::RunningServer;
+use mirror::stream::{SourceState, StreamMode};
 
 /// A camera on loopback, and Mirror serving it as stream `cam`.
 struct Served {
@@ -57,13 +59,14 @@ async fn wait_ok(client: &H3Client, path: &str, within: Duration) -> String {
     }
 }
 
-/// The media names of `playlist` with the given suffix, in order.
-fn uris(playlist: &str, suffix: &str) -> Vec<String> {
-    playlist
-        .lines()
-        .filter(|l| !l.starts_with('#') && l.ends_with(suffix))
-        .map(str::to_string)
-        .collect()
+/// The playlist as a player reads it.
+fn read(playlist: &str) -> ListedPlaylist {
+    parse_media_playlist(playlist).unwrap_or_else(|| panic!("a media playlist: {playlist}"))
+}
+
+/// The URIs of the complete segments `playlist` lists, in order.
+fn segment_uris(playlist: &str) -> Vec<String> {
+    read(playlist).segments.into_iter().map(|s| s.uri).collect()
 }
 
 /// The playlist once it lists at least `segments` complete segments.
@@ -71,7 +74,7 @@ async fn wait_segments(client: &H3Client, path: &str, segments: usize) -> String
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let playlist = wait_ok(client, path, Duration::from_secs(20)).await;
-        if uris(&playlist, ".m4s").len() >= segments {
+        if segment_uris(&playlist).len() >= segments {
             return playlist;
         }
         assert!(Instant::now() < deadline, "no segments: {playlist}");
@@ -97,13 +100,9 @@ async fn decode_segment(
     probe_frames(&file)
 }
 
+/// The init segment that heads the playlist (its first EXT-X-MAP).
 fn map_uri(playlist: &str) -> String {
-    playlist
-        .lines()
-        .find_map(|l| l.strip_prefix("#EXT-X-MAP:URI=\""))
-        .and_then(|l| l.strip_suffix('"'))
-        .expect("EXT-X-MAP")
-        .to_string()
+    read(playlist).maps.into_iter().next().expect("EXT-X-MAP")
 }
 
 /// CPU seconds this process has used (user + system), from /proc.
@@ -149,11 +148,11 @@ async fn h264_and_aac_are_passed_through_and_decode() {
         "{playlist}"
     );
     let status = &server.state.streams["cam"].status();
-    assert_eq!(status.mode, Some("passthrough"));
-    assert_eq!(status.state, "live");
+    assert_eq!(status.mode, Some(StreamMode::Passthrough));
+    assert_eq!(status.state, SourceState::Live);
 
     // A complete segment: the source's 1 s GOP, 30 frames, an IDR first, with sound.
-    let segments = uris(&playlist, ".m4s");
+    let segments = segment_uris(&playlist);
     let segment = &segments[segments.len() - 2];
     let frames = decode_segment(&client, dir.path(), "cam", &map_uri(&playlist), segment).await;
     let video: Vec<_> = frames.iter().filter(|f| f.media_type == "video").collect();
@@ -212,7 +211,7 @@ async fn hevc_is_passed_through_and_decodes() {
     let multivariant = wait_ok(&client, "/cam/index.m3u8", Duration::from_secs(20)).await;
     assert!(multivariant.contains("CODECS=\"hvc1.1."), "{multivariant}");
     let playlist = wait_segments(&client, "/cam/video.m3u8", 2).await;
-    let segments = uris(&playlist, ".m4s");
+    let segments = segment_uris(&playlist);
     let frames = decode_segment(
         &client,
         dir.path(),
@@ -267,7 +266,7 @@ async fn a_server_that_dies_and_returns_gives_a_discontinuity_and_the_next_msn()
         started.elapsed()
     );
     let status = stream.status();
-    assert_eq!(status.state, "retrying");
+    assert_eq!(status.state, SourceState::Retrying);
     assert!(status.last_error.is_some());
     assert_eq!(client.get("/cam/video.m3u8").await.status(), 200);
     let stalled = stream.current().position.open_msn;
@@ -288,7 +287,7 @@ async fn a_server_that_dies_and_returns_gives_a_discontinuity_and_the_next_msn()
     let playlist = client.get("/cam/video.m3u8").await.text();
     assert!(playlist.contains("#EXT-X-DISCONTINUITY\n"), "{playlist}");
     // MSNs go on: the segment after the break is the next number.
-    let after: Vec<u64> = uris(&playlist, ".m4s")
+    let after: Vec<u64> = segment_uris(&playlist)
         .iter()
         .filter_map(|u| u.rsplit('-').next()?.strip_suffix(".m4s")?.parse().ok())
         .collect();
@@ -335,7 +334,7 @@ async fn a_server_that_dies_and_returns_gives_a_discontinuity_and_the_next_msn()
         "{multivariant}"
     );
     assert!(stream.status().restarts >= 1);
-    assert_eq!(stream.status().state, "live");
+    assert_eq!(stream.status().state, SourceState::Live);
     drop(camera);
 }
 
@@ -385,7 +384,7 @@ async fn bad_sources_are_retried_and_leave_other_streams_alone() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let status = server.state.streams[name].status();
-        assert_eq!(status.state, "retrying", "{name}: {status:?}");
+        assert_eq!(status.state, SourceState::Retrying, "{name}: {status:?}");
         let error = status.last_error.unwrap_or_default();
         assert!(
             error.to_lowercase().contains(&expected.to_lowercase()),
@@ -423,11 +422,11 @@ async fn bad_sources_are_retried_and_leave_other_streams_alone() {
 /// the camera's keyframes, so both switch at the same frames.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_camera_rendition_passed_through_and_one_transcoded_stay_aligned() {
-    use mirror::config::{RenditionCodec, RenditionSettings};
+    use mirror::pipeline::{RenditionCodec, RenditionSpec};
     let dir = tempfile::tempdir().expect("tempdir");
     let camera = RtspServer::start(free_port(), &["--codec", "h264", "--audio", "aac"]);
     let mut settings = loopback_settings(dir.path(), 320, 240, 400);
-    let rendition = |name: &str, codec, size: Option<(u32, u32)>| RenditionSettings {
+    let rendition = |name: &str, codec, size: Option<(u32, u32)>| RenditionSpec {
         name: name.into(),
         codec,
         width: size.map(|s| s.0),
@@ -461,7 +460,7 @@ async fn a_camera_rendition_passed_through_and_one_transcoded_stay_aligned() {
     let small = wait_segments(&client, "/cam/small.m3u8", 3).await;
     assert_eq!(
         server.state.streams["cam"].status().mode,
-        Some("passthrough+transcode")
+        Some(StreamMode::Mixed)
     );
     assert!(source.contains("#EXT-X-RENDITION-REPORT:URI=\"small.m3u8\""));
     assert!(small.contains("#EXT-X-RENDITION-REPORT:URI=\"source.m3u8\""));
@@ -473,9 +472,9 @@ async fn a_camera_rendition_passed_through_and_one_transcoded_stay_aligned() {
             .and_then(|s| s.parse().ok())
             .expect("msn")
     };
-    let small_segments = uris(&small, ".m4s");
+    let small_segments = segment_uris(&small);
     let target = &small_segments[small_segments.len() - 2];
-    let source_segment = uris(&source, ".m4s")
+    let source_segment = segment_uris(&source)
         .into_iter()
         .find(|u| msn(u) == msn(target))
         .expect("same MSN in the passthrough rendition");
@@ -529,7 +528,7 @@ async fn a_camera_that_hangs_is_caught_by_the_watchdog_and_reconnected() {
 
     camera.freeze();
     let frozen_at = Instant::now();
-    while stream.status().state != "retrying" {
+    while stream.status().state != SourceState::Retrying {
         assert!(
             frozen_at.elapsed() < Duration::from_secs(3),
             "a silent source is noticed within three PART-TARGETs and then some"
@@ -578,9 +577,9 @@ async fn g711_sound_is_transcoded_to_aac_beside_passed_through_video() {
     let playlist = wait_segments(&client, "/cam/video.m3u8", 3).await;
     assert_eq!(
         server.state.streams["cam"].status().mode,
-        Some("passthrough")
+        Some(StreamMode::Passthrough)
     );
-    let segments = uris(&playlist, ".m4s");
+    let segments = segment_uris(&playlist);
     let frames = decode_segment(
         &client,
         dir.path(),
@@ -626,7 +625,7 @@ async fn rtp_over_udp_is_passed_through_too() {
         .expect("server starts");
     let client = H3Client::connect(server.h3_addr, &server.tls).await;
     let playlist = wait_segments(&client, "/cam/video.m3u8", 2).await;
-    let segments = uris(&playlist, ".m4s");
+    let segments = segment_uris(&playlist);
     let frames = decode_segment(
         &client,
         dir.path(),

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use common::fixtures::loopback_settings;
 use common::h3client::{Fetched, H3Client};
 use common::{decode_errors, probe_frames, with_init};
+use mirror::llhls::parse::{ListedPlaylist, parse_media_playlist};
 use mirror::server::RunningServer;
 
 const STREAM: &str = "test";
@@ -34,151 +35,73 @@ async fn start() -> Harness {
     }
 }
 
-/// A listed part: URI, DURATION, INDEPENDENT.
-type ListedPart = (String, f64, bool);
-/// A listed segment: MSN, URI, EXTINF, its parts.
-type ListedSegment = (u64, String, f64, Vec<ListedPart>);
-
-/// A media playlist as a player reads it.
-#[derive(Debug, Default)]
-struct Playlist {
-    version: u32,
-    target_duration: u64,
-    part_target: f64,
-    server_control: String,
-    media_sequence: u64,
-    map: String,
-    skipped: usize,
-    segments: Vec<ListedSegment>,
-    trailing_parts: Vec<ListedPart>,
-    hint: Option<String>,
-    ended: bool,
-    pdt_count: usize,
-}
-
-fn attr<'a>(line: &'a str, name: &str) -> Option<&'a str> {
-    // The attribute starts the list or follows a comma: PART-HOLD-BACK is not HOLD-BACK.
-    let key = format!("{name}=");
-    let start = line
-        .match_indices(&key)
-        .map(|(i, _)| i)
-        .find(|&i| i == 0 || line.as_bytes()[i - 1] == b',')?
-        + key.len();
-    let rest = &line[start..];
-    if let Some(quoted) = rest.strip_prefix('"') {
-        quoted.split('"').next()
-    } else {
-        rest.split(',').next()
-    }
-}
-
-fn parse(text: &str) -> Playlist {
-    let mut p = Playlist::default();
+/// The playlist, read as a player reads it.
+fn parse(text: &str) -> ListedPlaylist {
     assert!(text.starts_with("#EXTM3U\n"), "{text}");
-    let mut parts = Vec::new();
-    let mut pending_duration = None;
-    for line in text.lines() {
-        if let Some(v) = line.strip_prefix("#EXT-X-VERSION:") {
-            p.version = v.parse().expect("version");
-        } else if let Some(v) = line.strip_prefix("#EXT-X-TARGETDURATION:") {
-            p.target_duration = v.parse().expect("target");
-        } else if let Some(v) = line.strip_prefix("#EXT-X-PART-INF:") {
-            p.part_target = attr(v, "PART-TARGET")
-                .expect("PART-TARGET")
-                .parse()
-                .expect("number");
-        } else if let Some(v) = line.strip_prefix("#EXT-X-SERVER-CONTROL:") {
-            p.server_control = v.to_string();
-        } else if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
-            p.media_sequence = v.parse().expect("sequence");
-        } else if let Some(v) = line.strip_prefix("#EXT-X-MAP:") {
-            p.map = attr(v, "URI").expect("URI").to_string();
-        } else if let Some(v) = line.strip_prefix("#EXT-X-SKIP:") {
-            p.skipped = attr(v, "SKIPPED-SEGMENTS")
-                .expect("count")
-                .parse()
-                .expect("number");
-        } else if let Some(v) = line.strip_prefix("#EXT-X-PART:") {
-            parts.push((
-                attr(v, "URI").expect("URI").to_string(),
-                attr(v, "DURATION")
-                    .expect("DURATION")
-                    .parse()
-                    .expect("number"),
-                attr(v, "INDEPENDENT") == Some("YES"),
-            ));
-        } else if let Some(v) = line.strip_prefix("#EXTINF:") {
-            pending_duration = Some(v.trim_end_matches(',').parse::<f64>().expect("EXTINF"));
-        } else if let Some(v) = line.strip_prefix("#EXT-X-PRELOAD-HINT:") {
-            assert_eq!(attr(v, "TYPE"), Some("PART"));
-            p.hint = Some(attr(v, "URI").expect("URI").to_string());
-        } else if line.starts_with("#EXT-X-PROGRAM-DATE-TIME:") {
-            p.pdt_count += 1;
-        } else if line == "#EXT-X-ENDLIST" {
-            p.ended = true;
-        } else if !line.starts_with('#') && !line.is_empty() {
-            let msn = p.media_sequence + (p.skipped + p.segments.len()) as u64;
-            let duration = pending_duration.take().expect("EXTINF before URI");
-            p.segments
-                .push((msn, line.to_string(), duration, std::mem::take(&mut parts)));
-        }
-    }
-    p.trailing_parts = parts;
-    p
+    parse_media_playlist(text).unwrap_or_else(|| panic!("a media playlist: {text}"))
+}
+
+/// The init segment the playlist maps last, without its suffix: the prefix of every
+/// media name.
+fn prefix(p: &ListedPlaylist) -> &str {
+    p.maps
+        .last()
+        .expect("EXT-X-MAP")
+        .trim_end_matches("-init.mp4")
 }
 
 /// The rules every live media playlist keeps (RFC 8216bis, DESIGN.md).
-fn check_rules(p: &Playlist) {
+fn check_rules(p: &ListedPlaylist) {
     assert!(
         p.version >= 9,
         "EXT-X-VERSION {} with CAN-SKIP-UNTIL",
         p.version
     );
-    assert!(p.server_control.contains("CAN-BLOCK-RELOAD=YES"));
-    let field = |name: &str| {
-        attr(&p.server_control, name)
-            .expect(name)
-            .parse::<f64>()
-            .expect("number")
-    };
-    assert!(field("PART-HOLD-BACK") >= 3.0 * p.part_target - 1e-9);
+    let control = p.server_control.as_deref().unwrap_or("");
+    assert!(control.contains("CAN-BLOCK-RELOAD=YES"), "{control}");
+    let field = |name: &str| p.server_control_value(name).expect(name);
+    let part_target = p.part_target.expect("PART-TARGET").as_secs_f64();
+    assert!(field("PART-HOLD-BACK") >= 3.0 * part_target - 1e-9);
     assert!(field("HOLD-BACK") >= 3.0 * p.target_duration as f64);
     assert!(field("CAN-SKIP-UNTIL") >= 6.0 * p.target_duration as f64);
-    assert!((p.part_target - 0.2).abs() < 1e-9);
-    assert!(!p.map.is_empty());
+    assert!((part_target - 0.2).abs() < 1e-9);
+    assert!(!p.maps.is_empty());
     assert!(p.hint.is_some(), "a live playlist hints the next part");
-    assert!(p.pdt_count >= p.segments.len());
-    let all_parts = p
-        .segments
-        .iter()
-        .flat_map(|s| s.3.iter())
-        .chain(p.trailing_parts.iter());
-    for (uri, duration, _) in all_parts {
-        assert!(*duration <= p.part_target + 1e-9, "{uri} lasts {duration}");
+    assert!(p.program_date_times >= p.segments.len());
+    for part in p.parts() {
+        let duration = part.duration.as_secs_f64();
+        assert!(
+            duration <= part_target + 1e-9,
+            "{} lasts {duration}",
+            part.uri
+        );
     }
-    for (msn, uri, duration, parts) in &p.segments {
+    for s in &p.segments {
+        let duration = s.duration.as_secs_f64();
         assert!(
             duration.round() as u64 <= p.target_duration,
-            "segment {msn} of {duration} s"
+            "segment {} of {duration} s",
+            s.msn
         );
-        if !parts.is_empty() {
+        if !s.parts.is_empty() {
             assert!(
-                parts[0].2,
-                "segment {msn} ({uri}) starts with an independent part"
+                s.parts[0].independent,
+                "segment {} ({}) starts with an independent part",
+                s.msn, s.uri
             );
-            let sum: f64 = parts.iter().map(|x| x.1).sum();
+            let sum: f64 = s.parts.iter().map(|x| x.duration.as_secs_f64()).sum();
             assert!(
                 (sum - duration).abs() < 0.01,
-                "parts of {msn} add up to its EXTINF"
+                "parts of {} add up to its EXTINF",
+                s.msn
             );
         }
     }
 }
 
 /// The (msn, part) a player asks for next: the one after the last listed part.
-fn next_request(p: &Playlist) -> (u64, u32) {
-    let open_msn = p.segments.last().map_or(p.media_sequence, |s| s.0 + 1);
-    (open_msn, p.trailing_parts.len() as u32)
+fn next_request(p: &ListedPlaylist) -> (u64, u32) {
+    p.next_part()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,8 +141,8 @@ async fn player_follows_the_live_edge_part_by_part_with_blocking_reloads() {
         let listed = next
             .segments
             .iter()
-            .filter(|s| s.0 == msn)
-            .flat_map(|s| s.3.iter())
+            .filter(|s| s.msn == msn)
+            .flat_map(|s| s.parts.iter())
             .chain(if next_request(&next).0 == msn {
                 next.trailing_parts.iter()
             } else {
@@ -228,7 +151,7 @@ async fn player_follows_the_live_edge_part_by_part_with_blocking_reloads() {
             .count();
         assert!(
             listed > part as usize
-                || next.segments.iter().any(|s| s.0 > msn)
+                || next.segments.iter().any(|s| s.msn > msn)
                 || next_request(&next).0 > msn,
             "the reload answered before {msn}.{part} was listed"
         );
@@ -248,11 +171,15 @@ async fn served_init_parts_and_segments_decode_with_ffmpeg() {
     // Wait until two complete segments exist.
     let fetched = h.client.get(&format!("{media}?_HLS_msn=1")).await;
     let playlist = parse(&fetched.text());
-    let init = h.client.get(&format!("/{STREAM}/{}", playlist.map)).await;
+    let init = h
+        .client
+        .get(&format!("/{STREAM}/{}", playlist.maps[0]))
+        .await;
     assert_eq!(init.status(), 200);
     assert_eq!(init.header("content-type"), Some("video/mp4"));
     let dir = tempfile::tempdir().expect("tempdir");
-    let (msn, seg_uri, _, parts) = &playlist.segments[1];
+    let listed = &playlist.segments[1];
+    let (msn, seg_uri, parts) = (listed.msn, &listed.uri, &listed.parts);
     let segment = h.client.get(&format!("/{STREAM}/{seg_uri}")).await;
     assert_eq!(segment.status(), 200);
     assert_eq!(segment.header("content-type"), Some("video/iso.segment"));
@@ -267,7 +194,7 @@ async fn served_init_parts_and_segments_decode_with_ffmpeg() {
     assert_eq!(video.len(), 30);
     assert!(video[0].key_frame);
     let mut joined = Vec::new();
-    for (uri, _, _) in parts {
+    for uri in parts.iter().map(|p| &p.uri) {
         let part = h.client.get(&format!("/{STREAM}/{uri}")).await;
         assert_eq!(part.status(), 200);
         let file = with_init(dir.path(), "part.mp4", &init.body, &part.body);
@@ -337,7 +264,7 @@ async fn bad_and_impossible_requests_get_the_right_errors() {
         status(h.client.get(&format!("/{STREAM}/nothing.m4s")).await),
         404
     );
-    let map = playlist.map.trim_end_matches("-init.mp4");
+    let map = prefix(&playlist);
     assert_eq!(
         status(
             h.client
@@ -355,7 +282,12 @@ async fn bad_and_impossible_requests_get_the_right_errors() {
     assert_eq!(status(h.client.get(&media).await), 200);
 
     // A source that stops: blocked reloads end with 503 instead of hanging.
-    h.server.state.streams[STREAM].stop();
+    h.server
+        .streams
+        .iter()
+        .find(|s| s.name() == STREAM)
+        .expect("the stream")
+        .stop();
     let started = Instant::now();
     let blocked = h.client.get(&format!("{media}?_HLS_msn={}", msn + 2)).await;
     assert_eq!(blocked.status(), 503);
@@ -400,7 +332,7 @@ async fn hinted_part_is_held_until_complete_then_sent_whole() {
     let again = h.client.get(&format!("/{STREAM}/{hint}")).await;
     assert_eq!(again.body, held.body, "the same bytes from the store");
     // A hint for a part that will never exist (past the end of a finished segment).
-    let map = playlist.map.trim_end_matches("-init.mp4");
+    let map = prefix(&playlist);
     assert_eq!(
         h.client
             .get(&format!("/{STREAM}/{map}-0.7.m4s"))
@@ -422,7 +354,7 @@ async fn unfinished_segment_is_delivered_part_by_part() {
             .await
             .text(),
     );
-    let map = playlist.map.trim_end_matches("-init.mp4");
+    let map = prefix(&playlist);
     let uri = format!("/{STREAM}/{map}-1.m4s");
     let live = h.client.get(&uri).await;
     assert_eq!(live.status(), 200);
@@ -513,8 +445,8 @@ async fn headers_gzip_and_delta_updates() {
     );
     assert!(delta_text.contains("#EXT-X-VERSION:9"));
     assert_eq!(
-        delta.segments.first().map(|s| s.0),
-        full.segments.get(delta.skipped).map(|s| s.0)
+        delta.segments.first().map(|s| s.msn),
+        full.segments.get(delta.skipped as usize).map(|s| s.msn)
     );
     let v2 = h.client.get(&format!("{media}?_HLS_skip=v2")).await.text();
     assert!(v2.contains("RECENTLY-REMOVED-DATERANGES=\"\""), "{v2}");
@@ -545,7 +477,7 @@ async fn tcp_path_serves_the_same_bytes_over_http1_and_http2_with_alt_svc() {
         playlist
             .segments
             .first()
-            .map_or(&playlist.trailing_parts[0].0, |s| &s.3[0].0)
+            .map_or(&playlist.trailing_parts[0].uri, |s| &s.parts[0].uri)
     );
     let over_h3 = h.client.get(&part_uri).await;
     let port = h.server.tcp_addr.port();

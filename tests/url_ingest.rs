@@ -12,6 +12,7 @@ use common::rtsp::free_port;
 use common::{decode_errors, probe_frames, with_init};
 use mirror::ingest::SourceSpec;
 use mirror::server::RunningServer;
+use mirror::stream::{SourceState, StreamMode};
 
 /// `ffmpeg` sending 20 s of a 25 fps test pattern with a tone as MPEG-TS to `url`.
 struct Sender(Child);
@@ -92,7 +93,10 @@ async fn served_segment_decodes(source: &str, sender_url: &str) {
         audio >= 40,
         "{audio} AAC frames: the sender's tone comes through"
     );
-    assert_eq!(server.state.streams["net"].status().mode, Some("transcode"));
+    assert_eq!(
+        server.state.streams["net"].status().mode,
+        Some(StreamMode::Transcode)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,7 +144,7 @@ async fn a_udp_sender_that_stops_and_returns_gives_a_discontinuity() {
     }
     drop(sender);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while stream.status().state != "retrying" {
+    while stream.status().state != SourceState::Retrying {
         assert!(Instant::now() < deadline, "a silent sender is noticed");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -160,5 +164,5 @@ async fn a_udp_sender_that_stops_and_returns_gives_a_discontinuity() {
     }
     let playlist = client.get("/net/video.m3u8").await.text();
     assert!(playlist.contains("#EXT-X-DISCONTINUITY\n"), "{playlist}");
-    assert_eq!(stream.status().state, "live");
+    assert_eq!(stream.status().state, SourceState::Live);
 }

@@ -6,5 +6,4 @@
 pub mod client;
 pub mod h2client;
 pub mod quic_bulk;
-pub mod reader;
 pub mod viewers;

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use super::client::{ClientError, Fetched, H3Client, client_endpoint};
 use super::h2client::H2Client;
-use super::reader::{self, ViewerPlaylist};
+use crate::llhls::parse::{ListedPlaylist, parse_media_playlist};
 
 /// Most newly listed parts a viewer fetches after one reload; beyond that it re-syncs.
 const MAX_CATCH_UP_PARTS: usize = 3;
@@ -257,7 +257,7 @@ async fn media_paths(client: &Connection, path: &str) -> Result<Vec<String>, Str
             Err("multivariant playlist lists no variant".to_string())
         }
         Ok(m3u8_rs::Playlist::MediaPlaylist(_)) => Ok(vec![path.to_string()]),
-        Err(_) => reader::read(&fetched.text())
+        Err(_) => parse_media_playlist(&fetched.text())
             .map(|_| vec![path.to_string()])
             .ok_or_else(|| format!("{path}: not a playlist")),
     }
@@ -281,12 +281,12 @@ async fn first_playlist(
     client: &Connection,
     media: &str,
     tally: &mut ViewerTally,
-) -> Option<ViewerPlaylist> {
+) -> Option<ListedPlaylist> {
     match client.get(media).await {
         Ok(f) if f.status() == 200 => {
             tally.requests += 1;
             tally.bytes += f.body.len() as u64;
-            Some(reader::read(&f.text()).unwrap_or_default())
+            Some(parse_media_playlist(&f.text()).unwrap_or_default())
         }
         Ok(f) => {
             tally.error(format!("status-{}", f.status()));
@@ -362,7 +362,7 @@ async fn viewer(client: Connection, mut switch: Switch, until: Instant) -> Viewe
         tally
             .reload_ms
             .push(started.elapsed().as_secs_f64() * 1000.0);
-        let Some(next) = reader::read(&fetched.text()) else {
+        let Some(next) = parse_media_playlist(&fetched.text()) else {
             tally.error("unreadable-playlist".into());
             continue;
         };

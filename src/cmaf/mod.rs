@@ -10,6 +10,7 @@
 pub mod codec;
 pub mod fragment;
 pub mod init;
+mod options;
 pub mod segmenter;
 
 use std::time::{Duration, SystemTime};
@@ -17,7 +18,13 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 
 pub use codec::{AacConfig, AvcConfig, CodecConfig, HevcConfig};
+pub use options::CmafOptions;
 pub use segmenter::{Part, Segment, Segmenter, SegmenterConfig, SegmenterError, SegmenterEvent};
+
+/// Track ID of the video track in every rendition's init segment and fragments.
+pub const VIDEO_TRACK_ID: u32 = 1;
+/// Track ID of the audio track, after the video.
+pub const AUDIO_TRACK_ID: u32 = 2;
 
 /// Ticks per second of a track's media timeline (the `mdhd` timescale).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -5,6 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use crate::llhls::delivery::{CacheRule, DeliveryForm, Encoding};
+
 /// `application/vnd.apple.mpegurl` (RFC 8216bis 4).
 pub const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 /// Parts and segments: CMAF media segments (RFC 8216bis 3.1.2 via ISO/IEC 23000-19).
@@ -12,43 +14,9 @@ pub const SEGMENT_TYPE: &str = "video/iso.segment";
 /// The init segment.
 pub const INIT_TYPE: &str = "video/mp4";
 
-/// Cache-Control for each kind of response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Caching {
-    /// A blocking playlist request answered (Appendix B: 6 target durations: it names a
-    /// state that never changes once reached).
-    BlockingPlaylist,
-    /// A blocking playlist request's 4xx (Appendix B: 4 target durations).
-    BlockingPlaylistError,
-    /// A plain playlist request (half a target duration, and stale-while-revalidate so
-    /// a CDN can answer at once while it refetches).
-    Playlist,
-    /// Media named by epoch and number: never changes.
-    Immutable,
-    /// Errors and 503s: short, so caches collapse a burst of them into one.
-    Error,
-    /// Must not be stored (the player page).
-    NoStore,
-}
-
-impl Caching {
-    /// The header value, for a stream whose target duration is `target`.
-    pub fn header(self, target: Duration) -> HeaderValue {
-        let td = target.as_secs().max(1);
-        let value = match self {
-            Caching::BlockingPlaylist => format!("public, max-age={}", 6 * td),
-            Caching::BlockingPlaylistError => format!("public, max-age={}", 4 * td),
-            // max-age takes whole seconds: half a target duration rounded up.
-            Caching::Playlist => format!(
-                "public, max-age={}, stale-while-revalidate={td}",
-                td.div_ceil(2)
-            ),
-            Caching::Immutable => "public, max-age=31536000, immutable".to_string(),
-            Caching::Error => "public, max-age=1".to_string(),
-            Caching::NoStore => "no-store".to_string(),
-        };
-        HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("no-store"))
-    }
+/// The Cache-Control header of `rule` for a stream whose target duration is `target`.
+pub fn cache_control(rule: CacheRule, target: Duration) -> HeaderValue {
+    HeaderValue::from_str(&rule.directive(target)).unwrap_or(HeaderValue::from_static("no-store"))
 }
 
 /// RFC 9218 urgency: playlists first (1), then init (2), parts (3) and segments (4);
@@ -96,39 +64,35 @@ pub fn date_now() -> HeaderValue {
     })
 }
 
-/// The complete headers of a playlist response but Date: built once per snapshot and
-/// form, shared by every request answered with it.
+/// The complete headers of a playlist response in `form` but Date: built once per
+/// snapshot and form, shared by every request answered with it.
 pub fn playlist_response(
     length: usize,
-    blocking: bool,
-    skip_tag: &str,
-    gzip: bool,
+    form: DeliveryForm,
     target: Duration,
     updated_at: SystemTime,
     etag_prefix: &str,
 ) -> HeaderMap {
     let mut headers = common(Some(length));
-    let caching = if blocking {
-        Caching::BlockingPlaylist
-    } else {
-        Caching::Playlist
-    };
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(PLAYLIST_TYPE),
     );
-    headers.insert(header::CACHE_CONTROL, caching.header(target));
+    headers.insert(
+        header::CACHE_CONTROL,
+        cache_control(form.cache_rule(), target),
+    );
     headers.insert(header::LAST_MODIFIED, http_date(updated_at));
     headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     headers.insert(
         HeaderName::from_static("priority"),
         Urgency::Playlist.header(),
     );
-    let encoding = if gzip { "-gz" } else { "" };
-    if let Ok(etag) = HeaderValue::from_str(&format!("\"{etag_prefix}{skip_tag}{encoding}\"")) {
+    let etag = format!("\"{etag_prefix}{}\"", form.etag_suffix());
+    if let Ok(etag) = HeaderValue::from_str(&etag) {
         headers.insert(header::ETAG, etag);
     }
-    if gzip {
+    if form.encoding == Encoding::Gzip {
         headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     }
     headers
@@ -155,25 +119,57 @@ pub fn common(length: Option<usize>) -> HeaderMap {
     headers
 }
 
-/// An HTTP-date (RFC 9110 5.6.7).
+/// An HTTP-date (RFC 9110 5.6.7, IMF-fixdate).
 pub fn http_date(at: SystemTime) -> HeaderValue {
-    let t = time::OffsetDateTime::from(at);
-    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let value = format!(
-        "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
-        DAYS[usize::from(t.weekday().number_days_from_monday())],
-        t.day(),
-        MONTHS[usize::from(u8::from(t.month()) - 1)],
-        t.year(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    );
-    HeaderValue::from_str(&value)
+    HeaderValue::from_str(&httpdate::fmt_http_date(at))
         .unwrap_or(HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
+}
+
+/// Whether the request's Accept-Encoding (RFC 9110 12.5.3) takes gzip: listed, or
+/// covered by `*`, with a qvalue above zero, and not less wanted than identity. Written
+/// here, not taken from a crate: the crates that parse it are unmaintained alphas, and
+/// this is one header's grammar.
+pub fn accepts_gzip(headers: &HeaderMap) -> bool {
+    let (mut gzip, mut star, mut identity) = (None, None, None::<u16>);
+    let codings = headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','));
+    for coding in codings {
+        let mut params = coding.split(';');
+        let name = params.next().unwrap_or("").trim();
+        let weight = params
+            .filter_map(|p| p.trim().split_once('='))
+            .find(|(key, _)| key.trim().eq_ignore_ascii_case("q"))
+            .map_or(Some(1000), |(_, value)| qvalue(value.trim()));
+        let Some(weight) = weight else { continue };
+        if name.eq_ignore_ascii_case("gzip") || name.eq_ignore_ascii_case("x-gzip") {
+            gzip = Some(weight);
+        } else if name == "*" {
+            star = Some(weight);
+        } else if name.eq_ignore_ascii_case("identity") {
+            identity = Some(weight);
+        }
+    }
+    let gzip = gzip.or(star).unwrap_or(0);
+    // Identity only outranks gzip when the client says so by name.
+    gzip > 0 && gzip >= identity.unwrap_or(0)
+}
+
+/// An RFC 9110 12.4.2 qvalue in thousandths: `0`, `0.` to `0.999`, `1`, `1.` to
+/// `1.000`; anything else is malformed.
+fn qvalue(text: &str) -> Option<u16> {
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    if fraction.len() > 3 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let thousandths = format!("{fraction:0<3}").parse::<u16>().ok()?;
+    match whole {
+        "0" => Some(thousandths),
+        "1" if thousandths == 0 => Some(1000),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -188,17 +184,33 @@ mod tests {
     }
 
     #[test]
-    fn cache_control_follows_appendix_b() {
-        let td = Duration::from_secs(1);
-        assert_eq!(Caching::BlockingPlaylist.header(td), "public, max-age=6");
-        assert_eq!(
-            Caching::BlockingPlaylistError.header(td),
-            "public, max-age=4"
-        );
-        assert_eq!(
-            Caching::Playlist.header(Duration::from_secs(4)),
-            "public, max-age=2, stale-while-revalidate=4"
-        );
+    fn urgency_puts_playlists_first() {
         assert_eq!(Urgency::Playlist.header(), "u=1");
+        assert_eq!(Urgency::Segment.header(), "u=4");
+    }
+
+    #[test]
+    fn gzip_is_chosen_by_qvalue() {
+        let accepts = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static(value));
+            accepts_gzip(&headers)
+        };
+        assert!(accepts("gzip"));
+        assert!(accepts("deflate, GZIP;q=0.5"));
+        assert!(accepts("*"));
+        assert!(accepts("br, *;q=0.1"));
+        assert!(accepts("gzip;q=0.001, identity;q=0"));
+        assert!(accepts("identity;q=0, *"));
+        assert!(!accepts("gzip;q=0"));
+        assert!(!accepts("gzip;q=0."));
+        assert!(!accepts("gzip;q=0.000"));
+        assert!(!accepts("*;q=0"));
+        assert!(!accepts("gzip;q=0, *"), "named gzip wins over *");
+        assert!(!accepts("gzip;q=0.5, identity"), "identity preferred");
+        assert!(!accepts("br"));
+        assert!(!accepts("gzip;q=2"), "malformed qvalue ignored");
+        assert!(!accepts(""));
+        assert!(!accepts_gzip(&HeaderMap::new()));
     }
 }

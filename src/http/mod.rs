@@ -6,8 +6,11 @@ pub mod body;
 pub mod h3;
 pub mod handler;
 pub mod headers;
+mod media;
 pub mod quic;
+pub mod rejection;
 pub mod tcp;
 
 pub use body::Body;
 pub use handler::{AppState, handle};
+pub use rejection::Rejection;

@@ -22,7 +22,7 @@ impl FileSource {
     pub fn open(path: &Path, looping: bool, realtime: bool) -> Result<Self, IngestError> {
         let name = path.display().to_string();
         let err = |what| IngestError::libav(&name, what);
-        super::init_libav().map_err(err("initialising libav"))?;
+        crate::libav::init().map_err(err("initialising libav"))?;
         let text = path.to_str().filter(|p| !p.contains('\'')).ok_or_else(|| {
             IngestError::Unsupported {
                 source_name: name.clone(),

@@ -10,10 +10,7 @@ use ffmpeg::{filter, frame};
 use ffmpeg_next as ffmpeg;
 
 use super::{IngestError, RawMedia, SourceFormat, SourceFrame};
-
-/// AAC frames hold 1024 samples; audio is cut to that size so that one source frame is
-/// one encoder frame.
-pub(crate) const AUDIO_FRAME_SAMPLES: u32 = 1024;
+use crate::libav::{AUDIO_FRAME_SAMPLES, media_time, ticks};
 
 /// The two filter chains of a source, as libavfilter graph descriptions ending in the
 /// formats the encoders take (yuv420p; fltp stereo), and what they produce.
@@ -62,61 +59,6 @@ pub(crate) struct LavfiSource {
     audio_floor: Duration,
     pending_video: Option<(frame::Video, Duration)>,
     pending_audio: Option<(frame::Audio, Duration)>,
-}
-
-/// `pts` ticks of `time_base` as a duration (negative ones as zero).
-pub(crate) fn media_time(pts: i64, time_base: ffmpeg::Rational) -> Duration {
-    let num = u128::try_from(time_base.numerator()).unwrap_or(1);
-    let den = u128::try_from(time_base.denominator()).unwrap_or(1).max(1);
-    let ticks = u128::try_from(pts).unwrap_or(0);
-    Duration::from_nanos(u64::try_from(ticks * num * 1_000_000_000 / den).unwrap_or(u64::MAX))
-}
-
-/// `at` in ticks of `time_base`, rounded to the nearest tick.
-pub(crate) fn ticks(at: Duration, time_base: ffmpeg::Rational) -> i64 {
-    let num = i128::from(time_base.numerator()).max(1);
-    let den = i128::from(time_base.denominator());
-    let scaled = i128::try_from(at.as_nanos()).unwrap_or(0) * den;
-    let unit = num * 1_000_000_000;
-    i64::try_from((scaled + unit / 2) / unit).unwrap_or(0)
-}
-
-/// A graph from a buffer source named "in" through `spec` into a sink named "out".
-pub(crate) fn buffer_graph(
-    source: &str,
-    args: &str,
-    sink: &str,
-    spec: &str,
-) -> Result<filter::Graph, ffmpeg::Error> {
-    let mut graph = filter::Graph::new();
-    graph.add(
-        &filter::find(source).ok_or(ffmpeg::Error::FilterNotFound)?,
-        "in",
-        args,
-    )?;
-    graph.add(
-        &filter::find(sink).ok_or(ffmpeg::Error::FilterNotFound)?,
-        "out",
-        "",
-    )?;
-    graph.output("in", 0)?.input("out", 0)?.parse(spec)?;
-    graph.validate()?;
-    Ok(graph)
-}
-
-/// A frame of `AUDIO_FRAME_SAMPLES` samples of stereo silence at `pts` (in 1/`rate`).
-pub(crate) fn silence_frame(rate: u32, pts: i64) -> frame::Audio {
-    let mut silence = frame::Audio::new(
-        ffmpeg::format::Sample::F32(ffmpeg::format::sample::Type::Planar),
-        AUDIO_FRAME_SAMPLES as usize,
-        ffmpeg::ChannelLayout::STEREO,
-    );
-    silence.set_rate(rate);
-    for plane in 0..2 {
-        silence.plane_mut::<f32>(plane).fill(0.0);
-    }
-    silence.set_pts(Some(pts));
-    silence
 }
 
 /// A graph from a source-only filter chain `spec` into a sink named "out".
@@ -188,7 +130,7 @@ impl LavfiSource {
         start_wall: SystemTime,
     ) -> Result<Self, IngestError> {
         let err = |what| IngestError::libav(name, what);
-        super::init_libav().map_err(err("initialising libav"))?;
+        crate::libav::init().map_err(err("initialising libav"))?;
         let video = Branch::open(&specs.video, "buffersink", None)
             .map_err(err("building the video graph"))?;
         let audio = Branch::open(&specs.audio, "abuffersink", Some(AUDIO_FRAME_SAMPLES))

@@ -7,6 +7,7 @@
 pub mod file;
 pub mod jitter;
 pub(crate) mod lavfi;
+mod options;
 pub mod rtsp;
 pub mod testsrc;
 pub mod url;
@@ -17,12 +18,12 @@ use std::time::{Duration, SystemTime};
 use ffmpeg_next as ffmpeg;
 
 pub use file::FileSource;
+pub use options::SourceOptions;
 pub use rtsp::{RtspSource, RtspTransport};
 pub use testsrc::TestPattern;
 pub use url::UrlSource;
 
 use crate::cmaf::{Sample, TrackInfo};
-use crate::config::SourceSettings;
 
 /// Which source a stream plays.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,10 +67,10 @@ impl SourceSpec {
     /// refused (its samples are never decoded).
     pub fn open(
         &self,
-        settings: &SourceSettings,
+        options: &SourceOptions,
         realtime: bool,
     ) -> Result<Box<dyn Source + Send>, IngestError> {
-        match self.open_any(settings, realtime)? {
+        match self.open_any(options, realtime)? {
             OpenedSource::Raw(source) => Ok(source),
             OpenedSource::Encoded(_) => Err(IngestError::Unsupported {
                 source_name: self.to_string(),
@@ -81,24 +82,24 @@ impl SourceSpec {
     /// Opens the source, whichever kind it is.
     pub fn open_any(
         &self,
-        settings: &SourceSettings,
+        options: &SourceOptions,
         realtime: bool,
     ) -> Result<OpenedSource, IngestError> {
         Ok(match self {
             SourceSpec::TestPattern => {
-                OpenedSource::Raw(Box::new(TestPattern::open(settings, realtime)?))
+                OpenedSource::Raw(Box::new(TestPattern::open(options, realtime)?))
             }
             SourceSpec::File(path) => {
                 OpenedSource::Raw(Box::new(FileSource::open(path, true, realtime)?))
             }
             SourceSpec::Rtsp(url) => OpenedSource::Encoded(Box::new(RtspSource::open(
                 url,
-                settings.rtsp_transport,
-                settings.jitter_buffer_samples,
+                options.rtsp_transport,
+                options.jitter_buffer_samples,
             )?)),
             SourceSpec::Url(url) => {
-                let timeout = (settings.stall_timeout_ms > 0)
-                    .then(|| Duration::from_millis(u64::from(settings.stall_timeout_ms)));
+                let timeout = (options.stall_timeout_ms > 0)
+                    .then(|| Duration::from_millis(u64::from(options.stall_timeout_ms)));
                 OpenedSource::Raw(Box::new(UrlSource::open(url, timeout)?))
             }
         })
@@ -245,14 +246,4 @@ pub trait EncodedSource {
     fn g711_audio(&self) -> Option<(G711, u32)> {
         None
     }
-}
-
-/// Initialises libav once per process and routes its log to ours at warning level.
-pub fn init_libav() -> Result<(), ffmpeg::Error> {
-    static INIT: std::sync::OnceLock<Result<(), ffmpeg::Error>> = std::sync::OnceLock::new();
-    *INIT.get_or_init(|| {
-        ffmpeg::init()?;
-        ffmpeg::util::log::set_level(ffmpeg::util::log::Level::Error);
-        Ok(())
-    })
 }

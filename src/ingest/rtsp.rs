@@ -30,8 +30,8 @@ use retina::codec::{CodecItem, FrameFormat, ParametersRef, VideoParameters, Vide
 
 use super::jitter::{JitterBuffer, JitterFill, Popped};
 use super::{EncodedSource, G711, IngestError};
+use crate::cmaf::{AUDIO_TRACK_ID, VIDEO_TRACK_ID};
 use crate::cmaf::{AacConfig, AvcConfig, CodecConfig, HevcConfig, Sample, Timescale, TrackInfo};
-use crate::pipeline::{AUDIO_TRACK_ID, VIDEO_TRACK_ID};
 
 /// How long each of DESCRIBE, SETUP and PLAY may take.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -42,7 +42,7 @@ const FIRST_GOP_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_CLOCK_SKEW: Duration = Duration::from_secs(24 * 3600);
 
 /// RTP transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RtspTransport {
     /// Interleaved on the RTSP connection (default: works through NAT and firewalls).

@@ -6,9 +6,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use ffmpeg_next as ffmpeg;
 
+use super::SourceOptions;
 use super::lavfi::{GraphSpecs, LavfiSource};
 use super::{IngestError, Source, SourceFormat, SourceFrame};
-use crate::config::SourceSettings;
 
 /// The test pattern source. See the module docs.
 pub struct TestPattern(LavfiSource);
@@ -16,7 +16,7 @@ pub struct TestPattern(LavfiSource);
 impl TestPattern {
     /// Builds the lavfi graphs. `realtime = false` delivers frames as fast as they are
     /// made (for tests and benchmarks); capture times then still follow media time.
-    pub fn open(settings: &SourceSettings, realtime: bool) -> Result<Self, IngestError> {
+    pub fn open(options: &SourceOptions, realtime: bool) -> Result<Self, IngestError> {
         let start_wall = SystemTime::now();
         let since_epoch = start_wall.duration_since(UNIX_EPOCH).unwrap_or_default();
         // drawtext's `pts:hms:OFFSET` prints pts + OFFSET as HH:MM:SS.mmm; with the
@@ -25,17 +25,17 @@ impl TestPattern {
         let midnight_offset = since_epoch.as_secs_f64() % 86_400.0;
         let mut video = format!(
             "testsrc2=size={w}x{h}:rate={fps},format=yuv420p",
-            w = settings.width,
-            h = settings.height,
-            fps = settings.fps
+            w = options.width,
+            h = options.height,
+            fps = options.fps
         );
-        if settings.clock_overlay {
-            let font = if settings.font_file.exists() {
-                format!("fontfile='{}':", settings.font_file.display())
+        if options.clock_overlay {
+            let font = if options.font_file.exists() {
+                format!("fontfile='{}':", options.font_file.display())
             } else {
                 String::new()
             };
-            let size = (settings.height / 12).max(12);
+            let size = (options.height / 12).max(12);
             video.push_str(&format!(
                 ",drawtext={font}text='%{{pts\\:hms\\:{midnight_offset:.3}}} UTC':\
                  x=(w-tw)/2:y=h-th-{margin}:fontsize={size}:fontcolor=white:box=1:\
@@ -46,17 +46,17 @@ impl TestPattern {
         }
         let audio = format!(
             "sine=frequency={hz}:sample_rate={rate},aformat=sample_fmts=fltp:channel_layouts=stereo",
-            hz = settings.tone_hz,
-            rate = settings.sample_rate
+            hz = options.tone_hz,
+            rate = options.sample_rate
         );
-        let fps = i32::try_from(settings.fps).unwrap_or(30);
+        let fps = i32::try_from(options.fps).unwrap_or(30);
         let specs = GraphSpecs {
             video,
             audio,
-            width: settings.width,
-            height: settings.height,
+            width: options.width,
+            height: options.height,
             frame_rate: ffmpeg::Rational(fps, 1),
-            sample_rate: settings.sample_rate,
+            sample_rate: options.sample_rate,
         };
         LavfiSource::open("testsrc", specs, false, realtime, start_wall).map(Self)
     }

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant, SystemTime};
 use ffmpeg::{Dictionary, Rational, codec, filter, format, frame, media};
 use ffmpeg_next as ffmpeg;
 
-use super::lavfi::{AUDIO_FRAME_SAMPLES, buffer_graph, media_time, silence_frame, ticks};
 use super::{IngestError, RawMedia, Source, SourceFormat, SourceFrame};
+use crate::libav::{AUDIO_FRAME_SAMPLES, buffer_graph, media_time, silence_frame, ticks};
 
 /// Sampling rate audio is resampled to.
 const SAMPLE_RATE: u32 = 48_000;
@@ -67,7 +67,7 @@ impl UrlSource {
     pub fn open(url: &str, read_timeout: Option<Duration>) -> Result<Self, IngestError> {
         let name = url.to_string();
         let err = |what| IngestError::libav(&name, what);
-        super::init_libav().map_err(err("initialising libav"))?;
+        crate::libav::init().map_err(err("initialising libav"))?;
         let timeout = read_timeout.unwrap_or(DEFAULT_READ_TIMEOUT);
         let micros = timeout.as_micros().to_string();
         let mut options = Dictionary::new();

@@ -10,7 +10,9 @@ pub mod playlist;
 
 pub use multivariant::{Variant, render_multivariant};
 pub mod blocking;
+pub mod delivery;
 pub mod live;
+pub mod parse;
 
 pub use playlist::{
     LiveEdge, MediaPlaylist, PlaylistPart, PlaylistSegment, RenditionReport, Skip,

@@ -71,7 +71,7 @@ pub struct RenditionReport {
 }
 
 /// Delta update asked for with `_HLS_skip` (RFC 8216bis 6.2.5.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Skip {
     /// The whole playlist.
     #[default]

@@ -13,8 +13,8 @@ use ffmpeg_next as ffmpeg;
 use super::PipelineError;
 use super::encode::libav;
 use crate::cmaf::{CodecConfig, Sample, TrackInfo, TrackKind};
-use crate::ingest::lavfi::{AUDIO_FRAME_SAMPLES, buffer_graph};
 use crate::ingest::{G711, RawMedia, SourceFormat, SourceFrame};
+use crate::libav::{AUDIO_FRAME_SAMPLES, buffer_graph};
 
 /// The time base of decoded pictures: the samples' 90 kHz.
 const VIDEO_TIME_BASE: Rational = Rational(1, 90_000);
@@ -32,7 +32,7 @@ pub struct SampleDecoder {
 impl SampleDecoder {
     /// Opens a decoder for the video track of `tracks`; `frame_rate` is the source's.
     pub fn open(tracks: &[TrackInfo], frame_rate: Rational) -> Result<Self, PipelineError> {
-        crate::ingest::init_libav().map_err(libav("decoder", "initialising"))?;
+        crate::libav::init().map_err(libav("decoder", "initialising"))?;
         let video_track = tracks
             .iter()
             .find(|t| t.kind() == TrackKind::Video)
@@ -186,13 +186,13 @@ pub fn decode_g711(law: G711, byte: u8) -> i16 {
 const AAC_RATE: u32 = 48_000;
 
 impl AudioTranscoder {
-    /// Ready for mono G.711 at `sample_rate` (its RTP clock), to AAC per `settings`.
+    /// Ready for mono G.711 at `sample_rate` (its RTP clock), to AAC per `options`.
     pub fn open(
-        settings: &crate::config::Settings,
+        options: &super::EncoderOptions,
         law: G711,
         sample_rate: u32,
     ) -> Result<Self, PipelineError> {
-        crate::ingest::init_libav().map_err(libav("decoder", "initialising"))?;
+        crate::libav::init().map_err(libav("decoder", "initialising"))?;
         let args = format!(
             "time_base=1/{sample_rate}:sample_rate={sample_rate}:sample_fmt=s16:channel_layout=0x{:x}",
             ffmpeg::ChannelLayout::MONO.bits()
@@ -204,7 +204,7 @@ impl AudioTranscoder {
             sink.sink().set_frame_size(AUDIO_FRAME_SAMPLES);
         }
         let encoder = super::AudioEncoder::open(
-            settings,
+            options,
             SourceFormat {
                 width: 0,
                 height: 0,

@@ -8,12 +8,14 @@ use ffmpeg::software::scaling;
 use ffmpeg::{Rational, codec, encoder, format, frame, picture};
 use ffmpeg_next as ffmpeg;
 
+use super::EncoderOptions;
+use super::PipelineError;
 use super::select::{EncoderId, ProbeOptions, open_video, pixel_format};
-use super::{AUDIO_TRACK_ID, PipelineError, VIDEO_TRACK_ID, ffi};
 use crate::cmaf::codec::{ParameterSets, VideoCodec, annexb_to_length_prefixed};
+use crate::cmaf::{AUDIO_TRACK_ID, VIDEO_TRACK_ID};
 use crate::cmaf::{AacConfig, CodecConfig, Sample, Timescale, TrackInfo};
-use crate::config::Settings;
 use crate::ingest::SourceFormat;
+use crate::libav::ffi;
 
 const AAC: &str = "aac";
 
@@ -112,11 +114,11 @@ impl VideoEncoder {
     /// `gop` frames.
     pub fn open(
         profile: &VideoProfile,
-        settings: &Settings,
+        options: &EncoderOptions,
         frame_rate: Rational,
         gop: u32,
     ) -> Result<Self, PipelineError> {
-        let mut encoder = Self::open_following(profile, settings, frame_rate, gop)?;
+        let mut encoder = Self::open_following(profile, options, frame_rate, gop)?;
         encoder.keyframe_interval = Some(u64::from(gop.max(1)));
         Ok(encoder)
     }
@@ -126,11 +128,11 @@ impl VideoEncoder {
     /// encoder's own interval.
     pub fn open_following(
         profile: &VideoProfile,
-        settings: &Settings,
+        options: &EncoderOptions,
         frame_rate: Rational,
         gop: u32,
     ) -> Result<Self, PipelineError> {
-        let e = &settings.encoder;
+        let e = options;
         let id = profile.encoder;
         let options = ProbeOptions {
             preset: Some(e.preset.clone()),
@@ -337,7 +339,7 @@ pub struct AudioEncoder {
 
 impl AudioEncoder {
     /// Opens the AAC encoder for the source's sampling rate, stereo, float planar.
-    pub fn open(settings: &Settings, format: SourceFormat) -> Result<Self, PipelineError> {
+    pub fn open(options: &EncoderOptions, format: SourceFormat) -> Result<Self, PipelineError> {
         let mut audio = encoder_context(AAC)?
             .audio()
             .map_err(libav(AAC, "creating the context"))?;
@@ -347,7 +349,7 @@ impl AudioEncoder {
         audio.set_channel_layout(ffmpeg::ChannelLayout::STEREO);
         audio.set_channels(2);
         audio.set_format(format::Sample::F32(format::sample::Type::Planar));
-        audio.set_bit_rate(settings.encoder.audio_bitrate_kbps as usize * 1000);
+        audio.set_bit_rate(options.audio_bitrate_kbps as usize * 1000);
         audio.set_time_base(time_base);
         audio.set_flags(codec::Flags::GLOBAL_HEADER);
         let encoder = audio.open().map_err(libav(AAC, "opening"))?;
@@ -363,7 +365,7 @@ impl AudioEncoder {
                 timescale: Timescale(format.sample_rate),
                 codec: CodecConfig::Aac(aac),
                 nominal_sample_ticks: encoder.frame_size().max(1),
-                average_bitrate: settings.encoder.audio_bitrate_kbps * 1000,
+                average_bitrate: options.audio_bitrate_kbps * 1000,
             },
             encoder,
             time_base,

@@ -9,23 +9,31 @@
 
 pub mod decode;
 mod encode;
-mod ffi;
+mod options;
+pub mod plan;
 pub mod select;
 
 use ffmpeg_next as ffmpeg;
 
 use crate::cmaf::{Sample, TrackInfo};
-use crate::config::Settings;
 use crate::ingest::{RawMedia, SourceFormat, SourceFrame};
 
 pub use decode::SampleDecoder;
 pub use encode::{AudioEncoder, VideoEncoder, VideoProfile};
+pub use options::EncoderOptions;
+pub use plan::{
+    DEFAULT_RENDITION, PlannedRendition, RenditionCodec, RenditionPlan, RenditionProfile,
+    RenditionSpec, plan_renditions,
+};
 
 /// Where the video encoders put keyframes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Keyframes {
-    /// One every segment target, counted in frames (Mirror's own GOP).
-    SegmentGrid,
+    /// One every `frames` frames: Mirror's own GOP, one per segment target.
+    Every {
+        /// Frames between keyframes.
+        frames: u32,
+    },
     /// Wherever the decoded source has one (a camera's GOP), so that transcoded
     /// renditions switch with a passed-through one; `gop_frames` is the source's GOP.
     FollowSource {
@@ -70,11 +78,6 @@ pub enum PipelineError {
     },
 }
 
-/// Track IDs within a rendition: video first, audio second.
-pub const VIDEO_TRACK_ID: u32 = 1;
-/// See [`VIDEO_TRACK_ID`].
-pub const AUDIO_TRACK_ID: u32 = 2;
-
 /// Encodes a ladder of renditions from raw frames: every picture goes to each
 /// rendition's video encoder (scaled to its size), the sound is encoded once and shared
 /// by all, so every rendition carries the same audio samples.
@@ -89,42 +92,34 @@ pub struct Transcoder {
 impl Transcoder {
     /// Opens one video encoder per profile, and the audio encoder unless
     /// `encode_audio` is false (the renditions then carry the source's encoded audio,
-    /// which the caller adds), for frames of `format`. Keyframes come every segment target at the source's frame rate, at the
-    /// same frames in every rendition.
+    /// which the caller adds), for frames of `format`. With [`Keyframes::Every`] the
+    /// keyframes fall at the same frames in every rendition.
     pub fn open(
-        settings: &Settings,
+        options: &EncoderOptions,
         format: SourceFormat,
         profiles: &[VideoProfile],
         keyframes: Keyframes,
         encode_audio: bool,
     ) -> Result<Self, PipelineError> {
-        crate::ingest::init_libav().map_err(|error| PipelineError::Libav {
+        crate::libav::init().map_err(|error| PipelineError::Libav {
             encoder: "libav",
             what: "initialising",
             error,
         })?;
         let fps = format.frame_rate;
-        let gop = match keyframes {
-            Keyframes::SegmentGrid => Some(settings.keyframe_interval_frames(
-                u32::try_from(fps.numerator()).unwrap_or(30),
-                u32::try_from(fps.denominator()).unwrap_or(1),
-            )),
-            Keyframes::FollowSource { .. } => None,
-        };
         let video = profiles
             .iter()
-            .map(|p| match (gop, keyframes) {
-                (Some(gop), _) => VideoEncoder::open(p, settings, fps, gop),
+            .map(|p| match keyframes {
+                Keyframes::Every { frames } => VideoEncoder::open(p, options, fps, frames),
                 // The encoder's own interval well past the source's, so that only the
                 // forced keyframes (the source's) make IDRs.
-                (None, Keyframes::FollowSource { gop_frames }) => {
-                    VideoEncoder::open_following(p, settings, fps, gop_frames.saturating_mul(4))
+                Keyframes::FollowSource { gop_frames } => {
+                    VideoEncoder::open_following(p, options, fps, gop_frames.saturating_mul(4))
                 }
-                (None, Keyframes::SegmentGrid) => VideoEncoder::open(p, settings, fps, 1),
             })
             .collect::<Result<Vec<_>, _>>()?;
         let audio = if encode_audio {
-            Some(AudioEncoder::open(settings, format)?)
+            Some(AudioEncoder::open(options, format)?)
         } else {
             None
         };

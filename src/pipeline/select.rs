@@ -93,7 +93,7 @@ pub struct ProbeError {
 pub fn select_encoder(choice: EncoderChoice, codec: VideoCodec) -> Result<EncoderId, ProbeError> {
     if choice == EncoderChoice::Auto {
         // libav logs why each absent GPU fails; for `auto` that is expected, not news.
-        let _ = crate::ingest::init_libav();
+        let _ = crate::libav::init();
         ffmpeg::util::log::set_level(ffmpeg::util::log::Level::Quiet);
         let found = EncoderChoice::GPUS
             .into_iter()
@@ -125,7 +125,7 @@ pub fn select_encoder(choice: EncoderChoice, codec: VideoCodec) -> Result<Encode
 
 /// Opens `id` for a small picture and closes it again.
 fn probe(id: EncoderId) -> Result<(), String> {
-    crate::ingest::init_libav().map_err(|e| e.to_string())?;
+    crate::libav::init().map_err(|e| e.to_string())?;
     let frame_rate = Rational(30, 1);
     open_video(id, 320, 180, 500, frame_rate, 30, &ProbeOptions::default())
         .map(|_| ())

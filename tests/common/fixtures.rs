@@ -9,7 +9,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use mirror::cmaf::{AacConfig, AvcConfig, CodecConfig, SegmenterConfig, Timescale, TrackInfo};
-use mirror::config::{RenditionCodec, RenditionSettings, Settings};
+use mirror::config::Settings;
+use mirror::pipeline::{RenditionCodec, RenditionSpec};
 
 /// SPS of a libx264 High profile level 3.1 stream (1280×720).
 pub const SPS: [u8; 28] = [
@@ -76,8 +77,8 @@ pub fn loopback_settings(dir: &Path, width: u32, height: u32, video_kbps: u32) -
 }
 
 /// An H.264 rendition of a ladder at `width`×`height` and `kbps`.
-pub fn rendition(name: &str, width: u32, height: u32, kbps: u32) -> RenditionSettings {
-    RenditionSettings {
+pub fn rendition(name: &str, width: u32, height: u32, kbps: u32) -> RenditionSpec {
+    RenditionSpec {
         name: name.into(),
         codec: RenditionCodec::H264,
         width: Some(width),

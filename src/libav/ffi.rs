@@ -1,4 +1,4 @@
-//! The one place the pipeline steps outside ffmpeg-next's safe API: it exposes no
+//! The one place Mirror steps outside ffmpeg-next's safe API: it exposes no
 //! accessor for a codec context's `extradata`, where encoders put their global headers
 //! (libx264's SPS/PPS with GLOBAL_HEADER, the AAC encoder's AudioSpecificConfig), and
 //! its swscale context is not `Send`, though the pipeline only ever moves one to the
@@ -8,7 +8,7 @@
 use ffmpeg_next as ffmpeg;
 
 /// A copy of the context's `extradata` (empty when it has none).
-pub(super) fn extradata(context: &ffmpeg::codec::Context) -> Vec<u8> {
+pub(crate) fn extradata(context: &ffmpeg::codec::Context) -> Vec<u8> {
     // SAFETY: `as_ptr` is a valid AVCodecContext for the life of `context`; libav keeps
     // `extradata` either null or pointing at `extradata_size` readable bytes, and nothing
     // mutates it while we hold a shared reference to the opened encoder.
@@ -24,7 +24,7 @@ pub(super) fn extradata(context: &ffmpeg::codec::Context) -> Vec<u8> {
 }
 
 /// A swscale context that may move to another thread.
-pub(super) struct SendScaler(pub(super) ffmpeg::software::scaling::Context);
+pub(crate) struct SendScaler(pub(crate) ffmpeg::software::scaling::Context);
 
 // SAFETY: an SwsContext holds no thread-local state and no reference to the thread that
 // made it; libav only forbids using one from two threads at once, which `&mut self`

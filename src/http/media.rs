@@ -1,0 +1,233 @@
+//! Init segments, parts and segments by the names a playlist gives. The hinted part is
+//! held until complete and sent whole (RFC 8216bis 6.2.6); a segment still being
+//! produced is sent part by part, each as soon as it is complete; a complete resource
+//! comes from the store, with Range.
+
+use std::time::Duration;
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, StatusCode};
+use tokio::sync::mpsc;
+
+use super::Body;
+use super::handler::{Reply, hold_deadline, wait_for};
+use super::headers::{INIT_TYPE, SEGMENT_TYPE, Urgency, cache_control, http_date};
+use super::rejection::Rejection;
+use crate::llhls::blocking::Readiness;
+use crate::llhls::delivery::CacheRule;
+use crate::llhls::live::MediaName;
+use crate::store::{self, Store, StoredMedia};
+use crate::stream::{Rendition, Snapshot};
+
+/// How far past the last listed part a media request may be and still be held: the
+/// hinted part is one past it; one more tolerates a player whose playlist is one update
+/// behind. Anything further is a name the server does not know yet: 404 (6.2.6).
+const HOLDABLE_PARTS_AHEAD: u32 = 2;
+
+/// A request for one media resource of a rendition.
+pub(super) struct MediaRequest<'a> {
+    pub(super) store: &'a Store,
+    pub(super) stream: &'a str,
+    pub(super) rendition: &'a Rendition,
+    pub(super) snapshot: &'a Snapshot,
+    pub(super) name: &'a str,
+    pub(super) kind: MediaName,
+}
+
+impl MediaRequest<'_> {
+    /// The response: the resource, or why not.
+    pub(super) async fn serve(
+        &self,
+        request: &Request<()>,
+    ) -> Result<Reply, (Rejection, Duration)> {
+        let target = self.snapshot.target_duration;
+        let reject = |rejection| (rejection, target);
+        let key = store::key(self.stream, self.name);
+        let (content_type, urgency) = match self.kind {
+            MediaName::Init(_) => (INIT_TYPE, Urgency::Init),
+            MediaName::Part(..) => (SEGMENT_TYPE, Urgency::Part),
+            MediaName::Segment(_) => (SEGMENT_TYPE, Urgency::Segment),
+        };
+        let stored = match (self.store.get(&key), self.kind) {
+            (_, MediaName::Init(generation)) => {
+                match self.snapshot.inits.get(generation as usize) {
+                    Some(init) => init.clone(),
+                    // Before the source first opens there is none yet.
+                    None if self.snapshot.inits.is_empty() => {
+                        return Err(reject(Rejection::NotStarted));
+                    }
+                    None => return Err(reject(Rejection::NotFound)),
+                }
+            }
+            (Some(stored), _) => stored,
+            (None, MediaName::Part(msn, index)) => {
+                self.hold_part(&key, msn, index).await.map_err(reject)?
+            }
+            (None, MediaName::Segment(msn)) if msn == self.snapshot.position.open_msn => {
+                return Ok(Reply::new(StatusCode::OK, self.live_segment(msn))
+                    .with(header::CONTENT_TYPE, HeaderValue::from_static(content_type))
+                    .with(
+                        header::CACHE_CONTROL,
+                        cache_control(CacheRule::Immutable, target),
+                    )
+                    .with(HeaderName::from_static("priority"), urgency.header()));
+            }
+            (None, _) => return Err(reject(Rejection::NotFound)),
+        };
+        let etag = HeaderValue::from_str(&format!("\"{}\"", self.name)).ok();
+        let reply = match request.headers().get(header::RANGE) {
+            Some(range) => ranged(&stored, range).map_err(reject)?,
+            None => Reply::new(StatusCode::OK, Body::Chunks(stored.chunks.clone())),
+        };
+        let mut reply = reply
+            .with(header::CONTENT_TYPE, HeaderValue::from_static(content_type))
+            .with(
+                header::CACHE_CONTROL,
+                cache_control(CacheRule::Immutable, target),
+            )
+            .with(header::LAST_MODIFIED, http_date(stored.modified))
+            .with(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"))
+            .with(HeaderName::from_static("priority"), urgency.header());
+        if let Some(etag) = etag {
+            reply = reply.with(header::ETAG, etag);
+        }
+        Ok(reply)
+    }
+
+    /// RFC 8216bis 6.2.6: a request for the part the preload hint names is held until
+    /// the part is complete, then answered whole (no byte of a part goes before all of
+    /// it can, since players measure bandwidth from parts). A hint that was abandoned,
+    /// or a name further ahead, is 404.
+    async fn hold_part(&self, key: &str, msn: u64, index: u32) -> Result<StoredMedia, Rejection> {
+        let mut receiver = self.rendition.subscribe();
+        let deadline = hold_deadline(&receiver.borrow());
+        let waited = wait_for(&mut receiver, deadline, |s| {
+            s.position.readiness(msn, Some(index), HOLDABLE_PARTS_AHEAD)
+        })
+        .await;
+        match waited {
+            // Listed now, or passed over (a part index past the segment's end): the
+            // store has it or it never existed.
+            Ok(_) => self.store.get(key).ok_or(Rejection::NotFound),
+            Err(Rejection::DirectiveTooFarAhead) => Err(Rejection::NotFound),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// A segment still being produced: its parts, each sent as soon as it is complete.
+    fn live_segment(&self, msn: u64) -> Body {
+        let (sender, receiver) = mpsc::channel(8);
+        let mut snapshots = self.rendition.subscribe();
+        let store = self.store.clone();
+        let stream = self.stream.to_string();
+        tokio::spawn(async move {
+            let mut index = 0u32;
+            loop {
+                let deadline = hold_deadline(&snapshots.borrow());
+                let listed = wait_for(&mut snapshots, deadline, |s| {
+                    let p = &s.position;
+                    let done = p.open_msn > msn || p.ended;
+                    if done || (p.open_msn == msn && p.open_parts > index) {
+                        Readiness::Ready
+                    } else {
+                        Readiness::Wait
+                    }
+                })
+                .await;
+                let Ok(snapshot) = listed else { break };
+                let name = snapshot.names.part(msn, index);
+                match store.get(&store::key(&stream, &name)) {
+                    Some(part) => {
+                        for chunk in part.chunks.iter() {
+                            if sender.send(chunk.clone()).await.is_err() {
+                                return; // the client went away
+                            }
+                        }
+                        index += 1;
+                    }
+                    // The segment is complete and this index is past its last part.
+                    None => break,
+                }
+            }
+        });
+        Body::Live(receiver)
+    }
+}
+
+/// A single byte range (RFC 9110 14.1.2) of a stored resource, parsed and checked by
+/// `http-range-header`. Several ranges are refused like an unsatisfiable one: players
+/// ask for one, and a multipart body would copy what is otherwise shared.
+fn ranged(stored: &StoredMedia, range: &HeaderValue) -> Result<Reply, Rejection> {
+    let len = stored.len();
+    let unsatisfiable = Rejection::RangeNotSatisfiable { length: len };
+    let ranges = range
+        .to_str()
+        .ok()
+        .and_then(|r| http_range_header::parse_range_header(r).ok())
+        .and_then(|r| r.validate(len as u64).ok())
+        .ok_or_else(|| unsatisfiable.clone())?;
+    let [range] = ranges.as_slice() else {
+        return Err(unsatisfiable);
+    };
+    let (start, end) = (*range.start() as usize, *range.end() as usize);
+    let mut out = bytes::BytesMut::with_capacity(end - start + 1);
+    let mut offset = 0;
+    for chunk in stored.chunks.iter() {
+        let (chunk_start, chunk_end) = (offset, offset + chunk.len());
+        offset = chunk_end;
+        if chunk_end <= start || chunk_start > end {
+            continue;
+        }
+        let from = start.saturating_sub(chunk_start);
+        let to = (end + 1 - chunk_start).min(chunk.len());
+        out.extend_from_slice(&chunk[from..to]);
+    }
+    Ok(
+        Reply::new(StatusCode::PARTIAL_CONTENT, Body::Full(out.freeze())).with(
+            header::CONTENT_RANGE,
+            HeaderValue::from_str(&format!("bytes {start}-{end}/{len}"))
+                .unwrap_or(HeaderValue::from_static("bytes */0")),
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn range_of(stored: &StoredMedia, value: &'static str) -> Result<Vec<u8>, Rejection> {
+        let reply = ranged(stored, &HeaderValue::from_static(value))?;
+        assert_eq!(reply.status, StatusCode::PARTIAL_CONTENT);
+        let Body::Full(bytes) = reply.body else {
+            panic!("full body")
+        };
+        Ok(bytes.to_vec())
+    }
+
+    #[test]
+    fn ranges_cross_part_boundaries_and_bad_ones_are_416() {
+        let stored = StoredMedia {
+            chunks: vec![Bytes::from_static(b"abcd"), Bytes::from_static(b"efgh")].into(),
+            modified: std::time::SystemTime::now(),
+        };
+        assert_eq!(range_of(&stored, "bytes=2-5").as_deref(), Ok(&b"cdef"[..]));
+        assert_eq!(range_of(&stored, "bytes=6-").as_deref(), Ok(&b"gh"[..]));
+        assert_eq!(range_of(&stored, "bytes=-3").as_deref(), Ok(&b"fgh"[..]));
+        assert_eq!(range_of(&stored, "bytes=5-500").as_deref(), Ok(&b"fgh"[..]));
+        for bad in [
+            "bytes=8-",
+            "bytes=5-2",
+            "bytes=0-1,4-5",
+            "items=0-1",
+            "bytes=-0",
+        ] {
+            assert_eq!(
+                range_of(&stored, bad),
+                Err(Rejection::RangeNotSatisfiable { length: 8 }),
+                "{bad}"
+            );
+        }
+    }
+}

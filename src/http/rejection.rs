@@ -1,0 +1,147 @@
+//! Every way the handler refuses a request, each with exactly one status, one
+//! Cache-Control rule and one body, so that the same refusal looks the same on every
+//! path, to players and to the caches in front of them.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::StatusCode;
+use http::header::{self, HeaderName, HeaderValue};
+
+use crate::llhls::blocking::QueryError;
+use crate::llhls::delivery::CacheRule;
+
+/// Why a request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// No such stream, rendition or resource, or a media name that is neither listed
+    /// nor hinted (RFC 8216bis 6.2.6 only holds requests for the hinted part).
+    #[error("not found")]
+    NotFound,
+    /// A playlist query the server cannot honour (6.2.5.2: `_HLS_part` without
+    /// `_HLS_msn`, or a directive that is not a number).
+    #[error("bad delivery directive: {0}")]
+    BadDirective(QueryError),
+    /// 6.2.5.2: `_HLS_msn` more than two past the last segment, or `_HLS_part` past
+    /// the Advance Part Limit: Bad Request at once, never held. This is the one "too
+    /// far ahead" of the spec; a media name too far ahead is [`Rejection::NotFound`],
+    /// since the spec gives names no limit and only the hinted part is held.
+    #[error("delivery directive too far ahead of the live edge")]
+    DirectiveTooFarAhead,
+    /// 6.2.5.2: held longer than three target durations without what was asked for.
+    #[error("not available within three target durations")]
+    HoldTimedOut,
+    /// The stream stopped while the request was held.
+    #[error("the stream stopped")]
+    StreamStopped,
+    /// The source has not opened yet: no codecs for the multivariant playlist, no init
+    /// segment.
+    #[error("the stream is starting")]
+    NotStarted,
+    /// A Range that does not fit the resource (RFC 9110 15.5.17).
+    #[error("range not satisfiable")]
+    RangeNotSatisfiable {
+        /// The resource's length, for `Content-Range: bytes */len`.
+        length: usize,
+    },
+    /// A method other than GET, HEAD and OPTIONS.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+}
+
+/// The methods every resource allows.
+pub const ALLOWED_METHODS: &str = "GET, HEAD, OPTIONS";
+
+impl Rejection {
+    /// Its status code.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Rejection::NotFound => StatusCode::NOT_FOUND,
+            Rejection::BadDirective(_) | Rejection::DirectiveTooFarAhead => StatusCode::BAD_REQUEST,
+            Rejection::HoldTimedOut | Rejection::StreamStopped | Rejection::NotStarted => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Rejection::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            Rejection::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+
+    /// How long caches may keep it. A blocking request's 4xx names a state that will
+    /// never be valid for that URL's directives as given (Appendix B: four target
+    /// durations); everything else is short, so that a cache collapses a burst of the
+    /// same refusal into one request without keeping it past the moment it changes.
+    pub fn cache_rule(&self) -> CacheRule {
+        match self {
+            Rejection::BadDirective(_) | Rejection::DirectiveTooFarAhead => {
+                CacheRule::BlockingPlaylistError
+            }
+            _ => CacheRule::Error,
+        }
+    }
+
+    /// The body: one line saying why, for a person with curl.
+    pub fn body(&self) -> Bytes {
+        Bytes::from(format!("{self}\n"))
+    }
+
+    /// Headers it adds besides Cache-Control and the body's.
+    pub fn extra_headers(&self) -> Vec<(HeaderName, HeaderValue)> {
+        match self {
+            // 503s say when to come back: a part takes a fraction of a second.
+            Rejection::HoldTimedOut | Rejection::StreamStopped | Rejection::NotStarted => {
+                vec![(header::RETRY_AFTER, HeaderValue::from_static("1"))]
+            }
+            Rejection::RangeNotSatisfiable { length } => vec![(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{length}"))
+                    .unwrap_or(HeaderValue::from_static("bytes */0")),
+            )],
+            Rejection::MethodNotAllowed => {
+                vec![(header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS))]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Its Cache-Control for a stream of target duration `target`.
+    pub fn cache_control(&self, target: Duration) -> HeaderValue {
+        super::headers::cache_control(self.cache_rule(), target)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_refusal_has_one_status_caching_and_body() {
+        let td = Duration::from_secs(1);
+        let cases = [
+            (Rejection::NotFound, 404, "public, max-age=1"),
+            (
+                Rejection::BadDirective(QueryError::PartWithoutMsn),
+                400,
+                "public, max-age=4",
+            ),
+            (Rejection::DirectiveTooFarAhead, 400, "public, max-age=4"),
+            (Rejection::HoldTimedOut, 503, "public, max-age=1"),
+            (Rejection::StreamStopped, 503, "public, max-age=1"),
+            (Rejection::NotStarted, 503, "public, max-age=1"),
+            (
+                Rejection::RangeNotSatisfiable { length: 10 },
+                416,
+                "public, max-age=1",
+            ),
+            (Rejection::MethodNotAllowed, 405, "public, max-age=1"),
+        ];
+        for (rejection, status, caching) in cases {
+            assert_eq!(rejection.status().as_u16(), status, "{rejection:?}");
+            assert_eq!(rejection.cache_control(td), caching, "{rejection:?}");
+            assert!(rejection.body().ends_with(b"\n"));
+        }
+        assert_eq!(
+            Rejection::RangeNotSatisfiable { length: 10 }.extra_headers()[0].1,
+            "bytes */10"
+        );
+    }
+}

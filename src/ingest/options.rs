@@ -1,0 +1,72 @@
+//! `[source]`: how sources are opened and watched. Owned here, parsed by the
+//! configuration; this file imports nothing outside `ingest`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::RtspTransport;
+
+/// `[source]`: the built-in test pattern (libav's `testsrc2` and `sine`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Hash)]
+#[serde(default, deny_unknown_fields)]
+pub struct SourceOptions {
+    /// Picture width in pixels, even. Default 1280. No effect on latency beyond encode time.
+    pub width: u32,
+    /// Picture height in pixels, even. Default 720.
+    pub height: u32,
+    /// Frames per second. Default 30. Parts hold whole frames, so the frame rate bounds
+    /// how finely PART-TARGET can be kept (one frame is 33 ms at 30 fps).
+    pub fps: u32,
+    /// Tone frequency in Hz. Default 1000.
+    pub tone_hz: u32,
+    /// Audio sampling rate in Hz. Default 48000.
+    pub sample_rate: u32,
+    /// Draw the capture wall clock (UTC, milliseconds) on the picture. Default true; it is
+    /// what glass-to-glass latency is read from.
+    pub clock_overlay: bool,
+    /// Font for the clock. Default DejaVu Sans Mono Bold from Debian's fonts-dejavu-core;
+    /// when the file is missing, fontconfig's default font is used.
+    pub font_file: PathBuf,
+    /// RTP transport of an RTSP source: "tcp" (default, interleaved) or "udp".
+    pub rtsp_transport: RtspTransport,
+    /// Samples the jitter buffer of a network source holds (video frames and audio
+    /// frames together). Default 512, about 5 s of 30 fps video with AAC. It only fills
+    /// when the media thread falls behind; when full, the oldest GOP is dropped.
+    pub jitter_buffer_samples: usize,
+    /// The watchdog: a source that delivers nothing for this many milliseconds is
+    /// restarted (with backoff). Default 0: three PART-TARGETs for an RTSP source, and
+    /// 2 s as libav's read timeout for `srt://`, `udp://`, `http(s)://` … sources (whose
+    /// open probes the stream first). Encoders that take frames and give nothing back
+    /// for this long (at least 2 s) are restarted the same way.
+    pub stall_timeout_ms: u32,
+}
+
+impl Default for SourceOptions {
+    fn default() -> Self {
+        Self {
+            width: 1280,
+            height: 720,
+            fps: 30,
+            tone_hz: 1000,
+            sample_rate: 48_000,
+            clock_overlay: true,
+            font_file: PathBuf::from("/usr/share/fonts/truetype/dejavu/DejaVuSansMono-Bold.ttf"),
+            rtsp_transport: RtspTransport::Tcp,
+            jitter_buffer_samples: 512,
+            stall_timeout_ms: 0,
+        }
+    }
+}
+
+impl SourceOptions {
+    /// The watchdog's limit: how long a source may deliver nothing before it is
+    /// restarted; `part_target` gives the default (three of them).
+    pub fn stall_timeout(&self, part_target: Duration) -> Duration {
+        match self.stall_timeout_ms {
+            0 => part_target * 3,
+            ms => Duration::from_millis(u64::from(ms)),
+        }
+    }
+}

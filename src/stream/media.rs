@@ -1,0 +1,264 @@
+//! The media thread's path: one frame or sample from the source, through the encoders
+//! when there are any, into every rendition's segmenter, and the segmenters' events
+//! into the store and the playlists. Opening the source and readying the renditions
+//! ([`MediaLoop::connect`]) is here too; what happens when it fails is the
+//! [`supervisor`](super::supervisor)'s.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+
+use super::StreamOptions;
+use super::opening::{Input, Opening, Transcoding, multivariant, open_encoded, open_raw};
+use super::output::Output;
+use super::publisher::StreamPublisher;
+use super::status::SourceState;
+use crate::cmaf::{AUDIO_TRACK_ID, Sample, Timescale, TrackInfo, VIDEO_TRACK_ID};
+use crate::ingest::{OpenedSource, RawMedia, SourceFormat, SourceFrame, SourceSpec};
+use crate::llhls::RenditionReport;
+use crate::store::Store;
+
+/// Why the media path stopped.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum MediaError {
+    #[error(transparent)]
+    Source(#[from] crate::ingest::IngestError),
+    #[error(transparent)]
+    Pipeline(#[from] crate::pipeline::PipelineError),
+    #[error(transparent)]
+    Open(#[from] super::opening::OpenError),
+    #[error("init segment: {0}")]
+    Init(#[from] crate::cmaf::init::InitError),
+    #[error("the encoders produced nothing for {0:?}")]
+    EncoderStalled(Duration),
+}
+
+/// The media thread's state.
+pub(super) struct MediaLoop {
+    pub(super) stream: String,
+    pub(super) spec: SourceSpec,
+    pub(super) options: StreamOptions,
+    /// The source opened at start-up, used by the first connect.
+    pub(super) first: Option<OpenedSource>,
+    pub(super) input: Option<Input>,
+    pub(super) outputs: Vec<Output>,
+    pub(super) epoch: SystemTime,
+    /// Media time just past everything delivered so far: a reopened source starts its
+    /// timestamps at zero again, and is shifted to continue from here.
+    pub(super) delivered_end: Duration,
+    /// Shift applied to the current source instance's timestamps.
+    pub(super) resume_offset: Duration,
+    pub(super) store: Store,
+    /// The multivariant playlist and the status (the renditions publish through their
+    /// outputs).
+    pub(super) publisher: StreamPublisher,
+    pub(super) stop: Arc<AtomicBool>,
+}
+
+impl MediaLoop {
+    /// One frame or sample from the source, through the encoders when there are any.
+    pub(super) fn step(&mut self, out: &mut Vec<(usize, Sample)>) -> Result<(), MediaError> {
+        let stall = self.options.stall_timeout();
+        match self.input.as_mut() {
+            None => Ok(()),
+            Some(Input::Raw { source, transcoder }) => {
+                let mut frame = source.next_frame()?;
+                let format = source.format();
+                let end = shift_frame(&mut frame, self.resume_offset, format);
+                self.delivered_end = self.delivered_end.max(end);
+                transcoder.push(frame, out)?;
+                Ok(())
+            }
+            Some(Input::Encoded {
+                source,
+                copies,
+                transcoding,
+                audio,
+            }) => {
+                let mut sample = source.next_sample(stall)?;
+                let g711 = source
+                    .g711_audio()
+                    .filter(|_| sample.track_id == AUDIO_TRACK_ID);
+                let timing = source
+                    .tracks()
+                    .iter()
+                    .find(|t| t.track_id == sample.track_id)
+                    .map(|t| (t.timescale, u64::from(t.nominal_sample_ticks)))
+                    .or(g711.map(|(_, rate)| (Timescale(rate), sample.data.len() as u64)));
+                if let Some((timescale, length)) = timing {
+                    sample.decode_ticks += timescale.ticks(self.resume_offset);
+                    let end = timescale.to_duration(sample.decode_ticks + length);
+                    self.delivered_end = self.delivered_end.max(end);
+                }
+                match (audio, g711) {
+                    (Some(audio), Some(_)) => {
+                        audio.encoder.push(&sample, &mut audio.samples)?;
+                        for aac in audio.samples.drain(..) {
+                            deliver(aac, copies, transcoding, out)?;
+                        }
+                    }
+                    _ => deliver(sample, copies, transcoding, out)?,
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Opens the source (or takes the one opened at start-up), opens the encoders, and
+    /// readies every rendition: at the first connect, its names, init segment and
+    /// playlist; after a failure, a new segmenter that goes on with the next MSN after an
+    /// EXT-X-DISCONTINUITY.
+    pub(super) fn connect(&mut self) -> Result<(), MediaError> {
+        let opened = match self.first.take() {
+            Some(opened) => opened,
+            None => self.spec.open_any(&self.options.source, true)?,
+        };
+        let Opening {
+            input,
+            prepared,
+            fps,
+            mode,
+        } = match opened {
+            OpenedSource::Raw(source) => open_raw(&self.options, &self.outputs, source)?,
+            OpenedSource::Encoded(source) => open_encoded(&self.options, &self.outputs, source)?,
+        };
+        let renditions: Vec<(String, Vec<TrackInfo>)> = self
+            .outputs
+            .iter()
+            .zip(&prepared)
+            .map(|(o, p)| (o.id.clone(), p.tracks.clone()))
+            .collect();
+        self.resume_offset = self.delivered_end;
+        let now = SystemTime::now();
+        let window = self.options.window_segments;
+        for (output, prepared) in self.outputs.iter_mut().zip(prepared) {
+            output.ready(prepared, self.epoch, window, now, &self.stream)?;
+        }
+        self.publisher
+            .set_multivariant(Bytes::from(multivariant(&renditions, fps)));
+        let jitter = match &input {
+            Input::Encoded { source, .. } => source.buffer_fill(),
+            Input::Raw { .. } => None,
+        };
+        self.input = Some(input);
+        self.publisher.update_status(|status| {
+            status.state = SourceState::Live;
+            status.mode = Some(mode);
+            status.jitter_buffer = jitter;
+        });
+        tracing::info!(stream = %self.stream, mode = mode.as_str(), source = %self.spec, "stream live");
+        Ok(())
+    }
+
+    /// Takes every rendition's new parts and segments into the store and its playlist,
+    /// brings the rendition reports up to date, and publishes the renditions that
+    /// changed.
+    pub(super) fn publish_events(&mut self) {
+        let changed: Vec<bool> = self
+            .outputs
+            .iter_mut()
+            .map(|output| output.drain_events(&self.stream, &self.store))
+            .collect();
+        if !changed.iter().any(|&c| c) {
+            return;
+        }
+        if self.outputs.len() > 1 {
+            // RFC 8216bis 4.4.5.4: each playlist reports where the others are. Every
+            // rendition gets its parts from the same frame, so reports are at most one
+            // part behind.
+            let edges: Vec<RenditionReport> = self
+                .outputs
+                .iter()
+                .filter_map(|o| {
+                    let (last_msn, last_part) = o.live.last_part()?;
+                    Some(RenditionReport {
+                        uri: format!("{}.m3u8", o.id),
+                        last_msn,
+                        last_part,
+                    })
+                })
+                .collect();
+            for output in &mut self.outputs {
+                let own = format!("{}.m3u8", output.id);
+                let reports = edges.iter().filter(|r| r.uri != own).cloned().collect();
+                output.live.set_rendition_reports(reports);
+            }
+        }
+        if let Some(Input::Encoded { source, .. }) = &self.input {
+            let fill = source.buffer_fill();
+            self.publisher
+                .update_status(|status| status.jitter_buffer = fill);
+        }
+        for (output, changed) in self.outputs.iter_mut().zip(changed) {
+            if changed {
+                output.publish();
+            }
+        }
+    }
+}
+
+/// An encoded source's sample to the renditions that pass it through, and to the
+/// decoder of those that transcode.
+fn deliver(
+    sample: Sample,
+    copies: &[usize],
+    transcoding: &mut Option<Box<Transcoding>>,
+    out: &mut Vec<(usize, Sample)>,
+) -> Result<(), MediaError> {
+    if let Some(t) = transcoding {
+        if sample.track_id == VIDEO_TRACK_ID {
+            t.decoder.push(&sample, &mut t.frames)?;
+            for frame in t.frames.drain(..) {
+                t.transcoder.push(frame, &mut t.samples)?;
+                out.extend(t.samples.drain(..).map(|(j, s)| (t.outputs[j], s)));
+            }
+        } else {
+            // Sound is not transcoded: every rendition carries the same samples.
+            out.extend(t.outputs.iter().map(|&index| (index, sample.clone())));
+        }
+    }
+    if let Some((&last, rest)) = copies.split_last() {
+        for &index in rest {
+            out.push((index, sample.clone()));
+        }
+        out.push((last, sample));
+    }
+    Ok(())
+}
+
+/// Moves `frame` past everything delivered before the source was last reopened.
+/// Returns the media time just past the frame.
+fn shift_frame(frame: &mut SourceFrame, resume_offset: Duration, format: SourceFormat) -> Duration {
+    let tb = frame.time_base;
+    let (num, den) = (
+        i128::from(tb.numerator().max(1)),
+        i128::from(tb.denominator().max(1)),
+    );
+    let offset =
+        i128::try_from(resume_offset.as_nanos()).unwrap_or(0) * den / (num * 1_000_000_000);
+    let offset = i64::try_from(offset).unwrap_or(0);
+    let (pts, length) = match &mut frame.media {
+        RawMedia::Video(v) => {
+            let pts = v.pts().unwrap_or(0) + offset;
+            v.set_pts(Some(pts));
+            let fps = format.frame_rate;
+            let nanos =
+                1_000_000_000 * i64::from(fps.denominator()) / i64::from(fps.numerator().max(1));
+            (pts, Duration::from_nanos(u64::try_from(nanos).unwrap_or(0)))
+        }
+        RawMedia::Audio(a) => {
+            let pts = a.pts().unwrap_or(0) + offset;
+            a.set_pts(Some(pts));
+            let rate = u64::from(format.sample_rate.max(1));
+            (
+                pts,
+                Duration::from_nanos(a.samples() as u64 * 1_000_000_000 / rate),
+            )
+        }
+    };
+    let at = i128::from(pts.max(0)) * num * 1_000_000_000 / den;
+    let at = Duration::from_nanos(u64::try_from(at).unwrap_or(0));
+    at + length
+}

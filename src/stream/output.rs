@@ -1,0 +1,198 @@
+//! One rendition's side of the media thread: its segmenter, its live playlist, its init
+//! segments, and where its parts and segments go (the [`Store`]), published as a new
+//! snapshot whenever they change.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+use super::publisher::RenditionPublisher;
+use crate::cmaf::init::write_init_segment;
+use crate::cmaf::{Segmenter, SegmenterConfig, SegmenterEvent, TrackInfo};
+use crate::llhls::live::{LivePlaylist, MediaNames};
+use crate::pipeline::{RenditionPlan, RenditionProfile};
+use crate::store::{self, Store, StoredMedia};
+
+/// What a connect readies a rendition with: its tracks, how to cut them, and the
+/// profile its names hash.
+pub(super) struct Prepared {
+    pub(super) tracks: Vec<TrackInfo>,
+    pub(super) config: SegmenterConfig,
+    pub(super) profile: RenditionProfile,
+}
+
+/// One rendition of a running stream.
+pub(super) struct Output {
+    pub(super) id: String,
+    pub(super) plan: RenditionPlan,
+    /// `None` before the source first opens and while it is down.
+    pub(super) segmenter: Option<Segmenter>,
+    /// The MSN the next segment gets.
+    pub(super) next_msn: u64,
+    pub(super) live: LivePlaylist,
+    /// Init segments by generation; empty before the source first opens. They live as
+    /// long as the stream, not in the store, whose time to live would drop them while
+    /// parts still need them.
+    pub(super) inits: Arc<[StoredMedia]>,
+    /// The tracks the latest init segment describes.
+    init_tracks: Vec<TrackInfo>,
+    publisher: RenditionPublisher,
+}
+
+impl Output {
+    /// A rendition not yet readied: `live` is its placeholder playlist.
+    pub(super) fn new(
+        id: String,
+        plan: RenditionPlan,
+        live: LivePlaylist,
+        publisher: RenditionPublisher,
+    ) -> Self {
+        Self {
+            id,
+            plan,
+            segmenter: None,
+            next_msn: 0,
+            live,
+            inits: Arc::from([]),
+            init_tracks: Vec::new(),
+            publisher,
+        }
+    }
+
+    /// Publishes the playlist as it is now.
+    pub(super) fn publish(&mut self) {
+        self.publisher.publish(&self.live, self.inits.clone());
+    }
+
+    /// Readies this rendition for a newly opened source: at the first connect its names
+    /// (with the profile's hash), playlist and init segment; after a failure an
+    /// EXT-X-DISCONTINUITY, and a new init segment when the codec parameters changed.
+    /// Then a new segmenter that goes on with the next MSN.
+    pub(super) fn ready(
+        &mut self,
+        prepared: Prepared,
+        epoch: SystemTime,
+        window: usize,
+        now: SystemTime,
+        stream: &str,
+    ) -> Result<(), crate::cmaf::init::InitError> {
+        let Prepared {
+            tracks,
+            config,
+            profile,
+        } = prepared;
+        if self.inits.is_empty() {
+            let names = MediaNames::new(&format!("{}-{}", self.id, profile.name_hash()), epoch);
+            self.live = LivePlaylist::new(
+                names,
+                config.segment_target,
+                Segmenter::new(config.clone(), 0).part_target(),
+                window,
+                0,
+            );
+            self.inits = Arc::from([StoredMedia {
+                chunks: vec![Bytes::from(write_init_segment(&tracks)?)].into(),
+                modified: now,
+            }]);
+            self.init_tracks = tracks;
+        } else {
+            self.live.mark_discontinuity(self.next_msn, now);
+            if !same_media(&self.init_tracks, &tracks) {
+                // Back with other codec parameters (a camera reconfigured): a new init
+                // segment, named by its generation, and EXT-X-MAP from the next
+                // segment on.
+                let generation = u32::try_from(self.inits.len()).unwrap_or(u32::MAX);
+                let mut inits = self.inits.to_vec();
+                inits.push(StoredMedia {
+                    chunks: vec![Bytes::from(write_init_segment(&tracks)?)].into(),
+                    modified: now,
+                });
+                self.inits = inits.into();
+                let map = self.live.names().init_generation(generation);
+                self.live.change_map(map);
+                tracing::info!(stream = %stream, rendition = %self.id, generation, codecs = %crate::cmaf::codecs(&tracks), "codec parameters changed: new init segment");
+                self.init_tracks = tracks;
+            }
+            tracing::info!(stream = %stream, rendition = %self.id, msn = self.next_msn, "source back: discontinuity");
+        }
+        self.segmenter = Some(Segmenter::new(config, self.next_msn));
+        self.publish();
+        Ok(())
+    }
+
+    /// Takes the segmenter's events into the store and the playlist; true when the
+    /// playlist changed.
+    pub(super) fn drain_events(&mut self, stream: &str, store: &Store) -> bool {
+        let Some(mut segmenter) = self.segmenter.take() else {
+            return false;
+        };
+        let changed = self.drain(&mut segmenter, stream, store);
+        self.next_msn = segmenter.next_msn();
+        self.segmenter = Some(segmenter);
+        changed
+    }
+
+    /// The source stopped: closes the open part and segment (so the playlist lists what
+    /// was made) and publishes; the segmenter is gone until the next connect.
+    pub(super) fn close(&mut self, stream: &str, store: &Store, now: SystemTime) {
+        let Some(mut segmenter) = self.segmenter.take() else {
+            return;
+        };
+        if let Err(error) = segmenter.finish(now) {
+            tracing::warn!(stream = %stream, %error, "the open part is lost");
+        }
+        self.drain(&mut segmenter, stream, store);
+        self.next_msn = segmenter.next_msn();
+        self.publish();
+    }
+
+    fn drain(&mut self, segmenter: &mut Segmenter, stream: &str, store: &Store) -> bool {
+        let mut changed = false;
+        while let Some(event) = segmenter.poll_event() {
+            changed = true;
+            match event {
+                SegmenterEvent::Part(part) => {
+                    let name = self.live.names().part(part.msn, part.index);
+                    store.insert(
+                        store::key(stream, &name),
+                        vec![part.bytes],
+                        part.completed_at,
+                    );
+                    self.live.push_part(
+                        part.msn,
+                        part.index,
+                        part.duration,
+                        part.independent,
+                        part.completed_at,
+                    );
+                }
+                SegmenterEvent::Segment(segment) => {
+                    let name = self.live.names().segment(segment.msn);
+                    let completed = segment
+                        .parts
+                        .last()
+                        .map_or_else(SystemTime::now, |p| p.completed_at);
+                    let chunks = segment.parts.iter().map(|p| p.bytes.clone()).collect();
+                    store.insert(store::key(stream, &name), chunks, completed);
+                    self.live.push_segment(
+                        segment.msn,
+                        segment.duration,
+                        segment.captured_at,
+                        completed,
+                    );
+                }
+            }
+        }
+        changed
+    }
+}
+
+/// Whether two track lists decode alike (same codecs, configurations and timescales;
+/// bit rates may differ).
+fn same_media(a: &[TrackInfo], b: &[TrackInfo]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(a, b)| {
+            a.track_id == b.track_id && a.timescale == b.timescale && a.codec == b.codec
+        })
+}

@@ -1,0 +1,128 @@
+//! The media thread's life: it runs the media path, and when the source or the pipeline
+//! fails, or goes silent longer than the watchdog allows, it closes what was made,
+//! records why in the status, waits (exponential backoff with jitter) and reconnects.
+//! The playlist stays served meanwhile; the stream resumes with the next MSN after an
+//! EXT-X-DISCONTINUITY.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::media::{MediaError, MediaLoop};
+use super::status::SourceState;
+
+/// Delays between attempts to reopen a failed source: 0.5 s doubling to 30 s, each
+/// with up to 25 % jitter, so that a fleet of streams does not retry in step.
+#[derive(Debug, Default)]
+pub(super) struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    /// The delay before the next attempt.
+    pub(super) fn next(&mut self) -> Duration {
+        let base = Duration::from_millis(500) * 2u32.saturating_pow(self.failures.min(6));
+        self.failures += 1;
+        let base = base.min(Duration::from_secs(30));
+        // Jitter from the clock's low bits: spreading retries needs no random generator.
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        base + base.mul_f64(f64::from(nanos % 1000) / 4000.0)
+    }
+
+    /// The source works again.
+    pub(super) fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
+impl MediaLoop {
+    /// Runs until the stream is stopped.
+    pub(super) fn run(mut self) {
+        let mut samples = Vec::new();
+        let mut backoff = Backoff::default();
+        let mut last_output = Instant::now();
+        // The watchdog for encoders: frames go in, nothing comes out.
+        let encoder_limit = self.options.stall_timeout().max(Duration::from_secs(2));
+        while !self.stop.load(Ordering::Relaxed) {
+            if self.input.is_none() {
+                match self.connect() {
+                    Ok(()) => last_output = Instant::now(),
+                    Err(error) => {
+                        self.fail(&error, &mut backoff);
+                        continue;
+                    }
+                }
+            }
+            let stepped = self.step(&mut samples).and_then(|()| {
+                if !samples.is_empty() {
+                    last_output = Instant::now();
+                    Ok(())
+                } else if last_output.elapsed() > encoder_limit {
+                    Err(MediaError::EncoderStalled(encoder_limit))
+                } else {
+                    Ok(())
+                }
+            });
+            if let Err(error) = stepped {
+                self.input = None;
+                self.fail(&error, &mut backoff);
+                continue;
+            }
+            backoff.reset();
+            let now = SystemTime::now();
+            for (index, sample) in samples.drain(..) {
+                let Some(segmenter) = self.outputs[index].segmenter.as_mut() else {
+                    continue;
+                };
+                if let Err(error) = segmenter.push(sample, now) {
+                    tracing::warn!(stream = %self.stream, %error, "sample refused");
+                }
+            }
+            self.publish_events();
+        }
+    }
+
+    /// The source or the pipeline failed: close every open segment (so the playlist
+    /// lists what was made), log it, note it in the status, and wait before the next
+    /// connect. Blocked reloads end with 503 after three target durations.
+    fn fail(&mut self, error: &MediaError, backoff: &mut Backoff) {
+        let now = SystemTime::now();
+        for output in &mut self.outputs {
+            output.close(&self.stream, &self.store, now);
+        }
+        let delay = backoff.next();
+        tracing::warn!(stream = %self.stream, %error, retry_in = ?delay, "source failed; retrying");
+        self.publisher.update_status(|status| {
+            status.state = SourceState::Retrying;
+            status.last_error = Some(error.to_string());
+            status.restarts += 1;
+        });
+        let until = Instant::now() + delay;
+        while Instant::now() < until && !self.stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_ceiling_with_bounded_jitter_and_resets() {
+        let mut backoff = Backoff::default();
+        let delays: Vec<Duration> = (0..9).map(|_| backoff.next()).collect();
+        for (i, delay) in delays.iter().enumerate() {
+            let base = (Duration::from_millis(500)
+                * 2u32.pow(u32::try_from(i.min(6)).unwrap_or(6)))
+            .min(Duration::from_secs(30));
+            assert!(
+                *delay >= base && *delay <= base.mul_f64(1.25),
+                "{i}: {delay:?}"
+            );
+        }
+        backoff.reset();
+        assert!(backoff.next() <= Duration::from_millis(625));
+    }
+}
