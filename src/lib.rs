@@ -7,7 +7,6 @@
 //! [`record`] drives the whole path to disk; [`server`] serves it live over HTTP/3
 //! (and HTTP/1.1 + HTTP/2) from [`stream`]s and the [`store`].
 
-pub mod bench;
 pub mod cmaf;
 pub mod config;
 pub mod http;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use base64::Engine as _;
+use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
 
@@ -35,9 +36,22 @@ pub enum TlsError {
     /// rustls refused the certificate or key.
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
-    /// The certificate is not DER that carries a SubjectPublicKeyInfo.
-    #[error("certificate is not valid DER: {0}")]
-    Der(&'static str),
+    /// A PEM file could not be read as PEM.
+    #[error("{path}: {error}")]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        error: rustls::pki_types::pem::Error,
+    },
+    /// The certificate is not an X.509 certificate.
+    #[error("{path}: not an X.509 certificate: {reason}")]
+    Certificate {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        reason: String,
+    },
 }
 
 /// A certificate chain and its key.
@@ -111,22 +125,32 @@ fn generate(dir: &Path, cert_path: &Path, key_path: &Path) -> Result<(), TlsErro
 
 fn load(cert_path: &Path, key_path: &Path) -> Result<TlsMaterial, TlsError> {
     let cert_pem = std::fs::read(cert_path).map_err(io(cert_path))?;
-    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &cert_pem[..])
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<_, _>>()
-        .map_err(io(cert_path))?;
+        .map_err(pem(cert_path))?;
     let leaf = certs.first().ok_or_else(|| TlsError::Missing {
         path: cert_path.to_owned(),
         what: "certificate",
     })?;
-    let spki = subject_public_key_info(leaf)?;
+    let (_, parsed) =
+        x509_parser::parse_x509_certificate(leaf).map_err(|e| TlsError::Certificate {
+            path: cert_path.to_owned(),
+            reason: e.to_string(),
+        })?;
+    // RFC 5280 4.1.2.7, whole (tag and length included): what Chromium hashes.
+    let spki = parsed.tbs_certificate.subject_pki.raw;
     let spki_sha256 = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(spki));
     let key_pem = std::fs::read(key_path).map_err(io(key_path))?;
-    let key = rustls_pemfile::private_key(&mut &key_pem[..])
-        .map_err(io(key_path))?
-        .ok_or_else(|| TlsError::Missing {
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|error| match error {
+        rustls::pki_types::pem::Error::NoItemsFound => TlsError::Missing {
             path: key_path.to_owned(),
             what: "private key",
-        })?;
+        },
+        error => TlsError::Pem {
+            path: key_path.to_owned(),
+            error,
+        },
+    })?;
     Ok(TlsMaterial {
         certs,
         key,
@@ -135,47 +159,11 @@ fn load(cert_path: &Path, key_path: &Path) -> Result<TlsMaterial, TlsError> {
     })
 }
 
-/// One DER TLV: (tag, content, rest).
-fn tlv(der: &[u8]) -> Result<(u8, &[u8], &[u8]), TlsError> {
-    let (&tag, rest) = der.split_first().ok_or(TlsError::Der("truncated tag"))?;
-    let (&first, rest) = rest
-        .split_first()
-        .ok_or(TlsError::Der("truncated length"))?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 || rest.len() < n {
-            return Err(TlsError::Der("bad length"));
-        }
-        let len = rest[..n]
-            .iter()
-            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
-        (len, &rest[n..])
-    };
-    if rest.len() < len {
-        return Err(TlsError::Der("content past the end"));
+fn pem(path: &Path) -> impl FnOnce(rustls::pki_types::pem::Error) -> TlsError + '_ {
+    move |error| TlsError::Pem {
+        path: path.to_owned(),
+        error,
     }
-    Ok((tag, &rest[..len], &rest[len..]))
-}
-
-/// The SubjectPublicKeyInfo of an X.509 certificate, whole (tag and length included):
-/// RFC 5280 4.1, Certificate → tbsCertificate → the seventh field (after the optional
-/// [0] version, serialNumber, signature, issuer, validity, subject).
-fn subject_public_key_info(cert: &[u8]) -> Result<&[u8], TlsError> {
-    let (_, certificate, _) = tlv(cert)?;
-    let (_, mut tbs, _) = tlv(certificate)?;
-    if tbs.first() == Some(&0xa0) {
-        tbs = tlv(tbs)?.2; // version
-    }
-    for _ in 0..5 {
-        tbs = tlv(tbs)?.2; // serial, signature, issuer, validity, subject
-    }
-    let (tag, _, rest) = tlv(tbs)?;
-    if tag != 0x30 {
-        return Err(TlsError::Der("SubjectPublicKeyInfo is not a SEQUENCE"));
-    }
-    Ok(&tbs[..tbs.len() - rest.len()])
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -227,10 +215,10 @@ pub fn client_config_trusting(
 /// A rustls client configuration that trusts the certificates in the PEM file `ca`
 /// (a self-signed server certificate is its own CA).
 pub fn client_config_from_pem(ca: &Path) -> Result<rustls::ClientConfig, TlsError> {
-    let pem = std::fs::read(ca).map_err(io(ca))?;
+    let text = std::fs::read(ca).map_err(io(ca))?;
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut &pem[..]) {
-        roots.add(cert.map_err(io(ca))?)?;
+    for cert in CertificateDer::pem_slice_iter(&text) {
+        roots.add(cert.map_err(self::pem(ca))?)?;
     }
     if roots.is_empty() {
         return Err(TlsError::Missing {

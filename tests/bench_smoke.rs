@@ -7,8 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::fixtures::loopback_settings;
-use mirror::bench::viewers::{LoadMode, Transport, ViewersOptions, run};
 use mirror::server::RunningServer;
+use mirror_loadgen::viewers::{LoadMode, Transport, ViewersOptions, run};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewers_bench_reports_sane_numbers() {
@@ -120,7 +120,7 @@ async fn viewers_switch_renditions_by_their_reports() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_quic_bulk_baseline_moves_bytes() {
-    use mirror::bench::quic_bulk;
+    use mirror_loadgen::quic_bulk;
     let dir = tempfile::tempdir().expect("tempdir");
     let tls = mirror::tls::load_or_generate(None, None, dir.path()).expect("certificate");
     let endpoint = quic_bulk::source("127.0.0.1:0".parse().expect("addr"), &tls).expect("source");

@@ -105,18 +105,9 @@ fn map_uri(playlist: &str) -> String {
     read(playlist).maps.into_iter().next().expect("EXT-X-MAP")
 }
 
-/// CPU seconds this process has used (user + system), from /proc.
+/// CPU seconds this process has used (user + system).
 fn process_cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: f64 =
-        fields[11].parse::<f64>().unwrap_or(0.0) + fields[12].parse::<f64>().unwrap_or(0.0);
-    ticks / 100.0
+    mirror_loadgen::cpu::process_cpu_seconds(std::process::id()).expect("own CPU time")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

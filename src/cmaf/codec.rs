@@ -104,29 +104,35 @@ impl AvcConfig {
         self.sps[1]
     }
 
-    /// chroma_format_idc and the luma/chroma bit depths, which ISO/IEC 14496-15 5.3.3.1
-    /// puts in `avcC` for the High profiles (100, 110, 122, 144). Other profiles are
-    /// 4:2:0 8-bit by definition.
+    /// chroma_format_idc and the luma/chroma bit depths, as the SPS gives them (H.264
+    /// 7.3.2.1.1, read with h264-reader, which knows which profiles carry them); 4:2:0
+    /// 8-bit when it does not parse.
     pub fn chroma_and_bit_depth(&self) -> (u8, u8, u8) {
-        if !matches!(
-            self.profile_idc(),
-            100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
-        ) {
+        use h264_reader::nal::sps::{ChromaFormat, SeqParameterSet};
+        use h264_reader::nal::{Nal as _, RefNal};
+        let nal = RefNal::new(&self.sps, &[], true);
+        let Ok(sps) = SeqParameterSet::from_bits(nal.rbsp_bits()) else {
             return (1, 8, 8);
-        }
-        let rbsp = unescape_rbsp(&self.sps[1..]);
-        let mut bits = BitReader::new(&rbsp[3..]);
-        let parsed = (|| {
-            bits.read_ue()?; // seq_parameter_set_id
-            let chroma = bits.read_ue()?;
-            if chroma == 3 {
-                bits.read_bit()?; // separate_colour_plane_flag
-            }
-            let luma = bits.read_ue()? + 8;
-            let chroma_depth = bits.read_ue()? + 8;
-            Some((chroma as u8, luma as u8, chroma_depth as u8))
-        })();
-        parsed.unwrap_or((1, 8, 8))
+        };
+        let chroma = &sps.chroma_info;
+        let format = match chroma.chroma_format {
+            ChromaFormat::Monochrome => 0,
+            ChromaFormat::YUV420 | ChromaFormat::Invalid(_) => 1,
+            ChromaFormat::YUV422 => 2,
+            ChromaFormat::YUV444 => 3,
+        };
+        (
+            format,
+            chroma.bit_depth_luma_minus8 + 8,
+            chroma.bit_depth_chroma_minus8 + 8,
+        )
+    }
+
+    /// The chroma/bit-depth extension of `avcC`, for the profiles ISO/IEC 14496-15
+    /// 5.3.3.1.2 writes it for (High, High 10, High 4:2:2, High 4:4:4); `None` for the
+    /// others, whose `avcC` ends after the PPS.
+    pub fn avcc_extension(&self) -> Option<(u8, u8, u8)> {
+        matches!(self.profile_idc(), 100 | 110 | 122 | 144).then(|| self.chroma_and_bit_depth())
     }
 }
 
@@ -452,7 +458,8 @@ fn unescape_rbsp(nal: &[u8]) -> Vec<u8> {
     out
 }
 
-/// MSB-first bit reader with Exp-Golomb, for the few header fields parsed here.
+/// MSB-first bit reader for the fixed-width fields read here: HEVC profile_tier_level
+/// and AAC's AudioSpecificConfig (h264-reader parses the H.264 SPS).
 struct BitReader<'a> {
     data: &'a [u8],
     bit: usize,
@@ -473,17 +480,6 @@ impl<'a> BitReader<'a> {
     fn read_bits(&mut self, n: u32) -> Option<u32> {
         (0..n).try_fold(0u32, |acc, _| Some((acc << 1) | self.read_bit()?))
     }
-
-    fn read_ue(&mut self) -> Option<u32> {
-        let mut leading = 0;
-        while self.read_bit()? == 0 {
-            leading += 1;
-            if leading > 31 {
-                return None;
-            }
-        }
-        Some((1u32 << leading) - 1 + self.read_bits(leading)?)
-    }
 }
 
 #[cfg(test)]
@@ -495,6 +491,27 @@ mod tests {
         0x67, 0x64, 0x00, 0x1f, 0xac, 0xd9, 0x80, 0x50, 0x05, 0xbb, 0x01, 0x6a, 0x02, 0x02, 0x02,
         0x80, 0x00, 0x00, 0x03, 0x00, 0x80, 0x00, 0x00, 0x1e, 0x07, 0x8c, 0x18, 0xcd,
     ];
+
+    /// SPS of a libx264 High 4:2:2 profile stream, 10 bits (`-pix_fmt yuv422p10le`).
+    const X264_HIGH_422_10_SPS: [u8; 25] = [
+        0x67, 0x7a, 0x00, 0x0d, 0xb6, 0xcd, 0x94, 0x14, 0x1f, 0xb0, 0x11, 0x00, 0x00, 0x03, 0x00,
+        0x01, 0x00, 0x00, 0x03, 0x00, 0x3c, 0x0f, 0x14, 0x29, 0x96,
+    ];
+
+    #[test]
+    fn the_avcc_extension_carries_the_sps_chroma_format_and_bit_depths() {
+        let pps = vec![0x68, 0xeb, 0xe3, 0xcb, 0x22, 0xc0];
+        let high = AvcConfig::new(X264_HIGH_31_SPS.to_vec(), pps.clone(), 1280, 720).expect("SPS");
+        assert_eq!(high.avcc_extension(), Some((1, 8, 8)));
+        let high422 =
+            AvcConfig::new(X264_HIGH_422_10_SPS.to_vec(), pps.clone(), 320, 240).expect("SPS");
+        assert_eq!(high422.profile_idc(), 122);
+        assert_eq!(high422.avcc_extension(), Some((2, 10, 10)));
+        let mut main = X264_HIGH_31_SPS.to_vec();
+        main[1] = 77;
+        let main = AvcConfig::new(main, pps, 1280, 720).expect("SPS");
+        assert_eq!(main.avcc_extension(), None, "Main has no extension");
+    }
 
     #[test]
     fn avc_codec_string_comes_from_sps_profile_constraints_and_level() {

@@ -153,15 +153,14 @@ fn sample_entry(track: &TrackInfo) -> Codec {
 }
 
 fn avc1(c: &AvcConfig, btrt: Option<Btrt>) -> Avc1 {
-    let (chroma_format, bit_depth_luma, bit_depth_chroma) = c.chroma_and_bit_depth();
-    // ISO/IEC 14496-15 5.3.3.1.2: the chroma/bit-depth extension is present for the High
-    // profiles and absent otherwise.
-    let ext = matches!(c.profile_idc(), 100 | 110 | 122 | 144).then(|| AvccExt {
-        chroma_format,
-        bit_depth_luma,
-        bit_depth_chroma,
-        sequence_parameter_sets_ext: vec![],
-    });
+    let ext = c.avcc_extension().map(
+        |(chroma_format, bit_depth_luma, bit_depth_chroma)| AvccExt {
+            chroma_format,
+            bit_depth_luma,
+            bit_depth_chroma,
+            sequence_parameter_sets_ext: vec![],
+        },
+    );
     Avc1 {
         visual: visual(c.width, c.height, "Mirror AVC"),
         avcc: Avcc {

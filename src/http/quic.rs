@@ -464,7 +464,8 @@ fn read_error(error: quinn::ReadError) -> StreamErrorIncoming {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::bench::client::H3Client;
+    // The load generator's client, a dev-dependency: a real HTTP/3 peer.
+    use mirror_loadgen::client::H3Client;
 
     #[test]
     fn handoff_is_taken_once() {

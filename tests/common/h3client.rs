@@ -1,21 +1,21 @@
-//! The tests' HTTP/3 client: Mirror's own (quinn + h3, `mirror::bench::client`) over
+//! The tests' HTTP/3 client: Mirror's own (quinn + h3, `mirror_loadgen::client`) over
 //! loopback, trusting the server's certificate, failing the test on transport errors.
 
 #![allow(dead_code, unreachable_pub)]
 
 use std::net::SocketAddr;
 
-pub use mirror::bench::client::Fetched;
 use mirror::tls::{TlsMaterial, client_config_trusting};
+pub use mirror_loadgen::client::Fetched;
 
 /// One HTTP/3 connection.
 #[derive(Clone)]
-pub struct H3Client(mirror::bench::client::H3Client);
+pub struct H3Client(mirror_loadgen::client::H3Client);
 
 impl H3Client {
     pub async fn connect(addr: SocketAddr, tls: &TlsMaterial) -> Self {
         let config = client_config_trusting(tls, &[b"h3"]).expect("client TLS");
-        let client = mirror::bench::client::H3Client::connect(addr, "localhost", config)
+        let client = mirror_loadgen::client::H3Client::connect(addr, "localhost", config)
             .await
             .expect("HTTP/3 connection");
         Self(client)

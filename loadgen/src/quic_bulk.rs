@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::tls::{TlsMaterial, client_config_from_pem, server_config};
+use mirror::tls::{TlsMaterial, client_config_from_pem, server_config};
 
 /// ALPN of the bulk protocol.
 pub const ALPN: &[u8] = b"mirror-bulk";
@@ -22,7 +22,7 @@ pub const ALPN_STR: &str = "mirror-bulk";
 pub enum BulkError {
     /// TLS set-up.
     #[error(transparent)]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[from] mirror::tls::TlsError),
     /// QUIC set-up or transfer.
     #[error("QUIC: {0}")]
     Quic(String),
@@ -86,13 +86,6 @@ impl BulkReport {
     }
 }
 
-fn process_cpu(pid: Option<u32>) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid?)).ok()?;
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
-}
-
 /// Reads from the source at `addr` on `connections` connections for `duration`.
 pub async fn read(
     addr: SocketAddr,
@@ -115,7 +108,7 @@ pub async fn read(
     };
     let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| BulkError::Quic(e.to_string()))?;
     endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
-    let cpu_before = process_cpu(server_pid);
+    let cpu_before = server_pid.and_then(crate::cpu::process_cpu_seconds);
     let started = Instant::now();
     let until = started + duration;
     let mut tasks = Vec::new();
@@ -147,7 +140,10 @@ pub async fn read(
             .map_err(BulkError::Quic)?;
     }
     let seconds = started.elapsed().as_secs_f64();
-    let cpu = match (cpu_before, process_cpu(server_pid)) {
+    let cpu = match (
+        cpu_before,
+        server_pid.and_then(crate::cpu::process_cpu_seconds),
+    ) {
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
     };

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use super::client::{ClientError, Fetched, H3Client, client_endpoint};
 use super::h2client::H2Client;
-use crate::llhls::parse::{ListedPlaylist, parse_media_playlist};
+use mirror::llhls::parse::{ListedPlaylist, parse_media_playlist};
 
 /// Most newly listed parts a viewer fetches after one reload; beyond that it re-syncs.
 const MAX_CATCH_UP_PARTS: usize = 3;
@@ -44,7 +44,7 @@ pub enum ViewersError {
     Bounds(&'static str),
     /// TLS.
     #[error(transparent)]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[from] mirror::tls::TlsError),
     /// The first viewer could not even read the playlist.
     #[error("cannot follow the stream: {0}")]
     Stream(String),
@@ -189,17 +189,6 @@ impl ViewerTally {
     fn error(&mut self, kind: String) {
         *self.errors.entry(kind).or_default() += 1;
     }
-}
-
-/// CPU seconds (user + system) of process `pid` so far.
-fn process_cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command (which may hold spaces) start after the last ')'.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    // USER_HZ is 100 on every Linux this runs on (sysconf(_SC_CLK_TCK)).
-    Some((utime + stime) / 100.0)
 }
 
 fn target(url: &str, remote_ok: bool) -> Result<(SocketAddr, String, String), ViewersError> {
@@ -461,7 +450,7 @@ pub async fn run(options: &ViewersOptions) -> Result<ViewersReport, ViewersError
         return Err(ViewersError::Bounds("--seconds must be in 1..=3600"));
     }
     let (addr, server_name, path) = target(&options.url, options.remote_ok)?;
-    let tls = crate::tls::client_config_from_pem(Path::new(&options.ca))?;
+    let tls = mirror::tls::client_config_from_pem(Path::new(&options.ca))?;
     let viewers_per_socket = options.viewers.div_ceil(MAX_CLIENT_SOCKETS);
     let endpoints = (0..options.viewers.div_ceil(viewers_per_socket))
         .map(|_| client_endpoint(addr, tls.clone()))
@@ -502,7 +491,7 @@ pub async fn run(options: &ViewersOptions) -> Result<ViewersReport, ViewersError
             Err(_) => connect_errors += 1,
         }
     }
-    let cpu_before = options.server_pid.and_then(process_cpu_seconds);
+    let cpu_before = options.server_pid.and_then(crate::cpu::process_cpu_seconds);
     let started = Instant::now();
     let until = started + options.duration;
     let tasks: Vec<_> = clients
@@ -543,7 +532,10 @@ pub async fn run(options: &ViewersOptions) -> Result<ViewersReport, ViewersError
     if connect_errors > 0 {
         total.errors.insert("connect".into(), connect_errors);
     }
-    let cpu = match (cpu_before, options.server_pid.and_then(process_cpu_seconds)) {
+    let cpu = match (
+        cpu_before,
+        options.server_pid.and_then(crate::cpu::process_cpu_seconds),
+    ) {
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
     };

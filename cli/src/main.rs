@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use mirror::bench::quic_bulk;
-use mirror::bench::viewers::{LoadMode, Transport};
 use mirror::config::Settings;
 use mirror::ingest::SourceSpec;
 use mirror::record::{RecordOptions, record};
+use mirror_loadgen::quic_bulk;
+use mirror_loadgen::viewers::{LoadMode, Transport};
 
 // quinn, h3 and tokio allocate and free small buffers per packet and per request;
 // glibc's malloc spent about 11 % of the server's CPU at 1,000 viewers (BENCHMARKS.md).
@@ -163,7 +163,7 @@ fn bench(what: BenchCommand) -> anyhow::Result<()> {
             http2,
             switch_every,
         } => {
-            let options = mirror::bench::viewers::ViewersOptions {
+            let options = mirror_loadgen::viewers::ViewersOptions {
                 transport: if http2 {
                     Transport::Http2
                 } else {
@@ -184,7 +184,7 @@ fn bench(what: BenchCommand) -> anyhow::Result<()> {
                     .filter(|s| s.is_finite() && *s > 0.0)
                     .map(Duration::from_secs_f64),
             };
-            let report = runtime.block_on(mirror::bench::viewers::run(&options))?;
+            let report = runtime.block_on(mirror_loadgen::viewers::run(&options))?;
             print!("{}", report.table());
             write_json(&report, args.json.as_deref())
         }

@@ -26,20 +26,25 @@ use futures_util::StreamExt as _;
 use retina::client::{
     Credentials, InitialTimestampPolicy, PlayOptions, SessionOptions, SetupOptions, Transport,
 };
-use retina::codec::{CodecItem, FrameFormat, ParametersRef, VideoParameters, VideoParametersCodec};
+use retina::codec::{CodecItem, FrameFormat, ParametersRef};
 
+mod startup;
+mod timing;
+mod tracks;
+
+use self::startup::Startup;
+use self::timing::Timing;
+use self::tracks::tracks_of;
 use super::jitter::{JitterBuffer, JitterFill, Popped};
 use super::{EncodedSource, G711, IngestError};
 use crate::cmaf::{AUDIO_TRACK_ID, VIDEO_TRACK_ID};
-use crate::cmaf::{AacConfig, AvcConfig, CodecConfig, HevcConfig, Sample, Timescale, TrackInfo};
+use crate::cmaf::{Sample, TrackInfo};
 
 /// How long each of DESCRIBE, SETUP and PLAY may take.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long opening may take in all, up to the second keyframe: cameras with long GOPs
 /// (10 s is common in "smart" encoding modes) need two of them.
 const FIRST_GOP_TIMEOUT: Duration = Duration::from_secs(30);
-/// Sender-report clocks further than this from ours are not wall clocks.
-const MAX_CLOCK_SKEW: Duration = Duration::from_secs(24 * 3600);
 
 /// RTP transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Deserialize)]
@@ -185,6 +190,13 @@ impl Drop for RtspSource {
     }
 }
 
+/// A URL's user or password as the camera expects it (RFC 3986 percent-decoding).
+fn decoded(text: &str) -> String {
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
 /// The URL without its password, for logs and errors.
 pub(crate) fn redact(url: &str) -> String {
     match url::Url::parse(url) {
@@ -240,8 +252,8 @@ impl Session {
     async fn receive(&self, opened: &OpenedSender) -> Result<(), IngestError> {
         let mut url = self.url.clone();
         let creds = (!url.username().is_empty()).then(|| Credentials {
-            username: percent_decode(url.username()),
-            password: percent_decode(url.password().unwrap_or("")),
+            username: decoded(url.username()),
+            password: decoded(url.password().unwrap_or("")),
         });
         let _ = url.set_username("");
         let _ = url.set_password(None);
@@ -460,208 +472,6 @@ impl Session {
     }
 }
 
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%'
-            && let (Some(h), Some(l)) = (
-                bytes.get(i + 1).and_then(|&b| hex(b)),
-                bytes.get(i + 2).and_then(|&b| hex(b)),
-            )
-        {
-            out.push(u8::try_from(h * 16 + l).unwrap_or(b'?'));
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The first GOP, held until the second keyframe shows how long a GOP is.
-#[derive(Default)]
-struct Startup {
-    samples: Vec<Sample>,
-    first_key: Option<u64>,
-    video_times: Vec<u64>,
-}
-
-/// What [`Startup`] learnt.
-struct Ready {
-    samples: Vec<Sample>,
-    gop: Duration,
-    /// Median interval between video frames, 90 kHz ticks.
-    frame_ticks: u32,
-}
-
-impl Ready {
-    /// A track's bit rate over the first GOP (the last sample, the second keyframe, is
-    /// not part of it).
-    fn bits_per_second(&self, track_id: u32) -> u32 {
-        let bytes: usize = self.samples[..self.samples.len().saturating_sub(1)]
-            .iter()
-            .filter(|s| s.track_id == track_id)
-            .map(|s| s.data.len())
-            .sum();
-        let secs = self.gop.as_secs_f64().max(0.001);
-        (bytes as f64 * 8.0 / secs) as u32
-    }
-}
-
-impl Startup {
-    fn push(&mut self, sample: Sample) -> Option<Ready> {
-        let video = sample.track_id == VIDEO_TRACK_ID;
-        match self.first_key {
-            // Nothing before the first keyframe can be decoded (audio is dropped too, so
-            // the stream starts with both tracks together).
-            None if !(video && sample.keyframe) => return None,
-            None => self.first_key = Some(sample.decode_ticks),
-            Some(first) if video && sample.keyframe => {
-                let gop = Timescale::VIDEO_90K.to_duration(sample.decode_ticks - first);
-                let mut deltas: Vec<u64> =
-                    self.video_times.windows(2).map(|w| w[1] - w[0]).collect();
-                deltas.sort_unstable();
-                let frame_ticks = deltas.get(deltas.len() / 2).copied().unwrap_or(3000);
-                let mut samples = std::mem::take(&mut self.samples);
-                samples.push(sample);
-                return Some(Ready {
-                    samples,
-                    gop,
-                    frame_ticks: u32::try_from(frame_ticks).unwrap_or(3000),
-                });
-            }
-            Some(_) => {}
-        }
-        if video {
-            self.video_times.push(sample.decode_ticks);
-        }
-        self.samples.push(sample);
-        None
-    }
-}
-
-/// Maps RTP time to wall-clock time per stream, from sender reports.
-#[derive(Default)]
-struct Timing {
-    last_video: Option<i64>,
-    /// Per stream: (RTP elapsed, wall time) of the last usable sender report.
-    reports: Vec<(usize, i64, SystemTime)>,
-    warned_clock: bool,
-}
-
-impl Timing {
-    fn wall(&self, stream: usize, elapsed: i64, clock_rate: u32, now: SystemTime) -> SystemTime {
-        let Some(&(_, at, wall)) = self.reports.iter().find(|(s, ..)| *s == stream) else {
-            return now;
-        };
-        let delta_ticks = elapsed - at;
-        let delta = Duration::from_nanos(
-            delta_ticks.unsigned_abs() * 1_000_000_000 / u64::from(clock_rate.max(1)),
-        );
-        if delta_ticks >= 0 {
-            wall + delta
-        } else {
-            wall - delta
-        }
-    }
-
-    fn sender_report(
-        &mut self,
-        name: &str,
-        rtcp: &retina::rtcp::ReceivedCompoundPacket,
-        now: SystemTime,
-    ) {
-        let Some(rtp) = rtcp.rtp_timestamp() else {
-            return;
-        };
-        let Some(Ok(Some(report))) = rtcp.pkts().next().map(|p| p.as_sender_report()) else {
-            return;
-        };
-        let wall = ntp_to_system_time(report.ntp_timestamp().0);
-        let skew = wall.duration_since(now).unwrap_or_else(|e| e.duration());
-        if skew > MAX_CLOCK_SKEW {
-            if !self.warned_clock {
-                tracing::info!(
-                    source = %name,
-                    skew_s = skew.as_secs(),
-                    "RTCP sender reports do not carry a wall clock; using arrival times"
-                );
-                self.warned_clock = true;
-            }
-            return;
-        }
-        let stream = rtcp.stream_id();
-        self.reports.retain(|(s, ..)| *s != stream);
-        self.reports.push((stream, rtp.elapsed(), wall));
-    }
-}
-
-/// NTP (seconds since 1900 in the high 32 bits, fraction in the low) to system time.
-fn ntp_to_system_time(ntp: u64) -> SystemTime {
-    const NTP_TO_UNIX_SECS: u64 = 2_208_988_800;
-    let secs = (ntp >> 32).saturating_sub(NTP_TO_UNIX_SECS);
-    let nanos = ((ntp & 0xffff_ffff) * 1_000_000_000) >> 32;
-    SystemTime::UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_nanos(nanos)
-}
-
-/// The rendition's tracks from retina's parameters.
-fn tracks_of(
-    name: &str,
-    video: Option<ParametersRef<'_>>,
-    audio: Option<ParametersRef<'_>>,
-    frame_ticks: u32,
-) -> Result<Vec<TrackInfo>, IngestError> {
-    let unsupported = |reason: String| IngestError::Unsupported {
-        source_name: name.to_string(),
-        reason,
-    };
-    let Some(ParametersRef::Video(video)) = video else {
-        return Err(unsupported("no video parameters after a keyframe".into()));
-    };
-    let mut tracks = vec![TrackInfo {
-        track_id: VIDEO_TRACK_ID,
-        timescale: Timescale::VIDEO_90K,
-        codec: video_codec(video).map_err(unsupported)?,
-        nominal_sample_ticks: frame_ticks,
-        average_bitrate: 0,
-    }];
-    if let Some(ParametersRef::Audio(audio)) = audio {
-        let aac = AacConfig::from_audio_specific_config(audio.extra_data())
-            .map_err(|e| unsupported(format!("audio: {e}")))?;
-        tracks.push(TrackInfo {
-            track_id: AUDIO_TRACK_ID,
-            timescale: Timescale(audio.clock_rate()),
-            codec: CodecConfig::Aac(aac),
-            nominal_sample_ticks: audio.frame_length().map_or(1024, |n| n.get()),
-            average_bitrate: 0,
-        });
-    }
-    Ok(tracks)
-}
-
-fn video_codec(video: &VideoParameters) -> Result<CodecConfig, String> {
-    let (width, height) = video.pixel_dimensions();
-    let width = u16::try_from(width).unwrap_or(u16::MAX);
-    let height = u16::try_from(height).unwrap_or(u16::MAX);
-    Ok(match video.codec_params() {
-        VideoParametersCodec::H264 { sps, pps } => {
-            AvcConfig::new(sps.to_vec(), pps.to_vec(), width, height)
-                .map(CodecConfig::Avc)
-                .map_err(|e| e.to_string())?
-        }
-        VideoParametersCodec::H265 { vps, sps, pps } => {
-            HevcConfig::new(vps.to_vec(), sps.to_vec(), pps.to_vec(), width, height)
-                .map(CodecConfig::Hevc)
-                .map_err(|e| e.to_string())?
-        }
-        other => return Err(format!("video codec {other:?} cannot be passed through")),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -673,49 +483,6 @@ mod tests {
             "rtsp://admin:***@cam.local/stream"
         );
         assert_eq!(redact("rtsp://cam.local/stream"), "rtsp://cam.local/stream");
-        assert_eq!(percent_decode("s%40cret%zz"), "s@cret%zz");
-    }
-
-    #[test]
-    fn ntp_maps_to_unix_time() {
-        // 2024-01-01T00:00:00Z is 1704067200 s after the Unix epoch.
-        let ntp = (1_704_067_200u64 + 2_208_988_800) << 32 | (1u64 << 31);
-        let at = ntp_to_system_time(ntp);
-        assert_eq!(
-            at.duration_since(SystemTime::UNIX_EPOCH).ok(),
-            Some(Duration::from_millis(1_704_067_200_500))
-        );
-    }
-
-    #[test]
-    fn startup_waits_for_the_second_keyframe() {
-        let sample = |track_id, at, keyframe| Sample {
-            track_id,
-            decode_ticks: at,
-            composition_offset_ticks: 0,
-            keyframe,
-            data: Bytes::from_static(b"x"),
-            captured_at: SystemTime::UNIX_EPOCH,
-        };
-        let mut start = Startup::default();
-        // Before the first keyframe: dropped.
-        assert!(start.push(sample(VIDEO_TRACK_ID, 0, false)).is_none());
-        assert!(start.push(sample(AUDIO_TRACK_ID, 10, true)).is_none());
-        for i in 1..=30u64 {
-            assert!(
-                start
-                    .push(sample(VIDEO_TRACK_ID, i * 3000, i == 1))
-                    .is_none()
-            );
-        }
-        let ready = start
-            .push(sample(VIDEO_TRACK_ID, 31 * 3000, true))
-            .expect("second keyframe");
-        assert_eq!(ready.gop, Duration::from_secs(1));
-        assert_eq!(ready.frame_ticks, 3000);
-        assert_eq!(ready.samples.len(), 31);
-        assert!(ready.samples[0].keyframe);
-        // 30 one-byte frames in one second.
-        assert_eq!(ready.bits_per_second(VIDEO_TRACK_ID), 240);
+        assert_eq!(decoded("s%40cret%zz"), "s@cret%zz");
     }
 }
