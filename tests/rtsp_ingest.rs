@@ -705,3 +705,41 @@ async fn passthrough_segments_follow_a_long_camera_gop() {
     // Parts stay at PART-TARGET: latency does not grow with the GOP.
     assert!(playlist.contains("#EXT-X-PART-INF:PART-TARGET=0.200\n"));
 }
+
+/// `mirror record` runs the live media path with a directory for a sink, so a camera is
+/// recorded the way it is served: passed through, segments on its own GOP, a finished
+/// presentation ffmpeg reads end to end.
+#[test]
+fn an_rtsp_camera_is_recorded_through_the_live_media_path() {
+    use mirror::config::Settings;
+    use mirror::record::{RecordOptions, names, record};
+    let camera = RtspServer::start(free_port(), &["--codec", "h264", "--audio", "aac"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    let summary = record(
+        &Settings::default(),
+        &RecordOptions {
+            out_dir: out.clone(),
+            duration: Duration::from_secs(3),
+            realtime: true,
+            source: SourceSpec::Rtsp(camera.url()),
+        },
+    )
+    .expect("records the camera");
+    assert!(summary.segments >= 2, "{summary:?}");
+    assert!(summary.codecs.starts_with("avc1."), "{}", summary.codecs);
+    assert!(summary.codecs.ends_with(",mp4a.40.2"), "{}", summary.codecs);
+    let index = out.join(names::MULTIVARIANT);
+    assert_eq!(decode_errors(&index), "");
+    let frames = probe_frames(&index);
+    let video = frames.iter().filter(|f| f.media_type == "video").count();
+    // The camera sends 30 fps; the recording holds its complete GOPs.
+    assert!((55..=100).contains(&video), "{video} frames");
+    assert!(frames.iter().any(|f| f.media_type == "audio"));
+    let media = std::fs::read_to_string(out.join(names::MEDIA)).expect("media playlist");
+    assert!(media.ends_with("#EXT-X-ENDLIST\n"), "{media}");
+    assert!(
+        !media.contains("EXT-X-SERVER-CONTROL"),
+        "a finished presentation"
+    );
+}

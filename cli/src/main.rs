@@ -40,7 +40,7 @@ enum Command {
     /// Serve the live test pattern (or a file, looped as live) as LL-HLS over HTTP/3,
     /// with HTTP/1.1 and HTTP/2 over TCP beside it.
     Serve {
-        /// Source: `testsrc` (the built-in test pattern) or a file, looped as live.
+        /// Source: `testsrc`, a file (looped as live), `rtsp://…`, or a URL libav opens.
         #[arg(long, default_value = "testsrc")]
         source: String,
         /// Stream name (its path): `test` for the test pattern, else `live`.
@@ -56,7 +56,8 @@ enum Command {
         #[arg(long, requires = "cert")]
         key: Option<PathBuf>,
     },
-    /// Record the live test pattern to a directory as a finished LL-HLS presentation.
+    /// Record a source (the test pattern, a file, an RTSP camera, a URL) to a directory as
+    /// a finished LL-HLS presentation, through the same media path `serve` runs.
     Record {
         /// Seconds of media to record.
         #[arg(long, default_value_t = 6)]
@@ -64,7 +65,7 @@ enum Command {
         /// Output directory.
         #[arg(long, default_value = "out")]
         out: PathBuf,
-        /// Source: `testsrc` (the built-in test pattern) or a file, looped as live.
+        /// Source: `testsrc`, a file (looped as live), `rtsp://…`, or a URL libav opens.
         #[arg(long, default_value = "testsrc")]
         source: String,
         /// Produce media as fast as it encodes instead of at real time.

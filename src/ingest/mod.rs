@@ -1,8 +1,10 @@
 //! Ingest: where live media comes from. Each source yields frames in its own timescale
 //! with the wall-clock time they were captured, at the pace a live source has.
 //!
-//! This module owns opening and pacing sources; it does not encode (that is
-//! [`crate::pipeline`]) and knows nothing of CMAF or HTTP.
+//! This module owns opening and pacing sources and their options ([`SourceOptions`]);
+//! it does not encode (that is [`crate::pipeline`], which it never imports), hands
+//! encoded sources' access units on as [`Sample`]s with their [`TrackInfo`], and knows
+//! nothing of playlists, streams or HTTP.
 
 pub mod file;
 pub mod jitter;

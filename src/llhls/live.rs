@@ -120,7 +120,7 @@ impl LivePlaylist {
                 part_target,
                 map_uri: names.init(),
                 later_maps: Vec::new(),
-                segments: VecDeque::with_capacity(window_segments + 1),
+                segments: VecDeque::with_capacity(window_segments.min(1024) + 1),
                 discontinuity_sequence: 0,
                 ended: false,
                 live: Some(LiveEdge {

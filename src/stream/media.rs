@@ -14,11 +14,11 @@ use super::StreamOptions;
 use super::opening::{Input, Opening, Transcoding, multivariant, open_encoded, open_raw};
 use super::output::Output;
 use super::publisher::StreamPublisher;
+use super::sink::MediaSink;
 use super::status::SourceState;
 use crate::cmaf::{AUDIO_TRACK_ID, Sample, Timescale, TrackInfo, VIDEO_TRACK_ID};
 use crate::ingest::{OpenedSource, RawMedia, SourceFormat, SourceFrame, SourceSpec};
 use crate::llhls::RenditionReport;
-use crate::store::Store;
 
 /// Why the media path stopped.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +31,8 @@ pub(super) enum MediaError {
     Open(#[from] super::opening::OpenError),
     #[error("init segment: {0}")]
     Init(#[from] crate::cmaf::init::InitError),
+    #[error(transparent)]
+    Sink(#[from] super::sink::SinkError),
     #[error("the encoders produced nothing for {0:?}")]
     EncoderStalled(Duration),
 }
@@ -50,7 +52,17 @@ pub(super) struct MediaLoop {
     pub(super) delivered_end: Duration,
     /// Shift applied to the current source instance's timestamps.
     pub(super) resume_offset: Duration,
-    pub(super) store: Store,
+    /// Where finished parts and segments go.
+    pub(super) sink: Box<dyn MediaSink>,
+    /// Release the source at real time (live); false: as fast as it encodes (a
+    /// recording of a local source).
+    pub(super) realtime: bool,
+    /// Stop once this much media (by capture time) has gone in: a recording.
+    pub(super) until: Option<Duration>,
+    /// Capture time of the first frame or sample, for `until`.
+    pub(super) first_capture: Option<SystemTime>,
+    /// Samples the segmenters refused (each logged).
+    pub(super) refused_samples: u64,
     /// The multivariant playlist and the status (the renditions publish through their
     /// outputs).
     pub(super) publisher: StreamPublisher,
@@ -59,17 +71,21 @@ pub(super) struct MediaLoop {
 
 impl MediaLoop {
     /// One frame or sample from the source, through the encoders when there are any.
-    pub(super) fn step(&mut self, out: &mut Vec<(usize, Sample)>) -> Result<(), MediaError> {
+    /// False when a recording has all the media it wants (the frame is not used).
+    pub(super) fn step(&mut self, out: &mut Vec<(usize, Sample)>) -> Result<bool, MediaError> {
         let stall = self.options.stall_timeout();
         match self.input.as_mut() {
-            None => Ok(()),
+            None => Ok(true),
             Some(Input::Raw { source, transcoder }) => {
                 let mut frame = source.next_frame()?;
+                if past_the_end(self.until, &mut self.first_capture, frame.captured_at) {
+                    return Ok(false);
+                }
                 let format = source.format();
                 let end = shift_frame(&mut frame, self.resume_offset, format);
                 self.delivered_end = self.delivered_end.max(end);
                 transcoder.push(frame, out)?;
-                Ok(())
+                Ok(true)
             }
             Some(Input::Encoded {
                 source,
@@ -78,6 +94,9 @@ impl MediaLoop {
                 audio,
             }) => {
                 let mut sample = source.next_sample(stall)?;
+                if past_the_end(self.until, &mut self.first_capture, sample.captured_at) {
+                    return Ok(false);
+                }
                 let g711 = source
                     .g711_audio()
                     .filter(|_| sample.track_id == AUDIO_TRACK_ID);
@@ -101,7 +120,22 @@ impl MediaLoop {
                     }
                     _ => deliver(sample, copies, transcoding, out)?,
                 }
-                Ok(())
+                Ok(true)
+            }
+        }
+    }
+
+    /// Hands encoded samples to their renditions' segmenters; a refused sample is
+    /// logged and counted, and the stream goes on.
+    pub(super) fn feed(&mut self, samples: &mut Vec<(usize, Sample)>) {
+        let now = SystemTime::now();
+        for (index, sample) in samples.drain(..) {
+            let Some(segmenter) = self.outputs[index].segmenter.as_mut() else {
+                continue;
+            };
+            if let Err(error) = segmenter.push(sample, now) {
+                self.refused_samples += 1;
+                tracing::warn!(stream = %self.stream, %error, "sample refused");
             }
         }
     }
@@ -113,7 +147,7 @@ impl MediaLoop {
     pub(super) fn connect(&mut self) -> Result<(), MediaError> {
         let opened = match self.first.take() {
             Some(opened) => opened,
-            None => self.spec.open_any(&self.options.source, true)?,
+            None => self.spec.open_any(&self.options.source, self.realtime)?,
         };
         let Opening {
             input,
@@ -152,17 +186,17 @@ impl MediaLoop {
         Ok(())
     }
 
-    /// Takes every rendition's new parts and segments into the store and its playlist,
+    /// Takes every rendition's new parts and segments into the sink and its playlist,
     /// brings the rendition reports up to date, and publishes the renditions that
     /// changed.
-    pub(super) fn publish_events(&mut self) {
-        let changed: Vec<bool> = self
+    pub(super) fn publish_events(&mut self) -> Result<(), MediaError> {
+        let changed = self
             .outputs
             .iter_mut()
-            .map(|output| output.drain_events(&self.stream, &self.store))
-            .collect();
+            .map(|output| output.drain_events(self.sink.as_mut()))
+            .collect::<Result<Vec<bool>, _>>()?;
         if !changed.iter().any(|&c| c) {
-            return;
+            return Ok(());
         }
         if self.outputs.len() > 1 {
             // RFC 8216bis 4.4.5.4: each playlist reports where the others are. Every
@@ -196,7 +230,18 @@ impl MediaLoop {
                 output.publish();
             }
         }
+        Ok(())
     }
+}
+
+/// Whether media captured at `at` is past the end of a recording of `until` that began
+/// at `first` (the first call's `at`).
+fn past_the_end(until: Option<Duration>, first: &mut Option<SystemTime>, at: SystemTime) -> bool {
+    let Some(until) = until else {
+        return false;
+    };
+    let first = *first.get_or_insert(at);
+    at.duration_since(first).unwrap_or_default() >= until
 }
 
 /// An encoded source's sample to the renditions that pass it through, and to the

@@ -10,6 +10,8 @@
 //! - `supervisor`: the thread's life: watchdog, backoff, restart;
 //! - `media`, `opening`, `output`: the path itself, readying renditions for an opened
 //!   source, and one rendition's segmenter, playlist and init segments;
+//! - [`sink`]: where finished media goes: the store (live) or a directory
+//!   ([`recording`], `mirror record`): one path, two sinks;
 //! - [`status`]: what `/streams` shows.
 //!
 //! This module never imports the configuration or the HTTP layer: it is handed its
@@ -19,6 +21,8 @@ mod media;
 mod opening;
 mod output;
 pub mod publisher;
+pub mod recording;
+pub mod sink;
 pub mod status;
 mod supervisor;
 
@@ -101,6 +105,14 @@ pub enum StreamError {
         /// Why.
         reason: String,
     },
+    /// The media path failed (a recording, which does not retry).
+    #[error("stream {stream}: {reason}")]
+    Media {
+        /// The stream.
+        stream: String,
+        /// Why.
+        reason: String,
+    },
     /// The media thread could not be started.
     #[error("stream {stream}: cannot start its media thread: {error}")]
     Thread {
@@ -131,68 +143,14 @@ impl LiveStream {
         options: &StreamOptions,
         store: Store,
     ) -> Result<Self, StreamError> {
-        let stream = name.to_string();
-        let encoded = matches!(spec, SourceSpec::Rtsp(_));
-        let plans = plan_renditions(renditions, encoded, &options.encoder).map_err(|error| {
-            StreamError::Encoder {
-                stream: stream.clone(),
-                error,
-            }
-        })?;
-        let first =
-            match spec {
-                SourceSpec::Rtsp(_) | SourceSpec::Url(_) => None,
-                _ => Some(spec.open_any(&options.source, true).map_err(|error| {
-                    StreamError::Source {
-                        stream: stream.clone(),
-                        error,
-                    }
-                })?),
-            };
-        let epoch = SystemTime::now();
-        let placeholders: Vec<LivePlaylist> = plans
-            .iter()
-            .map(|p| {
-                options.placeholder_playlist(MediaNames::new(&format!("{}-pending", p.id), epoch))
-            })
-            .collect();
-        let (handle, mut publisher) = channel(
-            name,
-            plans.iter().map(|p| p.id.as_str()).zip(&placeholders),
-            StreamStatus::default(),
-        );
-        let outputs = plans
-            .into_iter()
-            .zip(placeholders)
-            .zip(std::mem::take(&mut publisher.renditions))
-            .map(|((plan, live), rendition)| {
-                output::Output::new(plan.id, plan.plan, live, rendition)
-            })
-            .collect();
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut media = media::MediaLoop {
-            stream: stream.clone(),
-            spec: spec.clone(),
-            options: options.clone(),
-            first,
-            input: None,
-            outputs,
-            epoch,
-            delivered_end: Duration::ZERO,
-            resume_offset: Duration::ZERO,
+        let sink = Box::new(sink::StoreSink {
+            stream: name.to_string(),
             store,
-            publisher,
-            stop: stop.clone(),
-        };
-        if media.first.is_some() {
-            // A local source's renditions are readied now: the multivariant playlist and
-            // init segments are there from the first request, and an encoder that
-            // refuses the source's format stops start-up.
-            media.connect().map_err(|error| StreamError::Start {
-                stream: stream.clone(),
-                reason: error.to_string(),
-            })?;
-        }
+        });
+        let local = !matches!(spec, SourceSpec::Rtsp(_) | SourceSpec::Url(_));
+        let (handle, media) = media_path(name, spec, renditions, options, sink, local, true)?;
+        let stop = media.stop.clone();
+        let stream = name.to_string();
         let thread = std::thread::Builder::new()
             .name(format!("media-{name}"))
             .spawn(move || media.run())
@@ -217,6 +175,82 @@ impl LiveStream {
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
     }
+}
+
+/// The media path of stream `name`: `spec` planned into `renditions`, publishing
+/// through the returned handle, its media into `sink`. With `open_now` the source is
+/// opened and the renditions readied before this returns (a bad file or an encoder that
+/// refuses the source stops start-up); otherwise the media thread opens it and retries.
+fn media_path(
+    name: &str,
+    spec: &SourceSpec,
+    renditions: &[RenditionSpec],
+    options: &StreamOptions,
+    sink: Box<dyn sink::MediaSink>,
+    open_now: bool,
+    realtime: bool,
+) -> Result<(StreamHandle, media::MediaLoop), StreamError> {
+    let stream = name.to_string();
+    let encoded = matches!(spec, SourceSpec::Rtsp(_));
+    let plans = plan_renditions(renditions, encoded, &options.encoder).map_err(|error| {
+        StreamError::Encoder {
+            stream: stream.clone(),
+            error,
+        }
+    })?;
+    let first = if open_now {
+        Some(
+            spec.open_any(&options.source, realtime)
+                .map_err(|error| StreamError::Source {
+                    stream: stream.clone(),
+                    error,
+                })?,
+        )
+    } else {
+        None
+    };
+    let epoch = SystemTime::now();
+    let placeholders: Vec<LivePlaylist> = plans
+        .iter()
+        .map(|p| options.placeholder_playlist(MediaNames::new(&format!("{}-pending", p.id), epoch)))
+        .collect();
+    let (handle, mut publisher) = channel(
+        name,
+        plans.iter().map(|p| p.id.as_str()).zip(&placeholders),
+        StreamStatus::default(),
+    );
+    let outputs = plans
+        .into_iter()
+        .zip(placeholders)
+        .zip(std::mem::take(&mut publisher.renditions))
+        .map(|((plan, live), rendition)| output::Output::new(plan.id, plan.plan, live, rendition))
+        .collect();
+    let mut media = media::MediaLoop {
+        stream: stream.clone(),
+        spec: spec.clone(),
+        options: options.clone(),
+        first,
+        input: None,
+        outputs,
+        epoch,
+        delivered_end: Duration::ZERO,
+        resume_offset: Duration::ZERO,
+        sink,
+        realtime,
+        until: None,
+        first_capture: None,
+        refused_samples: 0,
+        publisher,
+        stop: Arc::new(AtomicBool::new(false)),
+    };
+    if media.first.is_some() {
+        // The multivariant playlist and init segments are there from the first request.
+        media.connect().map_err(|error| StreamError::Start {
+            stream,
+            reason: error.to_string(),
+        })?;
+    }
+    Ok((handle, media))
 }
 
 impl std::ops::Deref for LiveStream {

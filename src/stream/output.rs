@@ -1,5 +1,5 @@
 //! One rendition's side of the media thread: its segmenter, its live playlist, its init
-//! segments, and where its parts and segments go (the [`Store`]), published as a new
+//! segments, and where its parts and segments go (a [`MediaSink`]), published as a new
 //! snapshot whenever they change.
 
 use std::sync::Arc;
@@ -8,11 +8,12 @@ use std::time::SystemTime;
 use bytes::Bytes;
 
 use super::publisher::RenditionPublisher;
+use super::sink::{MediaSink, SinkError};
 use crate::cmaf::init::write_init_segment;
 use crate::cmaf::{Segmenter, SegmenterConfig, SegmenterEvent, TrackInfo};
 use crate::llhls::live::{LivePlaylist, MediaNames};
 use crate::pipeline::{RenditionPlan, RenditionProfile};
-use crate::store::{self, Store, StoredMedia};
+use crate::store::StoredMedia;
 
 /// What a connect readies a rendition with: its tracks, how to cut them, and the
 /// profile its names hash.
@@ -58,6 +59,11 @@ impl Output {
             init_tracks: Vec::new(),
             publisher,
         }
+    }
+
+    /// The tracks of its latest init segment (none before the source opens).
+    pub(super) fn tracks(&self) -> &[TrackInfo] {
+        &self.init_tracks
     }
 
     /// Publishes the playlist as it is now.
@@ -121,13 +127,13 @@ impl Output {
         Ok(())
     }
 
-    /// Takes the segmenter's events into the store and the playlist; true when the
+    /// Takes the segmenter's events into the sink and the playlist; true when the
     /// playlist changed.
-    pub(super) fn drain_events(&mut self, stream: &str, store: &Store) -> bool {
+    pub(super) fn drain_events(&mut self, sink: &mut dyn MediaSink) -> Result<bool, SinkError> {
         let Some(mut segmenter) = self.segmenter.take() else {
-            return false;
+            return Ok(false);
         };
-        let changed = self.drain(&mut segmenter, stream, store);
+        let changed = self.drain(&mut segmenter, sink);
         self.next_msn = segmenter.next_msn();
         self.segmenter = Some(segmenter);
         changed
@@ -135,30 +141,36 @@ impl Output {
 
     /// The source stopped: closes the open part and segment (so the playlist lists what
     /// was made) and publishes; the segmenter is gone until the next connect.
-    pub(super) fn close(&mut self, stream: &str, store: &Store, now: SystemTime) {
+    pub(super) fn close(
+        &mut self,
+        stream: &str,
+        sink: &mut dyn MediaSink,
+        now: SystemTime,
+    ) -> Result<(), SinkError> {
         let Some(mut segmenter) = self.segmenter.take() else {
-            return;
+            return Ok(());
         };
         if let Err(error) = segmenter.finish(now) {
             tracing::warn!(stream = %stream, %error, "the open part is lost");
         }
-        self.drain(&mut segmenter, stream, store);
+        let drained = self.drain(&mut segmenter, sink);
         self.next_msn = segmenter.next_msn();
         self.publish();
+        drained.map(|_| ())
     }
 
-    fn drain(&mut self, segmenter: &mut Segmenter, stream: &str, store: &Store) -> bool {
+    fn drain(
+        &mut self,
+        segmenter: &mut Segmenter,
+        sink: &mut dyn MediaSink,
+    ) -> Result<bool, SinkError> {
         let mut changed = false;
         while let Some(event) = segmenter.poll_event() {
             changed = true;
             match event {
                 SegmenterEvent::Part(part) => {
                     let name = self.live.names().part(part.msn, part.index);
-                    store.insert(
-                        store::key(stream, &name),
-                        vec![part.bytes],
-                        part.completed_at,
-                    );
+                    sink.put(&name, vec![part.bytes], part.completed_at)?;
                     self.live.push_part(
                         part.msn,
                         part.index,
@@ -174,7 +186,7 @@ impl Output {
                         .last()
                         .map_or_else(SystemTime::now, |p| p.completed_at);
                     let chunks = segment.parts.iter().map(|p| p.bytes.clone()).collect();
-                    store.insert(store::key(stream, &name), chunks, completed);
+                    sink.put(&name, chunks, completed)?;
                     self.live.push_segment(
                         segment.msn,
                         segment.duration,
@@ -184,7 +196,7 @@ impl Output {
                 }
             }
         }
-        changed
+        Ok(changed)
     }
 }
 

@@ -54,7 +54,7 @@ impl MediaLoop {
                     }
                 }
             }
-            let stepped = self.step(&mut samples).and_then(|()| {
+            let stepped = self.step(&mut samples).and_then(|_| {
                 if !samples.is_empty() {
                     last_output = Instant::now();
                     Ok(())
@@ -70,16 +70,11 @@ impl MediaLoop {
                 continue;
             }
             backoff.reset();
-            let now = SystemTime::now();
-            for (index, sample) in samples.drain(..) {
-                let Some(segmenter) = self.outputs[index].segmenter.as_mut() else {
-                    continue;
-                };
-                if let Err(error) = segmenter.push(sample, now) {
-                    tracing::warn!(stream = %self.stream, %error, "sample refused");
-                }
+            self.feed(&mut samples);
+            if let Err(error) = self.publish_events() {
+                self.input = None;
+                self.fail(&error, &mut backoff);
             }
-            self.publish_events();
         }
     }
 
@@ -89,7 +84,9 @@ impl MediaLoop {
     fn fail(&mut self, error: &MediaError, backoff: &mut Backoff) {
         let now = SystemTime::now();
         for output in &mut self.outputs {
-            output.close(&self.stream, &self.store, now);
+            if let Err(error) = output.close(&self.stream, self.sink.as_mut(), now) {
+                tracing::warn!(stream = %self.stream, %error, "the last part and segment are lost");
+            }
         }
         let delay = backoff.next();
         tracing::warn!(stream = %self.stream, %error, retry_in = ?delay, "source failed; retrying");
