@@ -1,5 +1,6 @@
 //! `mirror record`: the live media path ([`crate::stream::recording`]) with a directory
-//! as its sink, written out as a finished presentation: `index.m3u8` (the same
+//! as its sink ([`DirectorySink`]), which writes a presentation that plays while it
+//! runs and is finished at the end: `index.m3u8` (the same
 //! multivariant playlist a live stream serves), `{rendition}.m3u8` (every segment, its
 //! parts, EXT-X-ENDLIST), the init segments, and every part and segment, named as they
 //! would be served. Any source a stream plays can be recorded, an RTSP camera too.
@@ -77,23 +78,16 @@ pub fn record(settings: &Settings, options: &RecordOptions) -> Result<RecordSumm
     })?;
     let mut stream_options = settings.stream_options();
     stream_options.window_segments = EVERY_SEGMENT;
+    // The sink writes the playlists and init segments after every segment and once
+    // finished, so the directory plays while the recording runs.
     let recorded = recording::record(
         &options.source,
         &[],
         &stream_options,
         options.duration,
         options.realtime,
-        Box::new(DirectorySink { dir: dir.clone() }),
+        Box::new(DirectorySink::new(dir)),
     )?;
-    let files = DirectorySink { dir };
-    for rendition in &recorded.renditions {
-        for (name, init) in &rendition.inits {
-            files.write(name, &[init])?;
-        }
-        let playlist = rendition.playlist.render();
-        files.write(&format!("{}.m3u8", rendition.id), &[playlist.as_bytes()])?;
-    }
-    files.write(names::MULTIVARIANT, &[&recorded.multivariant])?;
     let first = recorded
         .renditions
         .first()

@@ -294,3 +294,45 @@ fn a_file_without_sound_gets_silence_and_an_unplayable_file_is_refused() {
     .expect_err("refused");
     assert!(error.to_string().contains("notes.txt"), "{error}");
 }
+
+#[test]
+fn the_directory_plays_while_the_recording_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().to_owned();
+    let recording = std::thread::spawn(move || {
+        record(
+            &Settings::default(),
+            &RecordOptions {
+                out_dir: out,
+                duration: Duration::from_secs(4),
+                realtime: true,
+                source: SourceSpec::TestPattern,
+            },
+        )
+    });
+    let media = dir.path().join(names::MEDIA);
+    let deadline = std::time::Instant::now() + Duration::from_millis(3500);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&media)
+            && text.contains("#EXTINF")
+        {
+            assert!(!text.contains("#EXT-X-ENDLIST"), "still recording: {text}");
+            assert!(dir.path().join(names::MULTIVARIANT).exists());
+            let init = text
+                .lines()
+                .find_map(|l| l.strip_prefix("#EXT-X-MAP:URI=\""))
+                .and_then(|l| l.strip_suffix('"'))
+                .expect("EXT-X-MAP");
+            assert!(dir.path().join(init).exists(), "its init segment is there");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no segment listed while recording"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    recording.join().expect("thread").expect("records");
+    let finished = std::fs::read_to_string(&media).expect("media playlist");
+    assert!(finished.ends_with("#EXT-X-ENDLIST\n"), "{finished}");
+}

@@ -168,12 +168,7 @@ async fn h264_and_aac_are_passed_through_and_decode() {
     // camera's next keyframe tells that the segment is over (RFC 8216bis 6.2.6).
     for _ in 0..12 {
         let playlist = client.get("/cam/video.m3u8").await.text();
-        let hint = playlist
-            .lines()
-            .find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\""))
-            .and_then(|l| l.strip_suffix('"'))
-            .expect("a hint")
-            .to_string();
+        let hint = read(&playlist).hint.expect("a hint");
         let part = client.get(&format!("/cam/{hint}")).await;
         assert_eq!(part.status(), 200, "hinted {hint}");
     }

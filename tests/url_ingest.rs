@@ -71,15 +71,14 @@ async fn served_segment_decodes(source: &str, sender_url: &str) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let map = playlist
-        .lines()
-        .find_map(|l| l.strip_prefix("#EXT-X-MAP:URI=\""))
-        .and_then(|l| l.strip_suffix('"'))
-        .expect("map");
-    let segment = playlist
-        .lines()
-        .find(|l| l.ends_with("-2.m4s"))
-        .expect("segment 2");
+    let listed = mirror::llhls::parse::parse_media_playlist(&playlist).expect("a media playlist");
+    let map = listed.maps.first().expect("map");
+    let segment = &listed
+        .segments
+        .iter()
+        .find(|s| s.msn == 2)
+        .expect("segment 2")
+        .uri;
     let init = client.get(&format!("/net/{map}")).await;
     let media = client.get(&format!("/net/{segment}")).await;
     let file = with_init(dir.path(), "seg.mp4", &init.body, &media.body);

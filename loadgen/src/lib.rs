@@ -9,4 +9,5 @@ pub mod client;
 pub mod cpu;
 pub mod h2client;
 pub mod quic_bulk;
+pub mod report;
 pub mod viewers;

@@ -111,8 +111,12 @@ impl AvcConfig {
         use h264_reader::nal::sps::{ChromaFormat, SeqParameterSet};
         use h264_reader::nal::{Nal as _, RefNal};
         let nal = RefNal::new(&self.sps, &[], true);
-        let Ok(sps) = SeqParameterSet::from_bits(nal.rbsp_bits()) else {
-            return (1, 8, 8);
+        let sps = match SeqParameterSet::from_bits(nal.rbsp_bits()) {
+            Ok(sps) => sps,
+            Err(error) => {
+                tracing::warn!(?error, "SPS not parsed; avcC says 4:2:0 8-bit");
+                return (1, 8, 8);
+            }
         };
         let chroma = &sps.chroma_info;
         let format = match chroma.chroma_format {

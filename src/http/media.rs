@@ -154,22 +154,36 @@ impl MediaRequest<'_> {
     }
 }
 
-/// A single byte range (RFC 9110 14.1.2) of a stored resource, parsed and checked by
-/// `http-range-header`. Several ranges are refused like an unsatisfiable one: players
-/// ask for one, and a multipart body would copy what is otherwise shared.
+/// `bytes=a-b`, `bytes=a-` or `bytes=-n` (RFC 9110 14.1.2) against a resource of `len`
+/// bytes, as an inclusive range: the syntax parsed by `http-range-header`, satisfiability
+/// decided here, since its check refuses a suffix longer than the resource, which RFC
+/// 9110 14.1.1 says selects all of it. Several ranges are refused like an unsatisfiable
+/// one: players ask for one, and a multipart body would copy what is otherwise shared.
+fn byte_range(value: &str, len: usize) -> Option<(usize, usize)> {
+    use http_range_header::{EndPosition, StartPosition};
+    let parsed = http_range_header::parse_range_header(value.trim()).ok()?;
+    let [range] = parsed.ranges.as_slice() else {
+        return None;
+    };
+    let len = u64::try_from(len).ok()?;
+    let last = len.checked_sub(1)?;
+    let (start, end) = match (range.start, range.end) {
+        (StartPosition::Index(start), EndPosition::Index(end)) => (start, end.min(last)),
+        (StartPosition::Index(start), EndPosition::LastByte) => (start, last),
+        (StartPosition::FromLast(0), _) => return None,
+        (StartPosition::FromLast(suffix), _) => (len - suffix.min(len), last),
+    };
+    (start <= end).then(|| Some((usize::try_from(start).ok()?, usize::try_from(end).ok()?)))?
+}
+
+/// A single byte range of a stored resource; 416 when it cannot be satisfied.
 fn ranged(stored: &StoredMedia, range: &HeaderValue) -> Result<Reply, Rejection> {
     let len = stored.len();
-    let unsatisfiable = Rejection::RangeNotSatisfiable { length: len };
-    let ranges = range
+    let (start, end) = range
         .to_str()
         .ok()
-        .and_then(|r| http_range_header::parse_range_header(r).ok())
-        .and_then(|r| r.validate(len as u64).ok())
-        .ok_or_else(|| unsatisfiable.clone())?;
-    let [range] = ranges.as_slice() else {
-        return Err(unsatisfiable);
-    };
-    let (start, end) = (*range.start() as usize, *range.end() as usize);
+        .and_then(|r| byte_range(r, len))
+        .ok_or(Rejection::RangeNotSatisfiable { length: len })?;
     let mut out = bytes::BytesMut::with_capacity(end - start + 1);
     let mut offset = 0;
     for chunk in stored.chunks.iter() {
@@ -216,6 +230,12 @@ mod tests {
         assert_eq!(range_of(&stored, "bytes=6-").as_deref(), Ok(&b"gh"[..]));
         assert_eq!(range_of(&stored, "bytes=-3").as_deref(), Ok(&b"fgh"[..]));
         assert_eq!(range_of(&stored, "bytes=5-500").as_deref(), Ok(&b"fgh"[..]));
+        // RFC 9110 14.1.1: a suffix longer than the resource selects all of it.
+        assert_eq!(
+            range_of(&stored, "bytes=-100").as_deref(),
+            Ok(&b"abcdefgh"[..])
+        );
+        assert_eq!(range_of(&stored, " bytes=0-0 ").as_deref(), Ok(&b"a"[..]));
         for bad in [
             "bytes=8-",
             "bytes=5-2",
@@ -229,5 +249,10 @@ mod tests {
                 "{bad}"
             );
         }
+        assert_eq!(
+            byte_range("bytes=0-", 0),
+            None,
+            "nothing to send of an empty resource"
+        );
     }
 }

@@ -65,7 +65,9 @@ pub struct UrlSource {
 impl UrlSource {
     /// Opens `url`; reads wait at most `read_timeout` (`None`: 2 s).
     pub fn open(url: &str, read_timeout: Option<Duration>) -> Result<Self, IngestError> {
-        let name = url.to_string();
+        // Errors and logs name the source without its password (`srt://…?passphrase=`
+        // is a query and stays; `http://user:password@…` loses the password).
+        let name = super::rtsp::redact(url);
         let err = |what| IngestError::libav(&name, what);
         crate::libav::init().map_err(err("initialising libav"))?;
         let timeout = read_timeout.unwrap_or(DEFAULT_READ_TIMEOUT);
@@ -374,6 +376,24 @@ mod tests {
         assert!(is_url("https://example.com/live.m3u8"));
         assert!(!is_url("clips/intro.mp4"));
         assert!(!is_url("rtsp://camera/stream"));
+    }
+
+    #[test]
+    fn a_password_in_the_url_never_reaches_the_error() {
+        // Nothing listens there: the open fails at once, naming the source.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let Err(error) = UrlSource::open(
+            &format!("http://viewer:hunter2@127.0.0.1:{port}/live.ts"),
+            Some(Duration::from_millis(500)),
+        ) else {
+            panic!("nothing listens there");
+        };
+        let text = error.to_string();
+        assert!(text.contains("127.0.0.1"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
     }
 
     #[test]

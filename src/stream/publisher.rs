@@ -177,6 +177,11 @@ impl RenditionPublisher {
     /// rendition wakes.
     pub fn publish(&mut self, live: &LivePlaylist, inits: Arc<[StoredMedia]>) {
         self.sequence += 1;
+        if self.sender.receiver_count() == 0 {
+            // Nobody reads it (a recording): rendering every form per part would be
+            // wasted, and a recording's playlist only grows.
+            return;
+        }
         let snapshot = Snapshot::render(self.sequence, live, inits);
         self.sender.send_replace(Arc::new(snapshot));
     }
@@ -196,6 +201,11 @@ impl StreamPublisher {
     /// with another picture size changes RESOLUTION and CODECS).
     pub fn set_multivariant(&self, playlist: Bytes) {
         self.multivariant.send_replace(Some(playlist));
+    }
+
+    /// The multivariant playlist, once set.
+    pub fn multivariant(&self) -> Option<Bytes> {
+        self.multivariant.borrow().clone()
     }
 
     /// Changes the status under its lock.

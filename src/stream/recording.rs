@@ -17,7 +17,7 @@ use crate::llhls::live::MediaNames;
 use crate::pipeline::RenditionSpec;
 
 /// What a recording made, besides the media its sink holds.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Recorded {
     /// The multivariant playlist, as a live stream of the same renditions serves it.
     pub multivariant: Bytes,
@@ -28,7 +28,7 @@ pub struct Recorded {
 }
 
 /// One rendition of a recording.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RecordedRendition {
     /// Its name: its media playlist is `{id}.m3u8`.
     pub id: String,
@@ -58,12 +58,28 @@ pub fn record(
         reason: error.to_string(),
     };
     let (handle, mut media) = media_path(name, spec, renditions, options, sink, true, realtime)?;
+    // Nobody serves a recording: without receivers no snapshot is rendered per part.
+    drop(handle);
     media.until = Some(duration);
     let mut samples = Vec::new();
+    let mut segments = 0;
     loop {
         let more = media.step(&mut samples).map_err(failed)?;
         media.feed(&mut samples);
         media.publish_events().map_err(failed)?;
+        let now_listed: usize = media
+            .outputs
+            .iter()
+            .map(|o| o.live.playlist().segments.len())
+            .sum();
+        if now_listed != segments {
+            segments = now_listed;
+            let so_far = recorded(&media, false);
+            media
+                .sink
+                .presentation(&so_far)
+                .map_err(|e| failed(e.into()))?;
+        }
         if !more {
             break;
         }
@@ -93,13 +109,24 @@ pub fn record(
             .close(name, media.sink.as_mut(), now)
             .map_err(|e| failed(e.into()))?;
     }
+    let finished = recorded(&media, true);
+    media
+        .sink
+        .presentation(&finished)
+        .map_err(|e| failed(e.into()))?;
+    Ok(finished)
+}
+
+/// The presentation as the media loop holds it: every segment so far, EXT-X-ENDLIST
+/// once `ended`.
+fn recorded(media: &super::media::MediaLoop, ended: bool) -> Recorded {
     let renditions = media
         .outputs
         .iter()
         .map(|output| {
             let mut playlist = output.live.playlist().clone();
             playlist.live = None;
-            playlist.ended = true;
+            playlist.ended = ended;
             let names = output.live.names().clone();
             let inits = output
                 .inits
@@ -120,9 +147,9 @@ pub fn record(
             }
         })
         .collect();
-    Ok(Recorded {
-        multivariant: handle.multivariant().unwrap_or_default(),
+    Recorded {
+        multivariant: media.publisher.multivariant().unwrap_or_default(),
         renditions,
         refused_samples: media.refused_samples,
-    })
+    }
 }

@@ -7,6 +7,8 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
+use super::MULTIVARIANT_PLAYLIST;
+use super::recording::Recorded;
 use crate::store::{self, Store};
 
 /// Why a sink could not keep media.
@@ -28,6 +30,12 @@ pub trait MediaSink: Send {
         chunks: Vec<Bytes>,
         completed: SystemTime,
     ) -> Result<(), SinkError>;
+
+    /// A recording's presentation as it stands: after each segment, and once finished
+    /// (its playlists then end with EXT-X-ENDLIST). A live store has no use for it.
+    fn presentation(&mut self, _recorded: &Recorded) -> Result<(), SinkError> {
+        Ok(())
+    }
 }
 
 /// The live store, under the stream's name.
@@ -51,13 +59,24 @@ impl MediaSink for StoreSink {
     }
 }
 
-/// Files in a directory, one per part and segment, named as they are served.
+/// Files in a directory, one per part and segment, named as they are served, and the
+/// playlists and init segments that make them a presentation, rewritten after every
+/// segment so that the directory plays while the recording runs.
 pub struct DirectorySink {
-    /// The directory (it exists).
-    pub dir: PathBuf,
+    dir: PathBuf,
+    /// Init segments already written (they never change once named).
+    inits_written: std::collections::HashSet<String>,
 }
 
 impl DirectorySink {
+    /// A sink writing into `dir`, which exists.
+    pub fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            inits_written: Default::default(),
+        }
+    }
+
     /// Writes `chunks` as the file `name`.
     pub fn write(&self, name: &str, chunks: &[&[u8]]) -> Result<(), SinkError> {
         use std::io::Write as _;
@@ -78,5 +97,19 @@ impl MediaSink for DirectorySink {
     fn put(&mut self, name: &str, chunks: Vec<Bytes>, _: SystemTime) -> Result<(), SinkError> {
         let slices: Vec<&[u8]> = chunks.iter().map(|c| &c[..]).collect();
         self.write(name, &slices)
+    }
+
+    fn presentation(&mut self, recorded: &Recorded) -> Result<(), SinkError> {
+        for rendition in &recorded.renditions {
+            for (name, init) in &rendition.inits {
+                if !self.inits_written.contains(name) {
+                    self.write(name, &[init])?;
+                    self.inits_written.insert(name.clone());
+                }
+            }
+            let playlist = rendition.playlist.render();
+            self.write(&format!("{}.m3u8", rendition.id), &[playlist.as_bytes()])?;
+        }
+        self.write(MULTIVARIANT_PLAYLIST, &[&recorded.multivariant])
     }
 }
