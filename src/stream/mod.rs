@@ -1,8 +1,8 @@
 //! Live streams. Each runs its media path (source → encoders or passthrough → one
 //! segmenter per rendition) on a thread of its own, puts parts and segments in the
-//! [`Store`], and publishes an immutable [`Snapshot`] of each rendition's playlist on a
-//! `watch` channel every time a part or segment completes. Every waiting request wakes
-//! from that one channel; the playlist bytes are rendered (and gzipped) once per
+//! [`Store`] (a recording, in a directory), and publishes an immutable [`Snapshot`] of
+//! each rendition's playlist on a `watch` channel every time a part or segment
+//! completes. Every waiting request wakes from that one channel; the playlist bytes are rendered (and gzipped) once per
 //! snapshot and shared by all of them. A stream's failures never reach another stream.
 //!
 //! - [`publisher`]: snapshots, and the [`StreamHandle`] the handler serves from (made
