@@ -2,8 +2,9 @@
 //! segmenter per rendition) on a thread of its own, puts parts and segments in the
 //! [`Store`] (a recording, in a directory), and publishes an immutable [`Snapshot`] of
 //! each rendition's playlist on a `watch` channel every time a part or segment
-//! completes. Every waiting request wakes from that one channel; the playlist bytes are rendered (and gzipped) once per
-//! snapshot and shared by all of them. A stream's failures never reach another stream.
+//! completes. Every waiting request wakes from that one channel; the playlist bytes are
+//! rendered (and gzipped) once per snapshot and shared by all of them. A stream's
+//! failures never reach another stream.
 //!
 //! - [`publisher`]: snapshots, and the [`StreamHandle`] the handler serves from (made
 //!   without a source in tests);
