@@ -164,7 +164,11 @@ fn qvalue(text: &str) -> Option<u16> {
     if fraction.len() > 3 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let thousandths = format!("{fraction:0<3}").parse::<u16>().ok()?;
+    // "5" is 500 thousandths, "05" is 50: the digits, padded on the right to three.
+    let digits = fraction
+        .bytes()
+        .fold(0u16, |acc, b| acc * 10 + u16::from(b - b'0'));
+    let thousandths = digits * 10u16.pow(3 - fraction.len() as u32);
     match whole {
         "0" => Some(thousandths),
         "1" if thousandths == 0 => Some(1000),

@@ -31,8 +31,9 @@ pub struct ListedSegment {
     pub program_date_time: Option<SystemTime>,
     /// EXT-X-DISCONTINUITY before it.
     pub discontinuity: bool,
-    /// The EXT-X-MAP URI in effect for it.
-    pub map: Option<String>,
+    /// The EXT-X-MAP in effect for it, as an index into [`ListedPlaylist::maps`] (an
+    /// index, not a copy: a load generator reads thousands of playlists a second).
+    pub map: Option<usize>,
     /// Its parts (only for the last few segments).
     pub parts: Vec<ListedPart>,
 }
@@ -101,6 +102,11 @@ impl ListedPlaylist {
         attribute(self.server_control.as_deref()?, name)?
             .parse()
             .ok()
+    }
+
+    /// The EXT-X-MAP URI in effect for `segment`.
+    pub fn map_of(&self, segment: &ListedSegment) -> Option<&str> {
+        self.maps.get(segment.map?).map(String::as_str)
     }
 
     /// The report of the rendition whose playlist is `uri`.
@@ -232,7 +238,7 @@ pub fn parse_media_playlist(text: &str) -> Option<ListedPlaylist> {
                 duration: duration.take()?,
                 program_date_time: pdt.take(),
                 discontinuity: std::mem::take(&mut discontinuity),
-                map: p.maps.last().cloned(),
+                map: p.maps.len().checked_sub(1),
                 parts: std::mem::take(&mut parts),
             });
         }
@@ -261,7 +267,7 @@ mod tests {
         assert_eq!(p.version, 9);
         assert_eq!(p.segments[0].msn, 6);
         assert!(p.segments[0].discontinuity);
-        assert_eq!(p.segments[0].map.as_deref(), Some("i.mp4"));
+        assert_eq!(p.map_of(&p.segments[0]), Some("i.mp4"));
         assert!(p.segments[0].parts[0].independent && !p.segments[0].parts[1].independent);
         assert_eq!(p.next_part(), (7, 1));
         assert_eq!(p.hint.as_deref(), Some("b.1"));
