@@ -48,12 +48,16 @@ async fn round(server: &RunningServer, n: usize) -> Vec<Duration> {
     let (msn, part) = (snapshot.position.open_msn, snapshot.position.open_parts);
     let uri = format!("/test/video.m3u8?_HLS_msn={msn}&_HLS_part={part}");
     let mut tasks = Vec::with_capacity(n);
-    for _ in 0..n {
+    for i in 0..n {
         let state = server.state.clone();
         let uri = uri.clone();
+        // Each waiter a viewer of its own (address and connection), as in the field:
+        // the per-client limits do not apply across viewers.
+        let [_, b, c, d] = u32::try_from(i).unwrap_or(u32::MAX).to_be_bytes();
+        let peer = state.peer(std::net::SocketAddr::from(([10, b, c, d], 40000)));
         tasks.push(tokio::spawn(async move {
             let request = http::Request::get(uri).body(()).expect("request");
-            let response = handle(&state, &request).await;
+            let response = handle(&state, &request, &peer).await;
             assert_eq!(response.status(), 200);
             SystemTime::now()
         }));

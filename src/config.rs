@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::cmaf::CmafOptions;
+use crate::http::limits::{InvalidLimit, Limits};
 use crate::ingest::SourceOptions;
 use crate::pipeline::{EncoderOptions, RenditionCodec, RenditionSpec};
 use crate::stream::StreamOptions;
@@ -52,8 +53,10 @@ pub struct Settings {
     pub encoder: EncoderOptions,
     /// `[cmaf]`: how the encoded stream is cut into parts and segments.
     pub cmaf: CmafOptions,
-    /// `[server]`: listeners, TLS, limits, the store.
+    /// `[server]`: listeners, TLS, the store.
     pub server: ServerSettings,
+    /// `[limits]`: what one client may hold and how long the server waits for it.
+    pub limits: Limits,
     /// `[[streams]]`: the streams to serve, each with its source and renditions. None:
     /// one stream from the command line (`--name`, `--source`).
     pub streams: Vec<StreamSettings>,
@@ -87,13 +90,6 @@ pub struct ServerSettings {
     pub key: Option<PathBuf>,
     /// Where the development certificate lives. Default `certs`.
     pub certs_dir: PathBuf,
-    /// Most concurrent connections per listener. Default 10000.
-    pub max_connections: usize,
-    /// Most concurrent requests per HTTP/3 connection. Default 256. A player at the live
-    /// edge holds two or three (blocked playlist, hinted part, segment).
-    pub max_streams_per_connection: u32,
-    /// Idle connections are closed after this many milliseconds. Default 30000.
-    pub idle_timeout_ms: u64,
     /// Byte budget of the media store. Default 512 MiB.
     pub store_bytes: u64,
     /// Complete segments each media playlist lists. Default 12: twice CAN-SKIP-UNTIL, so
@@ -111,9 +107,6 @@ impl Default for ServerSettings {
             cert: None,
             key: None,
             certs_dir: PathBuf::from("certs"),
-            max_connections: 10_000,
-            max_streams_per_connection: 256,
-            idle_timeout_ms: 30_000,
             store_bytes: 512 << 20,
             window_segments: 12,
             hls_js: PathBuf::from("node_modules/hls.js/dist/hls.min.js"),
@@ -267,24 +260,6 @@ impl Settings {
                 "server.cert and server.key go together".into(),
             );
         }
-        if !(1..=1_000_000).contains(&v.max_connections) {
-            return invalid(
-                "server.max_connections",
-                format!("{} is not in 1..=1000000", v.max_connections),
-            );
-        }
-        if !(4..=10_000).contains(&v.max_streams_per_connection) {
-            return invalid(
-                "server.max_streams_per_connection",
-                format!("{} is not in 4..=10000", v.max_streams_per_connection),
-            );
-        }
-        if !(1000..=600_000).contains(&v.idle_timeout_ms) {
-            return invalid(
-                "server.idle_timeout_ms",
-                format!("{} is not in 1000..=600000", v.idle_timeout_ms),
-            );
-        }
         if v.store_bytes < 16 << 20 {
             return invalid(
                 "server.store_bytes",
@@ -300,6 +275,9 @@ impl Settings {
                 ),
             );
         }
+        self.limits
+            .check()
+            .map_err(|InvalidLimit { field, reason }| ConfigError::Invalid { field, reason })?;
         for (i, stream) in self.streams.iter().enumerate() {
             validate_stream(stream, &self.streams[..i])?;
         }

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::config::Settings;
-use crate::http::h3::ConnectionLimits;
+use crate::http::clients::Admission;
 use crate::http::{AppState, h3, tcp};
 use crate::ingest::SourceSpec;
 use crate::pipeline::RenditionSpec;
@@ -133,21 +133,15 @@ impl RunningServer {
                 None
             }
         };
-        let state = Arc::new(AppState::new(
-            handles,
-            store,
-            Bytes::from_static(PAGE.as_bytes()),
-            hls_js,
-        ));
+        let state = Arc::new(
+            AppState::new(handles, store, Bytes::from_static(PAGE.as_bytes()), hls_js)
+                .with_limits(settings.limits.clone()),
+        );
+        raise_open_file_limit();
 
-        let limits = ConnectionLimits {
-            max_connections: server.max_connections,
-            max_streams_per_connection: server.max_streams_per_connection,
-            idle_timeout: Duration::from_millis(server.idle_timeout_ms),
-        };
         let quic_tls = tls::server_config(&tls, &[b"h3"], true)?;
-        let quic =
-            h3::server_config(quic_tls, limits).map_err(|e| ServerError::Quic(e.to_string()))?;
+        let quic = h3::server_config(quic_tls, &settings.limits)
+            .map_err(|e| ServerError::Quic(e.to_string()))?;
         let endpoint =
             quinn::Endpoint::server(quic, server.listen).map_err(|source| ServerError::Bind {
                 addr: server.listen,
@@ -175,14 +169,19 @@ impl RunningServer {
         })?;
         let tcp_tls = Arc::new(tls::server_config(&tls, &[b"h2", b"http/1.1"], false)?);
 
+        // Each listener has its own connection budget; the per-address one is shared.
         let tasks = vec![
-            tokio::spawn(h3::serve(endpoint.clone(), state.clone(), limits)),
+            tokio::spawn(h3::serve(
+                endpoint.clone(),
+                state.clone(),
+                Admission::new(state.clients.clone()),
+            )),
             tokio::spawn(tcp::serve(
                 listener,
                 tcp_tls,
                 state.clone(),
                 h3_addr.port(),
-                limits,
+                Admission::new(state.clients.clone()),
             )),
         ];
         Ok(Self {
@@ -194,6 +193,16 @@ impl RunningServer {
             endpoint,
             tasks,
         })
+    }
+}
+
+/// Every connection is a file descriptor: the soft limit (often 1024) is raised to the
+/// hard one, as nginx's `worker_rlimit_nofile` and Go's runtime do, so that
+/// `limits.max_connections` and not the default decides when connections are refused.
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open file limit"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open file limit"),
     }
 }
 

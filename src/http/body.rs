@@ -15,9 +15,26 @@ pub enum Body {
     /// Buffers sent one after another: a segment as its parts, never concatenated.
     Chunks(Arc<[Bytes]>),
     /// Chunks that do not exist yet: a segment still being produced, sent part by part
-    /// as each completes. The channel closes when the segment is complete.
-    Live(mpsc::Receiver<Bytes>),
+    /// as each completes. The producer ends it with [`LiveChunk::Complete`]; a channel
+    /// that closes without it is a body cut short ([`BodyCut`]).
+    Live(mpsc::Receiver<LiveChunk>),
 }
+
+/// What the producer of a live body sends.
+#[derive(Debug)]
+pub enum LiveChunk {
+    /// The next bytes.
+    Bytes(Bytes),
+    /// The body is whole: nothing follows.
+    Complete,
+}
+
+/// A body that ended before it was whole (its segment stopped being produced). The
+/// front ends end such a response as an error, so that no cache keeps the short bytes
+/// under the name the whole segment gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the response was cut short: its segment stopped before it was complete")]
+pub struct BodyCut;
 
 impl Body {
     /// The length, when known before sending.
@@ -40,6 +57,7 @@ impl Body {
         BodyChunks {
             body: self,
             next: 0,
+            done: false,
         }
     }
 }
@@ -49,24 +67,38 @@ impl Body {
 pub struct BodyChunks {
     body: Body,
     next: usize,
+    /// A live body ended (whole or cut).
+    done: bool,
 }
 
 impl BodyChunks {
-    /// The next chunk, waiting for it if the body is live; `None` at the end.
-    pub async fn next(&mut self) -> Option<Bytes> {
+    /// The next chunk, waiting for it if the body is live; `None` at the end, and
+    /// [`BodyCut`] once, instead of the end, for a live body that stopped short.
+    pub async fn next(&mut self) -> Option<Result<Bytes, BodyCut>> {
         match &mut self.body {
             Body::Empty => None,
             Body::Full(b) => {
                 let b = std::mem::take(b);
                 self.body = Body::Empty;
-                (!b.is_empty()).then_some(b)
+                (!b.is_empty()).then_some(Ok(b))
             }
             Body::Chunks(chunks) => {
                 let chunk = chunks.get(self.next).cloned();
                 self.next += 1;
-                chunk
+                chunk.map(Ok)
             }
-            Body::Live(receiver) => receiver.recv().await,
+            Body::Live(_) if self.done => None,
+            Body::Live(receiver) => match receiver.recv().await {
+                Some(LiveChunk::Bytes(b)) => Some(Ok(b)),
+                Some(LiveChunk::Complete) => {
+                    self.done = true;
+                    None
+                }
+                None => {
+                    self.done = true;
+                    Some(Err(BodyCut))
+                }
+            },
         }
     }
 }

@@ -2,101 +2,223 @@
 //! ([`super::quic`]), ALPN `h3`. Each connection is a task, each request a task; the
 //! handler's response is sent chunk by chunk as it comes, its chunks handed to quinn
 //! without copying.
+//!
+//! Admission: a handshake from an address QUIC has not validated is not counted as a
+//! connection (its source address may be spoofed); past `quic_retry_threshold` of them
+//! in flight, new ones are sent a Retry, and only a connection whose address is proven
+//! takes a place under `max_connections`. Flow control is sized for an edge: clients
+//! send small requests, the server sends media (README, "Limits").
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::FutureExt as _;
 use h3::server::RequestStream;
 
-use super::quic::{self, BodyHandoff};
+use super::clients::{Admission, ConnectionPermit, Peer};
+use super::limits::Limits;
+use super::quic::{self, BodyHandoff, StreamLimits};
+use super::watchdog::{IdleTracker, LogThrottle};
 use super::{AppState, handle};
 
-/// Connection limits of the listeners (QUIC, and the same for TCP).
-#[derive(Debug, Clone, Copy)]
-pub struct ConnectionLimits {
-    /// Most concurrent connections; more are refused.
-    pub max_connections: usize,
-    /// Most concurrent request streams per connection.
-    pub max_streams_per_connection: u32,
-    /// A connection idle this long is closed.
-    pub idle_timeout: Duration,
-}
+/// Unidirectional streams a client may have open: HTTP/3's three (control, QPACK
+/// encoder and decoder) and a few more it may open (grease, extensions).
+const MAX_UNI_STREAMS: u32 = 8;
 
 /// The quinn server configuration for `tls` with `limits`.
 pub fn server_config(
     tls: rustls::ServerConfig,
-    limits: ConnectionLimits,
+    limits: &Limits,
 ) -> Result<quinn::ServerConfig, quinn::crypto::rustls::NoInitialCipherSuite> {
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    let mut transport = quinn::TransportConfig::default();
-    transport.max_concurrent_bidi_streams(limits.max_streams_per_connection.into());
-    // HTTP/3 needs three unidirectional streams each way (control, QPACK encoder and
-    // decoder) and clients may open a few more.
-    transport.max_concurrent_uni_streams(8u32.into());
-    transport.max_idle_timeout(limits.idle_timeout.try_into().ok());
-    config.transport_config(Arc::new(transport));
+    config.transport_config(Arc::new(transport_config(limits)));
     Ok(config)
 }
 
+/// Receive windows a client's requests fit in many times over, instead of quinn's
+/// defaults (1.25 MB per stream, no connection limit), which let one client park
+/// hundreds of megabytes it never has to send the server anything for.
+fn transport_config(limits: &Limits) -> quinn::TransportConfig {
+    let stream_window = request_window(limits);
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(limits.max_streams_per_connection.into())
+        .max_concurrent_uni_streams(MAX_UNI_STREAMS.into())
+        .stream_receive_window(stream_window.into())
+        .receive_window((stream_window * 4).into())
+        // Mirror uses no QUIC datagrams: none are buffered.
+        .datagram_receive_buffer_size(None)
+        .max_idle_timeout(limits.idle_timeout().try_into().ok());
+    transport
+}
+
+/// One stream's receive window: room for the largest request header block allowed.
+fn request_window(limits: &Limits) -> u32 {
+    u32::try_from(limits.max_header_bytes * 2)
+        .unwrap_or(u32::MAX)
+        .max(64 << 10)
+}
+
 /// Accepts connections on `endpoint` until it is closed.
-pub async fn serve(endpoint: quinn::Endpoint, state: Arc<AppState>, limits: ConnectionLimits) {
-    let open = Arc::new(AtomicUsize::new(0));
+pub async fn serve(endpoint: quinn::Endpoint, state: Arc<AppState>, admission: Admission) {
+    let handshaking = Arc::new(AtomicUsize::new(0));
+    let refused = LogThrottle::new();
+    let limits = admission.clients().limits().clone();
     while let Some(incoming) = endpoint.accept().await {
-        if open.load(Ordering::Relaxed) >= limits.max_connections {
-            tracing::warn!(remote = %incoming.remote_address(), "connection limit reached, refused");
-            incoming.refuse();
-            continue;
-        }
-        open.fetch_add(1, Ordering::Relaxed);
-        let state = state.clone();
-        let open = open.clone();
-        tokio::spawn(async move {
-            if let Err(error) = connection(incoming, state).await {
-                tracing::debug!(%error, "HTTP/3 connection ended");
+        let remote = incoming.remote_address();
+        // A validated address (this Initial answers a Retry) is counted from the start;
+        // an unvalidated one only once its handshake completes, which proves it.
+        let permit = if incoming.remote_address_validated() {
+            match admission.admit(remote) {
+                Ok(permit) => Some(permit),
+                Err(refusal) => {
+                    if let Some(count) = refused.hit() {
+                        tracing::warn!(%remote, %refusal, count, "QUIC connection refused");
+                    }
+                    incoming.refuse();
+                    continue;
+                }
             }
-            open.fetch_sub(1, Ordering::Relaxed);
+        } else if handshaking.load(Ordering::Acquire) >= limits.quic_retry_threshold {
+            // Costs the server one stateless packet; a spoofed source never answers.
+            if let Err(error) = incoming.retry() {
+                error.into_incoming().ignore();
+            }
+            continue;
+        } else {
+            None
+        };
+        let handshake = Handshake::start(&handshaking, permit.is_none());
+        let task = QuicConnection {
+            state: state.clone(),
+            admission: admission.clone(),
+            peer: state.peer(remote),
+        };
+        tokio::spawn(async move {
+            if let Err(error) = task.run(incoming, handshake, permit).await {
+                tracing::debug!(%remote, %error, "HTTP/3 connection ended");
+            }
         });
     }
 }
 
-async fn connection(
-    incoming: quinn::Incoming,
-    state: Arc<AppState>,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let connection = incoming.await?;
-    let quinn = connection.clone();
-    let bodies = BodyHandoff::default();
-    let mut h3 = h3::server::builder()
-        .build::<_, Bytes>(quic::Connection::new(connection, bodies.clone()))
-        .await?;
-    let mut requests: u64 = 0;
-    let ended = loop {
-        match h3.accept().await {
-            Ok(Some(resolver)) => {
-                requests += 1;
-                let state = state.clone();
-                let bodies = bodies.clone();
-                tokio::spawn(async move {
-                    match resolver.resolve_request().await {
-                        Ok((request, stream)) => {
-                            if let Err(error) = respond(&state, request, stream, &bodies).await {
-                                tracing::debug!(%error, "HTTP/3 request ended early");
-                            }
-                        }
-                        Err(error) => tracing::debug!(%error, "bad HTTP/3 request"),
-                    }
-                });
-            }
-            Ok(None) => break Ok(()),
-            Err(error) => break Err(error.into()),
+/// An unvalidated handshake in flight, counted until it completes or fails.
+struct Handshake(Option<Arc<AtomicUsize>>);
+
+impl Handshake {
+    fn start(handshaking: &Arc<AtomicUsize>, unvalidated: bool) -> Self {
+        Self(unvalidated.then(|| {
+            handshaking.fetch_add(1, Ordering::AcqRel);
+            handshaking.clone()
+        }))
+    }
+}
+
+impl Drop for Handshake {
+    fn drop(&mut self) {
+        if let Some(count) = self.0.take() {
+            count.fetch_sub(1, Ordering::AcqRel);
         }
-    };
-    log_connection_stats(&quinn, requests);
-    ended
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// H3_NO_ERROR.
+const NO_ERROR: u32 = 0x0100;
+/// H3_EXCESSIVE_LOAD: the server is full.
+const EXCESSIVE_LOAD: u32 = 0x0107;
+
+struct QuicConnection {
+    state: Arc<AppState>,
+    admission: Admission,
+    peer: Peer,
+}
+
+impl QuicConnection {
+    async fn run(
+        self,
+        incoming: quinn::Incoming,
+        handshake: Handshake,
+        permit: Option<ConnectionPermit>,
+    ) -> Result<(), BoxError> {
+        let limits = self.peer.limits().clone();
+        let connecting = incoming.accept()?;
+        let connection = tokio::time::timeout(limits.handshake_timeout(), connecting)
+            .await
+            .map_err(|_| "QUIC handshake timed out")??;
+        drop(handshake);
+        // The handshake proved the address: now it counts.
+        let _permit = match permit {
+            Some(permit) => permit,
+            None => match self.admission.admit(connection.remote_address()) {
+                Ok(permit) => permit,
+                Err(refusal) => {
+                    connection.close(EXCESSIVE_LOAD.into(), refusal.to_string().as_bytes());
+                    return Ok(());
+                }
+            },
+        };
+        let quinn = connection.clone();
+        let bodies = BodyHandoff::default();
+        let stream_limits = StreamLimits {
+            max_frame: limits.max_header_bytes as u64,
+            send_timeout: limits.send_timeout(),
+        };
+        let mut h3 = h3::server::builder()
+            .max_field_section_size(limits.max_header_bytes as u64)
+            .build::<_, Bytes>(quic::Connection::new(
+                connection,
+                bodies.clone(),
+                stream_limits,
+            ))
+            .await?;
+        let idle = IdleTracker::default();
+        let mut requests: u64 = 0;
+        let ended = loop {
+            let accepted = tokio::select! {
+                accepted = h3.accept() => accepted,
+                // quinn's idle timeout is reset by any packet, PINGs too; a connection
+                // that asks for nothing is closed here.
+                () = idle.idle(limits.idle_timeout()) => {
+                    quinn.close(NO_ERROR.into(), b"idle");
+                    break Ok(());
+                }
+            };
+            match accepted {
+                Ok(Some(resolver)) => {
+                    requests += 1;
+                    let in_flight = idle.request();
+                    let (state, bodies, peer) =
+                        (self.state.clone(), bodies.clone(), self.peer.clone());
+                    let header_timeout = limits.header_timeout();
+                    tokio::spawn(async move {
+                        let _in_flight = in_flight;
+                        let resolved =
+                            tokio::time::timeout(header_timeout, resolver.resolve_request()).await;
+                        match resolved {
+                            Ok(Ok((request, stream))) => {
+                                if let Err(error) =
+                                    respond(&state, &peer, request, stream, &bodies).await
+                                {
+                                    tracing::debug!(%error, "HTTP/3 request ended early");
+                                }
+                            }
+                            Ok(Err(error)) => tracing::debug!(%error, "bad HTTP/3 request"),
+                            // Dropping the stream resets it (see `quic`).
+                            Err(_) => tracing::debug!("HTTP/3 request headers timed out"),
+                        }
+                    });
+                }
+                Ok(None) => break Ok(()),
+                Err(error) => break Err(error.into()),
+            }
+        };
+        log_connection_stats(&quinn, requests);
+        ended
+    }
 }
 
 /// What a connection cost in packets, at debug level (`RUST_LOG=mirror::http::h3=debug`):
@@ -118,20 +240,30 @@ fn log_connection_stats(connection: &quinn::Connection, requests: u64) {
 
 async fn respond<S>(
     state: &AppState,
+    peer: &Peer,
     request: http::Request<()>,
     mut stream: RequestStream<S, Bytes>,
     bodies: &BodyHandoff,
-) -> Result<(), h3::error::StreamError>
+) -> Result<(), BoxError>
 where
     S: h3::quic::BidiStream<Bytes>,
 {
-    let response = handle(state, &request).await;
+    let response = handle(state, &request, peer).await;
     let (parts, body) = response.into_parts();
     stream
         .send_response(http::Response::from_parts(parts, ()))
         .await?;
     let mut chunks = body.into_chunks();
     while let Some(chunk) = chunks.next().await {
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(cut) => {
+                // A reset stream is an error to every cache: the short bytes are not
+                // kept under the segment's name.
+                stream.stop_stream(h3::error::Code::H3_INTERNAL_ERROR);
+                return Err(cut.into());
+            }
+        };
         // The transport sends this very `Bytes`, not a copy (see `quic`).
         bodies.offer(stream.id(), &chunk);
         stream.send_data(chunk).await?;

@@ -23,7 +23,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::Body;
+use super::clients::{Clients, HoldPermit, Peer};
 use super::headers::{self, PLAYLIST_TYPE, Urgency, accepts_gzip, cache_control, date_now};
+use super::limits::Limits;
 use super::rejection::{ALLOWED_METHODS, Rejection};
 use crate::llhls::blocking::{Readiness, parse_query};
 use crate::llhls::delivery::{CacheRule, DeliveryForm, Encoding, Reload};
@@ -40,10 +42,12 @@ pub struct AppState {
     pub page: Bytes,
     /// hls.js, when it was installed (`npm install` in the set-up).
     pub hls_js: Option<Bytes>,
+    /// Every client's share: connections, request rate, held requests.
+    pub clients: Arc<Clients>,
 }
 
 impl AppState {
-    /// Builds an `AppState`.
+    /// Builds an `AppState` with the default `[limits]`.
     pub fn new(
         streams: HashMap<String, StreamHandle>,
         store: Store,
@@ -55,7 +59,19 @@ impl AppState {
             store,
             page,
             hls_js,
+            clients: Clients::new(Limits::default()),
         }
+    }
+
+    /// The same, enforcing `limits`.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.clients = Clients::new(limits);
+        self
+    }
+
+    /// The peer of a new connection from `remote`.
+    pub fn peer(&self, remote: std::net::SocketAddr) -> Peer {
+        Peer::new(remote, self.clients.clone())
     }
 }
 
@@ -103,11 +119,24 @@ impl From<Result<Reply, (Rejection, Duration)>> for Reply {
     }
 }
 
-/// Handles one request.
-pub async fn handle(state: &AppState, request: &Request<()>) -> Response<Body> {
+/// Handles one request from `peer`.
+pub async fn handle(state: &AppState, request: &Request<()>, peer: &Peer) -> Response<Body> {
     let head = request.method() == Method::HEAD;
+    let one_second = Duration::from_secs(1);
+    if let Err(refusal) = peer.admit_request() {
+        return finish(
+            Reply::reject(&Rejection::TooManyRequests(refusal), one_second),
+            head,
+        );
+    }
+    if headers_too_large(request.headers(), peer.limits()) {
+        return finish(
+            Reply::reject(&Rejection::HeaderFieldsTooLarge, one_second),
+            head,
+        );
+    }
     let reply = match *request.method() {
-        Method::GET | Method::HEAD => route(state, request).await,
+        Method::GET | Method::HEAD => route(state, request, peer).await,
         Method::OPTIONS => Reply::new(StatusCode::NO_CONTENT, Body::Empty)
             .with(
                 header::ACCESS_CONTROL_ALLOW_METHODS,
@@ -121,9 +150,23 @@ pub async fn handle(state: &AppState, request: &Request<()>) -> Response<Body> {
                 header::ACCESS_CONTROL_MAX_AGE,
                 HeaderValue::from_static("86400"),
             ),
-        _ => Reply::reject(&Rejection::MethodNotAllowed, Duration::from_secs(1)),
+        _ => Reply::reject(&Rejection::MethodNotAllowed, one_second),
     };
     finish(reply, head)
+}
+
+/// More fields, or more bytes of them, than `limits` allow, counted as RFC 9114 4.2.2
+/// and RFC 9113 6.5.2 do (name, value and 32 bytes each). HTTP/1.1 is held to the same
+/// by hyper before it gets here, HTTP/3's size by h3; this makes all three agree.
+fn headers_too_large(headers: &HeaderMap, limits: &Limits) -> bool {
+    if headers.len() > limits.max_headers {
+        return true;
+    }
+    let bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 32)
+        .sum();
+    bytes > limits.max_header_bytes
 }
 
 fn finish(reply: Reply, head: bool) -> Response<Body> {
@@ -142,7 +185,7 @@ fn finish(reply: Reply, head: bool) -> Response<Body> {
     response
 }
 
-async fn route(state: &AppState, request: &Request<()>) -> Reply {
+async fn route(state: &AppState, request: &Request<()>, peer: &Peer) -> Reply {
     let path = request.uri().path();
     let query = request.uri().query().unwrap_or("");
     let one_second = Duration::from_secs(1);
@@ -173,7 +216,7 @@ async fn route(state: &AppState, request: &Request<()>) -> Reply {
         },
         ("streams", None) => streams_json(state),
         (name, Some(resource)) => match state.streams.get(name) {
-            Some(stream) => stream_resource(state, stream, resource, query, request).await,
+            Some(stream) => stream_resource(state, stream, resource, query, request, peer).await,
             None => Reply::reject(&Rejection::NotFound, one_second),
         },
         _ => Reply::reject(&Rejection::NotFound, one_second),
@@ -221,6 +264,7 @@ async fn stream_resource(
     resource: &str,
     query: &str,
     request: &Request<()>,
+    peer: &Peer,
 ) -> Reply {
     let target = stream.current().target_duration;
     if resource == MULTIVARIANT_PLAYLIST {
@@ -248,7 +292,9 @@ async fn stream_resource(
         } else {
             Encoding::Identity
         };
-        return media_playlist(rendition, query, encoding).await.into();
+        return media_playlist(rendition, query, encoding, peer)
+            .await
+            .into();
     }
     match stream.rendition_of_media(resource) {
         Some((rendition, snapshot, kind)) => {
@@ -259,6 +305,7 @@ async fn stream_resource(
                 snapshot: &snapshot,
                 name: resource,
                 kind,
+                peer,
             };
             media.serve(request).await.into()
         }
@@ -266,18 +313,27 @@ async fn stream_resource(
     }
 }
 
-/// Waits until `ready` says the snapshot will do, or `deadline`.
+/// Waits until `ready` says the snapshot will do, or `deadline`. A request that has to
+/// wait takes one of `holder`'s places for held requests first (none: the caller holds
+/// one already), and is refused 429 when there is none.
 pub(super) async fn wait_for(
     receiver: &mut watch::Receiver<Arc<Snapshot>>,
     deadline: Instant,
+    holder: Option<&Peer>,
     ready: impl Fn(&Snapshot) -> Readiness,
 ) -> Result<Arc<Snapshot>, Rejection> {
+    let mut held: Option<HoldPermit> = None;
     loop {
         let snapshot = receiver.borrow_and_update().clone();
         match ready(&snapshot) {
             Readiness::Ready => return Ok(snapshot),
             Readiness::TooFarAhead => return Err(Rejection::DirectiveTooFarAhead),
             Readiness::Wait => {}
+        }
+        if held.is_none()
+            && let Some(peer) = holder
+        {
+            held = Some(peer.hold().map_err(Rejection::TooManyRequests)?);
         }
         match tokio::time::timeout_at(deadline, receiver.changed()).await {
             Err(_) => return Err(Rejection::HoldTimedOut),
@@ -297,6 +353,7 @@ async fn media_playlist(
     rendition: &Rendition,
     query: &str,
     encoding: Encoding,
+    peer: &Peer,
 ) -> Result<Reply, (Rejection, Duration)> {
     let current = rendition.current();
     let target = current.target_duration;
@@ -305,7 +362,7 @@ async fn media_playlist(
     let deadline = hold_deadline(&current);
     let waited = match query.msn {
         Some(msn) => {
-            wait_for(&mut receiver, deadline, |s| {
+            wait_for(&mut receiver, deadline, Some(peer), |s| {
                 s.position.readiness(msn, query.part, s.advance_part_limit)
             })
             .await
@@ -313,7 +370,7 @@ async fn media_playlist(
         // A plain request before the first part is held too, rather than answered with
         // a playlist that lists nothing.
         None => {
-            wait_for(&mut receiver, deadline, |s| {
+            wait_for(&mut receiver, deadline, Some(peer), |s| {
                 if s.has_media {
                     Readiness::Ready
                 } else {

@@ -10,6 +10,8 @@ use http::{Request, StatusCode};
 use tokio::sync::mpsc;
 
 use super::Body;
+use super::body::LiveChunk;
+use super::clients::Peer;
 use super::handler::{Reply, hold_deadline, wait_for};
 use super::headers::{INIT_TYPE, SEGMENT_TYPE, Urgency, cache_control, http_date};
 use super::rejection::Rejection;
@@ -32,6 +34,8 @@ pub(super) struct MediaRequest<'a> {
     pub(super) snapshot: &'a Snapshot,
     pub(super) name: &'a str,
     pub(super) kind: MediaName,
+    /// Who asks: a held request takes one of its places.
+    pub(super) peer: &'a Peer,
 }
 
 impl MediaRequest<'_> {
@@ -64,13 +68,17 @@ impl MediaRequest<'_> {
                 self.hold_part(&key, msn, index).await.map_err(reject)?
             }
             (None, MediaName::Segment(msn)) if msn == self.snapshot.position.open_msn => {
-                return Ok(Reply::new(StatusCode::OK, self.live_segment(msn))
+                let body = self.live_segment(msn).map_err(reject)?;
+                return Ok(Reply::new(StatusCode::OK, body)
                     .with(header::CONTENT_TYPE, HeaderValue::from_static(content_type))
                     .with(
                         header::CACHE_CONTROL,
                         cache_control(CacheRule::Immutable, target),
                     )
                     .with(HeaderName::from_static("priority"), urgency.header()));
+            }
+            (None, MediaName::Segment(msn)) if msn > self.snapshot.position.open_msn => {
+                return Err(reject(Rejection::NotYet));
             }
             (None, _) => return Err(reject(Rejection::NotFound)),
         };
@@ -101,7 +109,7 @@ impl MediaRequest<'_> {
     async fn hold_part(&self, key: &str, msn: u64, index: u32) -> Result<StoredMedia, Rejection> {
         let mut receiver = self.rendition.subscribe();
         let deadline = hold_deadline(&receiver.borrow());
-        let waited = wait_for(&mut receiver, deadline, |s| {
+        let waited = wait_for(&mut receiver, deadline, Some(self.peer), |s| {
             s.position.readiness(msn, Some(index), HOLDABLE_PARTS_AHEAD)
         })
         .await;
@@ -109,22 +117,25 @@ impl MediaRequest<'_> {
             // Listed now, or passed over (a part index past the segment's end): the
             // store has it or it never existed.
             Ok(_) => self.store.get(key).ok_or(Rejection::NotFound),
-            Err(Rejection::DirectiveTooFarAhead) => Err(Rejection::NotFound),
+            Err(Rejection::DirectiveTooFarAhead) => Err(Rejection::NotYet),
             Err(other) => Err(other),
         }
     }
 
     /// A segment still being produced: its parts, each sent as soon as it is complete.
-    fn live_segment(&self, msn: u64) -> Body {
+    /// The request is held until the segment is: it takes one place for that whole time.
+    fn live_segment(&self, msn: u64) -> Result<Body, Rejection> {
+        let held = self.peer.hold().map_err(Rejection::TooManyRequests)?;
         let (sender, receiver) = mpsc::channel(8);
         let mut snapshots = self.rendition.subscribe();
         let store = self.store.clone();
         let stream = self.stream.to_string();
         tokio::spawn(async move {
+            let _held = held;
             let mut index = 0u32;
             loop {
                 let deadline = hold_deadline(&snapshots.borrow());
-                let listed = wait_for(&mut snapshots, deadline, |s| {
+                let listed = wait_for(&mut snapshots, deadline, None, |s| {
                     let p = &s.position;
                     let done = p.open_msn > msn || p.ended;
                     if done || (p.open_msn == msn && p.open_parts > index) {
@@ -134,56 +145,112 @@ impl MediaRequest<'_> {
                     }
                 })
                 .await;
-                let Ok(snapshot) = listed else { break };
+                // A hold that timed out or a stream that stopped: the channel closes
+                // without `Complete`, and the front end ends the response as cut.
+                let Ok(snapshot) = listed else { return };
                 let name = snapshot.names.part(msn, index);
                 match store.get(&store::key(&stream, &name)) {
                     Some(part) => {
                         for chunk in part.chunks.iter() {
-                            if sender.send(chunk.clone()).await.is_err() {
+                            if sender.send(LiveChunk::Bytes(chunk.clone())).await.is_err() {
                                 return; // the client went away
                             }
                         }
                         index += 1;
                     }
                     // The segment is complete and this index is past its last part.
-                    None => break,
+                    None if snapshot.position.open_msn > msn => {
+                        let _ = sender.send(LiveChunk::Complete).await;
+                        return;
+                    }
+                    // The stream ended with this segment unfinished, or its part left
+                    // the store: what was sent is not the segment.
+                    None => return,
                 }
             }
         });
-        Body::Live(receiver)
+        Ok(Body::Live(receiver))
     }
 }
 
-/// `bytes=a-b`, `bytes=a-` or `bytes=-n` (RFC 9110 14.1.2) against a resource of `len`
-/// bytes, as an inclusive range: the syntax parsed by `http-range-header`, satisfiability
-/// decided here, since its check refuses a suffix longer than the resource, which RFC
-/// 9110 14.1.1 says selects all of it. Several ranges are refused like an unsatisfiable
-/// one: players ask for one, and a multipart body would copy what is otherwise shared.
-fn byte_range(value: &str, len: usize) -> Option<(usize, usize)> {
-    use http_range_header::{EndPosition, StartPosition};
-    let parsed = http_range_header::parse_range_header(value.trim()).ok()?;
-    let [range] = parsed.ranges.as_slice() else {
-        return None;
-    };
-    let len = u64::try_from(len).ok()?;
-    let last = len.checked_sub(1)?;
-    let (start, end) = match (range.start, range.end) {
-        (StartPosition::Index(start), EndPosition::Index(end)) => (start, end.min(last)),
-        (StartPosition::Index(start), EndPosition::LastByte) => (start, last),
-        (StartPosition::FromLast(0), _) => return None,
-        (StartPosition::FromLast(suffix), _) => (len - suffix.min(len), last),
-    };
-    (start <= end).then(|| Some((usize::try_from(start).ok()?, usize::try_from(end).ok()?)))?
+/// What a Range header asks of a resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RangeAsk {
+    /// Ignore it and send the whole resource (RFC 9110 14.2): a unit other than bytes,
+    /// which a server MUST ignore, several ranges (players ask for one, and a multipart
+    /// body would copy what is otherwise shared), or a ranges-specifier that is not
+    /// valid (a last position before the first, bad syntax), which a server MAY ignore.
+    Whole,
+    /// These bytes, inclusive.
+    Bytes(usize, usize),
+    /// A valid range that selects nothing of the resource: 416 (15.5.17).
+    Unsatisfiable,
 }
 
-/// A single byte range of a stored resource; 416 when it cannot be satisfied.
+/// `bytes=a-b`, `bytes=a-` or `bytes=-n` (RFC 9110 14.1.2) against a resource of `len`
+/// bytes: the syntax parsed by `http-range-header`, satisfiability decided here, since
+/// its check refuses a suffix longer than the resource, which RFC 9110 14.1.1 says
+/// selects all of it.
+fn byte_range(value: &str, len: usize) -> RangeAsk {
+    use http_range_header::{EndPosition, StartPosition};
+    let value = value.trim();
+    let Some((unit, ranges)) = value.split_once('=') else {
+        return RangeAsk::Whole;
+    };
+    if !unit.trim().eq_ignore_ascii_case("bytes") || ranges.contains(',') {
+        return RangeAsk::Whole;
+    }
+    // 14.1.1: a suffix range is satisfiable only if its length is not zero (the parser
+    // calls `-0` invalid, which would be ignored).
+    if ranges.trim().strip_prefix('-').and_then(|n| n.parse::<u64>().ok()) == Some(0) {
+        return RangeAsk::Unsatisfiable;
+    }
+    // Range units are case-insensitive (14.1); the parser knows only `bytes=`.
+    let Ok(parsed) = http_range_header::parse_range_header(&format!("bytes={}", ranges.trim()))
+    else {
+        return RangeAsk::Whole;
+    };
+    let [range] = parsed.ranges.as_slice() else {
+        return RangeAsk::Whole;
+    };
+    let len = len as u64;
+    let Some(last) = len.checked_sub(1) else {
+        return RangeAsk::Unsatisfiable;
+    };
+    let (start, end) = match (range.start, range.end) {
+        (StartPosition::Index(start), EndPosition::Index(end)) if end < start => {
+            return RangeAsk::Whole;
+        }
+        (StartPosition::Index(start), EndPosition::Index(end)) => (start, end.min(last)),
+        (StartPosition::Index(start), EndPosition::LastByte) => (start, last),
+        (StartPosition::FromLast(suffix), _) => (len - suffix.min(len), last),
+    };
+    if start > end {
+        return RangeAsk::Unsatisfiable;
+    }
+    match (usize::try_from(start), usize::try_from(end)) {
+        (Ok(start), Ok(end)) => RangeAsk::Bytes(start, end),
+        _ => RangeAsk::Unsatisfiable,
+    }
+}
+
+/// A stored resource for a request with a Range header: one byte range of it (206),
+/// all of it when the header is to be ignored (200), or 416.
 fn ranged(stored: &StoredMedia, range: &HeaderValue) -> Result<Reply, Rejection> {
     let len = stored.len();
-    let (start, end) = range
+    let ask = range
         .to_str()
-        .ok()
-        .and_then(|r| byte_range(r, len))
-        .ok_or(Rejection::RangeNotSatisfiable { length: len })?;
+        .map_or(RangeAsk::Whole, |r| byte_range(r, len));
+    let (start, end) = match ask {
+        RangeAsk::Whole => {
+            return Ok(Reply::new(
+                StatusCode::OK,
+                Body::Chunks(stored.chunks.clone()),
+            ));
+        }
+        RangeAsk::Bytes(start, end) => (start, end),
+        RangeAsk::Unsatisfiable => return Err(Rejection::RangeNotSatisfiable { length: len }),
+    };
     let mut out = bytes::BytesMut::with_capacity(end - start + 1);
     let mut offset = 0;
     for chunk in stored.chunks.iter() {
@@ -211,47 +278,57 @@ mod tests {
 
     use super::*;
 
-    fn range_of(stored: &StoredMedia, value: &'static str) -> Result<Vec<u8>, Rejection> {
+    fn range_of(stored: &StoredMedia, value: &'static str) -> Result<(u16, Vec<u8>), Rejection> {
         let reply = ranged(stored, &HeaderValue::from_static(value))?;
-        assert_eq!(reply.status, StatusCode::PARTIAL_CONTENT);
-        let Body::Full(bytes) = reply.body else {
-            panic!("full body")
+        let bytes = match reply.body {
+            Body::Full(bytes) => bytes.to_vec(),
+            Body::Chunks(chunks) => chunks.concat(),
+            _ => panic!("a stored body"),
         };
-        Ok(bytes.to_vec())
+        Ok((reply.status.as_u16(), bytes))
     }
 
     #[test]
-    fn ranges_cross_part_boundaries_and_bad_ones_are_416() {
+    fn ranges_cross_part_boundaries_bad_ones_are_416_and_others_ignored() {
         let stored = StoredMedia {
             chunks: vec![Bytes::from_static(b"abcd"), Bytes::from_static(b"efgh")].into(),
             modified: std::time::SystemTime::now(),
         };
-        assert_eq!(range_of(&stored, "bytes=2-5").as_deref(), Ok(&b"cdef"[..]));
-        assert_eq!(range_of(&stored, "bytes=6-").as_deref(), Ok(&b"gh"[..]));
-        assert_eq!(range_of(&stored, "bytes=-3").as_deref(), Ok(&b"fgh"[..]));
-        assert_eq!(range_of(&stored, "bytes=5-500").as_deref(), Ok(&b"fgh"[..]));
+        let part = |bytes: &[u8]| Ok((206, bytes.to_vec()));
+        assert_eq!(range_of(&stored, "bytes=2-5"), part(b"cdef"));
+        assert_eq!(range_of(&stored, "bytes=6-"), part(b"gh"));
+        assert_eq!(range_of(&stored, "bytes=-3"), part(b"fgh"));
+        assert_eq!(range_of(&stored, "bytes=5-500"), part(b"fgh"));
         // RFC 9110 14.1.1: a suffix longer than the resource selects all of it.
-        assert_eq!(
-            range_of(&stored, "bytes=-100").as_deref(),
-            Ok(&b"abcdefgh"[..])
-        );
-        assert_eq!(range_of(&stored, " bytes=0-0 ").as_deref(), Ok(&b"a"[..]));
-        for bad in [
-            "bytes=8-",
-            "bytes=5-2",
-            "bytes=0-1,4-5",
+        assert_eq!(range_of(&stored, "bytes=-100"), part(b"abcdefgh"));
+        assert_eq!(range_of(&stored, " bytes=0-0 "), part(b"a"));
+        assert_eq!(range_of(&stored, "Bytes=1-1"), part(b"b"));
+        for unsatisfiable in ["bytes=8-", "bytes=100-200", "bytes=-0"] {
+            assert_eq!(
+                range_of(&stored, unsatisfiable),
+                Err(Rejection::RangeNotSatisfiable { length: 8 }),
+                "{unsatisfiable}"
+            );
+        }
+        // RFC 9110 14.2: an unknown unit is ignored, and so (a server's choice) are
+        // several ranges and invalid ones: the whole resource, 200.
+        for ignored in [
             "items=0-1",
-            "bytes=-0",
+            "bytes=0-1,4-5",
+            "bytes=5-2",
+            "bytes=abc",
+            "bytes",
+            "",
         ] {
             assert_eq!(
-                range_of(&stored, bad),
-                Err(Rejection::RangeNotSatisfiable { length: 8 }),
-                "{bad}"
+                range_of(&stored, ignored),
+                Ok((200, b"abcdefgh".to_vec())),
+                "{ignored}"
             );
         }
         assert_eq!(
             byte_range("bytes=0-", 0),
-            None,
+            RangeAsk::Unsatisfiable,
             "nothing to send of an empty resource"
         );
     }

@@ -1,16 +1,23 @@
 //! HTTP: one transport-agnostic handler ([`handler`]) and the two front ends that adapt
 //! it, HTTP/3 over QUIC ([`h3`], quinn + h3 on Mirror's own transport adapter
-//! [`quic`]) and HTTP/1.1 + HTTP/2 over TCP ([`tcp`], hyper). This module knows playlists, names and bytes; nothing about codecs.
+//! [`quic`]) and HTTP/1.1 + HTTP/2 over TCP ([`tcp`], hyper), each holding every client to
+//! the `[limits]` ([`limits`], enforced by [`clients`] and [`watchdog`]). This module
+//! knows playlists, names and bytes; nothing about codecs.
 
 pub mod body;
+pub mod clients;
+pub mod frame_limit;
 pub mod h3;
 pub mod handler;
 pub mod headers;
+pub mod limits;
 mod media;
 pub mod quic;
 pub mod rejection;
 pub mod tcp;
+pub mod watchdog;
 
 pub use body::Body;
 pub use handler::{AppState, handle};
+pub use limits::Limits;
 pub use rejection::Rejection;

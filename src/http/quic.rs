@@ -9,6 +9,11 @@
 //! request task tells the stream which chunk it is about to send ([`BodyHandoff`]). The
 //! stream copies the few header bytes and passes the chunk by reference when the
 //! `WriteBuf`'s payload is that very memory; any other frame is copied, as before.
+//!
+//! It also bounds what a peer can make either side hold: frames h3 would buffer are
+//! limited as they pass ([`super::frame_limit`]), a write that makes no progress for
+//! the send timeout fails, and a request stream dropped before it was finished is
+//! reset, never finished, so a response cut short cannot pass for a whole one.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -17,9 +22,32 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 
+use std::time::Duration;
+
 use bytes::{Buf, Bytes};
 use h3::quic::{self, ConnectionErrorIncoming, StreamErrorIncoming, StreamId, WriteBuf};
 use quinn::VarInt;
+use tokio::time::Sleep;
+
+use super::frame_limit::{FrameLimit, StreamKind};
+
+/// What one stream may make the server hold or wait for.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamLimits {
+    /// Longest frame other than DATA a peer may send (h3 buffers such frames whole).
+    pub max_frame: u64,
+    /// A write that makes no progress for this long fails.
+    pub send_timeout: Duration,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        Self {
+            max_frame: 16 << 10,
+            send_timeout: Duration::from_secs(60),
+        }
+    }
+}
 
 /// An accept or open in progress. quinn's accept and open futures keep their waker
 /// registration only while they live, so they are kept across polls.
@@ -72,12 +100,12 @@ pub struct Connection {
 
 impl Connection {
     /// Wraps an established quinn connection; bodies offered to `bodies` are sent
-    /// without copying.
-    pub fn new(quinn: quinn::Connection, bodies: BodyHandoff) -> Self {
+    /// without copying, and every stream is held to `limits`.
+    pub fn new(quinn: quinn::Connection, bodies: BodyHandoff, limits: StreamLimits) -> Self {
         Self {
             incoming_bi: accept_bi(quinn.clone()),
             incoming_uni: accept_uni(quinn.clone()),
-            opener: Opener::new(quinn.clone(), bodies),
+            opener: Opener::new(quinn.clone(), bodies, limits),
             quinn,
         }
     }
@@ -101,7 +129,12 @@ impl quic::Connection<Bytes> for Connection {
     ) -> Poll<Result<RecvStream, ConnectionErrorIncoming>> {
         let accepted = ready!(self.incoming_uni.as_mut().poll(cx));
         self.incoming_uni = accept_uni(self.quinn.clone());
-        Poll::Ready(accepted.map(RecvStream::new).map_err(connection_error))
+        let limits = self.opener.limits;
+        Poll::Ready(
+            accepted
+                .map(|stream| RecvStream::new(stream, StreamKind::Unidirectional, limits))
+                .map_err(connection_error),
+        )
     }
 
     fn poll_accept_bidi(
@@ -111,14 +144,19 @@ impl quic::Connection<Bytes> for Connection {
         let accepted = ready!(self.incoming_bi.as_mut().poll(cx));
         self.incoming_bi = accept_bi(self.quinn.clone());
         let (send, recv) = accepted.map_err(connection_error)?;
+        let limits = self.opener.limits;
         Poll::Ready(Ok(BidiStream {
-            send: SendStream::new(send, self.opener.bodies.clone()),
-            recv: RecvStream::new(recv),
+            send: SendStream::new(send, self.opener.bodies.clone(), limits),
+            recv: RecvStream::new(recv, StreamKind::Request, limits),
         }))
     }
 
     fn opener(&self) -> Opener {
-        Opener::new(self.quinn.clone(), self.opener.bodies.clone())
+        Opener::new(
+            self.quinn.clone(),
+            self.opener.bodies.clone(),
+            self.opener.limits,
+        )
     }
 }
 
@@ -162,15 +200,17 @@ pub struct Opener {
     opening_bi: Option<Pending<(quinn::SendStream, quinn::RecvStream)>>,
     opening_uni: Option<Pending<quinn::SendStream>>,
     bodies: BodyHandoff,
+    limits: StreamLimits,
 }
 
 impl Opener {
-    fn new(quinn: quinn::Connection, bodies: BodyHandoff) -> Self {
+    fn new(quinn: quinn::Connection, bodies: BodyHandoff, limits: StreamLimits) -> Self {
         Self {
             quinn,
             opening_bi: None,
             opening_uni: None,
             bodies,
+            limits,
         }
     }
 }
@@ -190,8 +230,8 @@ impl quic::OpenStreams<Bytes> for Opener {
         }));
         let (send, recv) = opened.map_err(stream_connection_error)?;
         Poll::Ready(Ok(BidiStream {
-            send: SendStream::new(send, self.bodies.clone()),
-            recv: RecvStream::new(recv),
+            send: SendStream::new(send, self.bodies.clone(), self.limits),
+            recv: RecvStream::new(recv, StreamKind::Request, self.limits),
         }))
     }
 
@@ -205,7 +245,7 @@ impl quic::OpenStreams<Bytes> for Opener {
             Box::pin(async move { quinn.open_uni().await })
         }));
         let send = opened.map_err(stream_connection_error)?;
-        Poll::Ready(Ok(SendStream::new(send, self.bodies.clone())))
+        Poll::Ready(Ok(SendStream::new(send, self.bodies.clone(), self.limits)))
     }
 
     fn close(&mut self, code: h3::error::Code, reason: &[u8]) {
@@ -221,16 +261,39 @@ pub struct SendStream {
     /// when it was offered, else copied).
     unwritten: Vec<Bytes>,
     bodies: BodyHandoff,
+    send_timeout: Duration,
+    /// Armed while a write waits for the peer.
+    stalled: Option<Pin<Box<Sleep>>>,
+    /// Finished or reset: nothing more to do when dropped.
+    closed: bool,
 }
 
 impl SendStream {
-    fn new(stream: quinn::SendStream, bodies: BodyHandoff) -> Self {
+    fn new(stream: quinn::SendStream, bodies: BodyHandoff, limits: StreamLimits) -> Self {
         Self {
             id: stream_id(stream.id()),
             stream,
             unwritten: Vec::with_capacity(2),
             bodies,
+            send_timeout: limits.send_timeout,
+            stalled: None,
+            closed: false,
         }
+    }
+
+    /// Fails once the current write has waited the send timeout without progress.
+    fn poll_stall(&mut self, cx: &mut Context<'_>) -> Poll<StreamErrorIncoming> {
+        let timeout = self.send_timeout;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        ready!(stalled.as_mut().poll(cx));
+        self.stalled = None;
+        quic::SendStream::reset(self, REQUEST_CANCELLED);
+        Poll::Ready(StreamErrorIncoming::Unknown(Box::new(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the client took no response bytes within the send timeout",
+        ))))
     }
 
     /// Splits `frame` into the chunks to write: the header and `offered` itself when
@@ -271,16 +334,30 @@ impl Drop for SendStream {
     fn drop(&mut self) {
         // A chunk offered for a frame that never came (the request ended early).
         self.bodies.take(self.id);
+        // quinn finishes a stream dropped unfinished, which would make a response cut
+        // short look whole: reset it instead (RFC 9114 4.1.1).
+        if !self.closed {
+            let _ = self.stream.reset(varint(REQUEST_CANCELLED));
+        }
     }
 }
+
+/// H3_REQUEST_CANCELLED (RFC 9114 8.1): the response will not be completed.
+const REQUEST_CANCELLED: u64 = 0x010c;
+/// H3_EXCESSIVE_LOAD: the peer sent more than the server will hold.
+const EXCESSIVE_LOAD: u64 = 0x0107;
 
 impl quic::SendStream<Bytes> for SendStream {
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StreamErrorIncoming>> {
         while !self.unwritten.is_empty() {
             // `write_chunks` is cancel-safe and leaves its waker with the connection,
             // so a future made for one poll is enough.
-            let written = ready!(pin!(self.stream.write_chunks(&mut self.unwritten)).poll(cx))
-                .map_err(write_error)?;
+            let Poll::Ready(written) = pin!(self.stream.write_chunks(&mut self.unwritten)).poll(cx)
+            else {
+                return self.poll_stall(cx).map(Err);
+            };
+            self.stalled = None;
+            let written = written.map_err(write_error)?;
             // A partly written chunk has been advanced in place; whole ones are done.
             self.unwritten.drain(..written.chunks);
         }
@@ -303,6 +380,7 @@ impl quic::SendStream<Bytes> for SendStream {
 
     fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StreamErrorIncoming>> {
         ready!(self.poll_ready(cx))?;
+        self.closed = true;
         Poll::Ready(
             self.stream
                 .finish()
@@ -312,6 +390,7 @@ impl quic::SendStream<Bytes> for SendStream {
 
     fn reset(&mut self, reset_code: u64) {
         self.unwritten.clear();
+        self.closed = true;
         let _ = self.stream.reset(varint(reset_code));
     }
 
@@ -324,13 +403,15 @@ impl quic::SendStream<Bytes> for SendStream {
 pub struct RecvStream {
     stream: quinn::RecvStream,
     id: StreamId,
+    limit: FrameLimit,
 }
 
 impl RecvStream {
-    fn new(stream: quinn::RecvStream) -> Self {
+    fn new(stream: quinn::RecvStream, kind: StreamKind, limits: StreamLimits) -> Self {
         Self {
             id: stream_id(stream.id()),
             stream,
+            limit: FrameLimit::new(kind, limits.max_frame),
         }
     }
 }
@@ -345,6 +426,14 @@ impl quic::RecvStream for RecvStream {
         // `read_chunk` is cancel-safe and leaves its waker with the connection.
         let chunk =
             ready!(pin!(self.stream.read_chunk(usize::MAX, true)).poll(cx)).map_err(read_error)?;
+        if let Some(chunk) = &chunk
+            && let Err(too_large) = self.limit.feed(&chunk.bytes)
+        {
+            // h3 would buffer this frame whole: refuse it. On the control stream h3
+            // then closes the connection (H3_CLOSED_CRITICAL_STREAM).
+            let _ = self.stream.stop(varint(EXCESSIVE_LOAD));
+            return Poll::Ready(Err(StreamErrorIncoming::Unknown(Box::new(too_large))));
+        }
         Poll::Ready(Ok(chunk.map(|c| c.bytes)))
     }
 
@@ -505,7 +594,11 @@ mod tests {
             async move {
                 let connection = endpoint.accept().await.unwrap().await.unwrap();
                 let mut h3 = h3::server::builder()
-                    .build::<_, Bytes>(Connection::new(connection, bodies.clone()))
+                    .build::<_, Bytes>(Connection::new(
+                        connection,
+                        bodies.clone(),
+                        StreamLimits::default(),
+                    ))
                     .await
                     .unwrap();
                 for offer in [true, false] {

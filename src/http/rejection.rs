@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use http::header::{self, HeaderName, HeaderValue};
 
+use super::clients::Refusal;
 use crate::llhls::blocking::QueryError;
 use crate::llhls::delivery::CacheRule;
 
@@ -47,6 +48,16 @@ pub enum Rejection {
     /// A method other than GET, HEAD and OPTIONS.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// A media name of the live rendition that is ahead of what may be held: it will
+    /// exist soon, so the refusal must not be cached past that moment.
+    #[error("not produced yet")]
+    NotYet,
+    /// This client has used its request rate, or its share of held requests.
+    #[error("too many requests: {0}")]
+    TooManyRequests(Refusal),
+    /// More header fields, or more bytes of them, than `[limits]` allow.
+    #[error("request header fields too large")]
+    HeaderFieldsTooLarge,
 }
 
 /// The methods every resource allows.
@@ -63,18 +74,27 @@ impl Rejection {
             }
             Rejection::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Rejection::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Rejection::NotYet => StatusCode::NOT_FOUND,
+            Rejection::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            Rejection::HeaderFieldsTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         }
     }
 
-    /// How long caches may keep it. A blocking request's 4xx names a state that will
-    /// never be valid for that URL's directives as given (Appendix B: four target
-    /// durations); everything else is short, so that a cache collapses a burst of the
-    /// same refusal into one request without keeping it past the moment it changes.
+    /// How long caches may keep it. A malformed directive will never be valid for
+    /// that URL (Appendix B: four target durations). A directive or a name too far
+    /// ahead names something that will exist within a few target durations, when
+    /// players ask for it: never stored, since `max-age` counts whole seconds and a
+    /// PART-TARGET is less. Refusals of one client (its rate, its header size) are that
+    /// client's, never a cache's. Everything else is short, so that a cache collapses a
+    /// burst of the same refusal into one request without keeping it past the moment it
+    /// changes.
     pub fn cache_rule(&self) -> CacheRule {
         match self {
-            Rejection::BadDirective(_) | Rejection::DirectiveTooFarAhead => {
-                CacheRule::BlockingPlaylistError
-            }
+            Rejection::BadDirective(_) => CacheRule::BlockingPlaylistError,
+            Rejection::DirectiveTooFarAhead
+            | Rejection::NotYet
+            | Rejection::TooManyRequests(_)
+            | Rejection::HeaderFieldsTooLarge => CacheRule::NoStore,
             _ => CacheRule::Error,
         }
     }
@@ -88,7 +108,10 @@ impl Rejection {
     pub fn extra_headers(&self) -> Vec<(HeaderName, HeaderValue)> {
         match self {
             // 503s say when to come back: a part takes a fraction of a second.
-            Rejection::HoldTimedOut | Rejection::StreamStopped | Rejection::NotStarted => {
+            Rejection::HoldTimedOut
+            | Rejection::StreamStopped
+            | Rejection::NotStarted
+            | Rejection::TooManyRequests(_) => {
                 vec![(header::RETRY_AFTER, HeaderValue::from_static("1"))]
             }
             Rejection::RangeNotSatisfiable { length } => vec![(
@@ -123,7 +146,14 @@ mod tests {
                 400,
                 "public, max-age=4",
             ),
-            (Rejection::DirectiveTooFarAhead, 400, "public, max-age=4"),
+            (Rejection::DirectiveTooFarAhead, 400, "no-store"),
+            (Rejection::NotYet, 404, "no-store"),
+            (
+                Rejection::TooManyRequests(Refusal::RateExceeded),
+                429,
+                "no-store",
+            ),
+            (Rejection::HeaderFieldsTooLarge, 431, "no-store"),
             (Rejection::HoldTimedOut, 503, "public, max-age=1"),
             (Rejection::StreamStopped, 503, "public, max-age=1"),
             (Rejection::NotStarted, 503, "public, max-age=1"),

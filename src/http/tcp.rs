@@ -1,105 +1,214 @@
-//! The TCP front: HTTP/1.1 and HTTP/2 (ALPN, or HTTP/1.1 for a client that sends no
-//! ALPN) over TLS with hyper, for clients and CDNs that cannot speak QUIC. Every
-//! response advertises HTTP/3 with `Alt-Svc`.
+//! The TCP front: HTTP/1.1 and HTTP/2 over TLS with hyper, for clients and CDNs that
+//! cannot speak QUIC. The protocol is the one ALPN chose (HTTP/1.1 for a client that
+//! sends no ALPN): no preface sniffing, so every byte a client sends is read under a
+//! timeout. Every response advertises HTTP/3 with `Alt-Svc`.
+//!
+//! Each connection holds a [`ConnectionPermit`] for as long as its task lives, the TLS
+//! handshake must finish within `handshake_timeout`, the first request's headers within
+//! `header_timeout`, and a client that takes no bytes for `send_timeout` is dropped.
 
 use std::convert::Infallible;
+use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::HeaderValue;
 use http_body_util::StreamBody;
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
-use super::h3::ConnectionLimits;
+use super::clients::{Admission, ConnectionPermit, Peer};
+use super::watchdog::{IdleTracker, LogThrottle, SendTimeout};
 use super::{AppState, Body, handle};
 
-/// The body type hyper sends.
+/// The body type hyper sends. An error ends the response as one no cache may keep: the
+/// HTTP/1.1 connection closes before the last chunk, HTTP/2 resets the stream.
 pub type HyperBody =
-    StreamBody<futures_util::stream::BoxStream<'static, Result<Frame<Bytes>, Infallible>>>;
+    StreamBody<futures_util::stream::BoxStream<'static, Result<Frame<Bytes>, io::Error>>>;
 
 fn hyper_body(body: Body) -> HyperBody {
-    let stream = futures_util::stream::unfold(body.into_chunks(), |mut chunks| async move {
-        chunks
-            .next()
-            .await
-            .map(|chunk| (Ok(Frame::data(chunk)), chunks))
+    let stream = futures_util::stream::unfold(Some(body.into_chunks()), |chunks| async move {
+        let mut chunks = chunks?;
+        match chunks.next().await? {
+            Ok(chunk) => Some((Ok(Frame::data(chunk)), Some(chunks))),
+            Err(cut) => Some((Err(io::Error::other(cut)), None)),
+        }
     });
     StreamBody::new(Box::pin(stream))
 }
 
 /// Accepts TLS connections on `listener` until the task is dropped. `h3_port` is
-/// advertised in `Alt-Svc`; `limits` are the same as the QUIC listener's.
+/// advertised in `Alt-Svc`.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     state: Arc<AppState>,
     h3_port: u16,
-    limits: ConnectionLimits,
+    admission: Admission,
 ) {
-    let open = Arc::new(AtomicUsize::new(0));
     let acceptor = TlsAcceptor::from(tls);
     let alt_svc = HeaderValue::from_str(&format!("h3=\":{h3_port}\"; ma=86400"))
         .unwrap_or(HeaderValue::from_static("h3=\":4443\""));
+    let refused = LogThrottle::new();
+    let mut backoff = AcceptBackoff::default();
     loop {
         let (socket, remote) = match listener.accept().await {
-            Ok(accepted) => accepted,
+            Ok(accepted) => {
+                backoff.reset();
+                accepted
+            }
             Err(error) => {
-                tracing::warn!(%error, "TCP accept failed");
+                backoff.failed(&error).await;
                 continue;
             }
         };
-        if open.load(Ordering::Relaxed) >= limits.max_connections {
-            tracing::warn!(%remote, "connection limit reached, refused");
-            continue;
-        }
+        let permit = match admission.admit(remote) {
+            Ok(permit) => permit,
+            Err(refusal) => {
+                if let Some(count) = refused.hit() {
+                    tracing::warn!(%remote, %refusal, count, "TCP connection refused");
+                }
+                continue; // dropping the socket closes it
+            }
+        };
         // Parts are small and latency-bound: do not let Nagle hold their tails back.
         let _ = socket.set_nodelay(true);
-        let open = open.clone();
-        open.fetch_add(1, Ordering::Relaxed);
-        let acceptor = acceptor.clone();
-        let state = state.clone();
-        let alt_svc = alt_svc.clone();
-        tokio::spawn(async move {
-            let tls = match acceptor.accept(socket).await {
-                Ok(tls) => tls,
-                Err(error) => {
+        let connection = TcpConnection {
+            acceptor: acceptor.clone(),
+            state: state.clone(),
+            alt_svc: alt_svc.clone(),
+            peer: state.peer(remote),
+        };
+        tokio::spawn(connection.run(socket, permit));
+    }
+}
+
+/// Pauses the accept loop when accepting fails for lack of resources (EMFILE, ENFILE,
+/// ENOBUFS, ENOMEM) instead of spinning on the same error: 10 ms doubling to 1 s, like
+/// Go's net/http server, with one log line per second.
+#[derive(Debug, Default)]
+pub(super) struct AcceptBackoff {
+    delay: Option<Duration>,
+    log: LogThrottle,
+}
+
+impl AcceptBackoff {
+    pub(super) fn reset(&mut self) {
+        self.delay = None;
+    }
+
+    pub(super) async fn failed(&mut self, error: &io::Error) {
+        if let Some(count) = self.log.hit() {
+            tracing::warn!(%error, count, "TCP accept failed");
+        }
+        // A connection reset before it was accepted says nothing about this server.
+        if matches!(
+            error.kind(),
+            io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
+        ) {
+            return;
+        }
+        let delay = self.delay.map_or(Duration::from_millis(10), |d| {
+            (d * 2).min(Duration::from_secs(1))
+        });
+        self.delay = Some(delay);
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// One accepted TCP connection, before and after its TLS handshake.
+struct TcpConnection {
+    acceptor: TlsAcceptor,
+    state: Arc<AppState>,
+    alt_svc: HeaderValue,
+    peer: Peer,
+}
+
+impl TcpConnection {
+    async fn run(self, socket: TcpStream, permit: ConnectionPermit) {
+        let _permit = permit;
+        let remote = self.peer.remote();
+        let limits = self.peer.limits().clone();
+        let tls =
+            match tokio::time::timeout(limits.handshake_timeout(), self.acceptor.accept(socket))
+                .await
+            {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(error)) => {
                     tracing::debug!(%remote, %error, "TLS handshake failed");
                     return;
                 }
+                Err(_) => {
+                    tracing::debug!(%remote, "TLS handshake timed out");
+                    return;
+                }
             };
-            let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
-                let state = state.clone();
-                let alt_svc = alt_svc.clone();
+        let http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        let io = TokioIo::new(SendTimeout::new(tls, limits.send_timeout()));
+        let idle = IdleTracker::default();
+        let service = {
+            let idle = idle.clone();
+            hyper::service::service_fn(move |request: http::Request<Incoming>| {
+                let (state, alt_svc, peer) =
+                    (self.state.clone(), self.alt_svc.clone(), self.peer.clone());
+                let in_flight = idle.request();
                 async move {
+                    let _in_flight = in_flight;
                     let (parts, _) = request.into_parts();
                     let request = http::Request::from_parts(parts, ());
-                    let response = handle(&state, &request).await;
+                    let response = handle(&state, &request, &peer).await;
                     let (mut parts, body) = response.into_parts();
                     parts.headers.insert(http::header::ALT_SVC, alt_svc);
                     Ok::<_, Infallible>(http::Response::from_parts(parts, hyper_body(body)))
                 }
-            });
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            // An idle HTTP/1.1 keep-alive connection is closed when no next request's
-            // headers arrive in time; HTTP/2 pings an idle peer and drops it if silent.
+            })
+        };
+        let ended = if http2 {
+            let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
             builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.idle_timeout);
-            builder
-                .http2()
                 .timer(TokioTimer::new())
                 .max_concurrent_streams(limits.max_streams_per_connection)
-                .keep_alive_interval(limits.idle_timeout / 2)
-                .keep_alive_timeout(limits.idle_timeout / 2);
-            if let Err(error) = builder.serve_connection(TokioIo::new(tls), service).await {
-                tracing::debug!(%remote, %error, "HTTP connection ended");
+                .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+                // Clients send requests, not bodies: small receive windows bound what
+                // one may park here (see README, "Limits").
+                .initial_stream_window_size(REQUEST_WINDOW)
+                .initial_connection_window_size(REQUEST_WINDOW * 4)
+                .keep_alive_interval(limits.idle_timeout() / 2)
+                .keep_alive_timeout(limits.idle_timeout() / 2);
+            let connection = builder.serve_connection(io, service);
+            let mut connection = std::pin::pin!(connection);
+            // hyper closes an HTTP/2 connection only when the peer stops answering
+            // pings; one that pings back but asks for nothing is idle too: GOAWAY, and a
+            // peer that ignores it is dropped one header timeout later.
+            tokio::select! {
+                ended = connection.as_mut() => ended,
+                () = idle.idle(limits.idle_timeout()) => {
+                    connection.as_mut().graceful_shutdown();
+                    tokio::time::timeout(limits.header_timeout(), connection)
+                        .await
+                        .unwrap_or(Ok(()))
+                }
             }
-            open.fetch_sub(1, Ordering::Relaxed);
-        });
+        } else {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            // hyper's header timer runs from the moment it waits for a request head, so
+            // it is also the keep-alive idle timeout: the shorter of the two.
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout().min(limits.idle_timeout()))
+                .max_headers(limits.max_headers)
+                .max_header_size(limits.max_header_bytes)
+                .max_buf_size(limits.max_header_bytes.max(8192));
+            builder.serve_connection(io, service).await
+        };
+        if let Err(error) = ended {
+            tracing::debug!(%remote, %error, "HTTP connection ended");
+        }
     }
 }
+
+/// Stream and connection receive window on HTTP/2: room for a request's headers.
+const REQUEST_WINDOW: u32 = 64 << 10;
