@@ -163,12 +163,16 @@ impl QuicConnection {
         };
         let quinn = connection.clone();
         let bodies = BodyHandoff::default();
+        // h3 and the frame bound let through twice the header limit, so that the
+        // handler answers everything up to there with one 431 of its own; beyond, the
+        // stream is refused before h3 buffers it.
+        let header_bound = 2 * limits.max_header_bytes as u64;
         let stream_limits = StreamLimits {
-            max_frame: limits.max_header_bytes as u64,
+            max_frame: header_bound,
             send_timeout: limits.send_timeout(),
         };
         let mut h3 = h3::server::builder()
-            .max_field_section_size(limits.max_header_bytes as u64)
+            .max_field_section_size(header_bound)
             .build::<_, Bytes>(quic::Connection::new(
                 connection,
                 bodies.clone(),

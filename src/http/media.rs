@@ -202,7 +202,12 @@ fn byte_range(value: &str, len: usize) -> RangeAsk {
     }
     // 14.1.1: a suffix range is satisfiable only if its length is not zero (the parser
     // calls `-0` invalid, which would be ignored).
-    if ranges.trim().strip_prefix('-').and_then(|n| n.parse::<u64>().ok()) == Some(0) {
+    if ranges
+        .trim()
+        .strip_prefix('-')
+        .and_then(|n| n.parse::<u64>().ok())
+        == Some(0)
+    {
         return RangeAsk::Unsatisfiable;
     }
     // Range units are case-insensitive (14.1); the parser knows only `bytes=`.

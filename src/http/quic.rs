@@ -266,6 +266,8 @@ pub struct SendStream {
     stalled: Option<Pin<Box<Sleep>>>,
     /// Finished or reset: nothing more to do when dropped.
     closed: bool,
+    /// A frame has been sent (a response has begun).
+    started: bool,
 }
 
 impl SendStream {
@@ -278,6 +280,7 @@ impl SendStream {
             send_timeout: limits.send_timeout,
             stalled: None,
             closed: false,
+            started: false,
         }
     }
 
@@ -335,15 +338,23 @@ impl Drop for SendStream {
         // A chunk offered for a frame that never came (the request ended early).
         self.bodies.take(self.id);
         // quinn finishes a stream dropped unfinished, which would make a response cut
-        // short look whole: reset it instead (RFC 9114 4.1.1).
+        // short look whole: reset it instead (RFC 9114 4.1.1), as rejected when no
+        // response had begun (the client may retry it), else as cancelled.
         if !self.closed {
-            let _ = self.stream.reset(varint(REQUEST_CANCELLED));
+            let code = if self.started {
+                REQUEST_CANCELLED
+            } else {
+                REQUEST_REJECTED
+            };
+            let _ = self.stream.reset(varint(code));
         }
     }
 }
 
 /// H3_REQUEST_CANCELLED (RFC 9114 8.1): the response will not be completed.
 const REQUEST_CANCELLED: u64 = 0x010c;
+/// H3_REQUEST_REJECTED: the request was not processed at all.
+const REQUEST_REJECTED: u64 = 0x010b;
 /// H3_EXCESSIVE_LOAD: the peer sent more than the server will hold.
 const EXCESSIVE_LOAD: u64 = 0x0107;
 
@@ -374,6 +385,7 @@ impl quic::SendStream<Bytes> for SendStream {
             });
         }
         let offered = self.bodies.take(self.id);
+        self.started = true;
         self.queue(data.into(), offered);
         Ok(())
     }
