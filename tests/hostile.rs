@@ -24,7 +24,6 @@ use mirror::tls::{TlsMaterial, client_config_trusting};
 use mirror_loadgen::client::H3Client;
 
 #[path = "common/fixtures.rs"]
-#[allow(dead_code)]
 mod fixtures;
 
 #[path = "hostile/requests.rs"]

@@ -69,6 +69,9 @@ pub(crate) async fn request_rate(target: &Target) {
     assert_eq!(other.get("/streams").await.unwrap().status(), 200);
 }
 
+/// A path, a method, extra headers and the status every protocol must answer.
+type BadRequest = (String, &'static str, Vec<(&'static str, String)>, u16);
+
 /// What a scanner sends, and what every protocol must answer. Each status is checked
 /// over HTTP/3, HTTP/2 and HTTP/1.1.
 pub(crate) async fn bad_requests(target: &Target) {
@@ -76,7 +79,7 @@ pub(crate) async fn bad_requests(target: &Target) {
     let playlist = target.playlist(&client).await;
     let segment = format!("/{STREAM}/{}", playlist.segments.last().unwrap().uri);
     let many_ranges = format!("bytes={}", vec!["0-0"; 500].join(","));
-    let cases: Vec<(String, &str, Vec<(&str, String)>, u16)> = vec![
+    let cases: Vec<BadRequest> = vec![
         ("/../../../../etc/passwd".into(), "GET", vec![], 404),
         (
             format!("/{STREAM}/..%2f..%2fetc%2fpasswd"),
