@@ -132,7 +132,9 @@ impl quic::Connection<Bytes> for Connection {
         let limits = self.opener.limits;
         Poll::Ready(
             accepted
-                .map(|stream| RecvStream::new(stream, StreamKind::Unidirectional, limits))
+                .map(|stream| {
+                    RecvStream::new(stream, StreamKind::Unidirectional, limits, &self.quinn)
+                })
                 .map_err(connection_error),
         )
     }
@@ -147,7 +149,7 @@ impl quic::Connection<Bytes> for Connection {
         let limits = self.opener.limits;
         Poll::Ready(Ok(BidiStream {
             send: SendStream::new(send, self.opener.bodies.clone(), limits),
-            recv: RecvStream::new(recv, StreamKind::Request, limits),
+            recv: RecvStream::new(recv, StreamKind::Request, limits, &self.quinn),
         }))
     }
 
@@ -231,7 +233,7 @@ impl quic::OpenStreams<Bytes> for Opener {
         let (send, recv) = opened.map_err(stream_connection_error)?;
         Poll::Ready(Ok(BidiStream {
             send: SendStream::new(send, self.bodies.clone(), self.limits),
-            recv: RecvStream::new(recv, StreamKind::Request, self.limits),
+            recv: RecvStream::new(recv, StreamKind::Request, self.limits, &self.quinn),
         }))
     }
 
@@ -416,14 +418,23 @@ pub struct RecvStream {
     stream: quinn::RecvStream,
     id: StreamId,
     limit: FrameLimit,
+    /// A unidirectional stream's connection: too much on one of those (control, QPACK)
+    /// is a connection error.
+    critical: Option<quinn::Connection>,
 }
 
 impl RecvStream {
-    fn new(stream: quinn::RecvStream, kind: StreamKind, limits: StreamLimits) -> Self {
+    fn new(
+        stream: quinn::RecvStream,
+        kind: StreamKind,
+        limits: StreamLimits,
+        connection: &quinn::Connection,
+    ) -> Self {
         Self {
             id: stream_id(stream.id()),
             stream,
             limit: FrameLimit::new(kind, limits.max_frame),
+            critical: (kind == StreamKind::Unidirectional).then(|| connection.clone()),
         }
     }
 }
@@ -441,9 +452,13 @@ impl quic::RecvStream for RecvStream {
         if let Some(chunk) = &chunk
             && let Err(too_large) = self.limit.feed(&chunk.bytes)
         {
-            // h3 would buffer this frame whole: refuse it. On the control stream h3
-            // then closes the connection (H3_CLOSED_CRITICAL_STREAM).
+            // h3 would buffer this frame whole: refuse the stream, and on a control or
+            // QPACK stream the connection (h3 would take the refusal of a stream whose
+            // type it has not read yet for a stream that ended, and carry on).
             let _ = self.stream.stop(varint(EXCESSIVE_LOAD));
+            if let Some(connection) = &self.critical {
+                connection.close(varint(EXCESSIVE_LOAD), b"frame too large");
+            }
             return Poll::Ready(Err(StreamErrorIncoming::Unknown(Box::new(too_large))));
         }
         Poll::Ready(Ok(chunk.map(|c| c.bytes)))
