@@ -56,7 +56,12 @@ pub(crate) async fn request_rate(target: &Target) {
     let mut statuses = Vec::new();
     for _ in 0..40 {
         let wave = (0..100).map(|_| client.get("/streams"));
-        statuses.extend(join_all(wave).await.into_iter().map(|r| r.unwrap().status()));
+        statuses.extend(
+            join_all(wave)
+                .await
+                .into_iter()
+                .map(|r| r.unwrap().status()),
+        );
     }
     let refused = statuses.iter().filter(|s| **s == 429).count();
     assert!(refused > 1000, "{refused} of 4000 refused");
