@@ -83,6 +83,10 @@ pub struct ServerSettings {
     /// Address of both listeners: HTTP/3 on UDP and HTTP/1.1 + HTTP/2 on TCP, same port.
     /// Default `[::]:4443` (IPv6 and IPv4).
     pub listen: std::net::SocketAddr,
+    /// Plain HTTP/1.1 (no TLS) on this address too, for a cache tier in front on a
+    /// trusted network (Varnish speaks no TLS to its backends). Default none. Never
+    /// expose it to viewers: it carries no Alt-Svc and no encryption.
+    pub http_listen: Option<std::net::SocketAddr>,
     /// PEM certificate chain. Default none: a self-signed certificate for localhost,
     /// 127.0.0.1 and ::1 is generated into `certs_dir`.
     pub cert: Option<PathBuf>,
@@ -104,6 +108,7 @@ impl Default for ServerSettings {
     fn default() -> Self {
         Self {
             listen: std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 4443)),
+            http_listen: None,
             cert: None,
             key: None,
             certs_dir: PathBuf::from("certs"),

@@ -52,6 +52,8 @@ pub struct RunningServer {
     pub h3_addr: SocketAddr,
     /// Where HTTP/1.1 + HTTP/2 listen (TCP).
     pub tcp_addr: SocketAddr,
+    /// Where plain HTTP/1.1 listens for a cache tier (`server.http_listen`), if it does.
+    pub http_addr: Option<SocketAddr>,
     /// The certificate in use.
     pub tls: TlsMaterial,
     /// What the front ends serve from: the streams' handles, by name.
@@ -170,7 +172,7 @@ impl RunningServer {
         let tcp_tls = Arc::new(tls::server_config(&tls, &[b"h2", b"http/1.1"], false)?);
 
         // Each listener has its own connection budget; the per-address one is shared.
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(h3::serve(
                 endpoint.clone(),
                 state.clone(),
@@ -178,15 +180,43 @@ impl RunningServer {
             )),
             tokio::spawn(tcp::serve(
                 listener,
-                tcp_tls,
+                tcp::Front::Tls {
+                    config: tcp_tls,
+                    h3_port: h3_addr.port(),
+                },
                 state.clone(),
-                h3_addr.port(),
                 Admission::new(state.clients.clone()),
             )),
         ];
+        let http_addr = match server.http_listen {
+            Some(addr) => {
+                let listener =
+                    TcpListener::bind(addr)
+                        .await
+                        .map_err(|source| ServerError::Bind {
+                            addr,
+                            transport: "TCP (plain HTTP)",
+                            source,
+                        })?;
+                let bound = listener.local_addr().map_err(|source| ServerError::Bind {
+                    addr,
+                    transport: "TCP (plain HTTP)",
+                    source,
+                })?;
+                tasks.push(tokio::spawn(tcp::serve(
+                    listener,
+                    tcp::Front::Plain,
+                    state.clone(),
+                    Admission::new(state.clients.clone()),
+                )));
+                Some(bound)
+            }
+            None => None,
+        };
         Ok(Self {
             h3_addr,
             tcp_addr,
+            http_addr,
             tls,
             state,
             streams: live,

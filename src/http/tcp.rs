@@ -1,5 +1,5 @@
 //! The TCP front: HTTP/1.1 and HTTP/2 over TLS with hyper, for clients and CDNs that
-//! cannot speak QUIC. The protocol is the one ALPN chose (HTTP/1.1 for a client that
+//! cannot speak QUIC, and plain HTTP/1.1 for a cache tier on a trusted network. The protocol is the one ALPN chose (HTTP/1.1 for a client that
 //! sends no ALPN): no preface sniffing, so every byte a client sends is read under a
 //! timeout. Every response advertises HTTP/3 with `Alt-Svc`.
 //!
@@ -17,6 +17,7 @@ use http::HeaderValue;
 use http_body_util::StreamBody;
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
@@ -40,18 +41,36 @@ fn hyper_body(body: Body) -> HyperBody {
     StreamBody::new(Box::pin(stream))
 }
 
-/// Accepts TLS connections on `listener` until the task is dropped. `h3_port` is
-/// advertised in `Alt-Svc`.
+/// How a TCP listener's connections begin.
+#[derive(Clone)]
+pub enum Front {
+    /// TLS, then HTTP/1.1 or HTTP/2 by ALPN; responses advertise HTTP/3 on this port
+    /// in `Alt-Svc`.
+    Tls {
+        /// The server's TLS configuration (ALPN `h2`, `http/1.1`).
+        config: Arc<rustls::ServerConfig>,
+        /// Where HTTP/3 listens.
+        h3_port: u16,
+    },
+    /// Plain HTTP/1.1, for a cache tier on a trusted network (Varnish speaks no TLS to
+    /// its backends). No `Alt-Svc`: the cache's viewers are not this port's.
+    Plain,
+}
+
+/// Accepts connections on `listener` until the task is dropped.
 pub async fn serve(
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    front: Front,
     state: Arc<AppState>,
-    h3_port: u16,
     admission: Admission,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
-    let alt_svc = HeaderValue::from_str(&format!("h3=\":{h3_port}\"; ma=86400"))
-        .unwrap_or(HeaderValue::from_static("h3=\":4443\""));
+    let (acceptor, alt_svc) = match &front {
+        Front::Tls { config, h3_port } => (
+            Some(TlsAcceptor::from(config.clone())),
+            HeaderValue::from_str(&format!("h3=\":{h3_port}\"; ma=86400")).ok(),
+        ),
+        Front::Plain => (None, None),
+    };
     let refused = LogThrottle::new();
     let mut backoff = AcceptBackoff::default();
     loop {
@@ -77,12 +96,11 @@ pub async fn serve(
         // Parts are small and latency-bound: do not let Nagle hold their tails back.
         let _ = socket.set_nodelay(true);
         let connection = TcpConnection {
-            acceptor: acceptor.clone(),
             state: state.clone(),
             alt_svc: alt_svc.clone(),
             peer: state.peer(remote),
         };
-        tokio::spawn(connection.run(socket, permit));
+        tokio::spawn(connection.run(socket, acceptor.clone(), permit));
     }
 }
 
@@ -121,21 +139,22 @@ impl AcceptBackoff {
 
 /// One accepted TCP connection, before and after its TLS handshake.
 struct TcpConnection {
-    acceptor: TlsAcceptor,
     state: Arc<AppState>,
-    alt_svc: HeaderValue,
+    alt_svc: Option<HeaderValue>,
     peer: Peer,
 }
 
 impl TcpConnection {
-    async fn run(self, socket: TcpStream, permit: ConnectionPermit) {
+    async fn run(self, socket: TcpStream, tls: Option<TlsAcceptor>, permit: ConnectionPermit) {
         let _permit = permit;
         let remote = self.peer.remote();
         let limits = self.peer.limits().clone();
+        let Some(acceptor) = tls else {
+            let io = SendTimeout::new(socket, limits.send_timeout());
+            return self.serve_http(io, false).await;
+        };
         let tls =
-            match tokio::time::timeout(limits.handshake_timeout(), self.acceptor.accept(socket))
-                .await
-            {
+            match tokio::time::timeout(limits.handshake_timeout(), acceptor.accept(socket)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(error)) => {
                     tracing::debug!(%remote, %error, "TLS handshake failed");
@@ -147,7 +166,18 @@ impl TcpConnection {
                 }
             };
         let http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-        let io = TokioIo::new(SendTimeout::new(tls, limits.send_timeout()));
+        self.serve_http(SendTimeout::new(tls, limits.send_timeout()), http2)
+            .await;
+    }
+
+    /// HTTP/2 or HTTP/1.1 on `io` until the connection ends.
+    async fn serve_http<T>(self, io: SendTimeout<T>, http2: bool)
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let remote = self.peer.remote();
+        let limits = self.peer.limits().clone();
+        let io = TokioIo::new(io);
         let idle = IdleTracker::default();
         let service = {
             let idle = idle.clone();
@@ -161,7 +191,9 @@ impl TcpConnection {
                     let request = http::Request::from_parts(parts, ());
                     let response = handle(&state, &request, &peer).await;
                     let (mut parts, body) = response.into_parts();
-                    parts.headers.insert(http::header::ALT_SVC, alt_svc);
+                    if let Some(alt_svc) = alt_svc {
+                        parts.headers.insert(http::header::ALT_SVC, alt_svc);
+                    }
                     Ok::<_, Infallible>(http::Response::from_parts(parts, hyper_body(body)))
                 }
             })
