@@ -110,17 +110,64 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
 }
 
 fn generate(dir: &Path, cert_path: &Path, key_path: &Path) -> Result<(), TlsError> {
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        // Only the server's user may list where its key is.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io(dir))?;
+    }
     let names = vec![
         "localhost".to_string(),
         "127.0.0.1".to_string(),
         "::1".to_string(),
     ];
     let certified = rcgen::generate_simple_self_signed(names)?;
-    std::fs::write(cert_path, certified.cert.pem()).map_err(io(cert_path))?;
-    std::fs::write(key_path, certified.key_pair.serialize_pem()).map_err(io(key_path))?;
+    write_new(cert_path, certified.cert.pem().as_bytes(), 0o644)?;
+    write_new(
+        key_path,
+        certified.key_pair.serialize_pem().as_bytes(),
+        0o600,
+    )?;
     tracing::info!(cert = %cert_path.display(), "generated a self-signed certificate");
     Ok(())
+}
+
+/// Writes `bytes` to a new file at `path` with `mode`, replacing whatever was there
+/// without following it: a symlink planted at the path is removed, not written
+/// through, and the file never exists with wider permissions than `mode`.
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    match std::fs::remove_file(path) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            return Err(io(path)(error));
+        }
+        _ => {}
+    }
+    // O_CREAT | O_EXCL: fails on anything at the path, a symlink included.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(io(path))?;
+    file.write_all(bytes).map_err(io(path))
+}
+
+/// A warning for a private key file others may read, if it is one.
+fn key_exposure(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "private key {} is readable by others (mode {:o}); chmod 600 it",
+            path.display(),
+            mode & 0o777
+        )
+    })
 }
 
 fn load(cert_path: &Path, key_path: &Path) -> Result<TlsMaterial, TlsError> {
@@ -140,6 +187,9 @@ fn load(cert_path: &Path, key_path: &Path) -> Result<TlsMaterial, TlsError> {
     // RFC 5280 4.1.2.7, whole (tag and length included): what Chromium hashes.
     let spki = parsed.tbs_certificate.subject_pki.raw;
     let spki_sha256 = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(spki));
+    if let Some(warning) = key_exposure(key_path) {
+        tracing::warn!("{warning}");
+    }
     let key_pem = std::fs::read(key_path).map_err(io(key_path))?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|error| match error {
         rustls::pki_types::pem::Error::NoItemsFound => TlsError::Missing {
@@ -266,5 +316,36 @@ mod tests {
         )
         .expect_err("missing");
         assert!(err.to_string().contains("nope.pem"), "{err}");
+    }
+
+    /// Issue 11.12: the generated key was written with the umask's mode (0644) and
+    /// through any symlink at its path.
+    #[test]
+    fn the_generated_key_is_private_and_no_symlink_is_followed() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let certs = dir.path().join("certs");
+        std::fs::create_dir(&certs).expect("dir");
+        // Someone plants a link where the key will go, to a file they want written.
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "untouched").expect("victim");
+        std::os::unix::fs::symlink(&victim, certs.join(KEY_FILE)).expect("symlink");
+        load_or_generate(None, None, &certs).expect("generates");
+        assert_eq!(
+            std::fs::read_to_string(&victim).expect("victim"),
+            "untouched"
+        );
+        let key = certs.join(KEY_FILE);
+        assert!(
+            !key.symlink_metadata()
+                .expect("key")
+                .file_type()
+                .is_symlink()
+        );
+        let mode = key.metadata().expect("key").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "key mode {mode:o}");
+        assert_eq!(key_exposure(&key), None);
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        assert!(key_exposure(&key).expect("a warning").contains("chmod 600"));
     }
 }

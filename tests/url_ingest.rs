@@ -3,51 +3,16 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::fixtures::loopback_settings;
 use common::h3client::H3Client;
 use common::rtsp::free_port;
+use common::sender::Sender;
 use common::{decode_errors, probe_frames, with_init};
 use mirror::ingest::SourceSpec;
 use mirror::server::RunningServer;
 use mirror::stream::{SourceState, StreamMode};
-
-/// `ffmpeg` sending 20 s of a 25 fps test pattern with a tone as MPEG-TS to `url`.
-struct Sender(Child);
-
-impl Sender {
-    fn start(url: &str) -> Self {
-        let child = Command::new("ffmpeg")
-            .args(["-nostdin", "-v", "error", "-re"])
-            .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
-            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
-            .args(["-t", "20", "-c:v", "libx264", "-preset", "ultrafast"])
-            .args([
-                "-tune",
-                "zerolatency",
-                "-g",
-                "25",
-                "-c:a",
-                "aac",
-                "-f",
-                "mpegts",
-            ])
-            .arg(url)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("ffmpeg runs");
-        Self(child)
-    }
-}
-
-impl Drop for Sender {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 async fn served_segment_decodes(source: &str, sender_url: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -55,7 +20,7 @@ async fn served_segment_decodes(source: &str, sender_url: &str) {
     let server = RunningServer::start_with(&settings, "net", &SourceSpec::parse(source))
         .await
         .expect("server starts");
-    let _sender = Sender::start(sender_url);
+    let _sender = Sender::start(sender_url, "mpegts");
     let client = H3Client::connect(server.h3_addr, &server.tls).await;
     let deadline = Instant::now() + Duration::from_secs(25);
     let playlist = loop {
@@ -134,7 +99,7 @@ async fn a_udp_sender_that_stops_and_returns_gives_a_discontinuity() {
     .await
     .expect("server starts");
     let sender_url = format!("udp://127.0.0.1:{port}?pkt_size=1316");
-    let sender = Sender::start(&sender_url);
+    let sender = Sender::start(&sender_url, "mpegts");
     let stream = server.state.streams["net"].clone();
     let deadline = Instant::now() + Duration::from_secs(25);
     while stream.current().position.open_msn < 3 {
@@ -151,7 +116,7 @@ async fn a_udp_sender_that_stops_and_returns_gives_a_discontinuity() {
     let client = H3Client::connect(server.h3_addr, &server.tls).await;
     assert_eq!(client.get("/net/video.m3u8").await.status(), 200);
 
-    let _sender = Sender::start(&sender_url);
+    let _sender = Sender::start(&sender_url, "mpegts");
     let deadline = Instant::now() + Duration::from_secs(40);
     while stream.current().position.open_msn < stalled + 2 {
         assert!(

@@ -327,7 +327,8 @@ fn main() -> anyhow::Result<()> {
                 realtime: !fast,
                 source: SourceSpec::parse(&source),
             };
-            tracing::info!(out = %out.display(), seconds, %source, "recording");
+            // The spec's Display, not the text given: it hides the source's secrets.
+            tracing::info!(out = %out.display(), seconds, source = %options.source, "recording");
             let summary = record(&settings, &options)
                 .with_context(|| format!("recording into {}", out.display()))?;
             println!(

@@ -49,3 +49,67 @@ fn bad_config_stops_start_up_naming_the_field() {
     assert!(stderr.contains("cmaf.part_target_ms"), "{stderr}");
     assert!(!dir.path().join("out").exists(), "nothing written");
 }
+
+/// Issue 11.11: a source's secrets (an SRT passphrase and stream id, an RTMP user,
+/// password and stream key, an HTTPS user, password and token) appear nowhere an
+/// operator or a stranger can read: not in the log at debug level (libav's own
+/// included), not in `/streams` (served to anyone, with CORS).
+#[test]
+fn source_secrets_never_reach_logs_or_status() {
+    let sources = [
+        "srt://127.0.0.1:9?mode=caller&passphrase=hunter2hunter2&streamid=hunter2id",
+        "rtmp://hunter2u:hunter2p@127.0.0.1:9/live/hunter2key",
+        "https://hunter2u:hunter2p@127.0.0.1:9/live.m3u8?token=hunter2t",
+    ];
+    for source in sources {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_mirror"))
+            .current_dir(dir.path())
+            .env("RUST_LOG", "debug")
+            .env_remove("MIRROR_LIBAV_LOG")
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--source",
+                source,
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("runs mirror");
+        // Long enough for the source to fail and be retried at least once.
+        std::thread::sleep(Duration::from_secs(4));
+        let streams = std::process::Command::new("curl")
+            .args(["-sk", "--http1.1", "--max-time", "5"])
+            .arg(format!("https://127.0.0.1:{port}/streams"))
+            .output()
+            .expect("curl");
+        let _ = server.kill();
+        let output = server.wait_with_output().expect("mirror output");
+        let streams = String::from_utf8_lossy(&streams.stdout);
+        assert!(
+            streams.contains("last_error"),
+            "{source}: no status: {streams}"
+        );
+        let log = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            log.contains("***"),
+            "{source}: the source is never named: {log}"
+        );
+        for (what, text) in [("log", log.as_str()), ("/streams", &streams)] {
+            assert!(
+                !text.contains("hunter2"),
+                "{source}: a secret in the {what}: {text}"
+            );
+        }
+    }
+}

@@ -10,6 +10,7 @@ pub mod file;
 pub mod jitter;
 pub(crate) mod lavfi;
 mod options;
+pub mod redact;
 pub mod rtsp;
 pub mod testsrc;
 pub mod url;
@@ -113,7 +114,7 @@ impl std::fmt::Display for SourceSpec {
         match self {
             SourceSpec::TestPattern => f.write_str("testsrc"),
             SourceSpec::File(path) => write!(f, "{}", path.display()),
-            SourceSpec::Rtsp(url) | SourceSpec::Url(url) => f.write_str(&rtsp::redact(url)),
+            SourceSpec::Rtsp(url) | SourceSpec::Url(url) => f.write_str(&redact::redact(url)),
         }
     }
 }

@@ -34,6 +34,10 @@ pub fn is_url(text: &str) -> bool {
     SCHEMES.iter().any(|s| text.starts_with(s))
 }
 
+fn is_rtmp(url: &str) -> bool {
+    url.starts_with("rtmp://") || url.starts_with("rtmps://")
+}
+
 /// A stream's decoder and the graph after it.
 struct Track<D> {
     index: usize,
@@ -65,17 +69,21 @@ pub struct UrlSource {
 impl UrlSource {
     /// Opens `url`; reads wait at most `read_timeout` (`None`: 2 s).
     pub fn open(url: &str, read_timeout: Option<Duration>) -> Result<Self, IngestError> {
-        // Errors and logs name the source without its password (`srt://…?passphrase=`
-        // is a query and stays; `http://user:password@…` loses the password).
-        let name = super::rtsp::redact(url);
+        // Errors and logs name the source without its secrets (see `redact`).
+        let name = super::redact::redact(url);
         let err = |what| IngestError::libav(&name, what);
         crate::libav::init().map_err(err("initialising libav"))?;
         let timeout = read_timeout.unwrap_or(DEFAULT_READ_TIMEOUT);
         let micros = timeout.as_micros().to_string();
         let mut options = Dictionary::new();
-        // Every protocol's reads (and SRT/TCP/HTTP connects) give up after this.
+        // Every protocol's reads give up after this.
         options.set("rw_timeout", &micros);
-        options.set("timeout", &micros);
+        // `timeout` means a socket timeout (and connect timeout) for SRT, TCP, UDP and
+        // HTTP, but for RTMP how long to wait for a client to connect, and setting it
+        // turns RTMP's listen mode on: a pull would become a server.
+        if !is_rtmp(url) {
+            options.set("timeout", &micros);
+        }
         // Start fast: a live source is probed for half a second, not five.
         options.set("analyzeduration", "500000");
         options.set("probesize", "1000000");

@@ -10,12 +10,23 @@ use std::time::Duration;
 use ffmpeg::{filter, frame};
 use ffmpeg_next as ffmpeg;
 
-/// Initialises libav once per process and routes its log to ours at error level.
+/// Initialises libav once per process. libav's own log is off: its messages name
+/// sources by their full URL (an SRT passphrase, an RTMP key, a signed query), which
+/// Mirror's own errors redact. `MIRROR_LIBAV_LOG=error` (or `warning`, `info`,
+/// `debug`) turns it on on stderr, secrets and all, for debugging a source.
 pub fn init() -> Result<(), ffmpeg::Error> {
+    use ffmpeg::util::log::Level;
     static INIT: std::sync::OnceLock<Result<(), ffmpeg::Error>> = std::sync::OnceLock::new();
     *INIT.get_or_init(|| {
         ffmpeg::init()?;
-        ffmpeg::util::log::set_level(ffmpeg::util::log::Level::Error);
+        let level = match std::env::var("MIRROR_LIBAV_LOG").as_deref() {
+            Ok("error") => Level::Error,
+            Ok("warning") => Level::Warning,
+            Ok("info") => Level::Info,
+            Ok("debug") => Level::Debug,
+            _ => Level::Quiet,
+        };
+        ffmpeg::util::log::set_level(level);
         Ok(())
     })
 }

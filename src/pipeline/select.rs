@@ -94,11 +94,13 @@ pub fn select_encoder(choice: EncoderChoice, codec: VideoCodec) -> Result<Encode
     if choice == EncoderChoice::Auto {
         // libav logs why each absent GPU fails; for `auto` that is expected, not news.
         let _ = crate::libav::init();
+        let level = ffmpeg::util::log::get_level().unwrap_or(ffmpeg::util::log::Level::Quiet);
         ffmpeg::util::log::set_level(ffmpeg::util::log::Level::Quiet);
         let found = EncoderChoice::GPUS
             .into_iter()
             .find_map(|gpu| select_encoder(gpu, codec).ok());
-        ffmpeg::util::log::set_level(ffmpeg::util::log::Level::Error);
+        // Back to what `libav::init` chose (off unless MIRROR_LIBAV_LOG says).
+        ffmpeg::util::log::set_level(level);
         if let Some(id) = found {
             tracing::info!(encoder = id.name, "auto: GPU encoder selected");
             return Ok(id);

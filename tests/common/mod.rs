@@ -113,3 +113,4 @@ pub fn make_file(dir: &Path, name: &str, seconds: u32, with_audio: bool) -> std:
 
 pub mod fixtures;
 pub mod rtsp;
+pub mod sender;

@@ -84,7 +84,7 @@ impl RtspSource {
         transport: RtspTransport,
         buffer_samples: usize,
     ) -> Result<Self, IngestError> {
-        let name = redact(url);
+        let name = super::redact::redact(url);
         let parsed = url::Url::parse(url).map_err(|e| IngestError::Unsupported {
             source_name: name.clone(),
             reason: format!("not a URL: {e}"),
@@ -195,17 +195,6 @@ fn decoded(text: &str) -> String {
     percent_encoding::percent_decode_str(text)
         .decode_utf8_lossy()
         .into_owned()
-}
-
-/// The URL without its password, for logs and errors.
-pub(crate) fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        _ => url.to_string(),
-    }
 }
 
 /// The receiving side, moved to its thread.
@@ -477,12 +466,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn credentials_are_redacted_and_decoded() {
-        assert_eq!(
-            redact("rtsp://admin:s%40cret@cam.local/stream"),
-            "rtsp://admin:***@cam.local/stream"
-        );
-        assert_eq!(redact("rtsp://cam.local/stream"), "rtsp://cam.local/stream");
+    fn credentials_are_decoded() {
         assert_eq!(decoded("s%40cret%zz"), "s@cret%zz");
     }
 }
