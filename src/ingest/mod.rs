@@ -6,6 +6,7 @@
 //! encoded sources' access units on as [`Sample`]s with their [`TrackInfo`], and knows
 //! nothing of playlists, streams or HTTP.
 
+pub mod deadline;
 pub mod file;
 pub mod jitter;
 pub(crate) mod lavfi;
@@ -73,7 +74,7 @@ impl SourceSpec {
         options: &SourceOptions,
         realtime: bool,
     ) -> Result<Box<dyn Source + Send>, IngestError> {
-        match self.open_any(options, realtime)? {
+        match self.open_any(options, realtime, &OpenLimits::default())? {
             OpenedSource::Raw(source) => Ok(source),
             OpenedSource::Encoded(_) => Err(IngestError::Unsupported {
                 source_name: self.to_string(),
@@ -82,11 +83,21 @@ impl SourceSpec {
         }
     }
 
-    /// Opens the source, whichever kind it is.
+    /// Whether the source waits for a sender to come to it (a listener), rather than
+    /// going to get its media: such a source is `waiting`, without an open timeout.
+    pub fn listens(&self) -> bool {
+        match self {
+            SourceSpec::Url(url) => url::listens(url),
+            _ => false,
+        }
+    }
+
+    /// Opens the source, whichever kind it is, within `limits`.
     pub fn open_any(
         &self,
         options: &SourceOptions,
         realtime: bool,
+        limits: &OpenLimits,
     ) -> Result<OpenedSource, IngestError> {
         Ok(match self {
             SourceSpec::TestPattern => {
@@ -103,7 +114,7 @@ impl SourceSpec {
             SourceSpec::Url(url) => {
                 let timeout = (options.stall_timeout_ms > 0)
                     .then(|| Duration::from_millis(u64::from(options.stall_timeout_ms)));
-                OpenedSource::Raw(Box::new(UrlSource::open(url, timeout)?))
+                OpenedSource::Raw(Box::new(UrlSource::open(url, timeout, limits)?))
             }
         })
     }
@@ -115,6 +126,27 @@ impl std::fmt::Display for SourceSpec {
             SourceSpec::TestPattern => f.write_str("testsrc"),
             SourceSpec::File(path) => write!(f, "{}", path.display()),
             SourceSpec::Rtsp(url) | SourceSpec::Url(url) => f.write_str(&redact::redact(url)),
+        }
+    }
+}
+
+/// When a source being opened, or read, gives up: set by the stream that opens it.
+#[derive(Debug, Clone)]
+pub struct OpenLimits {
+    /// Set when the stream stops: any blocking call of the source ends at once.
+    pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// How long an open may take (a listener waits without limit).
+    pub open_timeout: Duration,
+    /// The largest timestamp jump that is not a discontinuity.
+    pub max_gap: Duration,
+}
+
+impl Default for OpenLimits {
+    fn default() -> Self {
+        Self {
+            stop: std::sync::Arc::default(),
+            open_timeout: Duration::from_secs(10),
+            max_gap: Duration::from_secs(3),
         }
     }
 }
@@ -150,6 +182,14 @@ pub enum IngestError {
         source_name: String,
         /// How long it was silent.
         after: Duration,
+    },
+    /// The source's timestamps jumped: a discontinuity, so it is reopened.
+    #[error("{source_name}: timestamps jumped {jump}; reopening as a discontinuity")]
+    TimestampJump {
+        /// The source, as configured.
+        source_name: String,
+        /// Which way and how far.
+        jump: String,
     },
     /// The source cannot be played.
     #[error("{source_name}: {reason}")]

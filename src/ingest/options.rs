@@ -41,6 +41,16 @@ pub struct SourceOptions {
     /// open probes the stream first). Encoders that take frames and give nothing back
     /// for this long (at least 2 s) are restarted the same way.
     pub stall_timeout_ms: u32,
+    /// Opening a source (connect, handshake, probing the stream) must finish within
+    /// this many milliseconds, or it is abandoned and retried with backoff. Default
+    /// 10000. A source that listens for a sender (`srt://…?mode=listener`, `udp://`,
+    /// `rtp://`) waits as long as it takes, its state `waiting`.
+    pub open_timeout_ms: u32,
+    /// A jump in a network source's timestamps of more than this many milliseconds,
+    /// forward or back, is a discontinuity: the source is reopened and the playlist
+    /// marks EXT-X-DISCONTINUITY, instead of a gap filled with copies of a frame (or
+    /// every later frame dropped). Default 0: three segment targets.
+    pub max_timestamp_gap_ms: u32,
 }
 
 impl Default for SourceOptions {
@@ -56,6 +66,8 @@ impl Default for SourceOptions {
             rtsp_transport: RtspTransport::Tcp,
             jitter_buffer_samples: 512,
             stall_timeout_ms: 0,
+            open_timeout_ms: 10_000,
+            max_timestamp_gap_ms: 0,
         }
     }
 }
@@ -66,6 +78,20 @@ impl SourceOptions {
     pub fn stall_timeout(&self, part_target: Duration) -> Duration {
         match self.stall_timeout_ms {
             0 => part_target * 3,
+            ms => Duration::from_millis(u64::from(ms)),
+        }
+    }
+
+    /// `open_timeout_ms`.
+    pub fn open_timeout(&self) -> Duration {
+        Duration::from_millis(u64::from(self.open_timeout_ms))
+    }
+
+    /// The largest timestamp jump that is not a discontinuity; `segment_target` gives
+    /// the default (three of them).
+    pub fn max_timestamp_gap(&self, segment_target: Duration) -> Duration {
+        match self.max_timestamp_gap_ms {
+            0 => segment_target * 3,
             ms => Duration::from_millis(u64::from(ms)),
         }
     }

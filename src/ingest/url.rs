@@ -3,9 +3,14 @@
 //! and per stream a filter graph that brings frames to what the encoders take
 //! (constant frame rate, even size, yuv420p; 48 kHz stereo float in 1024-sample frames).
 //!
-//! A dead peer never hangs the media thread: libav's `rw_timeout` ends any read that
-//! waits longer than the watchdog allows, and the stream restarts the source with
-//! backoff. Timestamps start at zero at the first picture; frames are released at the
+//! A dead peer never hangs the media thread: libav's interrupt callback ([`Deadline`])
+//! ends an open that takes longer than the open timeout and any read once no frame has
+//! come out for the read timeout (a peer that sends packets whose frames are all
+//! dropped is as dead as a silent one), and the stream restarts the source with
+//! backoff. A jump in the timestamps beyond the largest gap is a discontinuity: the
+//! source is reopened rather than the gap filled with copies (or the rest dropped).
+//! Frames are taken from the filter graphs as they are needed, so at most
+//! [`MAX_QUEUED`] pictures wait here whatever the graph could make. Timestamps start at zero at the first picture; frames are released at the
 //! pace of their timestamps (a source that bursts, like HLS fetching whole segments, is
 //! smoothed to real time), and each frame's capture time is the arrival of the first
 //! picture plus its media time. A source without sound gets silence.
@@ -16,7 +21,8 @@ use std::time::{Duration, Instant, SystemTime};
 use ffmpeg::{Dictionary, Rational, codec, filter, format, frame, media};
 use ffmpeg_next as ffmpeg;
 
-use super::{IngestError, RawMedia, Source, SourceFormat, SourceFrame};
+use super::deadline::{Armed, Deadline};
+use super::{IngestError, OpenLimits, RawMedia, Source, SourceFormat, SourceFrame};
 use crate::libav::{AUDIO_FRAME_SAMPLES, buffer_graph, media_time, silence_frame, ticks};
 
 /// Sampling rate audio is resampled to.
@@ -36,6 +42,17 @@ pub fn is_url(text: &str) -> bool {
 
 fn is_rtmp(url: &str) -> bool {
     url.starts_with("rtmp://") || url.starts_with("rtmps://")
+}
+
+/// Whether `url` waits for a sender: UDP and RTP receive, SRT in listener mode, TCP and
+/// RTMP told to listen.
+pub(crate) fn listens(url: &str) -> bool {
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    let has = |pair: &str| query.split('&').any(|p| p == pair);
+    url.starts_with("udp://")
+        || url.starts_with("rtp://")
+        || (url.starts_with("srt://") && has("mode=listener"))
+        || ((url.starts_with("tcp://") || is_rtmp(url)) && (has("listen=1") || has("listen=2")))
 }
 
 /// A stream's decoder and the graph after it.
@@ -64,11 +81,23 @@ pub struct UrlSource {
     queued_audio: VecDeque<(frame::Audio, Duration)>,
     /// Media time just past the last audio frame (silence is made up to the video).
     audio_end: Duration,
+    /// Media time of the latest picture decoded, to see a jump.
+    last_video_at: Option<Duration>,
+    /// The largest timestamp jump that is not a discontinuity.
+    max_gap: Duration,
+    /// What libav's calls give up at.
+    deadline: Deadline,
+    read_timeout: Duration,
 }
 
 impl UrlSource {
-    /// Opens `url`; reads wait at most `read_timeout` (`None`: 2 s).
-    pub fn open(url: &str, read_timeout: Option<Duration>) -> Result<Self, IngestError> {
+    /// Opens `url` within `limits`; reads wait at most `read_timeout` (`None`: 2 s) for
+    /// a frame.
+    pub fn open(
+        url: &str,
+        read_timeout: Option<Duration>,
+        limits: &OpenLimits,
+    ) -> Result<Self, IngestError> {
         // Errors and logs name the source without its secrets (see `redact`).
         let name = super::redact::redact(url);
         let err = |what| IngestError::libav(&name, what);
@@ -88,7 +117,26 @@ impl UrlSource {
         options.set("analyzeduration", "500000");
         options.set("probesize", "1000000");
         options.set("fflags", "nobuffer");
-        let input = format::input_with_dictionary(url, options).map_err(err("opening"))?;
+        let deadline = Deadline::new(limits.stop.clone());
+        deadline.arm(if listens(url) {
+            Armed::Never
+        } else {
+            Armed::Open(limits.open_timeout)
+        });
+        let input = {
+            let deadline = deadline.clone();
+            format::input_with_interrupt_and_dictionary(url, move || deadline.expired(), options)
+        }
+        .map_err(|error| match deadline.armed() {
+            Armed::Open(within) if deadline.expired() && !deadline.stopped() => {
+                IngestError::Network {
+                    source_name: name.clone(),
+                    reason: format!("not open within {within:?} (the open timeout)"),
+                }
+            }
+            _ => err("opening")(error),
+        })?;
+        deadline.arm(Armed::Frame(timeout));
         let stream =
             input
                 .streams()
@@ -210,7 +258,80 @@ impl UrlSource {
             queued_video: VecDeque::new(),
             queued_audio: VecDeque::new(),
             audio_end: Duration::ZERO,
+            last_video_at: None,
+            max_gap: limits.max_gap,
+            deadline,
+            read_timeout: timeout,
         })
+    }
+
+    /// A read that failed: the watchdog's doing when no frame came out in time.
+    fn read_failed(&self, error: ffmpeg::Error) -> IngestError {
+        match self.deadline.armed() {
+            Armed::Frame(after) if self.deadline.expired() && !self.deadline.stopped() => {
+                IngestError::Stalled {
+                    source_name: self.name.clone(),
+                    after,
+                }
+            }
+            _ => self.error("reading")(error),
+        }
+    }
+
+    /// A picture at media time `at` (from the first picture) after the latest one: a
+    /// jump beyond the largest gap either way is a discontinuity.
+    fn check_jump(&self, at: Duration) -> Result<(), IngestError> {
+        let Some(last) = self.last_video_at else {
+            return Ok(());
+        };
+        let jump = if at > last + self.max_gap {
+            format!("forward by {:.1} s", (at - last).as_secs_f64())
+        } else if at + self.max_gap < last {
+            format!("back by {:.1} s", (last - at).as_secs_f64())
+        } else {
+            return Ok(());
+        };
+        Err(IngestError::TimestampJump {
+            source_name: self.name.clone(),
+            jump,
+        })
+    }
+
+    /// Moves pictures out of the video graph until [`MAX_QUEUED`] wait; the graph makes
+    /// the rest (copies filling a gap, say) only when asked.
+    fn drain_video(&mut self) {
+        let mut out = frame::Video::empty();
+        while self.queued_video.len() < MAX_QUEUED {
+            let Some(mut sink) = self.video.graph.get("out") else {
+                break;
+            };
+            if sink.sink().frame(&mut out).is_err() {
+                break;
+            }
+            let at = media_time(out.pts().unwrap_or(0), self.video.out_time_base);
+            self.queued_video.push_back((out.clone(), at));
+        }
+    }
+
+    /// The same for sound.
+    fn drain_audio(&mut self) {
+        let Some(audio) = self.audio.as_mut() else {
+            return;
+        };
+        let mut out = frame::Audio::empty();
+        while self.queued_audio.len() < MAX_QUEUED {
+            let Some(mut sink) = audio.graph.get("out") else {
+                break;
+            };
+            if sink.sink().frame(&mut out).is_err() {
+                break;
+            }
+            if out.samples() != AUDIO_FRAME_SAMPLES as usize {
+                continue;
+            }
+            let at = media_time(out.pts().unwrap_or(0), audio.out_time_base);
+            self.queued_audio.push_back((out.clone(), at));
+        }
     }
 
     fn error(&self, what: &'static str) -> impl FnOnce(ffmpeg::Error) -> IngestError + use<> {
@@ -223,7 +344,7 @@ impl UrlSource {
         match packet.read(&mut self.input) {
             Ok(()) => {}
             Err(ffmpeg::Error::Eof) => return Err(IngestError::Ended(self.name.clone())),
-            Err(error) => return Err(self.error("reading")(error)),
+            Err(error) => return Err(self.read_failed(error)),
         }
         let index = packet.stream();
         if index == self.video.index {
@@ -245,8 +366,23 @@ impl UrlSource {
                 }
                 let origin = self.origin.unwrap_or(pts);
                 if pts < origin {
+                    // Before the first picture: how far back of the latest one it is.
+                    let back = self.last_video_at.unwrap_or_default()
+                        + media_time(origin - pts, self.video_time_base);
+                    if back > self.max_gap {
+                        return Err(IngestError::TimestampJump {
+                            source_name: self.name.clone(),
+                            jump: format!("back by {:.1} s", back.as_secs_f64()),
+                        });
+                    }
                     continue;
                 }
+                let at = media_time(pts - origin, self.video_time_base);
+                self.check_jump(at)?;
+                if self.last_video_at.is_some_and(|last| at < last) {
+                    continue; // a little back: out of order, dropped
+                }
+                self.last_video_at = Some(at);
                 decoded.set_pts(Some(pts - origin));
                 let mut source = self
                     .video
@@ -259,14 +395,7 @@ impl UrlSource {
                     .and_then(|s| s.source().add(&decoded))
                     .map_err(self.error("filtering video"))?;
             }
-            let mut out = frame::Video::empty();
-            while let Some(mut sink) = self.video.graph.get("out") {
-                if sink.sink().frame(&mut out).is_err() {
-                    break;
-                }
-                let at = media_time(out.pts().unwrap_or(0), self.video.out_time_base);
-                self.queued_video.push_back((out.clone(), at));
-            }
+            self.drain_video();
         } else if let Some(audio) = self.audio.as_mut().filter(|a| a.index == index) {
             let Some(origin) = self.origin else {
                 return Ok(()); // no sound before the first picture
@@ -298,17 +427,7 @@ impl UrlSource {
                     let _ = input.source().add(&decoded);
                 }
             }
-            let mut out = frame::Audio::empty();
-            while let Some(mut sink) = audio.graph.get("out") {
-                if sink.sink().frame(&mut out).is_err() {
-                    break;
-                }
-                if out.samples() != AUDIO_FRAME_SAMPLES as usize {
-                    continue;
-                }
-                let at = media_time(out.pts().unwrap_or(0), audio.out_time_base);
-                self.queued_audio.push_back((out.clone(), at));
-            }
+            self.drain_audio();
         }
         Ok(())
     }
@@ -343,7 +462,13 @@ impl Source for UrlSource {
                 _ => None,
             };
             let Some(take_audio) = take_audio else {
-                self.read_packet()?;
+                // What the graphs hold already first; a packet only when they are empty.
+                let queued = self.queued_video.len() + self.queued_audio.len();
+                self.drain_video();
+                self.drain_audio();
+                if self.queued_video.len() + self.queued_audio.len() == queued {
+                    self.read_packet()?;
+                }
                 continue;
             };
             let (media, time_base, at) = if take_audio {
@@ -364,6 +489,8 @@ impl Source for UrlSource {
             if due > now {
                 std::thread::sleep(due - now);
             }
+            // A frame delivered: the next one has the read timeout to come.
+            self.deadline.arm(Armed::Frame(self.read_timeout));
             return Ok(SourceFrame {
                 media,
                 time_base,
@@ -396,6 +523,7 @@ mod tests {
         let Err(error) = UrlSource::open(
             &format!("http://viewer:hunter2@127.0.0.1:{port}/live.ts"),
             Some(Duration::from_millis(500)),
+            &OpenLimits::default(),
         ) else {
             panic!("nothing listens there");
         };
@@ -414,6 +542,7 @@ mod tests {
         let result = UrlSource::open(
             &format!("udp://127.0.0.1:{port}"),
             Some(Duration::from_millis(500)),
+            &OpenLimits::default(),
         );
         assert!(result.is_err(), "no data, no source");
         assert!(

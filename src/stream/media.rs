@@ -147,7 +147,19 @@ impl MediaLoop {
     pub(super) fn connect(&mut self) -> Result<(), MediaError> {
         let opened = match self.first.take() {
             Some(opened) => opened,
-            None => self.spec.open_any(&self.options.source, self.realtime)?,
+            None => {
+                // Say what the wait is for while it lasts: a listener waits for its
+                // sender, anything else is being opened (within the open timeout).
+                let state = if self.spec.listens() {
+                    SourceState::Waiting
+                } else {
+                    SourceState::Opening
+                };
+                self.publisher.update_status(|status| status.state = state);
+                let limits = self.options.open_limits(&self.stop);
+                self.spec
+                    .open_any(&self.options.source, self.realtime, &limits)?
+            }
         };
         let Opening {
             input,

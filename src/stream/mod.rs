@@ -66,6 +66,15 @@ impl StreamOptions {
         self.source.stall_timeout(self.cmaf.part_target())
     }
 
+    /// The limits a source is opened with, ending its calls when `stop` is set.
+    pub fn open_limits(&self, stop: &Arc<AtomicBool>) -> crate::ingest::OpenLimits {
+        crate::ingest::OpenLimits {
+            stop: stop.clone(),
+            open_timeout: self.source.open_timeout(),
+            max_gap: self.source.max_timestamp_gap(self.cmaf.segment_target()),
+        }
+    }
+
     /// The playlist served before the source first opens: no media, the configured
     /// targets.
     pub fn placeholder_playlist(&self, names: MediaNames) -> LivePlaylist {
@@ -199,9 +208,10 @@ fn media_path(
             error,
         }
     })?;
+    let stop = Arc::new(AtomicBool::new(false));
     let first = if open_now {
         Some(
-            spec.open_any(&options.source, realtime)
+            spec.open_any(&options.source, realtime, &options.open_limits(&stop))
                 .map_err(|error| StreamError::Source {
                     stream: stream.clone(),
                     error,
@@ -242,7 +252,7 @@ fn media_path(
         first_capture: None,
         refused_samples: 0,
         publisher,
-        stop: Arc::new(AtomicBool::new(false)),
+        stop,
     };
     if media.first.is_some() {
         // The multivariant playlist and init segments are there from the first request.

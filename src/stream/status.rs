@@ -10,6 +10,10 @@ pub enum SourceState {
     /// Not opened yet.
     #[default]
     Starting,
+    /// Being opened: connecting, handshaking, probing (within the open timeout).
+    Opening,
+    /// Listening for a sender to connect or send (SRT listener, UDP, RTP).
+    Waiting,
     /// Delivering media.
     Live,
     /// Failed; being reopened with backoff.

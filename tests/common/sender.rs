@@ -9,6 +9,11 @@ pub struct Sender(Child);
 impl Sender {
     /// Starts sending to `url` as `format` (`mpegts`, `flv`).
     pub fn start(url: &str, format: &str) -> Self {
+        Self::start_with(url, format, &[])
+    }
+
+    /// The same, with `output` options before the URL (`-output_ts_offset 60`, say).
+    pub fn start_with(url: &str, format: &str, output: &[&str]) -> Self {
         let child = Command::new("ffmpeg")
             .args(["-nostdin", "-v", "error", "-re"])
             .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
@@ -24,6 +29,7 @@ impl Sender {
                 "-f",
                 format,
             ])
+            .args(output)
             .arg(url)
             .stdin(Stdio::null())
             .spawn()
