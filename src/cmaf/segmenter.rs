@@ -237,6 +237,23 @@ impl Segmenter {
         self.tracks.iter().map(|t| &t.info)
     }
 
+    /// The segment target this rendition is cut to (a passthrough one's is the
+    /// source's GOP).
+    pub fn segment_target(&self) -> Duration {
+        self.lead_scale().to_duration(self.segment_target_ticks)
+    }
+
+    /// How long the segment in production is so far, from its keyframe to the latest
+    /// lead sample; `None` when no segment is open.
+    pub fn open_duration(&self) -> Option<Duration> {
+        let open = self.segment.as_ref()?;
+        let last = self.tracks[self.lead].last_decode_ticks?;
+        Some(
+            self.lead_scale()
+                .to_duration(last.saturating_sub(open.start_ticks)),
+        )
+    }
+
     fn lead_scale(&self) -> Timescale {
         self.tracks[self.lead].info.timescale
     }

@@ -35,6 +35,13 @@ pub(super) enum MediaError {
     Sink(#[from] super::sink::SinkError),
     #[error("the encoders produced nothing for {0:?}")]
     EncoderStalled(Duration),
+    #[error(
+        "rendition {rendition}: no keyframe for {after:?} (the cap is three segment \
+         targets); restarting the source"
+    )]
+    NoKeyframe { rendition: String, after: Duration },
+    #[error("the media thread panicked: {0}")]
+    Panicked(String),
 }
 
 /// The media thread's state.
@@ -73,6 +80,7 @@ impl MediaLoop {
     /// One frame or sample from the source, through the encoders when there are any.
     /// False when a recording has all the media it wants (the frame is not used).
     pub(super) fn step(&mut self, out: &mut Vec<(usize, Sample)>) -> Result<bool, MediaError> {
+        fail::fail_point!("media-step", |_| Ok(true));
         let stall = self.options.stall_timeout();
         match self.input.as_mut() {
             None => Ok(true),
@@ -94,6 +102,11 @@ impl MediaLoop {
                 audio,
             }) => {
                 let mut sample = source.next_sample(stall)?;
+                // A camera that stops sending keyframes, for the supervision tests.
+                #[cfg(feature = "failpoints")]
+                if fail::eval("no-keyframes", |_| ()).is_some() {
+                    sample.keyframe = false;
+                }
                 if past_the_end(self.until, &mut self.first_capture, sample.captured_at) {
                     return Ok(false);
                 }
@@ -138,6 +151,21 @@ impl MediaLoop {
                 tracing::warn!(stream = %self.stream, %error, "sample refused");
             }
         }
+    }
+
+    /// A segment that has grown past three segment targets without a keyframe (a
+    /// camera whose GOP never ends): the source is restarted, which closes it and
+    /// starts the next one after a discontinuity at the keyframe a new session begins
+    /// with, instead of one segment (and its parts) growing for ever.
+    pub(super) fn overlong_segment(&self) -> Option<MediaError> {
+        self.outputs.iter().find_map(|output| {
+            let segmenter = output.segmenter.as_ref()?;
+            let after = segmenter.open_duration()?;
+            (after > segmenter.segment_target() * 3).then(|| MediaError::NoKeyframe {
+                rendition: output.id.clone(),
+                after,
+            })
+        })
     }
 
     /// Opens the source (or takes the one opened at start-up), opens the encoders, and

@@ -163,7 +163,7 @@ impl LiveStream {
         let stream = name.to_string();
         let thread = std::thread::Builder::new()
             .name(format!("media-{name}"))
-            .spawn(move || media.run())
+            .spawn(move || media.supervise())
             .map_err(|error| StreamError::Thread {
                 stream: stream.clone(),
                 error,

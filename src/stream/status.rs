@@ -48,7 +48,7 @@ impl StreamMode {
 /// What a stream is doing.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct StreamStatus {
-    /// `starting`, `live` or `retrying`.
+    /// `starting`, `opening`, `waiting`, `live` or `retrying`.
     pub state: SourceState,
     /// How its renditions are made, once the source is open.
     pub mode: Option<StreamMode>,
@@ -56,6 +56,8 @@ pub struct StreamStatus {
     pub last_error: Option<String>,
     /// How many times the source was restarted.
     pub restarts: u64,
+    /// How many of those restarts followed a panic on the media path.
+    pub panics: u64,
     /// The source's jitter buffer, for network sources.
     pub jitter_buffer: Option<JitterFill>,
 }

@@ -4,6 +4,7 @@
 //! The playlist stays served meanwhile; the stream resumes with the next MSN after an
 //! EXT-X-DISCONTINUITY.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -37,10 +38,42 @@ impl Backoff {
 }
 
 impl MediaLoop {
-    /// Runs until the stream is stopped.
-    pub(super) fn run(mut self) {
-        let mut samples = Vec::new();
+    /// Runs until the stream is stopped. A panic anywhere on the media path (a source,
+    /// an encoder, a segmenter) is caught, counted in the status and recovered from like
+    /// a failed source: what was open is dropped, the source reopened with backoff. The
+    /// other streams, each on its own thread, never notice.
+    pub(super) fn supervise(mut self) {
         let mut backoff = Backoff::default();
+        loop {
+            match std::panic::catch_unwind(AssertUnwindSafe(|| self.run(&mut backoff))) {
+                Ok(()) => return,
+                Err(payload) => {
+                    let message = payload
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| payload.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "(no message)".into());
+                    // The source and encoders the panic went through are dropped.
+                    self.input = None;
+                    self.publisher.update_status(|status| status.panics += 1);
+                    let error = MediaError::Panicked(message);
+                    let failed = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        self.fail(&error, &mut backoff)
+                    }));
+                    if failed.is_err() {
+                        // Closing what was open panicked too: start every rendition anew.
+                        for output in &mut self.outputs {
+                            output.segmenter = None;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The media path until the stream is stopped (or a panic).
+    fn run(&mut self, backoff: &mut Backoff) {
+        let mut samples = Vec::new();
         let mut last_output = Instant::now();
         // The watchdog for encoders: frames go in, nothing comes out.
         let encoder_limit = self.options.stall_timeout().max(Duration::from_secs(2));
@@ -49,7 +82,7 @@ impl MediaLoop {
                 match self.connect() {
                     Ok(()) => last_output = Instant::now(),
                     Err(error) => {
-                        self.fail(&error, &mut backoff);
+                        self.fail(&error, backoff);
                         continue;
                     }
                 }
@@ -66,14 +99,19 @@ impl MediaLoop {
             });
             if let Err(error) = stepped {
                 self.input = None;
-                self.fail(&error, &mut backoff);
+                self.fail(&error, backoff);
                 continue;
             }
             backoff.reset();
             self.feed(&mut samples);
+            if let Some(error) = self.overlong_segment() {
+                self.input = None;
+                self.fail(&error, backoff);
+                continue;
+            }
             if let Err(error) = self.publish_events() {
                 self.input = None;
-                self.fail(&error, &mut backoff);
+                self.fail(&error, backoff);
             }
         }
     }
