@@ -94,7 +94,8 @@ pub struct ServerSettings {
     pub key: Option<PathBuf>,
     /// Where the development certificate lives. Default `certs`.
     pub certs_dir: PathBuf,
-    /// Byte budget of the media store. Default 512 MiB.
+    /// Byte budget of the media store. Default 512 MiB, shared equally by the streams:
+    /// each has its own part, so one stream's media never evicts another's.
     pub store_bytes: u64,
     /// Complete segments each media playlist lists. Default 12: twice CAN-SKIP-UNTIL, so
     /// delta updates skip half of it. No effect on latency.

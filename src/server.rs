@@ -112,7 +112,13 @@ impl RunningServer {
         // 6.2.2: media leaving the playlist stays fetchable for three target durations
         // more; the whole window plus that, with room.
         let retention = target * (u32::try_from(server.window_segments).unwrap_or(1000) + 6);
-        let store = Store::new(server.store_bytes, retention);
+        // An equal share of the budget each: one stream's media never evicts another's.
+        let share = server.store_bytes / u64::try_from(streams.len().max(1)).unwrap_or(1);
+        let store = Store::partitioned(
+            streams.iter().map(|(name, _, _)| (name.clone(), share)),
+            0,
+            retention,
+        );
         let options = settings.stream_options();
         let mut live = Vec::with_capacity(streams.len());
         for (name, source, renditions) in streams {

@@ -1,7 +1,13 @@
 //! The store: recent init segments, parts and segments in memory (moka), by key, with a
 //! byte budget and a time to live long enough that what leaves the playlist stays
 //! fetchable for at least three target durations (RFC 8216bis 6.2.2).
+//!
+//! Each stream has a budget of its own (a partition, one moka cache each), so that a
+//! 4K camera filling its share evicts its own oldest media, never a 360p stream's parts
+//! before they leave that stream's playlist. Keys are `stream/name` ([`key`]); a key of
+//! no known stream goes to a shared partition.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -33,28 +39,59 @@ impl StoredMedia {
 /// The store. Cloning it clones a handle to the same caches.
 #[derive(Clone)]
 pub struct Store {
-    cache: moka::sync::Cache<String, StoredMedia>,
+    partitions: Arc<HashMap<String, Partition>>,
+    /// Keys of no stream in `partitions`.
+    shared: Partition,
+}
+
+type Partition = moka::sync::Cache<String, StoredMedia>;
+
+fn partition(max_bytes: u64, time_to_live: Duration) -> Partition {
+    moka::sync::Cache::builder()
+        // LRU, not the default TinyLFU: under size pressure TinyLFU's admission
+        // filter was seen refusing the newest entries, which are the live edge.
+        .eviction_policy(EvictionPolicy::lru())
+        .weigher(|key: &String, value: &StoredMedia| {
+            u32::try_from(key.len() + value.len()).unwrap_or(u32::MAX)
+        })
+        .max_capacity(max_bytes)
+        .time_to_live(time_to_live)
+        .build()
 }
 
 impl Store {
-    /// A store holding at most `max_bytes` of media, each entry for `time_to_live`.
+    /// A store holding at most `max_bytes` of media, all streams together, each entry
+    /// for `time_to_live`.
     pub fn new(max_bytes: u64, time_to_live: Duration) -> Self {
-        let cache = moka::sync::Cache::builder()
-            // LRU, not the default TinyLFU: under size pressure TinyLFU's admission
-            // filter was seen refusing the newest entries, which are the live edge.
-            .eviction_policy(EvictionPolicy::lru())
-            .weigher(|key: &String, value: &StoredMedia| {
-                u32::try_from(key.len() + value.len()).unwrap_or(u32::MAX)
-            })
-            .max_capacity(max_bytes)
-            .time_to_live(time_to_live)
-            .build();
-        Self { cache }
+        Self::partitioned(std::iter::empty(), max_bytes, time_to_live)
+    }
+
+    /// A store with a budget per stream: `budgets` names each stream and its bytes;
+    /// anything else shares `shared_bytes`.
+    pub fn partitioned(
+        budgets: impl IntoIterator<Item = (String, u64)>,
+        shared_bytes: u64,
+        time_to_live: Duration,
+    ) -> Self {
+        let partitions = budgets
+            .into_iter()
+            .map(|(stream, bytes)| (stream, partition(bytes, time_to_live)))
+            .collect();
+        Self {
+            partitions: Arc::new(partitions),
+            shared: partition(shared_bytes, time_to_live),
+        }
+    }
+
+    fn partition_of(&self, key: &str) -> &Partition {
+        key.split_once('/')
+            .and_then(|(stream, _)| self.partitions.get(stream))
+            .unwrap_or(&self.shared)
     }
 
     /// Stores `chunks` under `key`.
     pub fn insert(&self, key: String, chunks: Vec<Bytes>, modified: SystemTime) {
-        self.cache.insert(
+        self.partition_of(&key).insert(
             key,
             StoredMedia {
                 chunks: chunks.into(),
@@ -65,7 +102,14 @@ impl Store {
 
     /// The resource under `key`, if still held.
     pub fn get(&self, key: &str) -> Option<StoredMedia> {
-        self.cache.get(key)
+        self.partition_of(key).get(key)
+    }
+
+    /// Bytes held for `stream` (or, for a stream without a budget, for all of those).
+    pub fn held_bytes(&self, stream: &str) -> u64 {
+        let partition = self.partition_of(&key(stream, ""));
+        partition.run_pending_tasks();
+        partition.weighted_size()
     }
 }
 
@@ -78,20 +122,48 @@ pub fn key(stream: &str, name: &str) -> String {
 mod tests {
     use super::*;
 
+    fn fill(store: &Store, stream: &str, count: usize, bytes: usize) {
+        for i in 0..count {
+            store.insert(
+                key(stream, &i.to_string()),
+                vec![Bytes::from(vec![0u8; bytes])],
+                SystemTime::now(),
+            );
+            store.partition_of(&key(stream, "")).run_pending_tasks();
+        }
+    }
+
     #[test]
     fn newest_entries_survive_size_pressure() {
         let store = Store::new(10_000, Duration::from_secs(60));
-        for i in 0..100 {
-            store.insert(
-                format!("s/{i}"),
-                vec![Bytes::from(vec![0u8; 1000])],
-                SystemTime::now(),
-            );
-            store.cache.run_pending_tasks();
-        }
+        fill(&store, "s", 100, 1000);
         assert!(store.get("s/99").is_some(), "the live edge is kept");
         assert!(store.get("s/98").is_some());
         assert!(store.get("s/0").is_none(), "the oldest went");
-        assert!(store.cache.weighted_size() <= 10_000);
+        assert!(store.held_bytes("s") <= 10_000);
+    }
+
+    /// Issue 11.17: with one budget for all, a big stream pushes a small one's parts
+    /// out; with a budget each, it only pushes out its own.
+    #[test]
+    fn a_big_stream_cannot_evict_a_small_ones_media() {
+        let ttl = Duration::from_secs(60);
+        let shared = Store::new(20_000, ttl);
+        fill(&shared, "small", 5, 100);
+        fill(&shared, "big", 100, 1000);
+        assert!(
+            shared.get("small/4").is_none(),
+            "one budget for all: the small stream's newest part was evicted"
+        );
+
+        let own = Store::partitioned([("small".into(), 10_000), ("big".into(), 10_000)], 0, ttl);
+        fill(&own, "small", 5, 100);
+        fill(&own, "big", 100, 1000);
+        for i in 0..5 {
+            assert!(own.get(&format!("small/{i}")).is_some(), "small/{i} evicted");
+        }
+        assert!(own.get("big/99").is_some());
+        assert!(own.get("big/0").is_none());
+        assert!(own.held_bytes("big") <= 10_000);
     }
 }
