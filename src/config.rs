@@ -94,6 +94,10 @@ pub struct ServerSettings {
     pub key: Option<PathBuf>,
     /// Where the development certificate lives. Default `certs`.
     pub certs_dir: PathBuf,
+    /// On SIGTERM or Ctrl-C, responses in flight may finish for this many milliseconds
+    /// before the server exits (no new connections, GOAWAY, held requests answered 503
+    /// at once). Default 10000.
+    pub shutdown_grace_ms: u64,
     /// Byte budget of the media store. Default 512 MiB, shared equally by the streams:
     /// each has its own part, so one stream's media never evicts another's.
     pub store_bytes: u64,
@@ -113,6 +117,7 @@ impl Default for ServerSettings {
             cert: None,
             key: None,
             certs_dir: PathBuf::from("certs"),
+            shutdown_grace_ms: 10_000,
             store_bytes: 512 << 20,
             window_segments: 12,
             hls_js: PathBuf::from("node_modules/hls.js/dist/hls.min.js"),
@@ -264,6 +269,12 @@ impl Settings {
             return invalid(
                 "server.cert",
                 "server.cert and server.key go together".into(),
+            );
+        }
+        if v.shutdown_grace_ms > 600_000 {
+            return invalid(
+                "server.shutdown_grace_ms",
+                format!("{} is more than 600000", v.shutdown_grace_ms),
             );
         }
         if v.store_bytes < 16 << 20 {

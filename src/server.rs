@@ -61,6 +61,8 @@ pub struct RunningServer {
     /// The running streams (their media threads stop when the server is dropped).
     pub streams: Vec<LiveStream>,
     endpoint: quinn::Endpoint,
+    /// Each listener's admission, to see when its connections are gone.
+    admissions: Vec<Admission>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -178,11 +180,15 @@ impl RunningServer {
         let tcp_tls = Arc::new(tls::server_config(&tls, &[b"h2", b"http/1.1"], false)?);
 
         // Each listener has its own connection budget; the per-address one is shared.
+        let mut admissions = vec![
+            Admission::new(state.clients.clone()),
+            Admission::new(state.clients.clone()),
+        ];
         let mut tasks = vec![
             tokio::spawn(h3::serve(
                 endpoint.clone(),
                 state.clone(),
-                Admission::new(state.clients.clone()),
+                admissions[0].clone(),
             )),
             tokio::spawn(tcp::serve(
                 listener,
@@ -191,7 +197,7 @@ impl RunningServer {
                     h3_port: h3_addr.port(),
                 },
                 state.clone(),
-                Admission::new(state.clients.clone()),
+                admissions[1].clone(),
             )),
         ];
         let http_addr = match server.http_listen {
@@ -209,11 +215,13 @@ impl RunningServer {
                     transport: "TCP (plain HTTP)",
                     source,
                 })?;
+                let admission = Admission::new(state.clients.clone());
+                admissions.push(admission.clone());
                 tasks.push(tokio::spawn(tcp::serve(
                     listener,
                     tcp::Front::Plain,
                     state.clone(),
-                    Admission::new(state.clients.clone()),
+                    admission,
                 )));
                 Some(bound)
             }
@@ -227,10 +235,39 @@ impl RunningServer {
             state,
             streams: live,
             endpoint,
+            admissions,
             tasks,
         })
     }
+
+    /// Connections open now, all listeners together.
+    pub fn open_connections(&self) -> usize {
+        self.admissions.iter().map(Admission::open).sum()
+    }
+
+    /// Stops gracefully: no new connections; GOAWAY on every HTTP/3 and HTTP/2
+    /// connection and no keep-alive on HTTP/1.1; held requests answered 503 with
+    /// Retry-After; responses in flight finish, for at most `grace`; then the QUIC
+    /// endpoint closes with H3_NO_ERROR and the streams stop. Returns how many
+    /// connections were still open when the grace ran out.
+    pub async fn shutdown(self, grace: Duration) -> usize {
+        self.state.clients.begin_draining();
+        // QUIC: new handshakes are refused from now on.
+        self.endpoint.set_server_config(None);
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.open_connections() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = self.open_connections();
+        self.endpoint.close(H3_NO_ERROR.into(), b"server stopping");
+        // Let the CONNECTION_CLOSE frames leave before the socket does.
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+        left
+    }
 }
+
+/// H3_NO_ERROR (RFC 9114 8.1).
+const H3_NO_ERROR: u32 = 0x0100;
 
 /// Every connection is a file descriptor: the soft limit (often 1024) is raised to the
 /// hard one, as nginx's `worker_rlimit_nofile` and Go's runtime do, so that
@@ -244,7 +281,7 @@ fn raise_open_file_limit() {
 
 impl Drop for RunningServer {
     fn drop(&mut self) {
-        self.endpoint.close(0u32.into(), b"server stopping");
+        self.endpoint.close(H3_NO_ERROR.into(), b"server stopping");
         for task in &self.tasks {
             task.abort();
         }

@@ -160,7 +160,10 @@ mod tests {
         fill(&own, "small", 5, 100);
         fill(&own, "big", 100, 1000);
         for i in 0..5 {
-            assert!(own.get(&format!("small/{i}")).is_some(), "small/{i} evicted");
+            assert!(
+                own.get(&format!("small/{i}")).is_some(),
+                "small/{i} evicted"
+            );
         }
         assert!(own.get("big/99").is_some());
         assert!(own.get("big/0").is_none());

@@ -260,9 +260,19 @@ fn serve(settings: Settings, name: String, source: SourceSpec) -> anyhow::Result
             "  chromium --origin-to-force-quic-on=127.0.0.1:{port} --ignore-certificate-errors-spki-list={} https://127.0.0.1:{port}/",
             server.tls.spki_sha256
         );
-        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
-        tracing::info!("stopping");
-        drop(server);
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("listening for SIGTERM")?;
+        tokio::select! {
+            interrupted = tokio::signal::ctrl_c() => interrupted.context("waiting for Ctrl-C")?,
+            _ = terminate.recv() => {}
+        }
+        let grace = Duration::from_millis(settings.server.shutdown_grace_ms);
+        tracing::info!(?grace, "stopping: finishing the responses in flight");
+        let left = server.shutdown(grace).await;
+        if left > 0 {
+            tracing::warn!(connections = left, "grace period over: closing the rest");
+        }
+        tracing::info!("stopped");
         Ok::<_, anyhow::Error>(())
     })
 }

@@ -26,6 +26,9 @@ pub struct Clients {
     rate: Option<DefaultKeyedRateLimiter<IpAddr>>,
     /// Requests since idle token buckets were last dropped.
     since_sweep: AtomicU64,
+    /// True once the server is shutting down: connections say GOAWAY and close when
+    /// done, held requests are answered 503.
+    draining: tokio::sync::watch::Sender<bool>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -76,7 +79,18 @@ impl Clients {
             addresses: Mutex::new(HashMap::new()),
             rate,
             since_sweep: AtomicU64::new(0),
+            draining: tokio::sync::watch::Sender::new(false),
         })
+    }
+
+    /// The server is shutting down (see [`Clients::draining`]).
+    pub fn begin_draining(&self) {
+        self.draining.send_replace(true);
+    }
+
+    /// Whether the server is shutting down, and a way to wait for it.
+    pub fn draining(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.draining.subscribe()
     }
 
     /// The limits in force.
@@ -253,6 +267,11 @@ impl Peer {
         &self.clients.limits
     }
 
+    /// Whether the server is shutting down, and a way to wait for it.
+    pub fn draining(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.clients.draining()
+    }
+
     /// Takes one request from this address's rate.
     pub fn admit_request(&self) -> Result<(), Refusal> {
         self.clients.admit_request(self.remote.ip())
@@ -283,6 +302,12 @@ impl Peer {
             ip,
         })
     }
+}
+
+/// Returns once `draining` says the server is shutting down.
+pub async fn until_draining(draining: &mut tokio::sync::watch::Receiver<bool>) {
+    // The guard `wait_for` returns is dropped here, so no caller holds it over an await.
+    let _ = draining.wait_for(|draining| *draining).await;
 }
 
 /// One held request; dropping it (answered, timed out or cancelled) frees the place.

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use futures_util::FutureExt as _;
 use h3::server::RequestStream;
 
-use super::clients::{Admission, ConnectionPermit, Peer};
+use super::clients::{Admission, ConnectionPermit, Peer, until_draining};
 use super::limits::Limits;
 use super::quic::{self, BodyHandoff, StreamLimits};
 use super::watchdog::{IdleTracker, LogThrottle};
@@ -128,6 +128,9 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// H3_NO_ERROR.
 const NO_ERROR: u32 = 0x0100;
+/// How long a connection that was sent GOAWAY must have been without a request to be
+/// closed.
+const DRAINED_AFTER: std::time::Duration = std::time::Duration::from_millis(50);
 /// H3_EXCESSIVE_LOAD: the server is full.
 const EXCESSIVE_LOAD: u32 = 0x0107;
 
@@ -181,14 +184,33 @@ impl QuicConnection {
             .await?;
         let idle = IdleTracker::default();
         let mut requests: u64 = 0;
+        let mut draining = self.peer.draining();
+        let mut goaway_sent = false;
         let ended = loop {
+            // Once GOAWAY is out, the connection closes as soon as its last request
+            // is answered.
+            let idle_for = if goaway_sent {
+                DRAINED_AFTER
+            } else {
+                limits.idle_timeout()
+            };
             let accepted = tokio::select! {
                 accepted = h3.accept() => accepted,
                 // quinn's idle timeout is reset by any packet, PINGs too; a connection
                 // that asks for nothing is closed here.
-                () = idle.idle(limits.idle_timeout()) => {
-                    quinn.close(NO_ERROR.into(), b"idle");
+                () = idle.idle(idle_for) => {
+                    let reason: &[u8] = if goaway_sent { b"server stopping" } else { b"idle" };
+                    quinn.close(NO_ERROR.into(), reason);
                     break Ok(());
+                }
+                // Shutting down: GOAWAY (RFC 9114 5.2), no new requests; those in
+                // flight finish.
+                () = until_draining(&mut draining), if !goaway_sent => {
+                    goaway_sent = true;
+                    if let Err(error) = h3.shutdown(0).await {
+                        break Err(error.into());
+                    }
+                    continue;
                 }
             };
             match accepted {

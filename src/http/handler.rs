@@ -323,6 +323,7 @@ pub(super) async fn wait_for(
     ready: impl Fn(&Snapshot) -> Readiness,
 ) -> Result<Arc<Snapshot>, Rejection> {
     let mut held: Option<HoldPermit> = None;
+    let mut draining = holder.map(Peer::draining);
     loop {
         let snapshot = receiver.borrow_and_update().clone();
         match ready(&snapshot) {
@@ -335,10 +336,19 @@ pub(super) async fn wait_for(
         {
             held = Some(peer.hold().map_err(Rejection::TooManyRequests)?);
         }
-        match tokio::time::timeout_at(deadline, receiver.changed()).await {
-            Err(_) => return Err(Rejection::HoldTimedOut),
-            Ok(Err(_)) => return Err(Rejection::StreamStopped),
-            Ok(Ok(())) => {}
+        let shutting_down = async {
+            match draining.as_mut() {
+                Some(draining) => super::clients::until_draining(draining).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            changed = tokio::time::timeout_at(deadline, receiver.changed()) => match changed {
+                Err(_) => return Err(Rejection::HoldTimedOut),
+                Ok(Err(_)) => return Err(Rejection::StreamStopped),
+                Ok(Ok(())) => {}
+            },
+            () = shutting_down => return Err(Rejection::ShuttingDown),
         }
     }
 }

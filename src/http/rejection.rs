@@ -58,6 +58,10 @@ pub enum Rejection {
     /// More header fields, or more bytes of them, than `[limits]` allow.
     #[error("request header fields too large")]
     HeaderFieldsTooLarge,
+    /// The server is shutting down: a held request is answered now, to be retried
+    /// elsewhere or after the restart.
+    #[error("the server is shutting down")]
+    ShuttingDown,
 }
 
 /// The methods every resource allows.
@@ -69,9 +73,10 @@ impl Rejection {
         match self {
             Rejection::NotFound => StatusCode::NOT_FOUND,
             Rejection::BadDirective(_) | Rejection::DirectiveTooFarAhead => StatusCode::BAD_REQUEST,
-            Rejection::HoldTimedOut | Rejection::StreamStopped | Rejection::NotStarted => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Rejection::HoldTimedOut
+            | Rejection::StreamStopped
+            | Rejection::NotStarted
+            | Rejection::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Rejection::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Rejection::NotYet => StatusCode::NOT_FOUND,
@@ -94,7 +99,8 @@ impl Rejection {
             Rejection::DirectiveTooFarAhead
             | Rejection::NotYet
             | Rejection::TooManyRequests(_)
-            | Rejection::HeaderFieldsTooLarge => CacheRule::NoStore,
+            | Rejection::HeaderFieldsTooLarge
+            | Rejection::ShuttingDown => CacheRule::NoStore,
             _ => CacheRule::Error,
         }
     }
@@ -111,6 +117,7 @@ impl Rejection {
             Rejection::HoldTimedOut
             | Rejection::StreamStopped
             | Rejection::NotStarted
+            | Rejection::ShuttingDown
             | Rejection::TooManyRequests(_) => {
                 vec![(header::RETRY_AFTER, HeaderValue::from_static("1"))]
             }
@@ -154,6 +161,7 @@ mod tests {
                 "no-store",
             ),
             (Rejection::HeaderFieldsTooLarge, 431, "no-store"),
+            (Rejection::ShuttingDown, 503, "no-store"),
             (Rejection::HoldTimedOut, 503, "public, max-age=1"),
             (Rejection::StreamStopped, 503, "public, max-age=1"),
             (Rejection::NotStarted, 503, "public, max-age=1"),

@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
-use super::clients::{Admission, ConnectionPermit, Peer};
+use super::clients::{Admission, ConnectionPermit, Peer, until_draining};
 use super::watchdog::{IdleTracker, LogThrottle, SendTimeout};
 use super::{AppState, Body, handle};
 
@@ -73,8 +73,14 @@ pub async fn serve(
     };
     let refused = LogThrottle::new();
     let mut backoff = AcceptBackoff::default();
+    let mut draining = admission.clients().draining();
     loop {
-        let (socket, remote) = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            // Shutting down: the listening socket closes, new connections are refused.
+            () = until_draining(&mut draining) => return,
+        };
+        let (socket, remote) = match accepted {
             Ok(accepted) => {
                 backoff.reset();
                 accepted
@@ -179,6 +185,7 @@ impl TcpConnection {
         let limits = self.peer.limits().clone();
         let io = TokioIo::new(io);
         let idle = IdleTracker::default();
+        let mut draining = self.peer.draining();
         let service = {
             let idle = idle.clone();
             hyper::service::service_fn(move |request: http::Request<Incoming>| {
@@ -213,15 +220,18 @@ impl TcpConnection {
             let connection = builder.serve_connection(io, service);
             let mut connection = std::pin::pin!(connection);
             // hyper closes an HTTP/2 connection only when the peer stops answering
-            // pings; one that pings back but asks for nothing is idle too: GOAWAY, and a
-            // peer that ignores it is dropped one header timeout later.
+            // pings; one that pings back but asks for nothing is idle too: GOAWAY.
             tokio::select! {
                 ended = connection.as_mut() => ended,
-                () = idle.idle(limits.idle_timeout()) => {
+                // Idle, or the server shutting down: GOAWAY, in-flight streams finish.
+                () = async {
+                    tokio::select! {
+                        () = idle.idle(limits.idle_timeout()) => {}
+                        () = until_draining(&mut draining) => {}
+                    }
+                } => {
                     connection.as_mut().graceful_shutdown();
-                    tokio::time::timeout(limits.header_timeout(), connection)
-                        .await
-                        .unwrap_or(Ok(()))
+                    connection.await
                 }
             }
         } else {
@@ -234,7 +244,17 @@ impl TcpConnection {
                 .max_headers(limits.max_headers)
                 .max_header_size(limits.max_header_bytes)
                 .max_buf_size(limits.max_header_bytes.max(8192));
-            builder.serve_connection(io, service).await
+            let connection = builder.serve_connection(io, service);
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                ended = connection.as_mut() => ended,
+                // Shutting down: the response in flight finishes, then the connection
+                // closes instead of waiting for another request.
+                () = until_draining(&mut draining) => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            }
         };
         if let Err(error) = ended {
             tracing::debug!(%remote, %error, "HTTP connection ended");
