@@ -13,7 +13,12 @@ use mirror_loadgen::viewers::{LoadMode, Transport, ViewersOptions, run};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewers_bench_reports_sane_numbers() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let settings = loopback_settings(dir.path(), 320, 180, 400);
+    let mut settings = loopback_settings(dir.path(), 320, 180, 400);
+    // Every emulated viewer comes from 127.0.0.1: lift the per-address limits, as for
+    // a cache tier in front.
+    settings.limits.max_connections_per_address = 1_000_000;
+    settings.limits.max_held_per_address = 1_000_000;
+    settings.limits.requests_per_second_per_address = 0;
     let server = RunningServer::start(&settings, "test")
         .await
         .expect("server");

@@ -231,7 +231,11 @@ impl TcpConnection {
                     }
                 } => {
                     connection.as_mut().graceful_shutdown();
-                    connection.await
+                    // A peer that ignores GOAWAY (or never sent its preface) is
+                    // dropped one header timeout later.
+                    tokio::time::timeout(limits.header_timeout(), connection)
+                        .await
+                        .unwrap_or(Ok(()))
                 }
             }
         } else {
