@@ -43,7 +43,11 @@ async fn a_panicking_media_thread_is_restarted_and_the_others_keep_serving() {
     fail::cfg("media-step", "1*panic(injected fault)").expect("fail point");
     let started = Instant::now();
     let panicked = loop {
-        if let Some(i) = streams.iter().position(|s| s.status().panics > 0) {
+        // Counted first, then recorded as the failure it is (restarts, last error).
+        if let Some(i) = streams.iter().position(|s| {
+            let status = s.status();
+            status.panics > 0 && status.restarts > 0
+        }) {
             break i;
         }
         assert!(
