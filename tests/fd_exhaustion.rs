@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use rlimit::Resource;
 
 #[path = "common/fixtures.rs"]
-#[allow(dead_code)]
 mod fixtures;
 
 use mirror::server::RunningServer;
