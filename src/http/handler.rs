@@ -223,6 +223,15 @@ async fn route(state: &AppState, request: &Request<()>, peer: &Peer) -> Reply {
     }
 }
 
+/// The process as the soak test samples it: tokio tasks alive (a leak of held requests
+/// or connections shows here first) and client addresses being served.
+fn server_json(state: &AppState) -> serde_json::Value {
+    let tasks = tokio::runtime::Handle::try_current()
+        .map(|runtime| runtime.metrics().num_alive_tasks())
+        .ok();
+    serde_json::json!({ "tasks": tasks, "client_addresses": state.clients.addresses() })
+}
+
 fn streams_json(state: &AppState) -> Reply {
     let mut names: Vec<&String> = state.streams.keys().collect();
     names.sort();
@@ -245,7 +254,7 @@ fn streams_json(state: &AppState) -> Reply {
     Reply::new(
         StatusCode::OK,
         Body::Full(Bytes::from(
-            serde_json::json!({ "streams": list }).to_string(),
+            serde_json::json!({ "streams": list, "server": server_json(state) }).to_string(),
         )),
     )
     .with(
