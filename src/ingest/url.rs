@@ -10,7 +10,7 @@
 //! backoff. A jump in the timestamps beyond the largest gap is a discontinuity: the
 //! source is reopened rather than the gap filled with copies (or the rest dropped).
 //! Frames are taken from the filter graphs as they are needed, so at most
-//! [`MAX_QUEUED`] pictures wait here whatever the graph could make. Timestamps start at zero at the first picture; frames are released at the
+//! `MAX_QUEUED` pictures wait here whatever the graph could make. Timestamps start at zero at the first picture; frames are released at the
 //! pace of their timestamps (a source that bursts, like HLS fetching whole segments, is
 //! smoothed to real time), and each frame's capture time is the arrival of the first
 //! picture plus its media time. A source without sound gets silence.
@@ -297,7 +297,7 @@ impl UrlSource {
         })
     }
 
-    /// Moves pictures out of the video graph until [`MAX_QUEUED`] wait; the graph makes
+    /// Moves pictures out of the video graph until `MAX_QUEUED` wait; the graph makes
     /// the rest (copies filling a gap, say) only when asked.
     fn drain_video(&mut self) {
         let mut out = frame::Video::empty();
