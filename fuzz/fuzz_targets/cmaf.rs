@@ -18,8 +18,8 @@ use mp4_atom::{Decode, DecodeMaybe, Moof};
 
 /// SPS and PPS of a libx264 High profile stream, the ASC of AAC-LC 48 kHz stereo.
 const SPS: [u8; 28] = [
-    0x67, 0x64, 0x00, 0x1f, 0xac, 0xd9, 0x40, 0x50, 0x05, 0xbb, 0x01, 0x10, 0x00, 0x00, 0x03,
-    0x00, 0x10, 0x00, 0x00, 0x03, 0x03, 0xc0, 0xf1, 0x83, 0x19, 0x60, 0x00, 0x00,
+    0x67, 0x64, 0x00, 0x1f, 0xac, 0xd9, 0x40, 0x50, 0x05, 0xbb, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00,
+    0x10, 0x00, 0x00, 0x03, 0x03, 0xc0, 0xf1, 0x83, 0x19, 0x60, 0x00, 0x00,
 ];
 const PPS: [u8; 5] = [0x68, 0xe9, 0x7b, 0x2c, 0x8b];
 const ASC: [u8; 2] = [0x11, 0x90];
@@ -109,11 +109,16 @@ fn check(part: &[u8]) {
         .iter()
         .flat_map(|traf| traf.trun.iter())
         .map(|trun| match &trun.samples {
-            mp4_atom::TrunSamples::Explicit(entries) => {
-                entries.iter().map(|e| u64::from(e.size.unwrap_or(0))).sum::<u64>()
-            }
+            mp4_atom::TrunSamples::Explicit(entries) => entries
+                .iter()
+                .map(|e| u64::from(e.size.unwrap_or(0)))
+                .sum::<u64>(),
             _ => 0,
         })
         .sum();
-    assert_eq!(described, mdat.data.len() as u64, "trun sizes and mdat disagree");
+    assert_eq!(
+        described,
+        mdat.data.len() as u64,
+        "trun sizes and mdat disagree"
+    );
 }

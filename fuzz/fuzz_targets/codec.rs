@@ -17,13 +17,16 @@ fuzz_target!(|data: &[u8]| {
             // code: never more than the input plus one byte per unit.
             assert!(converted.data.len() <= data.len() * 2 + 4);
         }
-        let _ = params.avc_config(1280, 720).map(|c| (c.rfc6381(), c.avcc_extension()));
+        let _ = params
+            .avc_config(1280, 720)
+            .map(|c| (c.rfc6381(), c.avcc_extension()));
         let _ = params.hevc_config(1280, 720).map(|c| c.rfc6381());
     }
     // The same bytes taken as one parameter set each.
     let half = data.len() / 2;
     let _ = AvcConfig::new(data[..half].to_vec(), data[half..].to_vec(), 640, 360)
         .map(|c| (c.rfc6381(), c.chroma_and_bit_depth()));
-    let _ = HevcConfig::new(data.to_vec(), data.to_vec(), data.to_vec(), 640, 360).map(|c| c.rfc6381());
+    let _ =
+        HevcConfig::new(data.to_vec(), data.to_vec(), data.to_vec(), 640, 360).map(|c| c.rfc6381());
     let _ = AacConfig::from_audio_specific_config(data).map(|c| c.rfc6381());
 });

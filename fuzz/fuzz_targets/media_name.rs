@@ -8,7 +8,10 @@ use libfuzzer_sys::fuzz_target;
 use mirror::llhls::live::{MediaName, MediaNames};
 
 fuzz_target!(|name: &str| {
-    let names = MediaNames::new("video-0123abcd", SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+    let names = MediaNames::new(
+        "video-0123abcd",
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+    );
     match names.parse(name) {
         Some(MediaName::Part(msn, index)) => assert_eq!(names.part(msn, index), name),
         Some(MediaName::Segment(msn)) => assert_eq!(names.segment(msn), name),

@@ -47,7 +47,13 @@ fn round_trip(steps: &[Step]) {
         match step {
             Step::Part { ms, independent } => {
                 let ms = u64::from(*ms).clamp(1, 200);
-                live.push_part(msn, index, Duration::from_millis(ms), *independent || index == 0, now);
+                live.push_part(
+                    msn,
+                    index,
+                    Duration::from_millis(ms),
+                    *independent || index == 0,
+                    now,
+                );
                 index += 1;
                 segment_ms += ms;
             }

@@ -29,8 +29,14 @@ fuzz_target!(|input: Input| {
     let at_once = whole.feed(input.stream).is_ok();
     let mut pieces = FrameLimit::new(kind, 1024);
     let split = usize::from(input.split).max(1);
-    let piecewise = input.stream.chunks(split).all(|piece| pieces.feed(piece).is_ok());
-    assert_eq!(at_once, piecewise, "the verdict depends on how the bytes were split");
+    let piecewise = input
+        .stream
+        .chunks(split)
+        .all(|piece| pieces.feed(piece).is_ok());
+    assert_eq!(
+        at_once, piecewise,
+        "the verdict depends on how the bytes were split"
+    );
 
     if let Ok(value) = http::HeaderValue::from_str(input.accept_encoding) {
         let mut headers = http::HeaderMap::new();
