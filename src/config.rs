@@ -358,7 +358,10 @@ fn validate_stream(stream: &StreamSettings, before: &[StreamSettings]) -> Result
     if encoded && let Err(e) = url::Url::parse(&stream.source) {
         return invalid(
             "streams.source",
-            format!("stream {name:?}: {:?} is not a URL: {e}", stream.source),
+            format!(
+                "stream {name:?}: {:?} is not a URL: {e}",
+                crate::ingest::redact::redact(&stream.source)
+            ),
         );
     }
     for (i, r) in stream.renditions.iter().enumerate() {

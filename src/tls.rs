@@ -113,11 +113,14 @@ fn generate(dir: &Path, cert_path: &Path, key_path: &Path) -> Result<(), TlsErro
     {
         use std::os::unix::fs::DirBuilderExt as _;
         // Only the server's user may list where its key is.
+        use std::os::unix::fs::PermissionsExt as _;
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)
             .map_err(io(dir))?;
+        // A directory that was there already keeps its mode otherwise.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io(dir))?;
     }
     let names = vec![
         "localhost".to_string(),

@@ -479,3 +479,27 @@ async fn unknown_names_methods_and_ranges_are_refused_with_a_reason() {
     assert_eq!(response.status(), StatusCode::RANGE_NOT_SATISFIABLE);
     assert_eq!(header(&response, "content-range"), "bytes */45");
 }
+
+/// A segment in production whose middle part left the store before it was sent (a
+/// slow client, a full budget): the body ends as cut, never as the whole segment.
+#[tokio::test(start_paused = true)]
+async fn a_segment_missing_a_part_ends_cut_not_whole() {
+    let mut h = Harness::new();
+    h.segments(2);
+    h.part(2, 0);
+    let response = h
+        .get(&format!("/test/{}", h.segment_name(2)))
+        .await
+        .expect("task");
+    let mut chunks = response.into_body().into_chunks();
+    assert_eq!(chunks.next().await, Some(Ok(Harness::part_bytes(2, 0))));
+    // Part 2.1 is listed but never in the store; then the segment completes.
+    h.live.push_part(2, 1, PART, false, SystemTime::now());
+    h.publish();
+    h.segment(2, 2);
+    assert_eq!(
+        chunks.next().await,
+        Some(Err(mirror::http::body::BodyCut)),
+        "a segment without its part 2.1 went out as whole"
+    );
+}

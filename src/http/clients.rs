@@ -167,11 +167,18 @@ impl Clients {
     }
 }
 
-/// An IPv4 client seen on a dual-stack socket (`::ffff:a.b.c.d`) is the same client as
-/// on an IPv4 socket.
+/// The client an address stands for. An IPv4 client seen on a dual-stack socket
+/// (`::ffff:a.b.c.d`) is the same client as on an IPv4 socket; an IPv6 client is its
+/// /64, the smallest prefix a site is given (RFC 6177), since anyone with one can use
+/// 2^64 addresses.
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
         v4 => v4,
     }
 }
@@ -372,6 +379,26 @@ mod tests {
         let _v4 = clients.admit_connection(addr(1, 1)).unwrap();
         let mapped: SocketAddr = "[::ffff:192.0.2.1]:5".parse().unwrap();
         assert!(clients.admit_connection(mapped).is_err());
+    }
+
+    #[test]
+    fn an_ipv6_client_is_its_slash_64() {
+        let clients = Clients::new(Limits {
+            max_connections_per_address: 1,
+            ..Limits::default()
+        });
+        let _one = clients
+            .admit_connection("[2001:db8:1:2::1]:5".parse().unwrap())
+            .unwrap();
+        assert!(
+            clients
+                .admit_connection("[2001:db8:1:2:ffff::9]:5".parse().unwrap())
+                .is_err(),
+            "another address of the same /64"
+        );
+        clients
+            .admit_connection("[2001:db8:1:3::1]:5".parse().unwrap())
+            .unwrap();
     }
 
     #[test]

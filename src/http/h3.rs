@@ -207,7 +207,9 @@ impl QuicConnection {
                 // flight finish.
                 () = until_draining(&mut draining), if !goaway_sent => {
                     goaway_sent = true;
-                    if let Err(error) = h3.shutdown(0).await {
+                    // h3 names `last accepted + n` in the GOAWAY: 1 keeps the request
+                    // accepted last among those it says will be processed (RFC 9114 5.2).
+                    if let Err(error) = h3.shutdown(1).await {
                         break Err(error.into());
                     }
                     continue;
@@ -243,6 +245,9 @@ impl QuicConnection {
             }
         };
         log_connection_stats(&quinn, requests);
+        // However the loop ended (the peer's GOAWAY, an error), the close says
+        // H3_NO_ERROR rather than quinn's implicit code 0; a close already sent stands.
+        quinn.close(NO_ERROR.into(), b"");
         ended
     }
 }

@@ -68,7 +68,12 @@ impl MediaRequest<'_> {
                 self.hold_part(&key, msn, index).await.map_err(reject)?
             }
             (None, MediaName::Segment(msn)) if msn == self.snapshot.position.open_msn => {
-                let body = self.live_segment(msn).map_err(reject)?;
+                // HEAD gets the headers without holding anything.
+                let body = if request.method() == http::Method::HEAD {
+                    Body::Empty
+                } else {
+                    self.live_segment(msn).map_err(reject)?
+                };
                 return Ok(Reply::new(StatusCode::OK, body)
                     .with(header::CONTENT_TYPE, HeaderValue::from_static(content_type))
                     .with(
@@ -135,7 +140,7 @@ impl MediaRequest<'_> {
             let mut index = 0u32;
             loop {
                 let deadline = hold_deadline(&snapshots.borrow());
-                let listed = wait_for(&mut snapshots, deadline, None, |s| {
+                let waited = wait_for(&mut snapshots, deadline, None, |s| {
                     let p = &s.position;
                     let done = p.open_msn > msn || p.ended;
                     if done || (p.open_msn == msn && p.open_parts > index) {
@@ -143,8 +148,12 @@ impl MediaRequest<'_> {
                     } else {
                         Readiness::Wait
                     }
-                })
-                .await;
+                });
+                // A client that went away frees its place now, not at the next part.
+                let listed = tokio::select! {
+                    listed = waited => listed,
+                    () = sender.closed() => return,
+                };
                 // A hold that timed out or a stream that stopped: the channel closes
                 // without `Complete`, and the front end ends the response as cut.
                 let Ok(snapshot) = listed else { return };
@@ -158,8 +167,8 @@ impl MediaRequest<'_> {
                         }
                         index += 1;
                     }
-                    // The segment is complete and this index is past its last part.
-                    None if snapshot.position.open_msn > msn => {
+                    // The segment is complete and every one of its parts has been sent.
+                    None if parts_of(&snapshot.position, msn) == Some(index) => {
                         let _ = sender.send(LiveChunk::Complete).await;
                         return;
                     }
@@ -171,6 +180,15 @@ impl MediaRequest<'_> {
         });
         Ok(Body::Live(receiver))
     }
+}
+
+/// How many parts segment `msn` has, once it is complete and still listed.
+fn parts_of(position: &crate::llhls::blocking::Position, msn: u64) -> Option<u32> {
+    if msn >= position.open_msn {
+        return None;
+    }
+    let offset = usize::try_from(msn.checked_sub(position.first_msn)?).ok()?;
+    position.complete_part_counts.get(offset).copied()
 }
 
 /// What a Range header asks of a resource.

@@ -22,7 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use super::clients::{Admission, ConnectionPermit, Peer, until_draining};
-use super::watchdog::{IdleTracker, LogThrottle, SendTimeout};
+use super::watchdog::{BodyProgress, IdleTracker, LogThrottle, RequestInFlight, SendTimeout};
 use super::{AppState, Body, handle};
 
 /// The body type hyper sends. An error ends the response as one no cache may keep: the
@@ -30,7 +30,9 @@ use super::{AppState, Body, handle};
 pub type HyperBody =
     StreamBody<futures_util::stream::BoxStream<'static, Result<Frame<Bytes>, io::Error>>>;
 
-fn hyper_body(body: Body) -> HyperBody {
+/// `body` for hyper, watched by its connection's `progress`; the request stays in
+/// flight (the connection not idle) until the body has ended.
+fn hyper_body(body: Body, progress: &Arc<BodyProgress>, in_flight: RequestInFlight) -> HyperBody {
     let stream = futures_util::stream::unfold(Some(body.into_chunks()), |chunks| async move {
         let mut chunks = chunks?;
         match chunks.next().await? {
@@ -38,7 +40,7 @@ fn hyper_body(body: Body) -> HyperBody {
             Err(cut) => Some((Err(io::Error::other(cut)), None)),
         }
     });
-    StreamBody::new(Box::pin(stream))
+    StreamBody::new(Box::pin(progress.watch(Box::pin(stream), in_flight)))
 }
 
 /// How a TCP listener's connections begin.
@@ -185,15 +187,16 @@ impl TcpConnection {
         let limits = self.peer.limits().clone();
         let io = TokioIo::new(io);
         let idle = IdleTracker::default();
+        let progress = BodyProgress::new();
         let mut draining = self.peer.draining();
         let service = {
-            let idle = idle.clone();
+            let (idle, progress) = (idle.clone(), progress.clone());
             hyper::service::service_fn(move |request: http::Request<Incoming>| {
                 let (state, alt_svc, peer) =
                     (self.state.clone(), self.alt_svc.clone(), self.peer.clone());
                 let in_flight = idle.request();
+                let progress = progress.clone();
                 async move {
-                    let _in_flight = in_flight;
                     let (parts, _) = request.into_parts();
                     let request = http::Request::from_parts(parts, ());
                     let response = handle(&state, &request, &peer).await;
@@ -201,7 +204,8 @@ impl TcpConnection {
                     if let Some(alt_svc) = alt_svc {
                         parts.headers.insert(http::header::ALT_SVC, alt_svc);
                     }
-                    Ok::<_, Infallible>(http::Response::from_parts(parts, hyper_body(body)))
+                    let body = hyper_body(body, &progress, in_flight);
+                    Ok::<_, Infallible>(http::Response::from_parts(parts, body))
                 }
             })
         };
@@ -223,6 +227,12 @@ impl TcpConnection {
             // pings; one that pings back but asks for nothing is idle too: GOAWAY.
             tokio::select! {
                 ended = connection.as_mut() => ended,
+                // A peer that grants no window: hyper writes nothing, so the socket's
+                // send timeout never starts; its bodies are not asked for bytes.
+                () = progress.stalled(limits.send_timeout()) => {
+                    tracing::debug!(%remote, "HTTP/2 peer took no response bytes: dropped");
+                    Ok(())
+                }
                 // Idle, or the server shutting down: GOAWAY, in-flight streams finish.
                 () = async {
                     tokio::select! {

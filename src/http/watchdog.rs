@@ -6,7 +6,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -177,6 +177,109 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for SendTimeout<T> {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let polled = Pin::new(&mut self.inner).poll_shutdown(cx);
         self.watch(cx, polled)
+    }
+}
+
+/// The response bodies of one connection: how many are open and when the protocol last
+/// asked one for bytes. Over HTTP/2 hyper asks a body for bytes only when the peer's
+/// flow control has room, and writes nothing while it waits, so a peer that stops
+/// granting window (but answers pings) is seen here, not at the socket: no body asked
+/// for in the send timeout while some are open.
+#[derive(Debug)]
+pub struct BodyProgress {
+    base: Instant,
+    last_ms: AtomicU64,
+    open: AtomicUsize,
+    /// Open bodies waiting for bytes of their own (a segment's next part), not for the
+    /// peer: those are not stalled by it.
+    waiting_on_source: AtomicUsize,
+}
+
+impl BodyProgress {
+    /// A connection's, with no body open.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            base: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            open: AtomicUsize::new(0),
+            waiting_on_source: AtomicUsize::new(0),
+        })
+    }
+
+    fn touch(&self) {
+        let now = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// `body` watched: each time it is asked for bytes counts as progress; `in_flight`
+    /// is released when it ends (a request lasts as long as its response body).
+    pub fn watch<S>(self: &Arc<Self>, body: S, in_flight: RequestInFlight) -> Watched<S> {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        self.touch();
+        Watched {
+            body,
+            progress: self.clone(),
+            waiting: false,
+            _in_flight: in_flight,
+        }
+    }
+
+    /// Returns once bodies are open and none has been asked for bytes for `timeout`.
+    pub async fn stalled(&self, timeout: Duration) {
+        let check = (timeout / 4).max(Duration::from_millis(50));
+        loop {
+            tokio::time::sleep(check).await;
+            let now = self.base.elapsed();
+            let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let waiting_for_peer =
+                self.open.load(Ordering::Acquire) > self.waiting_on_source.load(Ordering::Acquire);
+            if waiting_for_peer && now.saturating_sub(last) > timeout {
+                return;
+            }
+        }
+    }
+}
+
+/// A response body under [`BodyProgress`].
+pub struct Watched<S> {
+    body: S,
+    progress: Arc<BodyProgress>,
+    /// Its last poll found no bytes ready: it waits on its source.
+    waiting: bool,
+    _in_flight: RequestInFlight,
+}
+
+impl<S: futures_util::Stream + Unpin> futures_util::Stream for Watched<S> {
+    type Item = S::Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        if std::mem::take(&mut self.waiting) {
+            self.progress
+                .waiting_on_source
+                .fetch_sub(1, Ordering::AcqRel);
+        }
+        self.progress.touch();
+        let polled = Pin::new(&mut self.body).poll_next(cx);
+        if polled.is_pending() {
+            self.waiting = true;
+            self.progress
+                .waiting_on_source
+                .fetch_add(1, Ordering::AcqRel);
+        }
+        polled
+    }
+}
+
+impl<S> Drop for Watched<S> {
+    fn drop(&mut self) {
+        if self.waiting {
+            self.progress
+                .waiting_on_source
+                .fetch_sub(1, Ordering::AcqRel);
+        }
+        self.progress.open.fetch_sub(1, Ordering::AcqRel);
+        // Ending counts as progress: the connection is not blamed for a body it finished.
+        self.progress.touch();
     }
 }
 

@@ -38,7 +38,12 @@ fn is_secret(name: &str) -> bool {
 /// `testsrc`).
 pub fn redact(url: &str) -> String {
     let Ok(mut parsed) = url::Url::parse(url) else {
-        return url.to_string();
+        // Not a URL the parser takes (`srt://:9000?passphrase=…` has no host): nothing
+        // past the scheme can be shown safely.
+        return match url.split_once("://") {
+            Some((scheme, _)) => format!("{scheme}://{HIDDEN}"),
+            None => url.to_string(),
+        };
     };
     if parsed.cannot_be_a_base() {
         return url.to_string();
@@ -144,6 +149,8 @@ mod tests {
             ),
             ("tcp://host:9000?listen=0", "tcp://host:9000?listen=0"),
             ("/media/file.mp4", "/media/file.mp4"),
+            ("srt://:9000?mode=listener&passphrase=hunter2", "srt://***"),
+            ("rtmp://:1935/live/key?listen=1", "rtmp://***"),
             ("testsrc", "testsrc"),
         ];
         for (url, shown) in cases {

@@ -105,13 +105,16 @@ impl UrlSource {
         let timeout = read_timeout.unwrap_or(DEFAULT_READ_TIMEOUT);
         let micros = timeout.as_micros().to_string();
         let mut options = Dictionary::new();
-        // Every protocol's reads give up after this.
-        options.set("rw_timeout", &micros);
-        // `timeout` means a socket timeout (and connect timeout) for SRT, TCP, UDP and
-        // HTTP, but for RTMP how long to wait for a client to connect, and setting it
-        // turns RTMP's listen mode on: a pull would become a server.
-        if !is_rtmp(url) {
-            options.set("timeout", &micros);
+        // A listener waits for its sender as long as it takes: only the deadline bounds
+        // its reads, once it is open. Everything else: every read gives up after this,
+        // and `timeout` means a socket (and connect) timeout for SRT, TCP, UDP and HTTP,
+        // but for RTMP how long to wait for a client to connect, and setting it turns
+        // RTMP's listen mode on: a pull would become a server.
+        if !listens(url) {
+            options.set("rw_timeout", &micros);
+            if !is_rtmp(url) {
+                options.set("timeout", &micros);
+            }
         }
         // Start fast: a live source is probed for half a second, not five.
         options.set("analyzeduration", "500000");
@@ -368,7 +371,7 @@ impl UrlSource {
                 if pts < origin {
                     // Before the first picture: how far back of the latest one it is.
                     let back = self.last_video_at.unwrap_or_default()
-                        + media_time(origin - pts, self.video_time_base);
+                        + media_time(origin.saturating_sub(pts), self.video_time_base);
                     if back > self.max_gap {
                         return Err(IngestError::TimestampJump {
                             source_name: self.name.clone(),
@@ -377,13 +380,13 @@ impl UrlSource {
                     }
                     continue;
                 }
-                let at = media_time(pts - origin, self.video_time_base);
+                let at = media_time(pts.saturating_sub(origin), self.video_time_base);
                 self.check_jump(at)?;
                 if self.last_video_at.is_some_and(|last| at < last) {
                     continue; // a little back: out of order, dropped
                 }
                 self.last_video_at = Some(at);
-                decoded.set_pts(Some(pts - origin));
+                decoded.set_pts(Some(pts.saturating_sub(origin)));
                 let mut source = self
                     .video
                     .graph
@@ -455,7 +458,9 @@ impl Source for UrlSource {
                     self.queued_audio.push_back((silence, at));
                     continue;
                 }
-                (Some(_), None) if self.audio.is_none() || self.queued_video.len() > MAX_QUEUED => {
+                (Some(_), None)
+                    if self.audio.is_none() || self.queued_video.len() >= MAX_QUEUED =>
+                {
                     Some(false)
                 }
                 (Some(_), Some(_)) => Some(false),
@@ -533,22 +538,30 @@ mod tests {
     }
 
     #[test]
-    fn a_dead_peer_times_out_instead_of_hanging() {
-        // Nothing sends to this port: the read timeout ends the open.
+    fn a_listener_waits_for_its_sender_until_the_stream_stops() {
+        // Nothing sends to this port: a listener waits (state "waiting"), and stopping
+        // the stream ends the wait at once.
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         let port = socket.local_addr().expect("addr").port();
         drop(socket);
+        let limits = OpenLimits::default();
+        let stop = limits.stop.clone();
+        let stopper = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(1500));
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
         let started = Instant::now();
         let result = UrlSource::open(
             &format!("udp://127.0.0.1:{port}"),
             Some(Duration::from_millis(500)),
-            &OpenLimits::default(),
+            &limits,
         );
         assert!(result.is_err(), "no data, no source");
+        let waited = started.elapsed();
         assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "{:?}",
-            started.elapsed()
+            (Duration::from_millis(1400)..Duration::from_secs(4)).contains(&waited),
+            "{waited:?}: a listener gave up before it was stopped, or did not stop"
         );
+        stopper.join().expect("stopper");
     }
 }

@@ -203,6 +203,40 @@ pub(crate) async fn slow_readers(target: &Target) {
         pipelined * length
     );
 
+    // HTTP/2: windows of 4 KiB that are never opened again (the body is not read), on
+    // a connection that answers the server's pings: hyper writes nothing while it
+    // waits, so only the bodies' progress shows the stall.
+    let config = mirror::tls::client_config_trusting(target.tls(), &[b"h2"]).unwrap();
+    let tcp = tcp_from(target, 16, None).await;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut send, connection) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .initial_stream_window_size(4096)
+            .initial_connection_window_size(4096)
+            .adaptive_window(false)
+            .handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    let _connection = tokio::spawn(connection);
+    let request = http::Request::get(format!("https://localhost{segment}"))
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let response = send.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let read = tokio::time::timeout(
+        Duration::from_secs(5),
+        http_body_util::BodyExt::collect(response.into_body()),
+    )
+    .await;
+    assert!(
+        !matches!(read, Ok(Ok(_))),
+        "HTTP/2: a peer that granted no window was answered whole"
+    );
+
     // HTTP/3: a stream window of 4 KiB that is never read past, on a connection kept
     // alive with PINGs (QUIC's idle timeout must not be what ends it).
     let mut transport = quinn::TransportConfig::default();

@@ -151,7 +151,7 @@ impl quic::Connection<Bytes> for Connection {
         let (send, recv) = accepted.map_err(connection_error)?;
         let limits = self.opener.limits;
         Poll::Ready(Ok(BidiStream {
-            send: SendStream::new(send, self.opener.bodies.clone(), limits),
+            send: SendStream::new(send, self.opener.bodies.clone(), limits, true),
             recv: RecvStream::new(recv, StreamKind::Request, limits, &self.quinn),
         }))
     }
@@ -235,7 +235,7 @@ impl quic::OpenStreams<Bytes> for Opener {
         }));
         let (send, recv) = opened.map_err(stream_connection_error)?;
         Poll::Ready(Ok(BidiStream {
-            send: SendStream::new(send, self.bodies.clone(), self.limits),
+            send: SendStream::new(send, self.bodies.clone(), self.limits, true),
             recv: RecvStream::new(recv, StreamKind::Request, self.limits, &self.quinn),
         }))
     }
@@ -250,7 +250,13 @@ impl quic::OpenStreams<Bytes> for Opener {
             Box::pin(async move { quinn.open_uni().await })
         }));
         let send = opened.map_err(stream_connection_error)?;
-        Poll::Ready(Ok(SendStream::new(send, self.bodies.clone(), self.limits)))
+        // The server's own control and QPACK streams: they end with the connection.
+        Poll::Ready(Ok(SendStream::new(
+            send,
+            self.bodies.clone(),
+            self.limits,
+            false,
+        )))
     }
 
     fn close(&mut self, code: h3::error::Code, reason: &[u8]) {

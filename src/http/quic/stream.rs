@@ -36,10 +36,13 @@ pub struct SendStream {
 }
 
 impl SendStream {
+    /// `request`: a request stream, reset when dropped unfinished (the server's own
+    /// control and QPACK streams end with their connection instead).
     pub(super) fn new(
         stream: quinn::SendStream,
         bodies: BodyHandoff,
         limits: StreamLimits,
+        request: bool,
     ) -> Self {
         Self {
             id: stream_id(stream.id()),
@@ -48,7 +51,7 @@ impl SendStream {
             bodies,
             send_timeout: limits.send_timeout,
             stalled: None,
-            closed: false,
+            closed: !request,
             started: false,
         }
     }
