@@ -79,7 +79,13 @@ impl MediaNames {
             };
         }
         let stem = rest.strip_suffix(".m4s")?;
-        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        // Canonical decimals only (no leading zero): one resource, one name, so that a
+        // cache never keeps the same bytes, or a refusal, under two keys.
+        let digits = |s: &str| {
+            !s.is_empty()
+                && s.bytes().all(|b| b.is_ascii_digit())
+                && (s == "0" || !s.starts_with('0'))
+        };
         match stem.split_once('.') {
             None if digits(stem) => stem.parse().ok().map(MediaName::Segment),
             Some((msn, index)) if digits(msn) && digits(index) => {
@@ -355,6 +361,10 @@ mod tests {
             &format!("{}x", names.segment(1)),
             &names.segment(1).replace("1.m4s", "-1.m4s"),
             &names.part(1, 2).replace(".2.", ".+2."),
+            // Found by the media_name fuzz target: a second name for part 3.68.
+            &names.part(3, 68).replace("-3.", "-03."),
+            &names.part(3, 6).replace(".6.", ".06."),
+            &names.segment(7).replace("-7.", "-007."),
         ] {
             assert_eq!(names.parse(bad), None, "{bad}");
         }
