@@ -45,10 +45,10 @@ pub fn redact(url: &str) -> String {
             None => url.to_string(),
         };
     };
-    if parsed.cannot_be_a_base() {
-        return url.to_string();
-    }
-    if !parsed.username().is_empty() {
+    // A URL without an authority (`scheme:path?query`) has no user or password, but
+    // its query is redacted all the same (found by fuzzing).
+    let has_authority = !parsed.cannot_be_a_base();
+    if has_authority && !parsed.username().is_empty() {
         let _ = parsed.set_username(HIDDEN);
     }
     if parsed.password().is_some() {
@@ -84,7 +84,7 @@ pub fn redact(url: &str) -> String {
         // value (SRT's `streamid=#!::u=…`): all of it goes.
         parsed.set_fragment(Some(HIDDEN));
     }
-    if matches!(parsed.scheme(), "rtmp" | "rtmps") {
+    if has_authority && matches!(parsed.scheme(), "rtmp" | "rtmps") {
         // rtmp://host/app/stream-key: the application names the service, the rest is
         // the key.
         let segments: Vec<String> = parsed
@@ -152,6 +152,7 @@ mod tests {
             ("srt://:9000?mode=listener&passphrase=hunter2", "srt://***"),
             ("rtmp://:1935/live/key?listen=1", "rtmp://***"),
             ("testsrc", "testsrc"),
+            ("h:0?x=1&passphrase=hunter2", "h:0?x=1&passphrase=***"),
         ];
         for (url, shown) in cases {
             assert_eq!(redact(url), shown, "{url}");

@@ -163,7 +163,8 @@ fn seconds(text: &str) -> Option<Duration> {
         .parse::<f64>()
         .ok()
         .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64)
+        // Not `from_secs_f64`, which panics past u64::MAX seconds (found by fuzzing).
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
 }
 
 fn date(text: &str) -> Option<SystemTime> {
@@ -251,6 +252,16 @@ pub fn parse_media_playlist(text: &str) -> Option<ListedPlaylist> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the playlist fuzz target: a duration past u64::MAX seconds panicked.
+    #[test]
+    fn an_absurd_duration_is_refused_not_a_panic() {
+        assert_eq!(seconds("1e300"), None);
+        assert_eq!(seconds("-1"), None);
+        assert_eq!(seconds("0.2"), Some(Duration::from_millis(200)));
+        let text = "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-PART-INF:PART-TARGET=1e300\n";
+        assert!(parse_media_playlist(text).is_none());
+    }
 
     #[test]
     fn reads_the_live_edge_and_part_media_ends() {
