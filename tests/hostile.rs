@@ -70,6 +70,21 @@ impl Target {
         endpoint
     }
 
+    /// A QUIC connection from `source` (the endpoint must outlive it).
+    pub(crate) async fn quic_connect(
+        &self,
+        source: IpAddr,
+        transport: Option<quinn::TransportConfig>,
+    ) -> (quinn::Endpoint, quinn::Connection) {
+        let endpoint = self.quic_endpoint(source, transport);
+        let connection = endpoint
+            .connect(self.h3_addr(), "localhost")
+            .unwrap()
+            .await
+            .unwrap();
+        (endpoint, connection)
+    }
+
     /// An HTTP/3 client from `source`.
     pub(crate) async fn h3_from(&self, source: IpAddr) -> H3Client {
         let endpoint = self.quic_endpoint(source, None);

@@ -125,12 +125,7 @@ pub(crate) async fn silent_connections(target: &Target) {
         );
     }
 
-    let endpoint = target.quic_endpoint(source(14), None);
-    let connection = endpoint
-        .connect(target.h3_addr(), "localhost")
-        .unwrap()
-        .await
-        .unwrap();
+    let (_endpoint, connection) = target.quic_connect(source(14), None).await;
     let (mut send, mut recv) = connection.open_bi().await.unwrap();
     // A HEADERS frame of 100 bytes, of which 10 are ever sent.
     send.write_all(&[0x01, 0x40, 0x64]).await.unwrap();
@@ -143,12 +138,7 @@ pub(crate) async fn silent_connections(target: &Target) {
 
     let mut transport = quinn::TransportConfig::default();
     transport.keep_alive_interval(Some(Duration::from_millis(200)));
-    let endpoint = target.quic_endpoint(source(14), Some(transport));
-    let pinging = endpoint
-        .connect(target.h3_addr(), "localhost")
-        .unwrap()
-        .await
-        .unwrap();
+    let (_endpoint, pinging) = target.quic_connect(source(14), Some(transport)).await;
     let closed = tokio::time::timeout(Duration::from_secs(5), pinging.closed()).await;
     assert!(
         closed.is_ok(),
@@ -244,12 +234,7 @@ pub(crate) async fn slow_readers(target: &Target) {
         .stream_receive_window(4096u32.into())
         .receive_window(16384u32.into())
         .keep_alive_interval(Some(Duration::from_millis(300)));
-    let endpoint = target.quic_endpoint(source(16), Some(transport));
-    let connection = endpoint
-        .connect(target.h3_addr(), "localhost")
-        .unwrap()
-        .await
-        .unwrap();
+    let (_endpoint, connection) = target.quic_connect(source(16), Some(transport)).await;
     let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(connection))
         .await
         .unwrap();
@@ -299,12 +284,7 @@ pub(crate) async fn header_limits(target: &Target) {
 
     // HTTP/3, from a client that has not read the server's SETTINGS yet (its driver is
     // not running), so that it sends what the server's limit would make h3 refuse.
-    let endpoint = target.quic_endpoint(source(17), None);
-    let connection = endpoint
-        .connect(target.h3_addr(), "localhost")
-        .unwrap()
-        .await
-        .unwrap();
+    let (_endpoint, connection) = target.quic_connect(source(17), None).await;
     let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(connection))
         .await
         .unwrap();
@@ -381,12 +361,7 @@ pub(crate) async fn header_limits(target: &Target) {
 /// Issue 11.3: an unknown frame on the control stream claiming 10 MB: h3 would buffer
 /// it whole; the connection is closed instead.
 pub(crate) async fn control_stream_flood(target: &Target) {
-    let endpoint = target.quic_endpoint(source(18), None);
-    let connection = endpoint
-        .connect(target.h3_addr(), "localhost")
-        .unwrap()
-        .await
-        .unwrap();
+    let (_endpoint, connection) = target.quic_connect(source(18), None).await;
     let mut control = connection.open_uni().await.unwrap();
     // Control stream type, an empty SETTINGS frame, then a reserved frame type
     // (0x21) whose length says 10 MB.
@@ -487,12 +462,7 @@ pub(crate) async fn garbage_datagrams(target: &Target) {
 /// CVE-2023-44487, and the same on HTTP/3).
 pub(crate) async fn rapid_resets(target: &Target) {
     // HTTP/3: open a stream, send a request's headers, reset it.
-    let endpoint = target.quic_endpoint(source(22), None);
-    let connection = endpoint
-        .connect(target.h3_addr(), "localhost")
-        .unwrap()
-        .await
-        .unwrap();
+    let (_endpoint, connection) = target.quic_connect(source(22), None).await;
     let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(connection))
         .await
         .unwrap();
