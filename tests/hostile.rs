@@ -232,6 +232,9 @@ async fn hostile_clients_on_all_three_protocols() {
         ("connection flood", |t| {
             Box::pin(transport::connection_flood(t))
         }),
+        ("QUIC connection budget", |t| {
+            Box::pin(transport::quic_connection_budget(t))
+        }),
         ("silent and idle connections", |t| {
             Box::pin(transport::silent_connections(t))
         }),

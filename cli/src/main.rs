@@ -125,6 +125,35 @@ enum BenchCommand {
         #[arg(long)]
         switch_every: Option<f64>,
     },
+    /// One hostile client address holding blocking reloads: N slots on C connections,
+    /// each asking for the next part again as soon as it is answered (loopback unless
+    /// --remote-ok). Run beside `bench viewers` to see what it costs other viewers.
+    Flood {
+        /// Media playlist URL, e.g. https://127.0.0.1:4443/test/video.m3u8.
+        #[arg(long)]
+        url: String,
+        /// Blocking reloads kept outstanding (1..=100000).
+        #[arg(long, default_value_t = 5000)]
+        held: usize,
+        /// QUIC connections they spread over.
+        #[arg(long, default_value_t = 320)]
+        connections: usize,
+        /// Seconds (1..=3600).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Local address every connection comes from (127.0.0.2: another client than
+        /// viewers on 127.0.0.1).
+        #[arg(long, default_value = "127.0.0.2")]
+        bind: std::net::IpAddr,
+        #[command(flatten)]
+        report: ReportArgs,
+        /// Allow a server that is not on loopback (only a host you run).
+        #[arg(long)]
+        remote_ok: bool,
+        /// Ask again at once after a 429 (a request flood), not after its Retry-After.
+        #[arg(long)]
+        ignore_retry_after: bool,
+    },
     /// A raw QUIC bulk sender (the same quinn as Mirror): the ceiling for HTTP/3
     /// egress on this machine. Runs until Ctrl-C.
     QuicSource {
@@ -187,6 +216,30 @@ fn bench(what: BenchCommand) -> anyhow::Result<()> {
             };
             let report = runtime.block_on(mirror_loadgen::viewers::run(&options))?;
             print!("{}", report.table());
+            write_json(&report, args.json.as_deref())
+        }
+        BenchCommand::Flood {
+            url,
+            held,
+            connections,
+            seconds,
+            bind,
+            report: args,
+            remote_ok,
+            ignore_retry_after,
+        } => {
+            let options = mirror_loadgen::flood::FloodOptions {
+                url,
+                held,
+                connections,
+                duration: Duration::from_secs(seconds),
+                bind,
+                ca: args.ca,
+                remote_ok,
+                ignore_retry_after,
+            };
+            let report = runtime.block_on(mirror_loadgen::flood::run(&options))?;
+            println!("{}", report.summary());
             write_json(&report, args.json.as_deref())
         }
         BenchCommand::QuicSource { listen, certs_dir } => runtime.block_on(async move {

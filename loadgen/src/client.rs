@@ -38,16 +38,25 @@ impl ClientError {
 /// A client endpoint for servers like `addr`, speaking HTTP/3 with `tls`.
 pub fn client_endpoint(
     addr: SocketAddr,
-    mut tls: rustls::ClientConfig,
+    tls: rustls::ClientConfig,
 ) -> Result<quinn::Endpoint, ClientError> {
-    tls.alpn_protocols = vec![b"h3".to_vec()];
-    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
-        .map_err(|e| ClientError::Tls(e.to_string()))?;
     let bind: SocketAddr = if addr.is_ipv4() {
         ([0, 0, 0, 0], 0).into()
     } else {
         ([0u16; 8], 0).into()
     };
+    client_endpoint_at(bind, tls)
+}
+
+/// A client endpoint on the local address `bind` (e.g. 127.0.0.2: a second client
+/// address on loopback), speaking HTTP/3 with `tls`.
+pub fn client_endpoint_at(
+    bind: SocketAddr,
+    mut tls: rustls::ClientConfig,
+) -> Result<quinn::Endpoint, ClientError> {
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| ClientError::Tls(e.to_string()))?;
     let mut endpoint =
         quinn::Endpoint::client(bind).map_err(|e| ClientError::Connect(e.to_string()))?;
     endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));

@@ -130,7 +130,10 @@ impl ViewerTally {
     }
 }
 
-fn target(url: &str, remote_ok: bool) -> Result<(SocketAddr, String, String), ViewersError> {
+pub(crate) fn target(
+    url: &str,
+    remote_ok: bool,
+) -> Result<(SocketAddr, String, String), ViewersError> {
     let uri: http::Uri = url.parse().map_err(|_| ViewersError::Url(url.into()))?;
     if uri.scheme_str() != Some("https") {
         return Err(ViewersError::Url(url.into()));

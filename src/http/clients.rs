@@ -128,6 +128,14 @@ impl Clients {
         })
     }
 
+    /// Whether `ip` has used its whole connection budget: a new handshake from it would
+    /// only be refused once it completed.
+    pub fn address_full(&self, ip: IpAddr) -> bool {
+        self.table()
+            .get(&canonical(ip))
+            .is_some_and(|entry| entry.connections >= self.limits.max_connections_per_address)
+    }
+
     /// Takes one request from `ip`'s token bucket.
     pub fn admit_request(&self, ip: IpAddr) -> Result<(), Refusal> {
         let Some(rate) = &self.rate else {

@@ -6,7 +6,8 @@
 //! Admission: a handshake from an address QUIC has not validated is not counted as a
 //! connection (its source address may be spoofed); past `quic_retry_threshold` of them
 //! in flight, new ones are sent a Retry, and only a connection whose address is proven
-//! takes a place under `max_connections`. Flow control is sized for an edge: clients
+//! takes a place under `max_connections`. An address already at its connection budget
+//! is sent a Retry too, and refused once it answers: it never costs a handshake. Flow control is sized for an edge: clients
 //! send small requests, the server sends media (README, "Limits").
 
 use std::sync::Arc;
@@ -81,8 +82,13 @@ pub async fn serve(endpoint: quinn::Endpoint, state: Arc<AppState>, admission: A
                     continue;
                 }
             }
-        } else if handshaking.load(Ordering::Acquire) >= limits.quic_retry_threshold {
+        } else if handshaking.load(Ordering::Acquire) >= limits.quic_retry_threshold
+            || admission.clients().address_full(remote.ip())
+        {
             // Costs the server one stateless packet; a spoofed source never answers.
+            // An address with no place left is sent one too, rather than a handshake
+            // (the costly part) that would end in a refusal: once it answers, it is
+            // proven and refused above without any cryptography.
             if let Err(error) = incoming.retry() {
                 error.into_incoming().ignore();
             }

@@ -94,6 +94,33 @@ pub(crate) async fn connection_flood(target: &Target) {
     drop(held);
 }
 
+/// QUIC connections past an address's budget (4) are refused before any handshake (a
+/// Retry, then CONNECTION_REFUSED once the address is proven), not after one that cost
+/// the server its cryptography; another address still connects.
+pub(crate) async fn quic_connection_budget(target: &Target) {
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(target.quic_connect(source(23), None).await);
+    }
+    let endpoint = target.quic_endpoint(source(23), None);
+    let refused = endpoint
+        .connect(target.h3_addr(), "localhost")
+        .unwrap()
+        .await;
+    assert!(
+        matches!(
+            &refused,
+            Err(quinn::ConnectionError::ConnectionClosed(close))
+                if close.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED
+        ),
+        "a fifth connection from one address: {refused:?}"
+    );
+    let other = target.h3_from(source(24)).await;
+    let fetched = other.get(&format!("/{STREAM}/video.m3u8")).await.unwrap();
+    assert_eq!(fetched.status(), 200);
+    drop(held);
+}
+
 /// Issue 11.2: silence at every stage is closed within its timeout: before the TLS
 /// handshake (1 s), after it with no HTTP/1.1 request (1 s) or no HTTP/2 preface (idle
 /// 2 s + 1 s), a QUIC request whose headers never end (1 s), and a QUIC connection
