@@ -359,6 +359,10 @@ pub(super) async fn wait_for(
             },
             () = shutting_down => return Err(Rejection::ShuttingDown),
         }
+        if held.as_ref().is_some_and(HoldPermit::crowded) {
+            // To the back of the run queue, behind the other requests this change woke.
+            tokio::task::yield_now().await;
+        }
     }
 }
 
