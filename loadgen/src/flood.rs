@@ -49,16 +49,17 @@ pub struct FloodOptions {
 pub struct FloodReport {
     /// Slots asked for.
     pub held: usize,
-    /// Connections kept.
+    /// Connections asked for.
     pub connections: usize,
-    /// Handshakes completed, reconnections included (the server closes connections
-    /// past its per-address budget; their slots connect again a second later).
+    /// Connections made, reconnections included (a connection the server refused or
+    /// closed is tried again a second later).
     pub connects: u64,
     /// Seconds it ran.
     pub seconds: f64,
     /// Requests answered, by status (`200`, `429`, ...).
     pub statuses: BTreeMap<u16, u64>,
-    /// Requests that failed without an answer, by kind.
+    /// Connections refused (`connect`) and requests that failed without an answer, by
+    /// kind.
     pub errors: BTreeMap<String, u64>,
     /// Answers per second.
     pub answers_per_s: f64,
@@ -78,7 +79,8 @@ impl FloodReport {
             .map(|(k, n)| format!("{k}={n}"))
             .collect();
         format!(
-            "flood: {} slots on {} connections ({} handshakes) for {:.1} s: {:.0} answers/s; statuses {}; errors {}",
+            "flood: {} slots on {} connections ({} made) for {:.1} s: {:.0} answers/s; \
+             statuses {}; errors {}",
             self.held,
             self.connections,
             self.connects,
@@ -104,9 +106,17 @@ impl NextPart {
         (v >> 16, (v & 0xffff) as u32)
     }
 
-    fn raise(&self, (msn, part): (u64, u32)) {
-        self.0
-            .fetch_max((msn << 16) | u64::from(part.min(0xffff)), Ordering::Relaxed);
+    fn pack((msn, part): (u64, u32)) -> u64 {
+        (msn << 16) | u64::from(part.min(0xffff))
+    }
+
+    fn raise(&self, next: (u64, u32)) {
+        self.0.fetch_max(Self::pack(next), Ordering::Relaxed);
+    }
+
+    /// After a 400 (the stream restarted lower, say): what the playlist says now.
+    fn reset(&self, next: (u64, u32)) {
+        self.0.store(Self::pack(next), Ordering::Relaxed);
     }
 }
 
@@ -153,11 +163,19 @@ async fn slot(client: H3Client, plan: Arc<Plan>) -> Tally {
                 {
                     plan.next.raise(playlist.next_part());
                 }
+                if fetched.status() == 400
+                    && let Ok(Ok(plain)) =
+                        tokio::time::timeout_at(plan.until.into(), client.get(&plan.media)).await
+                    && let Some(playlist) = parse_media_playlist(&plain.text())
+                {
+                    plan.next.reset(playlist.next_part());
+                }
                 let retry_after = fetched
                     .header("retry-after")
                     .and_then(|s| s.trim().parse::<u64>().ok());
                 if let (Some(seconds), false) = (retry_after, plan.ignore_retry_after) {
-                    tokio::time::sleep(Duration::from_secs(seconds.min(10))).await;
+                    let wake = Instant::now() + Duration::from_secs(seconds.min(10));
+                    tokio::time::sleep_until(wake.min(plan.until).into()).await;
                 }
             }
             Ok(Err(e)) => {
@@ -179,7 +197,11 @@ async fn connection(
 ) -> Tally {
     let mut tally = Tally::default();
     while Instant::now() < plan.until {
-        match H3Client::connect_on(&endpoint, addr, &server_name).await {
+        let connect = H3Client::connect_on(&endpoint, addr, &server_name);
+        let Ok(connected) = tokio::time::timeout_at(plan.until.into(), connect).await else {
+            break;
+        };
+        match connected {
             Ok(client) => {
                 tally.connects += 1;
                 let runs = (0..slots).map(|_| slot(client.clone(), plan.clone()));
@@ -211,6 +233,11 @@ pub async fn run(options: &FloodOptions) -> Result<FloodReport, ViewersError> {
         return Err(ViewersError::Bounds("--seconds must be in 1..=3600"));
     }
     let (addr, server_name, path) = target(&options.url, options.remote_ok)?;
+    if addr.is_ipv4() != options.bind.is_ipv4() {
+        return Err(ViewersError::Bounds(
+            "--bind and the URL's host are not of one family",
+        ));
+    }
     let tls = mirror::tls::client_config_from_pem(Path::new(&options.ca))?;
     let endpoints = (0..options.connections.min(MAX_CLIENT_SOCKETS))
         .map(|_| client_endpoint_at(SocketAddr::new(options.bind, 0), tls.clone()))
@@ -256,6 +283,14 @@ pub async fn run(options: &FloodOptions) -> Result<FloodReport, ViewersError> {
         }
     }
     let seconds = started.elapsed().as_secs_f64();
+    // Closed, and the closes sent, before the process exits: otherwise the server keeps
+    // the connections (and their held requests) until its idle timeout.
+    for endpoint in &endpoints {
+        endpoint.close(0u32.into(), b"done");
+    }
+    for endpoint in &endpoints {
+        let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+    }
     Ok(FloodReport {
         held: options.held,
         connections: options.connections,

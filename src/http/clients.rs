@@ -342,10 +342,11 @@ pub struct HoldPermit {
 }
 
 impl HoldPermit {
-    /// Whether its address held more than its fair share when this request was held:
-    /// when the edge moves it is answered after the requests of other addresses woken
-    /// with it, so that one address holding hundreds does not delay everyone's
-    /// announcement by the time it takes to answer all of its own.
+    /// Whether its address held its fair share or more when this request was held: a
+    /// blocking reload that is crowded yields once when the edge moves, so that one
+    /// address holding hundreds does not delay everyone's announcement by the time it
+    /// takes to answer all of its own. (Segments streamed as they are produced hold one
+    /// place each but do not yield: a player holds one at a time.)
     pub fn crowded(&self) -> bool {
         self.crowded
     }

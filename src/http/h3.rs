@@ -7,8 +7,9 @@
 //! connection (its source address may be spoofed); past `quic_retry_threshold` of them
 //! in flight, new ones are sent a Retry, and only a connection whose address is proven
 //! takes a place under `max_connections`. An address already at its connection budget
-//! is sent a Retry too, and refused once it answers: it never costs a handshake. Flow control is sized for an edge: clients
-//! send small requests, the server sends media (README, "Limits").
+//! is sent a Retry too, and refused once it answers: no TLS handshake is spent on it. Flow
+//! control is sized for an edge: clients send small requests, the server sends media
+//! (README, "Limits").
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -86,9 +87,10 @@ pub async fn serve(endpoint: quinn::Endpoint, state: Arc<AppState>, admission: A
             || admission.clients().address_full(remote.ip())
         {
             // Costs the server one stateless packet; a spoofed source never answers.
-            // An address with no place left is sent one too, rather than a handshake
-            // (the costly part) that would end in a refusal: once it answers, it is
-            // proven and refused above without any cryptography.
+            // An address with no place left is sent one too, rather than a TLS
+            // handshake (the costly part) that would end in a refusal: once it answers,
+            // it is proven and refused above. (Initials racing in below the budget still
+            // get their handshake, and are closed after it.)
             if let Err(error) = incoming.retry() {
                 error.into_incoming().ignore();
             }

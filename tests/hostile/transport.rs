@@ -94,13 +94,18 @@ pub(crate) async fn connection_flood(target: &Target) {
     drop(held);
 }
 
-/// QUIC connections past an address's budget (4) are refused before any handshake (a
-/// Retry, then CONNECTION_REFUSED once the address is proven), not after one that cost
-/// the server its cryptography; another address still connects.
+/// QUIC connections past an address's budget (4) are refused before any TLS handshake
+/// (a Retry, then CONNECTION_REFUSED once the address is proven), not after one; another
+/// address still connects.
 pub(crate) async fn quic_connection_budget(target: &Target) {
     let mut held = Vec::new();
     for _ in 0..4 {
-        held.push(target.quic_connect(source(23), None).await);
+        // Answered once: the server has counted the connection (a client's handshake
+        // ends before the server has read its last flight).
+        let client = target.h3_from(source(23)).await;
+        let fetched = client.get(&format!("/{STREAM}/video.m3u8")).await.unwrap();
+        assert_eq!(fetched.status(), 200);
+        held.push(client);
     }
     let endpoint = target.quic_endpoint(source(23), None);
     let refused = endpoint
