@@ -301,7 +301,7 @@ impl Peer {
             return Err(Refusal::TooManyHeld);
         }
         let ip = canonical(self.remote.ip());
-        let already_held = {
+        {
             let mut table = self.clients.table();
             let entry = table.entry(ip).or_default();
             if entry.held >= limits.max_held_per_address {
@@ -310,13 +310,11 @@ impl Peer {
                 return Err(Refusal::TooManyHeld);
             }
             entry.held += 1;
-            entry.held - 1
-        };
+        }
         Ok(HoldPermit {
             held_on_connection: self.held_on_connection.clone(),
             clients: self.clients.clone(),
             ip,
-            crowded: already_held >= FAIR_SHARE_HELD,
         })
     }
 }
@@ -327,29 +325,12 @@ pub async fn until_draining(draining: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = draining.wait_for(|draining| *draining).await;
 }
 
-/// Held requests of one address that are answered as soon as anyone's: more than one
-/// player holds (a video and an audio playlist, a segment or two), a few players behind
-/// one NAT.
-const FAIR_SHARE_HELD: usize = 8;
-
 /// One held request; dropping it (answered, timed out or cancelled) frees the place.
 #[derive(Debug)]
 pub struct HoldPermit {
     held_on_connection: Arc<AtomicUsize>,
     clients: Arc<Clients>,
     ip: IpAddr,
-    crowded: bool,
-}
-
-impl HoldPermit {
-    /// Whether its address held its fair share or more when this request was held: a
-    /// blocking reload that is crowded yields once when the edge moves, so that one
-    /// address holding hundreds does not delay everyone's announcement by the time it
-    /// takes to answer all of its own. (Segments streamed as they are produced hold one
-    /// place each but do not yield: a player holds one at a time.)
-    pub fn crowded(&self) -> bool {
-        self.crowded
-    }
 }
 
 impl Drop for HoldPermit {
@@ -448,21 +429,6 @@ mod tests {
         );
         drop(a);
         two.hold().unwrap();
-    }
-
-    #[test]
-    fn an_address_past_its_fair_share_of_held_requests_is_crowded() {
-        let clients = Clients::new(Limits::default());
-        let many = Peer::new(addr(1, 1), clients.clone());
-        let other = Peer::new(addr(2, 1), clients.clone());
-        // Each permit from its own connection: the per-connection cap is not the point.
-        let held: Vec<HoldPermit> = (0..FAIR_SHARE_HELD + 2)
-            .map(|_| Peer::new(many.remote(), clients.clone()).hold().unwrap())
-            .collect();
-        let crowded: Vec<bool> = held.iter().map(HoldPermit::crowded).collect();
-        assert!(crowded[..FAIR_SHARE_HELD].iter().all(|c| !c), "{crowded:?}");
-        assert!(crowded[FAIR_SHARE_HELD..].iter().all(|c| *c), "{crowded:?}");
-        assert!(!other.hold().unwrap().crowded(), "another address");
     }
 
     #[test]

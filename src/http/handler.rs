@@ -359,12 +359,6 @@ pub(super) async fn wait_for(
             },
             () = shutting_down => return Err(Rejection::ShuttingDown),
         }
-        if held.as_ref().is_some_and(HoldPermit::crowded) {
-            // Behind the tasks ready on this worker (tokio runs a yielded task once the
-            // worker has nothing else ready, or at its next maintenance tick, every 61
-            // polls): the other requests this change woke are answered first.
-            tokio::task::yield_now().await;
-        }
     }
 }
 
