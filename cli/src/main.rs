@@ -105,7 +105,7 @@ enum BenchCommand {
         /// Number of viewers, each on its own QUIC connection (1..=20000).
         #[arg(long, default_value_t = 100)]
         viewers: usize,
-        /// How long they watch, seconds (1..=3600).
+        /// How long they watch, seconds (1..=86400: a soak may run for hours).
         #[arg(long, default_value_t = 10)]
         seconds: u64,
         #[command(flatten)]

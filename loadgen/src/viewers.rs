@@ -388,8 +388,8 @@ pub async fn run(options: &ViewersOptions) -> Result<ViewersReport, ViewersError
     if options.viewers == 0 || options.viewers > 20_000 {
         return Err(ViewersError::Bounds("--viewers must be in 1..=20000"));
     }
-    if options.duration.is_zero() || options.duration > Duration::from_secs(3600) {
-        return Err(ViewersError::Bounds("--seconds must be in 1..=3600"));
+    if options.duration.is_zero() || options.duration > Duration::from_secs(86_400) {
+        return Err(ViewersError::Bounds("--seconds must be in 1..=86400 (a day)"));
     }
     let (addr, server_name, path) = target(&options.url, options.remote_ok)?;
     let tls = mirror::tls::client_config_from_pem(Path::new(&options.ca))?;
