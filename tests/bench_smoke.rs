@@ -1,6 +1,7 @@
-//! A short smoke run of `mirror bench viewers` against a server on loopback: the tool
-//! produces sane numbers (requests made, bytes received, no errors, announce delays
-//! measured). The full runs are for BENCHMARKS.md.
+//! Short smoke runs of `mirror bench viewers` and `bench flood` against a server on
+//! loopback: the tools produce sane numbers (requests made, bytes received, no errors,
+//! announce delays measured; a flood meeting the limits). The full runs are for
+//! BENCHMARKS.md.
 
 mod common;
 
@@ -143,4 +144,44 @@ async fn raw_quic_bulk_baseline_moves_bytes() {
     assert!(report.bytes > 1_000_000, "{report:?}");
     assert!(report.bits_per_s > 0.0 && report.server_cpu_s_per_gb.is_some());
     source.abort();
+}
+
+/// `mirror bench flood` from 127.0.0.2 against a server's per-address limits: held
+/// reloads answered as the edge moves, the rest refused 429, the connections past the
+/// address's budget refused, and the run over on time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flood_bench_meets_the_limits() {
+    use mirror_loadgen::flood::{FloodOptions, run as flood};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut settings = loopback_settings(dir.path(), 320, 180, 400);
+    settings.limits.max_connections_per_address = 4;
+    settings.limits.max_held_per_connection = 16;
+    settings.limits.max_held_per_address = 32;
+    let server = RunningServer::start(&settings, "test")
+        .await
+        .expect("server");
+    let options = FloodOptions {
+        url: format!(
+            "https://127.0.0.1:{}/test/video.m3u8",
+            server.h3_addr.port()
+        ),
+        held: 200,
+        connections: 8,
+        duration: Duration::from_secs(3),
+        bind: "127.0.0.2".parse().unwrap(),
+        ca: server.tls.cert_path.clone(),
+        remote_ok: false,
+        ignore_retry_after: false,
+    };
+    let started = std::time::Instant::now();
+    let report = flood(&options).await.expect("runs");
+    assert!(started.elapsed() < Duration::from_secs(8), "{report:?}");
+    let status = |code| report.statuses.get(&code).copied().unwrap_or(0);
+    assert!(status(200) >= 32, "held reloads answered: {report:?}");
+    assert!(status(429) >= 100, "the rest refused: {report:?}");
+    assert!(report.connects >= 4, "{report:?}");
+    assert!(
+        report.errors.get("connect").copied().unwrap_or(0) >= 4,
+        "connections past the budget refused: {report:?}"
+    );
 }

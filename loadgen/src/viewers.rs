@@ -389,7 +389,9 @@ pub async fn run(options: &ViewersOptions) -> Result<ViewersReport, ViewersError
         return Err(ViewersError::Bounds("--viewers must be in 1..=20000"));
     }
     if options.duration.is_zero() || options.duration > Duration::from_secs(86_400) {
-        return Err(ViewersError::Bounds("--seconds must be in 1..=86400 (a day)"));
+        return Err(ViewersError::Bounds(
+            "--seconds must be in 1..=86400 (a day)",
+        ));
     }
     let (addr, server_name, path) = target(&options.url, options.remote_ok)?;
     let tls = mirror::tls::client_config_from_pem(Path::new(&options.ca))?;
