@@ -168,7 +168,7 @@ async fn flood_bench_meets_the_limits() {
         held: 200,
         connections: 8,
         duration: Duration::from_secs(3),
-        bind: "127.0.0.2".parse().unwrap(),
+        bind: std::net::Ipv4Addr::new(127, 0, 0, 2).into(),
         ca: server.tls.cert_path.clone(),
         remote_ok: false,
         ignore_retry_after: false,

@@ -83,7 +83,15 @@ fn sigterm_finishes_responses_in_flight_and_exits_0() {
             && let Some(last) = playlist.segments.last()
             && playlist.segments.len() >= 2
         {
-            break (last.uri.clone(), playlist.open_msn() + 2);
+            // The furthest a blocking reload may ask for (6.2.5.2: the last listed
+            // segment plus two), so that it is still held at SIGTERM. The open segment
+            // is listed once it has a part; asking past that is a 400.
+            let last_listed = if playlist.trailing_parts.is_empty() {
+                playlist.open_msn() - 1
+            } else {
+                playlist.open_msn()
+            };
+            break (last.uri.clone(), last_listed + 2);
         }
         assert!(
             started.elapsed() < Duration::from_secs(30),
