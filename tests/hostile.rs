@@ -205,6 +205,9 @@ fn settings(dir: &std::path::Path) -> Settings {
     limits.requests_per_second_per_address = 50;
     limits.request_burst_per_address = 2500;
     limits.quic_retry_threshold = 2;
+    // More than the rate case earns, less than the cut-off case does in a second.
+    limits.refusals_before_cut_off = 1000;
+    limits.cut_off_ms = 1500;
     settings
 }
 
@@ -255,6 +258,7 @@ async fn hostile_clients_on_all_three_protocols() {
         ("held requests", |t| Box::pin(requests::held_requests(t))),
         ("request rate", |t| Box::pin(requests::request_rate(t))),
         ("bad requests", |t| Box::pin(requests::bad_requests(t))),
+        ("cut off", |t| Box::pin(requests::cut_off(t))),
     ];
     // HOSTILE_CASE=<part of a name> runs only the matching cases.
     let only = std::env::var("HOSTILE_CASE").ok();

@@ -243,17 +243,17 @@ pub async fn run(options: &FloodOptions) -> Result<FloodReport, ViewersError> {
         .map(|_| client_endpoint_at(SocketAddr::new(options.bind, 0), tls.clone()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ViewersError::Stream(e.to_string()))?;
-    let first = H3Client::connect_on(&endpoints[0], addr, &server_name)
-        .await
-        .map_err(|e| ViewersError::Stream(e.to_string()))?;
-    let playlist = first
-        .get(&path)
-        .await
-        .ok()
-        .filter(|f| f.status() == 200)
-        .and_then(|f| parse_media_playlist(&f.text()))
-        .ok_or_else(|| ViewersError::Stream(format!("{path}: not a media playlist")))?;
-    drop(first);
+    // Where the live edge is, if the server will say: an address it has cut off (from
+    // an earlier run) learns it from its first answer instead, since a reload for MSN 0
+    // is answered at once.
+    let first = match H3Client::connect_on(&endpoints[0], addr, &server_name).await {
+        Ok(client) => client.get(&path).await.ok(),
+        // A wrong CA can only fail the run; a refusal is what a flood expects.
+        Err(error) if error.to_string().contains("certificate") || error.kind() == "tls" => {
+            return Err(ViewersError::Stream(error.to_string()));
+        }
+        Err(_) => None,
+    };
     let started = Instant::now();
     let plan = Arc::new(Plan {
         media: path,
@@ -261,7 +261,12 @@ pub async fn run(options: &FloodOptions) -> Result<FloodReport, ViewersError> {
         ignore_retry_after: options.ignore_retry_after,
         until: started + options.duration,
     });
-    plan.next.raise(playlist.next_part());
+    if let Some(playlist) = first
+        .filter(|f| f.status() == 200)
+        .and_then(|f| parse_media_playlist(&f.text()))
+    {
+        plan.next.raise(playlist.next_part());
+    }
     let server: Arc<str> = server_name.into();
     let tasks: Vec<_> = (0..options.connections)
         .map(|i| {

@@ -1,7 +1,9 @@
 //! The bookkeeping behind [`Limits`], shared by both front ends: connections per
 //! listener and per address (permits released when their task ends, however it ends),
 //! requests per second per address (a token bucket, `governor`), and requests held
-//! waiting for the live edge, per connection and per address.
+//! waiting for the live edge per address; and the addresses cut off for a while because
+//! they kept asking after being refused. A connection's own side of it is
+//! [`super::peer`].
 //!
 //! Never imports the handler's routes or anything of media: it counts, it does not
 //! decide what a request is.
@@ -9,8 +11,9 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -19,7 +22,8 @@ use super::limits::Limits;
 
 /// What the server knows of every client address it is serving, shared by both
 /// listeners: connections and held requests per address, and each address's token
-/// bucket. An address's entry goes when its last connection does.
+/// bucket. An address's entry goes when its last connection does (or, for one cut off,
+/// once its record of offences has lapsed).
 pub struct Clients {
     limits: Limits,
     addresses: Mutex<HashMap<IpAddr, AddressUse>>,
@@ -29,12 +33,44 @@ pub struct Clients {
     /// True once the server is shutting down: connections say GOAWAY and close when
     /// done, held requests are answered 503.
     draining: tokio::sync::watch::Sender<bool>,
+    /// Counts the addresses ever cut off: each connection watches it, and closes when
+    /// its own address is the one.
+    cut_offs: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
 struct AddressUse {
     connections: usize,
     held: usize,
+    /// Requests refused 429 since `window` began (a one-second window).
+    refusals: u32,
+    window: Option<Instant>,
+    /// Cut off until then: no connection, no request.
+    cut_off_until: Option<Instant>,
+    /// Times cut off, each twice as long as the one before; forgotten once the last
+    /// one is long over (see [`AddressUse::remembered`]).
+    offences: u32,
+}
+
+/// A cut-off doubles with each offence up to 2^this times `cut_off_ms`.
+const MOST_DOUBLINGS: u32 = 6;
+
+impl AddressUse {
+    fn cut_off(&self, now: Instant) -> bool {
+        self.cut_off_until.is_some_and(|until| now < until)
+    }
+
+    /// Whether its last cut-off is recent enough to count toward the next one: within
+    /// the longest cut-off of its end.
+    fn remembered(&self, now: Instant, limits: &Limits) -> bool {
+        self.cut_off_until
+            .is_some_and(|until| now < until + limits.cut_off() * (1 << MOST_DOUBLINGS))
+    }
+
+    /// Nothing left to count: the entry can go.
+    fn unused(&self, now: Instant, limits: &Limits) -> bool {
+        self.connections == 0 && self.held == 0 && !self.remembered(now, limits)
+    }
 }
 
 /// How many rate checks between sweeps of idle token buckets: often enough that the
@@ -65,6 +101,9 @@ pub enum Refusal {
     /// This connection or address has its share of held requests.
     #[error("too many held requests")]
     TooManyHeld,
+    /// This address kept asking after being refused and is cut off for a while.
+    #[error("address cut off for asking after being refused")]
+    CutOff,
 }
 
 impl Clients {
@@ -80,6 +119,7 @@ impl Clients {
             rate,
             since_sweep: AtomicU64::new(0),
             draining: tokio::sync::watch::Sender::new(false),
+            cut_offs: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -113,10 +153,14 @@ impl Clients {
         remote: SocketAddr,
     ) -> Result<AddressPermit, Refusal> {
         let ip = canonical(remote.ip());
+        let now = Instant::now();
         let mut table = self.table();
         let entry = table.entry(ip).or_default();
+        if entry.cut_off(now) {
+            return Err(Refusal::CutOff);
+        }
         if entry.connections >= self.limits.max_connections_per_address {
-            if entry.connections == 0 && entry.held == 0 {
+            if entry.unused(now, &self.limits) {
                 table.remove(&ip);
             }
             return Err(Refusal::AddressFull);
@@ -128,12 +172,70 @@ impl Clients {
         })
     }
 
-    /// Whether `ip` has used its whole connection budget: a new handshake from it would
-    /// only be refused once it completed.
-    pub fn address_full(&self, ip: IpAddr) -> bool {
+    /// Whether a new connection from `ip` would be refused (its whole connection budget
+    /// used, or cut off): a handshake from it would only end in a refusal.
+    pub fn refuses_connections(&self, ip: IpAddr) -> bool {
+        let now = Instant::now();
+        self.table().get(&canonical(ip)).is_some_and(|entry| {
+            entry.cut_off(now) || entry.connections >= self.limits.max_connections_per_address
+        })
+    }
+
+    /// Whether `ip` is cut off now.
+    pub fn cut_off(&self, ip: IpAddr) -> bool {
+        let now = Instant::now();
         self.table()
             .get(&canonical(ip))
-            .is_some_and(|entry| entry.connections >= self.limits.max_connections_per_address)
+            .is_some_and(|entry| entry.cut_off(now))
+    }
+
+    /// Counts one request from `ip` refused 429. Past `refusals_before_cut_off` within a
+    /// second, the address is cut off: its connections are closed (each watches
+    /// [`Clients::cut_offs`]) and new ones refused, for `cut_off_ms`, doubling with each
+    /// offence. A 429 is cheap but not free: thousands a second from one address cost
+    /// every other viewer's announcements on the core they land on.
+    pub fn refused(&self, ip: IpAddr) {
+        let threshold = self.limits.refusals_before_cut_off;
+        if threshold == 0 {
+            return;
+        }
+        let ip = canonical(ip);
+        let now = Instant::now();
+        let mut table = self.table();
+        let entry = table.entry(ip).or_default();
+        match entry.window {
+            Some(start) if now.duration_since(start) < Duration::from_secs(1) => {
+                entry.refusals = entry.refusals.saturating_add(1);
+            }
+            _ => {
+                entry.window = Some(now);
+                entry.refusals = 1;
+            }
+        }
+        if entry.refusals <= threshold || entry.cut_off(now) {
+            return;
+        }
+        if !entry.remembered(now, &self.limits) {
+            entry.offences = 0;
+        }
+        let length = self.limits.cut_off() * (1 << entry.offences.min(MOST_DOUBLINGS));
+        entry.cut_off_until = Some(now + length);
+        entry.offences += 1;
+        entry.window = None;
+        let offences = entry.offences;
+        drop(table);
+        tracing::warn!(
+            %ip,
+            seconds = length.as_secs(),
+            offences,
+            "address cut off: more than {threshold} requests refused within a second"
+        );
+        self.cut_offs.send_modify(|count| *count += 1);
+    }
+
+    /// Changes each time an address is cut off.
+    pub fn cut_offs(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.cut_offs.subscribe()
     }
 
     /// Takes one request from `ip`'s token bucket.
@@ -142,33 +244,51 @@ impl Clients {
             return Ok(());
         };
         if self.since_sweep.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
-            // Buckets that have refilled completely carry no state worth keeping.
+            // Buckets that have refilled completely carry no state worth keeping; nor do
+            // the entries of addresses cut off long ago that never came back.
             rate.retain_recent();
+            let now = Instant::now();
+            self.table()
+                .retain(|_, entry| !entry.unused(now, &self.limits));
         }
         rate.check_key(&canonical(ip))
             .map_err(|_| Refusal::RateExceeded)
     }
 
-    /// Addresses with at least one connection.
+    /// Addresses with at least one connection or held request, or cut off lately.
     pub fn addresses(&self) -> usize {
         self.table().len()
     }
 
-    fn release_connection(&self, ip: IpAddr) {
+    /// Takes a place for one more held request of `ip`'s, or refuses it (a refusal
+    /// that counts toward a cut-off).
+    pub(super) fn hold(&self, ip: IpAddr) -> Result<(), Refusal> {
         let mut table = self.table();
-        if let Some(entry) = table.get_mut(&ip) {
-            entry.connections = entry.connections.saturating_sub(1);
-            if entry.connections == 0 && entry.held == 0 {
-                table.remove(&ip);
-            }
+        let entry = table.entry(ip).or_default();
+        if entry.held >= self.limits.max_held_per_address {
+            drop(table);
+            self.refused(ip);
+            return Err(Refusal::TooManyHeld);
         }
+        entry.held += 1;
+        Ok(())
     }
 
-    fn release_held(&self, ip: IpAddr) {
+    fn release_connection(&self, ip: IpAddr) {
+        self.release(ip, |entry| {
+            entry.connections = entry.connections.saturating_sub(1);
+        });
+    }
+
+    pub(super) fn release_held(&self, ip: IpAddr) {
+        self.release(ip, |entry| entry.held = entry.held.saturating_sub(1));
+    }
+
+    fn release(&self, ip: IpAddr, change: impl FnOnce(&mut AddressUse)) {
         let mut table = self.table();
         if let Some(entry) = table.get_mut(&ip) {
-            entry.held = entry.held.saturating_sub(1);
-            if entry.connections == 0 && entry.held == 0 {
+            change(entry);
+            if entry.unused(Instant::now(), &self.limits) {
                 table.remove(&ip);
             }
         }
@@ -179,7 +299,7 @@ impl Clients {
 /// (`::ffff:a.b.c.d`) is the same client as on an IPv4 socket; an IPv6 client is its
 /// /64, the smallest prefix a site is given (RFC 6177), since anyone with one can use
 /// 2^64 addresses.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub(super) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
@@ -253,93 +373,6 @@ impl Admission {
     }
 }
 
-/// The client a request came from: its address, its connection's count of held
-/// requests, and the registry. The handler asks it before it holds a request.
-#[derive(Debug, Clone)]
-pub struct Peer {
-    remote: SocketAddr,
-    held_on_connection: Arc<AtomicUsize>,
-    clients: Arc<Clients>,
-}
-
-impl Peer {
-    /// A new connection's peer.
-    pub fn new(remote: SocketAddr, clients: Arc<Clients>) -> Self {
-        Self {
-            remote,
-            held_on_connection: Arc::default(),
-            clients,
-        }
-    }
-
-    /// Where the connection comes from.
-    pub fn remote(&self) -> SocketAddr {
-        self.remote
-    }
-
-    /// The limits it is held to.
-    pub fn limits(&self) -> &Limits {
-        &self.clients.limits
-    }
-
-    /// Whether the server is shutting down, and a way to wait for it.
-    pub fn draining(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.clients.draining()
-    }
-
-    /// Takes one request from this address's rate.
-    pub fn admit_request(&self) -> Result<(), Refusal> {
-        self.clients.admit_request(self.remote.ip())
-    }
-
-    /// A place for one more held request on this connection and address.
-    pub fn hold(&self) -> Result<HoldPermit, Refusal> {
-        let limits = &self.clients.limits;
-        let on_connection = self.held_on_connection.fetch_add(1, Ordering::AcqRel);
-        if on_connection >= limits.max_held_per_connection {
-            self.held_on_connection.fetch_sub(1, Ordering::AcqRel);
-            return Err(Refusal::TooManyHeld);
-        }
-        let ip = canonical(self.remote.ip());
-        {
-            let mut table = self.clients.table();
-            let entry = table.entry(ip).or_default();
-            if entry.held >= limits.max_held_per_address {
-                drop(table);
-                self.held_on_connection.fetch_sub(1, Ordering::AcqRel);
-                return Err(Refusal::TooManyHeld);
-            }
-            entry.held += 1;
-        }
-        Ok(HoldPermit {
-            held_on_connection: self.held_on_connection.clone(),
-            clients: self.clients.clone(),
-            ip,
-        })
-    }
-}
-
-/// Returns once `draining` says the server is shutting down.
-pub async fn until_draining(draining: &mut tokio::sync::watch::Receiver<bool>) {
-    // The guard `wait_for` returns is dropped here, so no caller holds it over an await.
-    let _ = draining.wait_for(|draining| *draining).await;
-}
-
-/// One held request; dropping it (answered, timed out or cancelled) frees the place.
-#[derive(Debug)]
-pub struct HoldPermit {
-    held_on_connection: Arc<AtomicUsize>,
-    clients: Arc<Clients>,
-    ip: IpAddr,
-}
-
-impl Drop for HoldPermit {
-    fn drop(&mut self) {
-        self.held_on_connection.fetch_sub(1, Ordering::AcqRel);
-        self.clients.release_held(self.ip);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -410,25 +443,32 @@ mod tests {
     }
 
     #[test]
-    fn held_requests_are_capped_per_connection_and_per_address() {
+    fn an_address_refused_too_often_is_cut_off_for_longer_each_time() {
         let clients = Clients::new(Limits {
-            max_held_per_connection: 2,
-            max_held_per_address: 3,
+            refusals_before_cut_off: 3,
+            cut_off_ms: 300,
             ..Limits::default()
         });
-        let one = Peer::new(addr(1, 1), clients.clone());
-        let two = Peer::new(addr(1, 2), clients.clone());
-        let a = one.hold().unwrap();
-        let _b = one.hold().unwrap();
-        assert_eq!(one.hold().unwrap_err(), Refusal::TooManyHeld);
-        let _c = two.hold().unwrap();
-        assert_eq!(
-            two.hold().unwrap_err(),
-            Refusal::TooManyHeld,
-            "address full"
-        );
-        drop(a);
-        two.hold().unwrap();
+        let (ip, other) = (addr(1, 1), addr(2, 1));
+        let cut_offs = clients.cut_offs();
+        let offend = || (0..4).for_each(|_| clients.refused(ip.ip()));
+        (0..3).for_each(|_| clients.refused(ip.ip()));
+        assert!(!clients.cut_off(ip.ip()), "at the threshold");
+        clients.refused(ip.ip());
+        assert!(clients.cut_off(ip.ip()) && clients.refuses_connections(ip.ip()));
+        assert!(cut_offs.has_changed().unwrap(), "the connections are told");
+        assert_eq!(clients.admit_connection(ip).unwrap_err(), Refusal::CutOff);
+        assert!(!clients.refuses_connections(other.ip()));
+        clients.admit_connection(other).unwrap();
+        std::thread::sleep(Duration::from_millis(350));
+        assert!(!clients.cut_off(ip.ip()), "over after 300 ms");
+        let _back = clients.admit_connection(ip).unwrap();
+        // A second offence soon after: twice as long.
+        offend();
+        std::thread::sleep(Duration::from_millis(400));
+        assert!(clients.cut_off(ip.ip()), "600 ms the second time");
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!clients.cut_off(ip.ip()));
     }
 
     #[test]

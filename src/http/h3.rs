@@ -18,8 +18,9 @@ use bytes::Bytes;
 use futures_util::FutureExt as _;
 use h3::server::RequestStream;
 
-use super::clients::{Admission, ConnectionPermit, Peer, until_draining};
+use super::clients::{Admission, ConnectionPermit};
 use super::limits::Limits;
+use super::peer::{Peer, until_draining};
 use super::quic::{self, BodyHandoff, StreamLimits};
 use super::watchdog::{IdleTracker, LogThrottle};
 use super::{AppState, handle};
@@ -84,10 +85,10 @@ pub async fn serve(endpoint: quinn::Endpoint, state: Arc<AppState>, admission: A
                 }
             }
         } else if handshaking.load(Ordering::Acquire) >= limits.quic_retry_threshold
-            || admission.clients().address_full(remote.ip())
+            || admission.clients().refuses_connections(remote.ip())
         {
             // Costs the server one stateless packet; a spoofed source never answers.
-            // An address with no place left is sent one too, rather than a TLS
+            // An address with no place left (or cut off) is sent one too, rather than a TLS
             // handshake (the costly part) that would end in a refusal: once it answers,
             // it is proven and refused above. (Initials racing in below the budget still
             // get their handshake, and are closed after it.)
@@ -194,6 +195,8 @@ impl QuicConnection {
         let mut requests: u64 = 0;
         let mut draining = self.peer.draining();
         let mut goaway_sent = false;
+        let cut_off = self.peer.until_cut_off();
+        let mut cut_off = std::pin::pin!(cut_off);
         let ended = loop {
             // Once GOAWAY is out, the connection closes as soon as its last request
             // is answered.
@@ -204,6 +207,12 @@ impl QuicConnection {
             };
             let accepted = tokio::select! {
                 accepted = h3.accept() => accepted,
+                // Its address kept asking after 429s: dropped at once, whatever it has
+                // in flight, and refused for a while (see `clients`).
+                () = &mut cut_off => {
+                    quinn.close(EXCESSIVE_LOAD.into(), b"cut off");
+                    break Ok(());
+                }
                 // quinn's idle timeout is reset by any packet, PINGs too; a connection
                 // that asks for nothing is closed here.
                 () = idle.idle(idle_for) => {

@@ -23,9 +23,10 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::Body;
-use super::clients::{Clients, HoldPermit, Peer};
+use super::clients::Clients;
 use super::headers::{self, PLAYLIST_TYPE, Urgency, accepts_gzip, cache_control, date_now};
 use super::limits::Limits;
+use super::peer::{HoldPermit, Peer};
 use super::rejection::{ALLOWED_METHODS, Rejection};
 use crate::llhls::blocking::{Readiness, parse_query};
 use crate::llhls::delivery::{CacheRule, DeliveryForm, Encoding, Reload};
@@ -347,7 +348,7 @@ pub(super) async fn wait_for(
         }
         let shutting_down = async {
             match draining.as_mut() {
-                Some(draining) => super::clients::until_draining(draining).await,
+                Some(draining) => super::peer::until_draining(draining).await,
                 None => std::future::pending().await,
             }
         };

@@ -47,6 +47,14 @@ pub struct Limits {
     pub requests_per_second_per_address: u32,
     /// How many requests above the rate one address may make at once. Default 400.
     pub request_burst_per_address: u32,
+    /// Requests from one address refused 429 within a second beyond which the address
+    /// is cut off: its connections closed, new ones refused, for `cut_off_ms`. 0 turns
+    /// it off. Default 1000 (players back off after a 429; an address that keeps asking
+    /// thousands of times a second costs everyone else's announcements).
+    pub refusals_before_cut_off: u32,
+    /// How long an address is cut off the first time; each offence within the longest
+    /// cut-off of the last one doubles it, up to 64 times. Default 10000 ms.
+    pub cut_off_ms: u64,
     /// QUIC handshakes from unvalidated addresses in flight beyond which new ones must
     /// first prove their address with a Retry (one more round trip). 0: always. Default
     /// 64.
@@ -69,6 +77,8 @@ impl Default for Limits {
             max_held_per_address: 256,
             requests_per_second_per_address: 200,
             request_burst_per_address: 400,
+            refusals_before_cut_off: 1000,
+            cut_off_ms: 10_000,
             quic_retry_threshold: 64,
         }
     }
@@ -169,6 +179,13 @@ impl Limits {
             )?;
         }
         within(
+            "limits.refusals_before_cut_off",
+            self.refusals_before_cut_off,
+            0,
+            10_000_000,
+        )?;
+        within("limits.cut_off_ms", self.cut_off_ms, 100, 3_600_000)?;
+        within(
             "limits.quic_retry_threshold",
             self.quic_retry_threshold,
             0,
@@ -189,6 +206,11 @@ impl Limits {
     /// `header_timeout_ms`.
     pub fn header_timeout(&self) -> Duration {
         Duration::from_millis(self.header_timeout_ms)
+    }
+
+    /// `cut_off_ms`.
+    pub fn cut_off(&self) -> Duration {
+        Duration::from_millis(self.cut_off_ms)
     }
 
     /// `send_timeout_ms`.

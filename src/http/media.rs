@@ -11,9 +11,9 @@ use tokio::sync::mpsc;
 
 use super::Body;
 use super::body::LiveChunk;
-use super::clients::Peer;
 use super::handler::{Reply, hold_deadline, wait_for};
 use super::headers::{INIT_TYPE, SEGMENT_TYPE, Urgency, cache_control, http_date};
+use super::peer::Peer;
 use super::rejection::Rejection;
 use crate::llhls::blocking::Readiness;
 use crate::llhls::delivery::CacheRule;

@@ -1,7 +1,7 @@
 //! HTTP: one transport-agnostic handler ([`handler`]) and the two front ends that adapt
 //! it, HTTP/3 over QUIC ([`h3`], quinn + h3 on Mirror's own transport adapter
 //! [`quic`]) and HTTP/1.1 + HTTP/2 over TCP ([`tcp`], hyper), each holding every client to
-//! the `[limits]` ([`limits`], enforced by [`clients`] and [`watchdog`]). This module
+//! the `[limits]` ([`limits`], enforced by [`clients`], [`peer`] and [`watchdog`]). This module
 //! knows playlists, names and bytes; nothing about codecs.
 
 pub mod body;
@@ -12,6 +12,7 @@ pub mod handler;
 pub mod headers;
 pub mod limits;
 mod media;
+pub mod peer;
 pub mod quic;
 pub mod rejection;
 pub mod tcp;

@@ -21,7 +21,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
-use super::clients::{Admission, ConnectionPermit, Peer, until_draining};
+use super::clients::{Admission, ConnectionPermit};
+use super::peer::{Peer, until_draining};
 use super::watchdog::{BodyProgress, IdleTracker, LogThrottle, RequestInFlight, SendTimeout};
 use super::{AppState, Body, handle};
 
@@ -189,6 +190,8 @@ impl TcpConnection {
         let idle = IdleTracker::default();
         let progress = BodyProgress::new();
         let mut draining = self.peer.draining();
+        let address = self.peer.clone();
+        let cut_off = address.until_cut_off();
         let service = {
             let (idle, progress) = (idle.clone(), progress.clone());
             hyper::service::service_fn(move |request: http::Request<Incoming>| {
@@ -233,11 +236,13 @@ impl TcpConnection {
                     tracing::debug!(%remote, "HTTP/2 peer took no response bytes: dropped");
                     Ok(())
                 }
-                // Idle, or the server shutting down: GOAWAY, in-flight streams finish.
+                // Idle, the server shutting down, or the address cut off: GOAWAY,
+                // in-flight streams finish.
                 () = async {
                     tokio::select! {
                         () = idle.idle(limits.idle_timeout()) => {}
                         () = until_draining(&mut draining) => {}
+                        () = cut_off => {}
                     }
                 } => {
                     connection.as_mut().graceful_shutdown();
@@ -262,9 +267,15 @@ impl TcpConnection {
             let mut connection = std::pin::pin!(connection);
             tokio::select! {
                 ended = connection.as_mut() => ended,
-                // Shutting down: the response in flight finishes, then the connection
-                // closes instead of waiting for another request.
-                () = until_draining(&mut draining) => {
+                // Shutting down, or the address cut off: the response in flight
+                // finishes, then the connection closes instead of waiting for another
+                // request.
+                () = async {
+                    tokio::select! {
+                        () = until_draining(&mut draining) => {}
+                        () = cut_off => {}
+                    }
+                } => {
                     connection.as_mut().graceful_shutdown();
                     connection.await
                 }
