@@ -13,6 +13,7 @@ pub mod http;
 pub mod ingest;
 pub mod libav;
 pub mod llhls;
+pub mod metrics;
 pub mod pipeline;
 pub mod record;
 pub mod server;

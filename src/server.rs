@@ -147,6 +147,7 @@ impl RunningServer {
             AppState::new(handles, store, Bytes::from_static(PAGE.as_bytes()), hls_js)
                 .with_limits(settings.limits.clone()),
         );
+        state.metrics.watch(&state.streams);
         raise_open_file_limit();
 
         let quic_tls = tls::server_config(&tls, &[b"h3"], true)?;

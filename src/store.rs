@@ -9,9 +9,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use moka::notification::RemovalCause;
 use moka::policy::EvictionPolicy;
 
 /// One stored resource: its bytes as the chunks they were made in (a segment is its
@@ -42,11 +44,44 @@ pub struct Store {
     partitions: Arc<HashMap<String, Partition>>,
     /// Keys of no stream in `partitions`.
     shared: Partition,
+    counts: Arc<Counts>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("partitions", &self.partitions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Lookups and evictions since the store was made.
+#[derive(Debug, Default)]
+struct Counts {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    evictions: Arc<AtomicU64>,
+}
+
+/// What the store holds and has done, all partitions together (for `/metrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Bytes held (keys and media).
+    pub bytes: u64,
+    /// Entries held.
+    pub entries: u64,
+    /// Lookups that found their media.
+    pub hits: u64,
+    /// Lookups that did not.
+    pub misses: u64,
+    /// Entries evicted for room before their time to live.
+    pub evictions: u64,
 }
 
 type Partition = moka::sync::Cache<String, StoredMedia>;
 
-fn partition(max_bytes: u64, time_to_live: Duration) -> Partition {
+fn partition(max_bytes: u64, time_to_live: Duration, evictions: &Arc<AtomicU64>) -> Partition {
+    let evictions = evictions.clone();
     moka::sync::Cache::builder()
         // LRU, not the default TinyLFU: under size pressure TinyLFU's admission
         // filter was seen refusing the newest entries, which are the live edge.
@@ -56,6 +91,11 @@ fn partition(max_bytes: u64, time_to_live: Duration) -> Partition {
         })
         .max_capacity(max_bytes)
         .time_to_live(time_to_live)
+        .eviction_listener(move |_, _, cause| {
+            if cause == RemovalCause::Size {
+                evictions.fetch_add(1, Ordering::Relaxed);
+            }
+        })
         .build()
 }
 
@@ -73,13 +113,15 @@ impl Store {
         shared_bytes: u64,
         time_to_live: Duration,
     ) -> Self {
+        let counts = Arc::new(Counts::default());
         let partitions = budgets
             .into_iter()
-            .map(|(stream, bytes)| (stream, partition(bytes, time_to_live)))
+            .map(|(stream, bytes)| (stream, partition(bytes, time_to_live, &counts.evictions)))
             .collect();
         Self {
             partitions: Arc::new(partitions),
-            shared: partition(shared_bytes, time_to_live),
+            shared: partition(shared_bytes, time_to_live, &counts.evictions),
+            counts,
         }
     }
 
@@ -102,7 +144,31 @@ impl Store {
 
     /// The resource under `key`, if still held.
     pub fn get(&self, key: &str) -> Option<StoredMedia> {
-        self.partition_of(key).get(key)
+        let found = self.partition_of(key).get(key);
+        let count = if found.is_some() {
+            &self.counts.hits
+        } else {
+            &self.counts.misses
+        };
+        count.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    /// What it holds and has done.
+    pub fn stats(&self) -> StoreStats {
+        let (mut bytes, mut entries) = (0, 0);
+        for partition in self.partitions.values().chain([&self.shared]) {
+            partition.run_pending_tasks();
+            bytes += partition.weighted_size();
+            entries += partition.entry_count();
+        }
+        StoreStats {
+            bytes,
+            entries,
+            hits: self.counts.hits.load(Ordering::Relaxed),
+            misses: self.counts.misses.load(Ordering::Relaxed),
+            evictions: self.counts.evictions.load(Ordering::Relaxed),
+        }
     }
 
     /// Bytes held for `stream` (or, for a stream without a budget, for all of those).

@@ -80,6 +80,7 @@ pub async fn serve(endpoint: quinn::Endpoint, state: Arc<AppState>, admission: A
                     if let Some(count) = refused.hit() {
                         tracing::warn!(%remote, %refusal, count, "QUIC connection refused");
                     }
+                    state.metrics.quic.refused.inc();
                     incoming.refuse();
                     continue;
                 }
@@ -92,8 +93,11 @@ pub async fn serve(endpoint: quinn::Endpoint, state: Arc<AppState>, admission: A
             // handshake (the costly part) that would end in a refusal: once it answers,
             // it is proven and refused above. (Initials racing in below the budget still
             // get their handshake, and are closed after it.)
-            if let Err(error) = incoming.retry() {
-                error.into_incoming().ignore();
+            match incoming.retry() {
+                Ok(()) => {
+                    state.metrics.quic.retries.inc();
+                }
+                Err(error) => error.into_incoming().ignore(),
             }
             continue;
         } else {
@@ -162,17 +166,21 @@ impl QuicConnection {
             .await
             .map_err(|_| "QUIC handshake timed out")??;
         drop(handshake);
+        let metrics = &self.state.metrics;
+        metrics.quic.handshakes.inc();
         // The handshake proved the address: now it counts.
         let _permit = match permit {
             Some(permit) => permit,
             None => match self.admission.admit(connection.remote_address()) {
                 Ok(permit) => permit,
                 Err(refusal) => {
+                    metrics.quic.refused.inc();
                     connection.close(EXCESSIVE_LOAD.into(), refusal.to_string().as_bytes());
                     return Ok(());
                 }
             },
         };
+        let _open = metrics.http.connection("h3");
         let quinn = connection.clone();
         let bodies = BodyHandoff::default();
         // h3 and the frame bound let through twice the header limit, so that the
@@ -262,6 +270,7 @@ impl QuicConnection {
             }
         };
         log_connection_stats(&quinn, requests);
+        metrics.quic.ended(&quinn.stats());
         // However the loop ended (the peer's GOAWAY, an error), the close says
         // H3_NO_ERROR rather than quinn's implicit code 0; a close already sent stands.
         quinn.close(NO_ERROR.into(), b"");
@@ -301,6 +310,7 @@ where
     stream
         .send_response(http::Response::from_parts(parts, ()))
         .await?;
+    let sent = state.metrics.http.response_bytes("h3");
     let mut chunks = body.into_chunks();
     while let Some(chunk) = chunks.next().await {
         let chunk = match chunk {
@@ -314,6 +324,7 @@ where
         };
         // The transport sends this very `Bytes`, not a copy (see `quic`).
         bodies.offer(stream.id(), &chunk);
+        sent.inc_by(chunk.len() as u64);
         stream.send_data(chunk).await?;
     }
     stream.finish().await?;

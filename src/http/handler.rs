@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -30,6 +30,8 @@ use super::peer::{HoldPermit, Peer};
 use super::rejection::{ALLOWED_METHODS, Rejection};
 use crate::llhls::blocking::{Readiness, parse_query};
 use crate::llhls::delivery::{CacheRule, DeliveryForm, Encoding, Reload};
+use crate::llhls::live::MediaName;
+use crate::metrics::{Metrics, Route};
 use crate::store::Store;
 use crate::stream::{MULTIVARIANT_PLAYLIST, Rendition, Snapshot, StreamHandle};
 
@@ -45,6 +47,8 @@ pub struct AppState {
     pub hls_js: Option<Bytes>,
     /// Every client's share: connections, request rate, held requests.
     pub clients: Arc<Clients>,
+    /// What `/metrics` reports.
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
@@ -55,12 +59,14 @@ impl AppState {
         page: Bytes,
         hls_js: Option<Bytes>,
     ) -> Self {
+        let metrics = Arc::new(Metrics::new(&streams, &store));
         Self {
             streams,
             store,
             page,
             hls_js,
             clients: Clients::new(Limits::default()),
+            metrics,
         }
     }
 
@@ -72,7 +78,7 @@ impl AppState {
 
     /// The peer of a new connection from `remote`.
     pub fn peer(&self, remote: std::net::SocketAddr) -> Peer {
-        Peer::new(remote, self.clients.clone())
+        Peer::new(remote, self.clients.clone(), self.metrics.clone())
     }
 }
 
@@ -84,6 +90,8 @@ pub(super) struct Reply {
     /// are added to them.
     prebuilt: Option<HeaderMap>,
     pub(super) body: Body,
+    /// What was asked for, as `/metrics` counts it.
+    route: Route,
 }
 
 impl Reply {
@@ -93,7 +101,14 @@ impl Reply {
             headers: Vec::with_capacity(10),
             prebuilt: None,
             body,
+            route: Route::Other,
         }
+    }
+
+    /// Counted under `route`.
+    fn for_route(mut self, route: Route) -> Self {
+        self.route = route;
+        self
     }
 
     /// The response to `rejection`, for a stream of target duration `target`.
@@ -124,36 +139,43 @@ impl From<Result<Reply, (Rejection, Duration)>> for Reply {
 pub async fn handle(state: &AppState, request: &Request<()>, peer: &Peer) -> Response<Body> {
     let head = request.method() == Method::HEAD;
     let one_second = Duration::from_secs(1);
-    if let Err(refusal) = peer.admit_request() {
-        return finish(
-            Reply::reject(&Rejection::TooManyRequests(refusal), one_second),
-            head,
-        );
-    }
-    if headers_too_large(request.headers(), peer.limits()) {
-        return finish(
-            Reply::reject(&Rejection::HeaderFieldsTooLarge, one_second),
-            head,
-        );
-    }
-    let reply = match *request.method() {
-        Method::GET | Method::HEAD => route(state, request, peer).await,
-        Method::OPTIONS => Reply::new(StatusCode::NO_CONTENT, Body::Empty)
-            .with(
-                header::ACCESS_CONTROL_ALLOW_METHODS,
-                HeaderValue::from_static(ALLOWED_METHODS),
-            )
-            .with(
-                header::ACCESS_CONTROL_ALLOW_HEADERS,
-                HeaderValue::from_static("range, if-none-match"),
-            )
-            .with(
-                header::ACCESS_CONTROL_MAX_AGE,
-                HeaderValue::from_static("86400"),
-            ),
-        _ => Reply::reject(&Rejection::MethodNotAllowed, one_second),
+    let reply = if let Err(refusal) = peer.admit_request() {
+        Reply::reject(&Rejection::TooManyRequests(refusal), one_second)
+    } else if headers_too_large(request.headers(), peer.limits()) {
+        Reply::reject(&Rejection::HeaderFieldsTooLarge, one_second)
+    } else {
+        match *request.method() {
+            Method::GET | Method::HEAD => route(state, request, peer).await,
+            Method::OPTIONS => Reply::new(StatusCode::NO_CONTENT, Body::Empty)
+                .with(
+                    header::ACCESS_CONTROL_ALLOW_METHODS,
+                    HeaderValue::from_static(ALLOWED_METHODS),
+                )
+                .with(
+                    header::ACCESS_CONTROL_ALLOW_HEADERS,
+                    HeaderValue::from_static("range, if-none-match"),
+                )
+                .with(
+                    header::ACCESS_CONTROL_MAX_AGE,
+                    HeaderValue::from_static("86400"),
+                ),
+            _ => Reply::reject(&Rejection::MethodNotAllowed, one_second),
+        }
     };
+    state
+        .metrics
+        .http
+        .request(protocol(request), reply.route, reply.status.as_u16());
     finish(reply, head)
+}
+
+/// The label of the HTTP version `request` came over.
+pub(super) fn protocol(request: &Request<()>) -> crate::metrics::Protocol {
+    match request.version() {
+        http::Version::HTTP_3 => "h3",
+        http::Version::HTTP_2 => "h2",
+        _ => "h1",
+    }
 }
 
 /// More fields, or more bytes of them, than `limits` allow, counted as RFC 9114 4.2.2
@@ -215,57 +237,16 @@ async fn route(state: &AppState, request: &Request<()>, peer: &Peer) -> Reply {
                 ),
             None => Reply::reject(&Rejection::NotFound, one_second),
         },
-        ("streams", None) => streams_json(state),
+        ("streams", None) => super::ops::streams(state),
+        ("metrics", None) => super::ops::metrics(state, request),
+        ("healthz", None) => super::ops::healthz(),
+        ("readyz", None) => super::ops::readyz(state),
         (name, Some(resource)) => match state.streams.get(name) {
             Some(stream) => stream_resource(state, stream, resource, query, request, peer).await,
             None => Reply::reject(&Rejection::NotFound, one_second),
         },
         _ => Reply::reject(&Rejection::NotFound, one_second),
     }
-}
-
-/// The process as the soak test samples it: tokio tasks alive (a leak of held requests
-/// or connections shows here first) and client addresses being served.
-fn server_json(state: &AppState) -> serde_json::Value {
-    let tasks = tokio::runtime::Handle::try_current()
-        .map(|runtime| runtime.metrics().num_alive_tasks())
-        .ok();
-    serde_json::json!({ "tasks": tasks, "client_addresses": state.clients.addresses() })
-}
-
-fn streams_json(state: &AppState) -> Reply {
-    let mut names: Vec<&String> = state.streams.keys().collect();
-    names.sort();
-    let list: Vec<serde_json::Value> = names
-        .iter()
-        .map(|n| {
-            let stream = &state.streams[*n];
-            serde_json::json!({
-                "name": n,
-                "url": format!("/{n}/{MULTIVARIANT_PLAYLIST}"),
-                "renditions": stream
-                    .renditions()
-                    .iter()
-                    .map(|r| format!("/{n}/{}", r.playlist_name()))
-                    .collect::<Vec<_>>(),
-                "status": stream.status(),
-            })
-        })
-        .collect();
-    Reply::new(
-        StatusCode::OK,
-        Body::Full(Bytes::from(
-            serde_json::json!({ "streams": list, "server": server_json(state) }).to_string(),
-        )),
-    )
-    .with(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    )
-    .with(
-        header::CACHE_CONTROL,
-        cache_control(CacheRule::NoStore, Duration::from_secs(1)),
-    )
 }
 
 async fn stream_resource(
@@ -280,9 +261,10 @@ async fn stream_resource(
     if resource == MULTIVARIANT_PLAYLIST {
         // Before the source first opens, the codecs are not known yet.
         let Some(multivariant) = stream.multivariant() else {
-            return Reply::reject(&Rejection::NotStarted, target);
+            return Reply::reject(&Rejection::NotStarted, target).for_route(Route::Multivariant);
         };
         return Reply::new(StatusCode::OK, Body::Full(multivariant))
+            .for_route(Route::Multivariant)
             .with(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static(PLAYLIST_TYPE),
@@ -302,12 +284,26 @@ async fn stream_resource(
         } else {
             Encoding::Identity
         };
-        return media_playlist(rendition, query, encoding, peer)
-            .await
-            .into();
+        let route = if query.contains("_HLS_msn") {
+            Route::BlockingPlaylist
+        } else {
+            Route::Playlist
+        };
+        return Reply::from(media_playlist(rendition, query, encoding, peer).await)
+            .for_route(route);
     }
     match stream.rendition_of_media(resource) {
         Some((rendition, snapshot, kind)) => {
+            let route = match kind {
+                MediaName::Init(_) => Route::Init,
+                MediaName::Part(..) => Route::Part,
+                MediaName::Segment(_) => Route::Segment,
+            };
+            if route != Route::Init {
+                state
+                    .metrics
+                    .viewer(stream.name(), rendition.id(), peer.connection());
+            }
             let media = super::media::MediaRequest {
                 store: &state.store,
                 stream: stream.name(),
@@ -317,7 +313,7 @@ async fn stream_resource(
                 kind,
                 peer,
             };
-            media.serve(request).await.into()
+            Reply::from(media.serve(request).await).for_route(route)
         }
         None => Reply::reject(&Rejection::NotFound, target),
     }
@@ -337,7 +333,13 @@ pub(super) async fn wait_for(
     loop {
         let snapshot = receiver.borrow_and_update().clone();
         match ready(&snapshot) {
-            Readiness::Ready => return Ok(snapshot),
+            Readiness::Ready => {
+                if let (Some(_), Some(peer)) = (&held, holder) {
+                    let since = SystemTime::now().duration_since(snapshot.updated_at);
+                    peer.metrics().http.woke(since.unwrap_or_default());
+                }
+                return Ok(snapshot);
+            }
             Readiness::TooFarAhead => return Err(Rejection::DirectiveTooFarAhead),
             Readiness::Wait => {}
         }

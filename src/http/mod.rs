@@ -12,6 +12,7 @@ pub mod handler;
 pub mod headers;
 pub mod limits;
 mod media;
+mod ops;
 pub mod peer;
 pub mod quic;
 pub mod rejection;

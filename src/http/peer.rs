@@ -10,24 +10,42 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::clients::{Clients, Refusal, canonical};
 use super::limits::Limits;
+use crate::metrics::{GaugeGuard, Metrics};
+
+/// Numbers each connection's peer; the viewers estimate counts distinct ones.
+static NEXT_CONNECTION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// The client a request came from: its address, its connection's count of held
 /// requests, and the registry. The handler asks it before it holds a request.
 #[derive(Debug, Clone)]
 pub struct Peer {
     remote: SocketAddr,
+    connection: u64,
     held_on_connection: Arc<AtomicUsize>,
     clients: Arc<Clients>,
+    metrics: Arc<Metrics>,
 }
 
 impl Peer {
-    /// A new connection's peer.
-    pub fn new(remote: SocketAddr, clients: Arc<Clients>) -> Self {
+    /// A new connection's peer, counted in `metrics`.
+    pub fn new(remote: SocketAddr, clients: Arc<Clients>, metrics: Arc<Metrics>) -> Self {
         Self {
             remote,
+            connection: NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed),
             held_on_connection: Arc::default(),
             clients,
+            metrics,
         }
+    }
+
+    /// This connection's number, unique in the process.
+    pub fn connection(&self) -> u64 {
+        self.connection
+    }
+
+    /// What it is counted in.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Where the connection comes from.
@@ -83,6 +101,7 @@ impl Peer {
             held_on_connection: self.held_on_connection.clone(),
             clients: self.clients.clone(),
             ip,
+            _counted: self.metrics.http.held(),
         })
     }
 }
@@ -99,6 +118,7 @@ pub struct HoldPermit {
     held_on_connection: Arc<AtomicUsize>,
     clients: Arc<Clients>,
     ip: IpAddr,
+    _counted: GaugeGuard,
 }
 
 impl Drop for HoldPermit {
@@ -124,8 +144,9 @@ mod tests {
             max_held_per_address: 3,
             ..Limits::default()
         });
-        let one = Peer::new(addr(1, 1), clients.clone());
-        let two = Peer::new(addr(1, 2), clients.clone());
+        let metrics = Arc::new(Metrics::unregistered());
+        let one = Peer::new(addr(1, 1), clients.clone(), metrics.clone());
+        let two = Peer::new(addr(1, 2), clients.clone(), metrics);
         let a = one.hold().unwrap();
         let _b = one.hold().unwrap();
         assert_eq!(one.hold().unwrap_err(), Refusal::TooManyHeld);

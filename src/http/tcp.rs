@@ -17,6 +17,7 @@ use http::HeaderValue;
 use http_body_util::StreamBody;
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
@@ -33,11 +34,20 @@ pub type HyperBody =
 
 /// `body` for hyper, watched by its connection's `progress`; the request stays in
 /// flight (the connection not idle) until the body has ended.
-fn hyper_body(body: Body, progress: &Arc<BodyProgress>, in_flight: RequestInFlight) -> HyperBody {
-    let stream = futures_util::stream::unfold(Some(body.into_chunks()), |chunks| async move {
-        let mut chunks = chunks?;
+fn hyper_body(
+    body: Body,
+    progress: &Arc<BodyProgress>,
+    in_flight: RequestInFlight,
+    sent: Counter,
+) -> HyperBody {
+    let start = Some((body.into_chunks(), sent));
+    let stream = futures_util::stream::unfold(start, |state| async move {
+        let (mut chunks, sent) = state?;
         match chunks.next().await? {
-            Ok(chunk) => Some((Ok(Frame::data(chunk)), Some(chunks))),
+            Ok(chunk) => {
+                sent.inc_by(chunk.len() as u64);
+                Some((Ok(Frame::data(chunk)), Some((chunks, sent))))
+            }
             Err(cut) => Some((Err(io::Error::other(cut)), None)),
         }
     });
@@ -192,13 +202,16 @@ impl TcpConnection {
         let mut draining = self.peer.draining();
         let address = self.peer.clone();
         let cut_off = address.until_cut_off();
+        let protocol = if http2 { "h2" } else { "h1" };
+        let _open = self.state.metrics.http.connection(protocol);
+        let sent = self.state.metrics.http.response_bytes(protocol);
         let service = {
             let (idle, progress) = (idle.clone(), progress.clone());
             hyper::service::service_fn(move |request: http::Request<Incoming>| {
                 let (state, alt_svc, peer) =
                     (self.state.clone(), self.alt_svc.clone(), self.peer.clone());
                 let in_flight = idle.request();
-                let progress = progress.clone();
+                let (progress, sent) = (progress.clone(), sent.clone());
                 async move {
                     let (parts, _) = request.into_parts();
                     let request = http::Request::from_parts(parts, ());
@@ -207,7 +220,7 @@ impl TcpConnection {
                     if let Some(alt_svc) = alt_svc {
                         parts.headers.insert(http::header::ALT_SVC, alt_svc);
                     }
-                    let body = hyper_body(body, &progress, in_flight);
+                    let body = hyper_body(body, &progress, in_flight, sent);
                     Ok::<_, Infallible>(http::Response::from_parts(parts, body))
                 }
             })

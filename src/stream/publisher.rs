@@ -16,6 +16,7 @@ use super::status::StreamStatus;
 use crate::llhls::blocking::{Position, advance_part_limit};
 use crate::llhls::delivery::{DeliveryForm, PreparedPlaylist};
 use crate::llhls::live::{LivePlaylist, MediaName, MediaNames};
+use crate::llhls::playlist::MediaPlaylist;
 use crate::store::StoredMedia;
 
 /// An immutable view of a rendition's playlist at one moment.
@@ -35,6 +36,9 @@ pub struct Snapshot {
     pub updated_at: SystemTime,
     /// Whether any media is listed yet.
     pub has_media: bool,
+    /// The newest part listed: its duration and its media end (capture time of its
+    /// first sample plus its duration), when the playlist says when it began.
+    pub newest_part: Option<(Duration, SystemTime)>,
     /// The media names in use.
     pub names: MediaNames,
     /// The init segments by generation (a new one each time the source came back with
@@ -62,11 +66,30 @@ impl Snapshot {
             advance_part_limit: advance_part_limit(playlist.part_target),
             updated_at: live.updated_at(),
             has_media: live.has_media(),
+            newest_part: newest_part(playlist),
             names: live.names().clone(),
             inits,
             playlist: PreparedPlaylist::render(playlist),
             per_form: Default::default(),
         }
+    }
+}
+
+/// The newest part of `playlist` and when its media ends: the open segment begins where
+/// the last complete one ends (unless a break in the source came between them).
+fn newest_part(playlist: &MediaPlaylist) -> Option<(Duration, SystemTime)> {
+    let last = playlist.segments.back()?;
+    let last_end = last.program_date_time + last.duration;
+    match &playlist.live {
+        Some(edge) if !edge.trailing_parts.is_empty() => {
+            if edge.open_discontinuity {
+                return None;
+            }
+            let open: Duration = edge.trailing_parts.iter().map(|p| p.duration).sum();
+            let newest = edge.trailing_parts.last()?;
+            Some((newest.duration, last_end + open))
+        }
+        _ => last.parts.last().map(|p| (p.duration, last_end)),
     }
 }
 
