@@ -57,6 +57,8 @@ pub struct Settings {
     pub server: ServerSettings,
     /// `[limits]`: what one client may hold and how long the server waits for it.
     pub limits: Limits,
+    /// `[log]`: the log's format and the access log's sampling.
+    pub log: crate::http::access::LogSettings,
     /// `[[streams]]`: the streams to serve, each with its source and renditions. None:
     /// one stream from the command line (`--name`, `--source`).
     pub streams: Vec<StreamSettings>,
@@ -295,6 +297,9 @@ impl Settings {
         self.limits
             .check()
             .map_err(|InvalidLimit { field, reason }| ConfigError::Invalid { field, reason })?;
+        self.log
+            .check()
+            .map_err(|(field, reason)| ConfigError::Invalid { field, reason })?;
         for (i, stream) in self.streams.iter().enumerate() {
             validate_stream(stream, &self.streams[..i])?;
         }

@@ -145,7 +145,8 @@ impl RunningServer {
         };
         let state = Arc::new(
             AppState::new(handles, store, Bytes::from_static(PAGE.as_bytes()), hls_js)
-                .with_limits(settings.limits.clone()),
+                .with_limits(settings.limits.clone())
+                .with_access_log(settings.log.access_sample_every),
         );
         state.metrics.watch(&state.streams);
         raise_open_file_limit();

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use mirror::config::Settings;
+use mirror::http::access::LogFormat;
 use mirror::ingest::SourceSpec;
 use mirror::record::{RecordOptions, record};
 use mirror_loadgen::quic_bulk;
@@ -330,19 +331,28 @@ fn serve(settings: Settings, name: String, source: SourceSpec) -> anyhow::Result
     })
 }
 
+/// Log lines to stderr, at `RUST_LOG` (default `info`; `mirror::access=off` silences the
+/// access log), in `[log] format`.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    // The format is the config's: read it first (its errors are printed plainly).
     let mut settings = match &cli.config {
         Some(path) => Settings::from_file(path)?,
         None => Settings::default(),
     };
+    init_logging(settings.log.format);
     match cli.command {
         Command::Bench { what } => bench(what)?,
         Command::Serve {

@@ -18,6 +18,7 @@ use bytes::Bytes;
 use futures_util::FutureExt as _;
 use h3::server::RequestStream;
 
+use super::access::AccessRecord;
 use super::clients::{Admission, ConnectionPermit};
 use super::limits::Limits;
 use super::peer::{Peer, until_draining};
@@ -305,7 +306,8 @@ async fn respond<S>(
 where
     S: h3::quic::BidiStream<Bytes>,
 {
-    let response = handle(state, &request, peer).await;
+    let mut response = handle(state, &request, peer).await;
+    let mut logged = response.extensions_mut().remove::<AccessRecord>();
     let (parts, body) = response.into_parts();
     stream
         .send_response(http::Response::from_parts(parts, ()))
@@ -325,9 +327,15 @@ where
         // The transport sends this very `Bytes`, not a copy (see `quic`).
         bodies.offer(stream.id(), &chunk);
         sent.inc_by(chunk.len() as u64);
+        if let Some(record) = logged.as_mut() {
+            record.bytes += chunk.len() as u64;
+        }
         stream.send_data(chunk).await?;
     }
     stream.finish().await?;
+    if let Some(record) = logged.as_mut() {
+        record.completed();
+    }
     // RFC 9114 4.1: the response is complete and needs nothing more of the request. A
     // request whose end has already arrived (a GET's usually has) is read to that end,
     // which closes the stream without sending anything; otherwise the client is asked to

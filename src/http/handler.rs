@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::Body;
+use super::access::{AccessLog, AccessRecord};
 use super::clients::Clients;
 use super::headers::{self, PLAYLIST_TYPE, Urgency, accepts_gzip, cache_control, date_now};
 use super::limits::Limits;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub clients: Arc<Clients>,
     /// What `/metrics` reports.
     pub metrics: Arc<Metrics>,
+    /// Which responses the access log writes.
+    pub access: AccessLog,
 }
 
 impl AppState {
@@ -67,7 +70,14 @@ impl AppState {
             hls_js,
             clients: Clients::new(Limits::default()),
             metrics,
+            access: AccessLog::new(1),
         }
+    }
+
+    /// The same, logging one response in `every` (0: none).
+    pub fn with_access_log(mut self, every: u64) -> Self {
+        self.access = AccessLog::new(every);
+        self
     }
 
     /// The same, enforcing `limits`.
@@ -137,6 +147,7 @@ impl From<Result<Reply, (Rejection, Duration)>> for Reply {
 
 /// Handles one request from `peer`.
 pub async fn handle(state: &AppState, request: &Request<()>, peer: &Peer) -> Response<Body> {
+    let started = std::time::Instant::now();
     let head = request.method() == Method::HEAD;
     let one_second = Duration::from_secs(1);
     let reply = if let Err(refusal) = peer.admit_request() {
@@ -162,11 +173,56 @@ pub async fn handle(state: &AppState, request: &Request<()>, peer: &Peer) -> Res
             _ => Reply::reject(&Rejection::MethodNotAllowed, one_second),
         }
     };
+    let status = reply.status.as_u16();
     state
         .metrics
         .http
-        .request(protocol(request), reply.route, reply.status.as_u16());
-    finish(reply, head)
+        .request(protocol(request), reply.route, status);
+    let mut response = finish(reply, head);
+    if state.access.sampled() {
+        response
+            .extensions_mut()
+            .insert(access_record(state, request, peer, status, started));
+    }
+    response
+}
+
+/// What the access log says of this request; the front end adds the bytes it sends.
+fn access_record(
+    state: &AppState,
+    request: &Request<()>,
+    peer: &Peer,
+    status: u16,
+    started: std::time::Instant,
+) -> AccessRecord {
+    let path = request.uri().path();
+    let mut parts = path.trim_start_matches('/').splitn(2, '/');
+    let (first, resource) = (parts.next().unwrap_or(""), parts.next());
+    let stream = resource.and(state.streams.get(first));
+    let rendition = stream.zip(resource).and_then(|(stream, resource)| {
+        match stream.rendition_by_playlist(resource) {
+            Some(rendition) => Some(rendition.id().to_string()),
+            None => stream
+                .rendition_of_media(resource)
+                .map(|(rendition, ..)| rendition.id().to_string()),
+        }
+    });
+    AccessRecord {
+        started,
+        remote: peer.remote(),
+        protocol: protocol(request),
+        method: request.method().clone(),
+        target: request
+            .uri()
+            .path_and_query()
+            .map_or_else(|| path.to_string(), ToString::to_string),
+        stream: stream.map(|s| s.name().to_string()),
+        rendition,
+        status,
+        ready_after: started.elapsed(),
+        bytes: 0,
+        complete: false,
+    }
 }
 
 /// The label of the HTTP version `request` came over.

@@ -4,6 +4,7 @@
 //! the `[limits]` ([`limits`], enforced by [`clients`], [`peer`] and [`watchdog`]). This module
 //! knows playlists, names and bytes; nothing about codecs.
 
+pub mod access;
 pub mod body;
 pub mod clients;
 pub mod frame_limit;

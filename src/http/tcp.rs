@@ -22,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
+use super::access::AccessRecord;
 use super::clients::{Admission, ConnectionPermit};
 use super::peer::{Peer, until_draining};
 use super::watchdog::{BodyProgress, IdleTracker, LogThrottle, RequestInFlight, SendTimeout};
@@ -38,15 +39,34 @@ fn hyper_body(
     body: Body,
     progress: &Arc<BodyProgress>,
     in_flight: RequestInFlight,
-    sent: Counter,
+    (sent, logged): (Counter, Option<AccessRecord>),
 ) -> HyperBody {
-    let start = Some((body.into_chunks(), sent));
-    let stream = futures_util::stream::unfold(start, |state| async move {
-        let (mut chunks, sent) = state?;
-        match chunks.next().await? {
+    // The access record goes with the body: written when hyper drops it, whole or not.
+    // hyper stops polling a body of known length once it has that many bytes.
+    let whole = body.len().map(|n| n as u64);
+    let mut logged = logged;
+    if let Some(record) = logged.as_mut().filter(|_| whole == Some(0)) {
+        record.completed();
+    }
+    let start = Some((body.into_chunks(), sent, logged));
+    let stream = futures_util::stream::unfold(start, move |state| async move {
+        let (mut chunks, sent, mut logged) = state?;
+        let Some(next) = chunks.next().await else {
+            if let Some(record) = logged.as_mut() {
+                record.completed();
+            }
+            return None;
+        };
+        match next {
             Ok(chunk) => {
                 sent.inc_by(chunk.len() as u64);
-                Some((Ok(Frame::data(chunk)), Some((chunks, sent))))
+                if let Some(record) = logged.as_mut() {
+                    record.bytes += chunk.len() as u64;
+                    if Some(record.bytes) == whole {
+                        record.completed();
+                    }
+                }
+                Some((Ok(Frame::data(chunk)), Some((chunks, sent, logged))))
             }
             Err(cut) => Some((Err(io::Error::other(cut)), None)),
         }
@@ -215,12 +235,13 @@ impl TcpConnection {
                 async move {
                     let (parts, _) = request.into_parts();
                     let request = http::Request::from_parts(parts, ());
-                    let response = handle(&state, &request, &peer).await;
+                    let mut response = handle(&state, &request, &peer).await;
+                    let logged = response.extensions_mut().remove::<AccessRecord>();
                     let (mut parts, body) = response.into_parts();
                     if let Some(alt_svc) = alt_svc {
                         parts.headers.insert(http::header::ALT_SVC, alt_svc);
                     }
-                    let body = hyper_body(body, &progress, in_flight, sent);
+                    let body = hyper_body(body, &progress, in_flight, (sent, logged));
                     Ok::<_, Infallible>(http::Response::from_parts(parts, body))
                 }
             })

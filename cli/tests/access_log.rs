@@ -1,0 +1,166 @@
+//! The access log of `mirror serve`, as a process: with `[log] format = "json"` every
+//! response is one JSON line on stderr with its protocol, path, status, bytes, stream
+//! and rendition (HTTP/3 from `mirror bench viewers`, HTTP/2 and HTTP/1.1 from curl);
+//! with `access_sample_every = 3`, one in three.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A server whose stderr is collected line by line; killed when dropped.
+struct Server {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(log: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("mirror.toml");
+        std::fs::write(
+            &config,
+            format!("[source]\nwidth = 320\nheight = 180\n[log]\n{log}\n"),
+        )
+        .expect("config");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mirror"))
+            .current_dir(dir.path())
+            .env("RUST_LOG", "info")
+            .arg("--config")
+            .arg(&config)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("runs mirror");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let collected = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                collected.lock().expect("lines").push(line);
+            }
+        });
+        let server = Self {
+            child,
+            lines,
+            port,
+            dir,
+        };
+        let started = Instant::now();
+        while server.curl("--http2", "/test/video.m3u8") != 200 {
+            assert!(started.elapsed() < Duration::from_secs(30), "no playlist");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        server
+    }
+
+    fn curl(&self, protocol: &str, path: &str) -> u16 {
+        let output = Command::new("curl")
+            .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", protocol])
+            .arg(format!("https://127.0.0.1:{}{path}", self.port))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    }
+
+    /// The access log's lines so far, parsed.
+    fn access_lines(&self) -> Vec<serde_json::Value> {
+        self.lines
+            .lock()
+            .expect("lines")
+            .iter()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|line| line["target"] == "mirror::access")
+            .collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits for the lines of responses just made to be written.
+fn settle() {
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+#[test]
+fn every_response_is_one_json_line_with_what_it_was() {
+    let server = Server::start("format = \"json\"");
+    assert_eq!(server.curl("--http1.1", "/test/video.m3u8"), 200);
+    assert_eq!(server.curl("--http1.1", "/test/nothing.m4s"), 404);
+    let viewers = Command::new(env!("CARGO_BIN_EXE_mirror"))
+        .args(["bench", "viewers", "--mode", "live", "--viewers", "1"])
+        .args(["--seconds", "2", "--ca"])
+        .arg(server.dir.path().join("certs/cert.pem"))
+        .arg("--url")
+        .arg(format!("https://127.0.0.1:{}/test/video.m3u8", server.port))
+        .stdout(Stdio::null())
+        .status()
+        .expect("runs mirror bench viewers");
+    assert!(viewers.success());
+    settle();
+    let lines = server.access_lines();
+    let find = |protocol: &str, status: u64, path_part: &str| {
+        lines.iter().find(|l| {
+            l["protocol"] == protocol
+                && l["status"] == status
+                && l["path"].as_str().is_some_and(|p| p.contains(path_part))
+        })
+    };
+    let h2 = find("h2", 200, "/test/video.m3u8").expect("the HTTP/2 playlist");
+    assert_eq!(h2["method"], "GET");
+    assert_eq!(h2["stream"], "test");
+    assert_eq!(h2["rendition"], "video");
+    assert_eq!(h2["complete"], true);
+    assert!(h2["bytes"].as_u64().is_some_and(|b| b > 100), "{h2}");
+    assert!(
+        h2["remote"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("127.0.0.1:"))
+    );
+    let h1 = find("h1", 200, "/test/video.m3u8").expect("the HTTP/1.1 playlist");
+    assert_eq!(h1["complete"], true, "{h1}");
+    let missing = find("h1", 404, "/test/nothing.m4s").expect("the 404");
+    assert_eq!(missing["stream"], "test");
+    assert_eq!(missing["rendition"], "");
+    // The viewer's blocking reloads were held about a part each, and its parts are
+    // bytes of the rendition.
+    let held = find("h3", 200, "_HLS_msn=").expect("an HTTP/3 blocking reload");
+    assert!(
+        held["ready_ms"].as_f64().is_some_and(|ms| ms > 10.0),
+        "{held}"
+    );
+    let part = lines
+        .iter()
+        .find(|l| l["protocol"] == "h3" && l["path"].as_str().is_some_and(|p| p.ends_with(".m4s")))
+        .expect("an HTTP/3 part");
+    assert_eq!(part["rendition"], "video");
+    assert!(part["bytes"].as_u64().is_some_and(|b| b > 100), "{part}");
+}
+
+#[test]
+fn one_response_in_n_is_logged() {
+    let server = Server::start("format = \"json\"\naccess_sample_every = 3");
+    settle();
+    let before = server.access_lines().len();
+    for _ in 0..9 {
+        assert_eq!(server.curl("--http1.1", "/healthz"), 200);
+    }
+    settle();
+    let logged = server.access_lines().len() - before;
+    assert_eq!(logged, 3, "one in three of 9");
+}
