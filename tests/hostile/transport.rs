@@ -207,7 +207,10 @@ pub(crate) async fn slow_readers(target: &Target) {
         tls.write_all(request.as_bytes()).await.unwrap();
     }
     tls.flush().await.unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Long enough for a debug build on a busy machine to fill the socket buffers
+    // (megabytes, TLS-encrypted) and then stall past its 1 s send timeout: with 3 s, a
+    // loaded run once had the server still filling them when this client began to read.
+    tokio::time::sleep(Duration::from_secs(6)).await;
     let mut received = 0usize;
     let mut buf = vec![0u8; 64 << 10];
     let ended = loop {
