@@ -106,9 +106,10 @@ pub struct ServerSettings {
     /// Complete segments each media playlist lists. Default 12: twice CAN-SKIP-UNTIL, so
     /// delta updates skip half of it. No effect on latency.
     pub window_segments: usize,
-    /// hls.js for the player page. Default `node_modules/hls.js/dist/hls.min.js` (the
-    /// set-up installs it from npm); without it the page says so.
-    pub hls_js: PathBuf,
+    /// hls.js for the player page, read from this file at start-up. Default: none, the
+    /// copy built into the binary (from `node_modules`, which the set-up installs from
+    /// npm), so the page plays whatever the working directory.
+    pub hls_js: Option<PathBuf>,
 }
 
 impl Default for ServerSettings {
@@ -122,7 +123,7 @@ impl Default for ServerSettings {
             shutdown_grace_ms: 10_000,
             store_bytes: 512 << 20,
             window_segments: 12,
-            hls_js: PathBuf::from("node_modules/hls.js/dist/hls.min.js"),
+            hls_js: None,
         }
     }
 }

@@ -136,13 +136,7 @@ impl RunningServer {
             .iter()
             .map(|s| (s.name().to_string(), s.handle().clone()))
             .collect::<HashMap<_, _>>();
-        let hls_js = match std::fs::read(&server.hls_js) {
-            Ok(js) => Some(Bytes::from(js)),
-            Err(error) => {
-                tracing::warn!(path = %server.hls_js.display(), %error, "hls.js not found: the player page cannot play (run scripts/setup)");
-                None
-            }
-        };
+        let hls_js = player_script(server.hls_js.as_deref());
         let state = Arc::new(
             AppState::new(handles, store, Bytes::from_static(PAGE.as_bytes()), hls_js)
                 .with_limits(settings.limits.clone())
@@ -288,4 +282,27 @@ impl Drop for RunningServer {
             task.abort();
         }
     }
+}
+
+/// hls.js as built into the binary (empty when the build found no `node_modules`).
+const EMBEDDED_HLS_JS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hls.min.js"));
+
+/// The player page's hls.js: `configured` when given and readable, else the copy built
+/// into the binary; none (the page says so) without either.
+fn player_script(configured: Option<&std::path::Path>) -> Option<Bytes> {
+    if let Some(path) = configured {
+        match std::fs::read(path) {
+            Ok(js) => return Some(Bytes::from(js)),
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "server.hls_js unreadable: serving the built-in hls.js");
+            }
+        }
+    }
+    if EMBEDDED_HLS_JS.is_empty() {
+        tracing::warn!(
+            "no hls.js built in (built without node_modules; run scripts/setup): the player page cannot play"
+        );
+        return None;
+    }
+    Some(Bytes::from_static(EMBEDDED_HLS_JS))
 }

@@ -77,7 +77,7 @@ static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 fn page_settings(dir: &Path) -> mirror::config::Settings {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut settings = loopback_settings(dir, 640, 360, 800);
-    settings.server.hls_js = root.join("node_modules/hls.js/dist/hls.min.js");
+    settings.server.hls_js = Some(root.join("node_modules/hls.js/dist/hls.min.js"));
     settings
 }
 

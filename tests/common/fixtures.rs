@@ -72,7 +72,6 @@ pub fn loopback_settings(dir: &Path, width: u32, height: u32, video_kbps: u32) -
     settings.encoder.video_bitrate_kbps = video_kbps;
     settings.server.listen = "127.0.0.1:0".parse().expect("addr");
     settings.server.certs_dir = dir.join("certs");
-    settings.server.hls_js = dir.join("absent.js");
     settings
 }
 
