@@ -367,10 +367,21 @@ impl Metrics {
             .seen
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let key = (stream.to_string(), rendition.to_string());
-        seen.entry(key)
-            .or_default()
-            .insert(connection, Instant::now());
+        let now = Instant::now();
+        // Called per part fetched: a scan of the few renditions, no allocation, unless
+        // this is the rendition's first viewer.
+        let listed = seen
+            .iter_mut()
+            .find(|((s, r), _)| s == stream && r == rendition);
+        match listed {
+            Some((_, connections)) => {
+                connections.insert(connection, now);
+            }
+            None => {
+                let key = (stream.to_string(), rendition.to_string());
+                seen.insert(key, HashMap::from([(connection, now)]));
+            }
+        }
     }
 
     /// The Prometheus text format (0.0.4), or OpenMetrics when `openmetrics`.

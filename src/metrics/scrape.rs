@@ -13,7 +13,7 @@ use prometheus_client::registry::Unit;
 
 use super::{RenditionLabels, StateLabels, StreamLabels};
 use crate::store::Store;
-use crate::stream::{SourceState, StreamHandle};
+use crate::stream::{SourceState, StreamHandle, StreamStatus};
 
 /// Distinct connections that fetched media of a rendition lately: the viewers, as far
 /// as a server without cookies can tell.
@@ -33,6 +33,9 @@ pub(super) struct Scraped {
     pub(super) store: Store,
     pub(super) viewers: Arc<Viewers>,
 }
+
+/// One count of a stream's status.
+type StatusCount = fn(&StreamStatus) -> u64;
 
 const STATES: [(SourceState, &str); 5] = [
     (SourceState::Starting, "starting"),
@@ -67,29 +70,26 @@ impl Collector for Scraped {
             }
         }
         let counter = ConstCounter::new(0u64);
-        let mut restarts = encoder.encode_descriptor(
-            "source_restarts",
-            "Times each stream's source was restarted",
-            None,
-            counter.metric_type(),
-        )?;
-        for (name, status) in &statuses {
-            let labels = StreamLabels {
-                stream: name.to_string(),
-            };
-            ConstCounter::new(status.restarts).encode(restarts.encode_family(&labels)?)?;
-        }
-        let mut panics = encoder.encode_descriptor(
-            "media_panics",
-            "Restarts of each stream that followed a panic on its media path",
-            None,
-            counter.metric_type(),
-        )?;
-        for (name, status) in &statuses {
-            let labels = StreamLabels {
-                stream: name.to_string(),
-            };
-            ConstCounter::new(status.panics).encode(panics.encode_family(&labels)?)?;
+        let per_stream: [(&str, &str, StatusCount); 2] = [
+            (
+                "source_restarts",
+                "Times each stream's source was restarted",
+                |status| status.restarts,
+            ),
+            (
+                "media_panics",
+                "Restarts of each stream that followed a panic on its media path",
+                |status| status.panics,
+            ),
+        ];
+        for (name, help, value) in per_stream {
+            let mut family = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            for (stream, status) in &statuses {
+                let labels = StreamLabels {
+                    stream: stream.to_string(),
+                };
+                ConstCounter::new(value(status)).encode(family.encode_family(&labels)?)?;
+            }
         }
         self.encode_store(&mut encoder)?;
         self.encode_viewers(&mut encoder)
