@@ -39,7 +39,7 @@ fn at(histogram: &hdrhistogram::Histogram<u64>, quantile: f64) -> Duration {
 }
 
 async fn round(server: &RunningServer, n: usize) -> Vec<Duration> {
-    let stream = server.state.streams["test"].clone();
+    let stream = server.state.streams.get("test").expect("stream");
     // Ask for the part after the last listed one, right after a part completed.
     let mut updates = stream.subscribe();
     updates.borrow_and_update();

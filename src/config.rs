@@ -33,6 +33,14 @@ pub enum ConfigError {
         /// The parser's message, with line, column and field.
         message: String,
     },
+    /// A field of a JSON body (the admin API) is missing, of the wrong type or unknown.
+    #[error("invalid `{field}`: {reason}")]
+    Field {
+        /// Its path in the JSON (`renditions[0].width`); empty for the body as a whole.
+        field: String,
+        /// The parser's message.
+        reason: String,
+    },
     /// A value is out of range.
     #[error("invalid `{field}`: {reason}")]
     Invalid {
@@ -59,13 +67,15 @@ pub struct Settings {
     pub limits: Limits,
     /// `[log]`: the log's format and the access log's sampling.
     pub log: crate::http::access::LogSettings,
+    /// `[admin]`: the admin API (off without a token).
+    pub admin: crate::http::admin::AdminSettings,
     /// `[[streams]]`: the streams to serve, each with its source and renditions. None:
     /// one stream from the command line (`--name`, `--source`).
     pub streams: Vec<StreamSettings>,
 }
 
-/// `[[streams]]`: one live stream.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+/// `[[streams]]`: one live stream (and the body of the admin API's stream requests).
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct StreamSettings {
     /// Its path: `/{name}/index.m3u8`. Letters, digits, `-` and `_`.
@@ -76,6 +86,34 @@ pub struct StreamSettings {
     /// RTSP source, encoded with `[encoder]` at the source's size otherwise.
     #[serde(default)]
     pub renditions: Vec<RenditionSpec>,
+}
+
+impl StreamSettings {
+    /// One stream's settings from JSON (the admin API), checked as `[[streams]]` are;
+    /// the error names the field as the JSON has it (`renditions[0].width`).
+    pub fn from_json(json: &[u8]) -> Result<Self, ConfigError> {
+        let mut reader = serde_json::Deserializer::from_slice(json);
+        let stream: Self = serde_path_to_error::deserialize(&mut reader).map_err(|e| {
+            let field = e.path().to_string();
+            ConfigError::Field {
+                field: if field == "." { String::new() } else { field },
+                reason: e.into_inner().to_string(),
+            }
+        })?;
+        reader.end().map_err(|e| ConfigError::Field {
+            field: String::new(),
+            reason: e.to_string(),
+        })?;
+        validate_stream(&stream, &[])?;
+        Ok(stream)
+    }
+
+    /// The settings as JSON, with the source's secrets hidden.
+    pub fn redacted_json(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        value["source"] = crate::ingest::redact::redact(&self.source).into();
+        value
+    }
 }
 
 /// `[server]`: what `mirror serve` listens on and how much it holds.
@@ -128,7 +166,51 @@ impl Default for ServerSettings {
     }
 }
 
+/// What the command line sets over the config file; kept, so that a reload applies it
+/// again.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overrides {
+    /// `--listen`.
+    pub listen: Option<std::net::SocketAddr>,
+    /// `--cert` and `--key`.
+    pub cert_and_key: Option<(PathBuf, PathBuf)>,
+}
+
+impl Overrides {
+    /// Sets these over `settings`.
+    pub fn apply(&self, settings: &mut Settings) {
+        if let Some(listen) = self.listen {
+            settings.server.listen = listen;
+        }
+        if let Some((cert, key)) = &self.cert_and_key {
+            settings.server.cert = Some(cert.clone());
+            settings.server.key = Some(key.clone());
+        }
+    }
+}
+
 impl Settings {
+    /// The settings in force: `path` (none: the defaults) with `overrides` over it,
+    /// validated.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut settings = match path {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        overrides.apply(&mut settings);
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Whether `other` makes streams differently (the sections every stream is made
+    /// with): every stream restarts on a reload then.
+    pub fn stream_options_differ(&self, other: &Self) -> bool {
+        self.source != other.source
+            || self.encoder != other.encoder
+            || self.cmaf != other.cmaf
+            || self.server.window_segments != other.server.window_segments
+    }
+
     /// Reads a TOML file (unknown fields are refused, so a typo is not silently ignored).
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -301,6 +383,9 @@ impl Settings {
         self.log
             .check()
             .map_err(|(field, reason)| ConfigError::Invalid { field, reason })?;
+        self.admin
+            .check()
+            .map_err(|(field, reason)| ConfigError::Invalid { field, reason })?;
         for (i, stream) in self.streams.iter().enumerate() {
             validate_stream(stream, &self.streams[..i])?;
         }
@@ -341,14 +426,20 @@ fn is_path_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// Paths of the server's own: no stream may be named so.
+const RESERVED_NAMES: [&str; 6] = ["streams", "hls.js", "admin", "metrics", "healthz", "readyz"];
+
 /// Checks one `[[streams]]` entry against itself and the entries before it.
 fn validate_stream(stream: &StreamSettings, before: &[StreamSettings]) -> Result<(), ConfigError> {
     let invalid = |field, reason: String| Err(ConfigError::Invalid { field, reason });
     let name = &stream.name;
-    if !is_path_name(name) || matches!(name.as_str(), "streams" | "hls.js") {
+    if !is_path_name(name) || RESERVED_NAMES.contains(&name.as_str()) {
         return invalid(
             "streams.name",
-            format!("{name:?} is not 1-64 letters, digits, '-' or '_' (nor `streams`, `hls.js`)"),
+            format!(
+                "{name:?} is not 1-64 letters, digits, '-' or '_' (nor one of {})",
+                RESERVED_NAMES.join(", ")
+            ),
         );
     }
     if before.iter().any(|s| &s.name == name) {

@@ -5,11 +5,12 @@
 //! Each stream has a budget of its own (a partition, one moka cache each), so that a
 //! 4K camera filling its share evicts its own oldest media, never a 360p stream's parts
 //! before they leave that stream's playlist. Keys are `stream/name` ([`key`]); a key of
-//! no known stream goes to a shared partition.
+//! no known stream goes to a shared partition. A stream added while the server runs
+//! (admin API, config reload) gets a partition of its own then ([`Store::add_partition`]).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -41,16 +42,18 @@ impl StoredMedia {
 /// The store. Cloning it clones a handle to the same caches.
 #[derive(Clone)]
 pub struct Store {
-    partitions: Arc<HashMap<String, Partition>>,
+    /// Written only when a stream is added; read (uncontended) per lookup.
+    partitions: Arc<RwLock<HashMap<String, Partition>>>,
     /// Keys of no stream in `partitions`.
     shared: Partition,
     counts: Arc<Counts>,
+    time_to_live: Duration,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
-            .field("partitions", &self.partitions.len())
+            .field("partitions", &self.partitions().len())
             .finish_non_exhaustive()
     }
 }
@@ -119,16 +122,38 @@ impl Store {
             .map(|(stream, bytes)| (stream, partition(bytes, time_to_live, &counts.evictions)))
             .collect();
         Self {
-            partitions: Arc::new(partitions),
+            partitions: Arc::new(RwLock::new(partitions)),
             shared: partition(shared_bytes, time_to_live, &counts.evictions),
             counts,
+            time_to_live,
         }
     }
 
-    fn partition_of(&self, key: &str) -> &Partition {
+    /// Gives `stream` a budget of its own of `max_bytes`, unless it has one already (a
+    /// stream replaced under the same name keeps its partition: its old media leaves by
+    /// its time to live, as it would have).
+    pub fn add_partition(&self, stream: &str, max_bytes: u64) {
+        let mut partitions = self
+            .partitions
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !partitions.contains_key(stream) {
+            let made = partition(max_bytes, self.time_to_live, &self.counts.evictions);
+            partitions.insert(stream.to_string(), made);
+        }
+    }
+
+    fn partitions(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Partition>> {
+        self.partitions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The partition `key` belongs to (a handle: moka caches clone cheaply).
+    fn partition_of(&self, key: &str) -> Partition {
         key.split_once('/')
-            .and_then(|(stream, _)| self.partitions.get(stream))
-            .unwrap_or(&self.shared)
+            .and_then(|(stream, _)| self.partitions().get(stream).cloned())
+            .unwrap_or_else(|| self.shared.clone())
     }
 
     /// Stores `chunks` under `key`.
@@ -157,7 +182,8 @@ impl Store {
     /// What it holds and has done.
     pub fn stats(&self) -> StoreStats {
         let (mut bytes, mut entries) = (0, 0);
-        for partition in self.partitions.values().chain([&self.shared]) {
+        let partitions = self.partitions();
+        for partition in partitions.values().chain([&self.shared]) {
             partition.run_pending_tasks();
             bytes += partition.weighted_size();
             entries += partition.entry_count();

@@ -2,9 +2,14 @@
 //! certificate generated into `certs/`), and the rustls configurations of the HTTP/3
 //! and TCP listeners. One crypto provider only, ring: with two enabled,
 //! `ServerConfig::builder()` cannot choose and panics.
+//!
+//! Both listeners present the certificate through one [`CertificateResolver`], which
+//! [`watch_files`] swaps when the files change (an ACME renewal): new handshakes get the
+//! new certificate, connections already open keep theirs and are never dropped.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use rustls::pki_types::pem::PemObject as _;
@@ -66,6 +71,8 @@ pub struct TlsMaterial {
     pub spki_sha256: String,
     /// Where the certificate came from.
     pub cert_path: PathBuf,
+    /// Where its key came from.
+    pub key_path: PathBuf,
 }
 
 impl Clone for TlsMaterial {
@@ -75,6 +82,7 @@ impl Clone for TlsMaterial {
             key: self.key.clone_key(),
             spki_sha256: self.spki_sha256.clone(),
             cert_path: self.cert_path.clone(),
+            key_path: self.key_path.clone(),
         }
     }
 }
@@ -209,6 +217,7 @@ fn load(cert_path: &Path, key_path: &Path) -> Result<TlsMaterial, TlsError> {
         key,
         spki_sha256,
         cert_path: cert_path.to_owned(),
+        key_path: key_path.to_owned(),
     })
 }
 
@@ -223,9 +232,120 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// The certificate both listeners present, replaced in place when its files change.
+#[derive(Debug)]
+pub struct CertificateResolver {
+    current: RwLock<(Arc<rustls::sign::CertifiedKey>, String)>,
+}
+
+fn certified_key(material: &TlsMaterial) -> Result<Arc<rustls::sign::CertifiedKey>, TlsError> {
+    let key = provider()
+        .key_provider
+        .load_private_key(material.key.clone_key())?;
+    let certified = rustls::sign::CertifiedKey::new(material.certs.clone(), key);
+    // A renewal caught half-written (the new certificate, the old key) is refused here
+    // rather than served to every new client.
+    certified.keys_match()?;
+    Ok(Arc::new(certified))
+}
+
+impl CertificateResolver {
+    /// Presents `material`.
+    pub fn new(material: &TlsMaterial) -> Result<Arc<Self>, TlsError> {
+        Ok(Arc::new(Self {
+            current: RwLock::new((certified_key(material)?, material.spki_sha256.clone())),
+        }))
+    }
+
+    /// Presents `material` from the next handshake on.
+    pub fn replace(&self, material: &TlsMaterial) -> Result<(), TlsError> {
+        let key = certified_key(material)?;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) =
+            (key, material.spki_sha256.clone());
+        Ok(())
+    }
+
+    /// The SPKI SHA-256 (base64) of the certificate presented now.
+    pub fn spki_sha256(&self) -> String {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .1
+            .clone()
+    }
+}
+
+impl rustls::server::ResolvesServerCert for CertificateResolver {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .0
+                .clone(),
+        )
+    }
+}
+
+/// What a file looks like to a watcher: changed when any of these changed.
+fn fingerprint(path: &Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+/// Watches `material`'s files every `period` and presents them through `resolver` when
+/// they change (and when `nudge` fires: SIGHUP). A file that does not load (half
+/// written, a key that does not match) is logged and the certificate in use stays; it
+/// is tried again at the next change. Runs until the resolver's last user is gone.
+pub async fn watch_files(
+    resolver: std::sync::Weak<CertificateResolver>,
+    material: TlsMaterial,
+    period: Duration,
+    nudge: Arc<tokio::sync::Notify>,
+) {
+    let (cert, key) = (material.cert_path, material.key_path);
+    let mut seen = (fingerprint(&cert), fingerprint(&key));
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(period) => {}
+            () = nudge.notified() => seen = (None, None),
+        }
+        let Some(resolver) = resolver.upgrade() else {
+            return;
+        };
+        let now = (fingerprint(&cert), fingerprint(&key));
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        match load(&cert, &key).and_then(|m| resolver.replace(&m).map(|()| m)) {
+            Ok(loaded) => tracing::info!(
+                cert = %cert.display(),
+                spki_sha256 = %loaded.spki_sha256,
+                "certificate reloaded: new connections get it"
+            ),
+            Err(error) => {
+                tracing::warn!(%error, "certificate not reloaded: the one in use stays");
+            }
+        }
+    }
+}
+
 /// The rustls server configuration for `alpn` protocols; TLS 1.3 only when `quic`.
 pub fn server_config(
     material: &TlsMaterial,
+    alpn: &[&[u8]],
+    quic: bool,
+) -> Result<rustls::ServerConfig, TlsError> {
+    server_config_with(CertificateResolver::new(material)?, alpn, quic)
+}
+
+/// The same, presenting whatever `resolver` presents at each handshake.
+pub fn server_config_with(
+    resolver: Arc<CertificateResolver>,
     alpn: &[&[u8]],
     quic: bool,
 ) -> Result<rustls::ServerConfig, TlsError> {
@@ -237,7 +357,7 @@ pub fn server_config(
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(versions)?
         .with_no_client_auth()
-        .with_single_cert(material.certs.clone(), material.key.clone_key())?;
+        .with_cert_resolver(resolver);
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     if quic {
         // 0-RTT would let a request replay; playlists and media are idempotent GETs, but

@@ -156,7 +156,7 @@ async fn a_segment_cut_short_is_never_cached() {
     });
     // A part or two of it arrive; then its stream stops, the segment unfinished.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    server.streams[0].stop();
+    assert!(server.stop_stream("test"));
 
     let (first_status, short_len, first_exit) = first.await.unwrap();
     eprintln!("through the cache: {first_status}, {short_len} bytes, curl exit {first_exit}");

@@ -3,7 +3,6 @@
 //! playlist reload) and 6.2.6 (the hinted part, a segment in production) runs in
 //! milliseconds and every hold is measured in virtual time.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -34,7 +33,7 @@ impl Harness {
         let (handle, publisher) = channel("test", [("video", &live)], StreamStatus::default());
         let store = Store::new(64 << 20, Duration::from_secs(60));
         let state = Arc::new(AppState::new(
-            HashMap::from([("test".to_string(), handle)]),
+            [handle],
             store.clone(),
             Bytes::from_static(b"page"),
             None,

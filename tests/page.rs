@@ -93,7 +93,12 @@ async fn hls_js_plays_the_test_stream_over_http3_in_chromium() {
         "hls.js installed by scripts/setup (npm)"
     );
     // Join a stream that has been running for a few segments, as a viewer would.
-    let mut updates = server.state.streams["test"].subscribe();
+    let mut updates = server
+        .state
+        .streams
+        .get("test")
+        .expect("stream")
+        .subscribe();
     while updates.borrow_and_update().position.open_msn < 3 {
         updates.changed().await.expect("stream runs");
     }
@@ -114,7 +119,7 @@ async fn hls_js_plays_an_rtsp_camera_passed_through_over_http3() {
     )
     .await
     .expect("server starts");
-    let stream = server.state.streams["cam"].clone();
+    let stream = server.state.streams.get("cam").expect("stream").clone();
     let mut updates = stream.subscribe();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
     while updates.borrow_and_update().position.open_msn < 3 {

@@ -92,7 +92,7 @@ async fn rtmp_pull_from_nginx_is_served_and_decodes() {
             Instant::now() < deadline,
             "no segments from RTMP ({}) {:?}",
             fetched.status(),
-            server.state.streams["net"].status()
+            server.state.streams.get("net").expect("stream").status()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
@@ -130,7 +130,7 @@ async fn rtmp_pull_from_a_closed_port_fails_and_says_why() {
         .expect("server starts");
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
-        let status = server.state.streams["net"].status();
+        let status = server.state.streams.get("net").expect("stream").status();
         if status.last_error.is_some() {
             break status;
         }

@@ -138,7 +138,7 @@ async fn h264_and_aac_are_passed_through_and_decode() {
         playlist.contains("#EXT-X-PRELOAD-HINT:TYPE=PART"),
         "{playlist}"
     );
-    let status = &server.state.streams["cam"].status();
+    let status = &server.state.streams.get("cam").expect("stream").status();
     assert_eq!(status.mode, Some(StreamMode::Passthrough));
     assert_eq!(status.state, SourceState::Live);
 
@@ -233,7 +233,7 @@ async fn a_server_that_dies_and_returns_gives_a_discontinuity_and_the_next_msn()
         client,
     } = serve_camera(port, &["--codec", "h264", "--audio", "aac"]).await;
     wait_segments(&client, "/cam/video.m3u8", 2).await;
-    let stream = server.state.streams["cam"].clone();
+    let stream = server.state.streams.get("cam").expect("stream").clone();
 
     camera.kill();
     let before = stream.current().position.open_msn;
@@ -348,7 +348,7 @@ async fn bad_sources_are_retried_and_leave_other_streams_alone() {
         .await
         .expect("bad network sources do not stop start-up");
     let client = H3Client::connect(server.h3_addr, &server.tls).await;
-    let good = server.state.streams["good"].clone();
+    let good = server.state.streams.get("good").expect("stream").clone();
     let mut updates = good.subscribe();
     let deadline = Instant::now() + Duration::from_secs(15);
     while updates.borrow_and_update().position.open_msn < 4 {
@@ -368,7 +368,7 @@ async fn bad_sources_are_retried_and_leave_other_streams_alone() {
         // (the last error kept), so wait to see it Retrying after two attempts.
         let deadline = Instant::now() + Duration::from_secs(20);
         let status = loop {
-            let status = server.state.streams[name].status();
+            let status = server.state.streams.get(name).expect("stream").status();
             if status.restarts >= 2 && status.state == SourceState::Retrying {
                 break status;
             }
@@ -456,7 +456,13 @@ async fn a_camera_rendition_passed_through_and_one_transcoded_stay_aligned() {
     let source = wait_segments(&client, "/cam/source.m3u8", 3).await;
     let small = wait_segments(&client, "/cam/small.m3u8", 3).await;
     assert_eq!(
-        server.state.streams["cam"].status().mode,
+        server
+            .state
+            .streams
+            .get("cam")
+            .expect("stream")
+            .status()
+            .mode,
         Some(StreamMode::Mixed)
     );
     assert!(source.contains("#EXT-X-RENDITION-REPORT:URI=\"small.m3u8\""));
@@ -521,7 +527,7 @@ async fn a_camera_that_hangs_is_caught_by_the_watchdog_and_reconnected() {
         client,
     } = serve_camera(free_port(), &["--codec", "h264", "--audio", "aac"]).await;
     wait_segments(&client, "/cam/video.m3u8", 2).await;
-    let stream = server.state.streams["cam"].clone();
+    let stream = server.state.streams.get("cam").expect("stream").clone();
 
     camera.freeze();
     let frozen_at = Instant::now();
@@ -573,7 +579,13 @@ async fn g711_sound_is_transcoded_to_aac_beside_passed_through_video() {
     );
     let playlist = wait_segments(&client, "/cam/video.m3u8", 3).await;
     assert_eq!(
-        server.state.streams["cam"].status().mode,
+        server
+            .state
+            .streams
+            .get("cam")
+            .expect("stream")
+            .status()
+            .mode,
         Some(StreamMode::Passthrough)
     );
     let segments = segment_uris(&playlist);
@@ -672,11 +684,24 @@ async fn credentials_come_from_the_url() {
     let client = H3Client::connect(server.h3_addr, &server.tls).await;
     wait_segments(&client, "/with/video.m3u8", 2).await;
     let deadline = Instant::now() + Duration::from_secs(20);
-    while server.state.streams["without"].status().restarts < 1 {
+    while server
+        .state
+        .streams
+        .get("without")
+        .expect("stream")
+        .status()
+        .restarts
+        < 1
+    {
         assert!(Instant::now() < deadline, "not retried");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let refused = server.state.streams["without"].status();
+    let refused = server
+        .state
+        .streams
+        .get("without")
+        .expect("stream")
+        .status();
     let error = refused.last_error.unwrap_or_default();
     assert!(error.contains("401"), "{error}");
     let json = client.get("/streams").await.text();

@@ -282,12 +282,7 @@ async fn bad_and_impossible_requests_get_the_right_errors() {
     assert_eq!(status(h.client.get(&media).await), 200);
 
     // A source that stops: blocked reloads end with 503 instead of hanging.
-    h.server
-        .streams
-        .iter()
-        .find(|s| s.name() == STREAM)
-        .expect("the stream")
-        .stop();
+    assert!(h.server.stop_stream(STREAM), "the stream");
     let started = Instant::now();
     let blocked = h.client.get(&format!("{media}?_HLS_msn={}", msn + 2)).await;
     assert_eq!(blocked.status(), 503);

@@ -20,7 +20,7 @@ async fn a_vanished_file_is_retried_and_the_stream_resumes_with_the_next_msn() {
         .await
         .expect("server starts");
     let client = H3Client::connect(server.h3_addr, &server.tls).await;
-    let stream = server.state.streams["live"].clone();
+    let stream = server.state.streams.get("live").expect("stream").clone();
     let mut updates = stream.subscribe();
     while updates.borrow_and_update().position.open_msn < 2 {
         updates.changed().await.expect("stream runs");

@@ -107,7 +107,7 @@ async fn timestamp_jumps_either_way_are_discontinuities() {
     )
     .await
     .expect("server starts");
-    let stream = server.state.streams["net"].clone();
+    let stream = server.state.streams.get("net").expect("stream").clone();
     let sender_url = format!("udp://127.0.0.1:{port}?pkt_size=1316");
     let wait_for_msn = |msn: u64, within: u64, what: &'static str| {
         let stream = stream.clone();

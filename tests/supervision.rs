@@ -32,7 +32,7 @@ async fn a_panicking_media_thread_is_restarted_and_the_others_keep_serving() {
     let server = RunningServer::start(&settings, "unused")
         .await
         .expect("server starts");
-    let streams = ["one", "two"].map(|n| server.state.streams[n].clone());
+    let streams = ["one", "two"].map(|n| server.state.streams.get(n).expect("stream").clone());
     let started = Instant::now();
     while streams.iter().any(|s| s.current().position.open_msn < 2) {
         assert!(started.elapsed() < Duration::from_secs(30), "no media");
@@ -116,7 +116,7 @@ async fn a_camera_that_stops_sending_keyframes_does_not_grow_one_segment_for_eve
     )
     .await
     .expect("server starts");
-    let stream = server.state.streams["cam"].clone();
+    let stream = server.state.streams.get("cam").expect("stream").clone();
     let started = Instant::now();
     while stream.current().position.open_msn < 3 {
         assert!(

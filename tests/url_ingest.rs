@@ -32,7 +32,7 @@ async fn served_segment_decodes(source: &str, sender_url: &str) {
             Instant::now() < deadline,
             "{source}: no segments ({}) {:?}",
             fetched.status(),
-            server.state.streams["net"].status()
+            server.state.streams.get("net").expect("stream").status()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
@@ -58,7 +58,13 @@ async fn served_segment_decodes(source: &str, sender_url: &str) {
         "{audio} AAC frames: the sender's tone comes through"
     );
     assert_eq!(
-        server.state.streams["net"].status().mode,
+        server
+            .state
+            .streams
+            .get("net")
+            .expect("stream")
+            .status()
+            .mode,
         Some(StreamMode::Transcode)
     );
 }
@@ -100,7 +106,7 @@ async fn a_udp_sender_that_stops_and_returns_gives_a_discontinuity() {
     .expect("server starts");
     let sender_url = format!("udp://127.0.0.1:{port}?pkt_size=1316");
     let sender = Sender::start(&sender_url, "mpegts");
-    let stream = server.state.streams["net"].clone();
+    let stream = server.state.streams.get("net").expect("stream").clone();
     let deadline = Instant::now() + Duration::from_secs(25);
     while stream.current().position.open_msn < 3 {
         assert!(Instant::now() < deadline, "{:?}", stream.status());

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use mirror::config::Settings;
+use mirror::config::{Overrides, Settings, StreamSettings};
 use mirror::http::access::LogFormat;
 use mirror::ingest::SourceSpec;
 use mirror::record::{RecordOptions, record};
@@ -289,23 +289,30 @@ fn write_json(
     Ok(())
 }
 
-fn serve(settings: Settings, name: String, source: SourceSpec) -> anyhow::Result<()> {
+fn serve(
+    settings: Settings,
+    stream: StreamSettings,
+    file: Option<PathBuf>,
+    overrides: Overrides,
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
-        let server = mirror::server::RunningServer::start_with(&settings, &name, &source).await?;
+        let name = stream.name.clone();
+        let server = mirror::server::RunningServer::start_from(&settings, stream, file, overrides).await?;
         let port = server.h3_addr.port();
         let host = if server.h3_addr.ip().is_loopback() && server.h3_addr.is_ipv4() { "127.0.0.1" } else { "localhost" };
-        let mut names: Vec<&String> = server.state.streams.keys().collect();
-        names.sort();
         println!("Mirror is serving:");
         println!("  player page:   https://{host}:{port}/");
-        for stream in names {
+        for stream in server.state.streams.names() {
             println!("  stream {stream:?}: https://{host}:{port}/{stream}/index.m3u8");
-            for rendition in server.state.streams[stream].renditions() {
+            for rendition in server.state.streams.get(&stream).iter().flat_map(|s| s.renditions()) {
                 println!("    media:       https://{host}:{port}/{stream}/{}.m3u8", rendition.id());
             }
         }
         println!("  status:        https://{host}:{port}/streams");
+        if server.state.admin.is_some() {
+            println!("  admin API:     https://{host}:{port}/admin/streams (bearer token; /admin/openapi.json)");
+        }
         println!("  HTTP/3 on UDP {}, HTTP/1.1 + HTTP/2 on TCP {}", server.h3_addr, server.tcp_addr);
         println!("  try:           curl --http3 -k https://{host}:{port}/{name}/video.m3u8");
         println!("  certificate:   {}", server.tls.cert_path.display());
@@ -314,11 +321,24 @@ fn serve(settings: Settings, name: String, source: SourceSpec) -> anyhow::Result
             "  chromium --origin-to-force-quic-on=127.0.0.1:{port} --ignore-certificate-errors-spki-list={} https://127.0.0.1:{port}/",
             server.tls.spki_sha256
         );
-        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("listening for SIGTERM")?;
-        tokio::select! {
-            interrupted = tokio::signal::ctrl_c() => interrupted.context("waiting for Ctrl-C")?,
-            _ = terminate.recv() => {}
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+        let mut hangup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
+        loop {
+            tokio::select! {
+                interrupted = tokio::signal::ctrl_c() => {
+                    interrupted.context("waiting for Ctrl-C")?;
+                    break;
+                }
+                _ = terminate.recv() => break,
+                _ = hangup.recv() => {
+                    // The running config stays when the file is invalid; the error names
+                    // the field.
+                    if let Err(error) = server.reload().await {
+                        tracing::error!(%error, "config not reloaded: the running config stays");
+                    }
+                }
+            }
         }
         let grace = Duration::from_millis(settings.server.shutdown_grace_ms);
         tracing::info!(?grace, "stopping: finishing the responses in flight");
@@ -353,6 +373,7 @@ fn main() -> anyhow::Result<()> {
         None => Settings::default(),
     };
     init_logging(settings.log.format);
+    let config_file = cli.config.clone();
     match cli.command {
         Command::Bench { what } => bench(what)?,
         Command::Serve {
@@ -362,13 +383,11 @@ fn main() -> anyhow::Result<()> {
             cert,
             key,
         } => {
-            if let Some(listen) = listen {
-                settings.server.listen = listen;
-            }
-            if cert.is_some() {
-                settings.server.cert = cert;
-                settings.server.key = key;
-            }
+            let overrides = Overrides {
+                listen,
+                cert_and_key: cert.zip(key),
+            };
+            overrides.apply(&mut settings);
             settings.validate()?;
             let name = name.unwrap_or_else(|| {
                 if source == "testsrc" {
@@ -377,7 +396,12 @@ fn main() -> anyhow::Result<()> {
                     "live".into()
                 }
             });
-            serve(settings, name, SourceSpec::parse(&source))?;
+            let stream = StreamSettings {
+                name,
+                source,
+                renditions: Vec::new(),
+            };
+            serve(settings, stream, config_file, overrides)?;
         }
         Command::Record {
             seconds,

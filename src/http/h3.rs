@@ -24,7 +24,7 @@ use super::limits::Limits;
 use super::peer::{Peer, until_draining};
 use super::quic::{self, BodyHandoff, StreamLimits};
 use super::watchdog::{IdleTracker, LogThrottle};
-use super::{AppState, handle};
+use super::{AppState, handle_with_body};
 
 /// Unidirectional streams a client may have open: HTTP/3's three (control, QPACK
 /// encoder and decoder) and a few more it may open (grease, extensions).
@@ -306,7 +306,12 @@ async fn respond<S>(
 where
     S: h3::quic::BidiStream<Bytes>,
 {
-    let mut response = handle(state, &request, peer).await;
+    let body = if super::admin::wants_body(state, &request) {
+        read_body(&mut stream, peer.limits().header_timeout()).await
+    } else {
+        None
+    };
+    let mut response = handle_with_body(state, &request, body, peer).await;
     let mut logged = response.extensions_mut().remove::<AccessRecord>();
     let (parts, body) = response.into_parts();
     stream
@@ -347,4 +352,32 @@ where
         stream.stop_sending(h3::error::Code::H3_NO_ERROR);
     }
     Ok(())
+}
+
+/// An admin request's body, up to [`super::admin::MAX_BODY_BYTES`] and within `timeout`;
+/// none when larger, slower or broken (the admin API answers 413 or 400 then).
+async fn read_body<S>(
+    stream: &mut RequestStream<S, Bytes>,
+    timeout: std::time::Duration,
+) -> Option<Bytes>
+where
+    S: h3::quic::BidiStream<Bytes>,
+{
+    use bytes::Buf as _;
+    let read = async {
+        let mut body = Vec::new();
+        while let Some(mut chunk) = stream.recv_data().await.ok()? {
+            if body.len() + chunk.remaining() > super::admin::MAX_BODY_BYTES {
+                return None;
+            }
+            while chunk.has_remaining() {
+                let piece = chunk.chunk();
+                body.extend_from_slice(piece);
+                let read = piece.len();
+                chunk.advance(read);
+            }
+        }
+        Some(Bytes::from(body))
+    };
+    tokio::time::timeout(timeout, read).await.ok().flatten()
 }

@@ -12,7 +12,6 @@
 //! It serves from [`AppState`]: the streams' handles (their snapshot receivers) and the
 //! store, so tests drive it with hand-published snapshots, no source and no socket.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -34,12 +33,12 @@ use crate::llhls::delivery::{CacheRule, DeliveryForm, Encoding, Reload};
 use crate::llhls::live::MediaName;
 use crate::metrics::{Metrics, Route};
 use crate::store::Store;
-use crate::stream::{MULTIVARIANT_PLAYLIST, Rendition, Snapshot, StreamHandle};
+use crate::stream::{MULTIVARIANT_PLAYLIST, Rendition, Snapshot, StreamHandle, StreamRegistry};
 
 /// Everything the handler serves from.
 pub struct AppState {
-    /// Live streams by name.
-    pub streams: HashMap<String, StreamHandle>,
+    /// The streams served, by name (added, replaced and removed while serving).
+    pub streams: Arc<StreamRegistry>,
     /// Media bytes.
     pub store: Store,
     /// The player page.
@@ -52,16 +51,19 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Which responses the access log writes.
     pub access: AccessLog,
+    /// The admin API, when a token is configured.
+    pub admin: Option<super::admin::Admin>,
 }
 
 impl AppState {
-    /// Builds an `AppState` with the default `[limits]`.
+    /// Builds an `AppState` serving `streams`, with the default `[limits]`.
     pub fn new(
-        streams: HashMap<String, StreamHandle>,
+        streams: impl IntoIterator<Item = StreamHandle>,
         store: Store,
         page: Bytes,
         hls_js: Option<Bytes>,
     ) -> Self {
+        let streams = StreamRegistry::new(streams);
         let metrics = Arc::new(Metrics::new(&streams, &store));
         Self {
             streams,
@@ -71,7 +73,14 @@ impl AppState {
             clients: Clients::new(Limits::default()),
             metrics,
             access: AccessLog::new(1),
+            admin: None,
         }
+    }
+
+    /// The same, with the admin API on.
+    pub fn with_admin(mut self, admin: super::admin::Admin) -> Self {
+        self.admin = Some(admin);
+        self
     }
 
     /// The same, logging one response in `every` (0: none).
@@ -147,6 +156,18 @@ impl From<Result<Reply, (Rejection, Duration)>> for Reply {
 
 /// Handles one request from `peer`.
 pub async fn handle(state: &AppState, request: &Request<()>, peer: &Peer) -> Response<Body> {
+    handle_with_body(state, request, None, peer).await
+}
+
+/// Handles one request from `peer` whose body the front end read because
+/// [`super::admin::wants_body`] said so (`None`: not read, or larger than
+/// [`super::admin::MAX_BODY_BYTES`]).
+pub async fn handle_with_body(
+    state: &AppState,
+    request: &Request<()>,
+    body: Option<Bytes>,
+    peer: &Peer,
+) -> Response<Body> {
     let started = std::time::Instant::now();
     let head = request.method() == Method::HEAD;
     let one_second = Duration::from_secs(1);
@@ -155,9 +176,11 @@ pub async fn handle(state: &AppState, request: &Request<()>, peer: &Peer) -> Res
     } else if headers_too_large(request.headers(), peer.limits()) {
         Reply::reject(&Rejection::HeaderFieldsTooLarge, one_second)
     } else {
-        match *request.method() {
-            Method::GET | Method::HEAD => route(state, request, peer).await,
-            Method::OPTIONS => Reply::new(StatusCode::NO_CONTENT, Body::Empty)
+        let admin = request.uri().path().strip_prefix("/admin/");
+        match (request.method(), admin) {
+            (_, Some(path)) => super::admin::route(state, request, path, body).await,
+            (&Method::GET | &Method::HEAD, None) => route(state, request, peer).await,
+            (&Method::OPTIONS, None) => Reply::new(StatusCode::NO_CONTENT, Body::Empty)
                 .with(
                     header::ACCESS_CONTROL_ALLOW_METHODS,
                     HeaderValue::from_static(ALLOWED_METHODS),
@@ -198,15 +221,18 @@ fn access_record(
     let path = request.uri().path();
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
     let (first, resource) = (parts.next().unwrap_or(""), parts.next());
-    let stream = resource.and(state.streams.get(first));
-    let rendition = stream.zip(resource).and_then(|(stream, resource)| {
-        match stream.rendition_by_playlist(resource) {
-            Some(rendition) => Some(rendition.id().to_string()),
-            None => stream
-                .rendition_of_media(resource)
-                .map(|(rendition, ..)| rendition.id().to_string()),
-        }
-    });
+    let stream = resource.and_then(|_| state.streams.get(first));
+    let rendition = stream
+        .as_ref()
+        .zip(resource)
+        .and_then(
+            |(stream, resource)| match stream.rendition_by_playlist(resource) {
+                Some(rendition) => Some(rendition.id().to_string()),
+                None => stream
+                    .rendition_of_media(resource)
+                    .map(|(rendition, ..)| rendition.id().to_string()),
+            },
+        );
     AccessRecord {
         started,
         remote: peer.remote(),
@@ -297,10 +323,25 @@ async fn route(state: &AppState, request: &Request<()>, peer: &Peer) -> Reply {
         ("metrics", None) => super::ops::metrics(state, request),
         ("healthz", None) => super::ops::healthz(),
         ("readyz", None) => super::ops::readyz(state),
-        (name, Some(resource)) => match state.streams.get(name) {
-            Some(stream) => stream_resource(state, stream, resource, query, request, peer).await,
-            None => Reply::reject(&Rejection::NotFound, one_second),
-        },
+        (name, Some(resource)) => {
+            let live = match state.streams.get(name) {
+                Some(stream) => {
+                    let reply = stream_resource(state, &stream, resource, query, request, peer);
+                    let reply = reply.await;
+                    if reply.status != StatusCode::NOT_FOUND {
+                        return reply;
+                    }
+                    Some(reply)
+                }
+                None => None,
+            };
+            // A stream taken out of service lately (deleted, or replaced under its
+            // name): its names are served until it retires.
+            match state.streams.retiring(name) {
+                Some(old) => stream_resource(state, &old, resource, query, request, peer).await,
+                None => live.unwrap_or_else(|| Reply::reject(&Rejection::NotFound, one_second)),
+            }
+        }
         _ => Reply::reject(&Rejection::NotFound, one_second),
     }
 }

@@ -1,10 +1,12 @@
 //! HTTP: one transport-agnostic handler ([`handler`]) and the two front ends that adapt
 //! it, HTTP/3 over QUIC ([`h3`], quinn + h3 on Mirror's own transport adapter
 //! [`quic`]) and HTTP/1.1 + HTTP/2 over TCP ([`tcp`], hyper), each holding every client to
-//! the `[limits]` ([`limits`], enforced by [`clients`], [`peer`] and [`watchdog`]). This module
+//! the `[limits]` ([`limits`], enforced by [`clients`], [`peer`] and [`watchdog`]), and
+//! the operator's endpoints (`ops`, [`admin`]). This module
 //! knows playlists, names and bytes; nothing about codecs.
 
 pub mod access;
+pub mod admin;
 pub mod body;
 pub mod clients;
 pub mod frame_limit;
@@ -21,6 +23,6 @@ pub mod tcp;
 pub mod watchdog;
 
 pub use body::Body;
-pub use handler::{AppState, handle};
+pub use handler::{AppState, handle, handle_with_body};
 pub use limits::Limits;
 pub use rejection::Rejection;

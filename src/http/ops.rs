@@ -38,12 +38,13 @@ fn server_json(state: &AppState) -> serde_json::Value {
 
 /// `/streams`.
 pub(super) fn streams(state: &AppState) -> Reply {
-    let mut names: Vec<&String> = state.streams.keys().collect();
+    let streams = state.streams.all();
+    let mut names: Vec<&String> = streams.keys().collect();
     names.sort();
     let list: Vec<serde_json::Value> = names
         .iter()
         .map(|n| {
-            let stream = &state.streams[*n];
+            let stream = &streams[*n];
             serde_json::json!({
                 "name": n,
                 "url": format!("/{n}/{MULTIVARIANT_PLAYLIST}"),

@@ -26,7 +26,7 @@ use super::access::AccessRecord;
 use super::clients::{Admission, ConnectionPermit};
 use super::peer::{Peer, until_draining};
 use super::watchdog::{BodyProgress, IdleTracker, LogThrottle, RequestInFlight, SendTimeout};
-use super::{AppState, Body, handle};
+use super::{AppState, Body, handle_with_body};
 
 /// The body type hyper sends. An error ends the response as one no cache may keep: the
 /// HTTP/1.1 connection closes before the last chunk, HTTP/2 resets the stream.
@@ -233,9 +233,14 @@ impl TcpConnection {
                 let in_flight = idle.request();
                 let (progress, sent) = (progress.clone(), sent.clone());
                 async move {
-                    let (parts, _) = request.into_parts();
+                    let (parts, incoming) = request.into_parts();
                     let request = http::Request::from_parts(parts, ());
-                    let mut response = handle(&state, &request, &peer).await;
+                    let body = if super::admin::wants_body(&state, &request) {
+                        read_body(incoming, peer.limits().header_timeout()).await
+                    } else {
+                        None
+                    };
+                    let mut response = handle_with_body(&state, &request, body, &peer).await;
                     let logged = response.extensions_mut().remove::<AccessRecord>();
                     let (mut parts, body) = response.into_parts();
                     if let Some(alt_svc) = alt_svc {
@@ -323,3 +328,14 @@ impl TcpConnection {
 
 /// Stream and connection receive window on HTTP/2: room for a request's headers.
 const REQUEST_WINDOW: u32 = 64 << 10;
+
+/// An admin request's body, up to [`super::admin::MAX_BODY_BYTES`] and within `timeout`;
+/// none when larger, slower or broken (the admin API answers 413 or 400 then).
+async fn read_body(incoming: Incoming, timeout: Duration) -> Option<Bytes> {
+    use http_body_util::BodyExt as _;
+    let limited = http_body_util::Limited::new(incoming, super::admin::MAX_BODY_BYTES);
+    match tokio::time::timeout(timeout, limited.collect()).await {
+        Ok(Ok(collected)) => Some(collected.to_bytes()),
+        _ => None,
+    }
+}

@@ -53,8 +53,19 @@ pub enum OpenedSource {
 }
 
 impl SourceSpec {
-    /// `testsrc` is the test pattern, `rtsp://…` an RTSP source, `srt://`, `udp://`,
-    /// `rtmp://`, `http(s)://` … a libav network source; anything else names a file.
+    /// The setting this was parsed from, secrets and all (never logged: `Display`
+    /// redacts).
+    pub fn to_string_unredacted(&self) -> String {
+        match self {
+            SourceSpec::TestPattern => "testsrc".into(),
+            SourceSpec::File(path) => path.display().to_string(),
+            SourceSpec::Rtsp(url) | SourceSpec::Url(url) => url.clone(),
+        }
+    }
+
+    /// Parses a `source` setting: `testsrc` is the test pattern, `rtsp://…` an RTSP
+    /// source, `srt://`, `udp://`, `rtmp://`, `http(s)://` … a libav network source;
+    /// anything else names a file.
     pub fn parse(text: &str) -> Self {
         if text == "testsrc" {
             SourceSpec::TestPattern

@@ -29,7 +29,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::store::Store;
-use crate::stream::StreamHandle;
+use crate::stream::{StreamHandle, StreamRegistry};
 
 /// The HTTP version a request came over.
 pub type Protocol = &'static str;
@@ -219,7 +219,7 @@ impl std::fmt::Debug for Metrics {
 
 impl Metrics {
     /// A registry for `streams` served from `store`.
-    pub fn new(streams: &HashMap<String, StreamHandle>, store: &Store) -> Self {
+    pub fn new(streams: &Arc<StreamRegistry>, store: &Store) -> Self {
         let mut registry = Registry::with_prefix("mirror");
         let http = HttpMetrics {
             requests: Family::default(),
@@ -318,7 +318,7 @@ impl Metrics {
         );
         let viewers = Arc::new(Viewers::default());
         registry.register_collector(Box::new(Scraped {
-            streams: streams.values().cloned().collect(),
+            streams: streams.clone(),
             store: store.clone(),
             viewers: viewers.clone(),
         }));
@@ -333,13 +333,23 @@ impl Metrics {
 
     /// A registry of no stream and an empty store (tests of one part of the server).
     pub fn unregistered() -> Self {
-        Self::new(&HashMap::new(), &Store::new(0, Duration::from_secs(1)))
+        Self::new(
+            &StreamRegistry::new([]),
+            &Store::new(0, Duration::from_secs(1)),
+        )
     }
 
     /// Watches every rendition of `streams` and counts what it publishes; the tasks
     /// end with their streams.
-    pub fn watch(&self, streams: &HashMap<String, StreamHandle>) {
-        for stream in streams.values() {
+    pub fn watch(&self, streams: &StreamRegistry) {
+        for stream in streams.all().values() {
+            self.watch_stream(stream);
+        }
+    }
+
+    /// Watches every rendition of `stream` (one added while serving, say).
+    pub fn watch_stream(&self, stream: &StreamHandle) {
+        {
             for rendition in stream.renditions() {
                 let labels = RenditionLabels {
                     stream: stream.name().to_string(),
@@ -399,9 +409,10 @@ impl Metrics {
 
 /// `/readyz`: every stream has published a part within three target durations, else
 /// the streams that have not.
-pub fn not_ready(streams: &HashMap<String, StreamHandle>) -> Vec<String> {
+pub fn not_ready(streams: &StreamRegistry) -> Vec<String> {
     let now = SystemTime::now();
     let mut late: Vec<String> = streams
+        .all()
         .values()
         .filter(|stream| {
             let snapshot = stream.current();

@@ -13,7 +13,7 @@ use prometheus_client::registry::Unit;
 
 use super::{RenditionLabels, StateLabels, StreamLabels};
 use crate::store::Store;
-use crate::stream::{SourceState, StreamHandle, StreamStatus};
+use crate::stream::{SourceState, StreamRegistry, StreamStatus};
 
 /// Distinct connections that fetched media of a rendition lately: the viewers, as far
 /// as a server without cookies can tell.
@@ -29,7 +29,7 @@ const VIEWER_TARGET_DURATIONS: u32 = 2;
 /// What is read at each scrape rather than counted.
 #[derive(Debug)]
 pub(super) struct Scraped {
-    pub(super) streams: Vec<StreamHandle>,
+    pub(super) streams: Arc<StreamRegistry>,
     pub(super) store: Store,
     pub(super) viewers: Arc<Viewers>,
 }
@@ -47,11 +47,9 @@ const STATES: [(SourceState, &str); 5] = [
 
 impl Collector for Scraped {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let statuses: Vec<_> = self
-            .streams
-            .iter()
-            .map(|s| (s.name(), s.status()))
-            .collect();
+        let streams = self.streams.all();
+        let mut statuses: Vec<_> = streams.values().map(|s| (s.name(), s.status())).collect();
+        statuses.sort_by(|a, b| a.0.cmp(b.0));
         let gauge = ConstGauge::new(0i64);
         let mut states = encoder.encode_descriptor(
             "source_state",
@@ -134,9 +132,9 @@ impl Scraped {
             .seen
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let targets: HashMap<&str, Duration> = self
-            .streams
-            .iter()
+        let streams = self.streams.all();
+        let targets: HashMap<&str, Duration> = streams
+            .values()
             .map(|s| (s.name(), s.current().target_duration))
             .collect();
         let gauge = ConstGauge::new(0i64);

@@ -20,7 +20,7 @@ use crate::cmaf::codec::VideoCodec;
 pub const DEFAULT_RENDITION: &str = "video";
 
 /// What a rendition's video is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RenditionCodec {
     /// The source's own samples, untouched (RTSP sources).
@@ -33,7 +33,7 @@ pub enum RenditionCodec {
 }
 
 /// `[[streams.renditions]]`: one rendition of a ladder.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RenditionSpec {
     /// Its media playlist is `{name}.m3u8`. Letters, digits, `-` and `_`.
@@ -42,12 +42,16 @@ pub struct RenditionSpec {
     #[serde(default)]
     pub codec: RenditionCodec,
     /// Picture width; default the source's. Set with `height`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub width: Option<u32>,
     /// Picture height; default the source's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub height: Option<u32>,
     /// Video bit rate, kbit/s; default `encoder.video_bitrate_kbps`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub video_bitrate_kbps: Option<u32>,
     /// Encoder for this rendition; default `encoder.encoder`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encoder: Option<EncoderChoice>,
 }
 

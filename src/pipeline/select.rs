@@ -19,7 +19,7 @@ use super::PipelineError;
 use crate::cmaf::codec::VideoCodec;
 
 /// `encoder` in the settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EncoderChoice {
     /// The first GPU encoder that opens, else the CPU one (default).

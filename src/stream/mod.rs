@@ -13,7 +13,8 @@
 //!   source, and one rendition's segmenter, playlist and init segments;
 //! - [`sink`]: where finished media goes: the store (live) or a directory
 //!   ([`recording`], `mirror record`): one path, two sinks;
-//! - [`status`]: what `/streams` shows.
+//! - [`status`]: what `/streams` shows;
+//! - [`registry`]: the streams being served, by name, changed while the server runs.
 //!
 //! This module never imports the configuration or the HTTP layer: it is handed its
 //! [`StreamOptions`] and is read through [`StreamHandle`].
@@ -23,6 +24,7 @@ mod opening;
 mod output;
 pub mod publisher;
 pub mod recording;
+pub mod registry;
 pub mod sink;
 pub mod status;
 mod supervisor;
@@ -40,6 +42,7 @@ use crate::store::Store;
 
 pub use crate::pipeline::DEFAULT_RENDITION;
 pub use publisher::{Rendition, Snapshot, StreamHandle, StreamPublisher, channel};
+pub use registry::StreamRegistry;
 pub use status::{SourceState, StreamMode, StreamStatus};
 
 /// The media playlist of [`DEFAULT_RENDITION`].

@@ -1,7 +1,9 @@
 //! `mirror serve`: the live streams, the store, and both front ends, started together
-//! and stopped together.
+//! and stopped together; the streams changed while it runs ([`streams`]: admin API,
+//! config reload) and the certificate reloaded when its files change.
 
-use std::collections::HashMap;
+pub mod streams;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,17 +12,20 @@ use bytes::Bytes;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::config::Settings;
+use crate::config::{Settings, StreamSettings};
+use crate::http::admin::Admin;
 use crate::http::clients::Admission;
 use crate::http::{AppState, h3, tcp};
 use crate::ingest::SourceSpec;
 use crate::pipeline::RenditionSpec;
 use crate::store::Store;
 use crate::stream::{LiveStream, StreamError};
-use crate::tls::{self, TlsError, TlsMaterial};
+use crate::tls::{self, CertificateResolver, TlsError, TlsMaterial};
+
+pub use streams::{ConfigFile, Origin, ReloadError, ReloadSummary, StreamSet};
 
 /// The built-in player page.
-const PAGE: &str = include_str!("web/index.html");
+const PAGE: &str = include_str!("../web/index.html");
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +49,14 @@ pub enum ServerError {
     /// The QUIC configuration was refused.
     #[error("QUIC TLS configuration: {0}")]
     Quic(String),
+    /// A setting cannot be used.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
+
+/// How often the certificate's files are looked at (an ACME client renews them in
+/// place; SIGHUP looks at once).
+const CERTIFICATE_POLL: Duration = Duration::from_secs(2);
 
 /// A running server. Dropping it stops everything.
 pub struct RunningServer {
@@ -54,12 +66,17 @@ pub struct RunningServer {
     pub tcp_addr: SocketAddr,
     /// Where plain HTTP/1.1 listens for a cache tier (`server.http_listen`), if it does.
     pub http_addr: Option<SocketAddr>,
-    /// The certificate in use.
+    /// The certificate it started with.
     pub tls: TlsMaterial,
+    /// The certificate presented now (replaced when its files change).
+    pub certificate: Arc<CertificateResolver>,
+    /// Asks the certificate watcher to look at the files now (SIGHUP).
+    certificate_nudge: Arc<tokio::sync::Notify>,
     /// What the front ends serve from: the streams' handles, by name.
     pub state: Arc<AppState>,
-    /// The running streams (their media threads stop when the server is dropped).
-    pub streams: Vec<LiveStream>,
+    /// The running streams and the one way to change them (their media threads stop
+    /// when the server is dropped).
+    pub streams: Arc<StreamSet>,
     endpoint: quinn::Endpoint,
     /// Each listener's admission, to see when its connections are gone.
     admissions: Vec<Admission>,
@@ -71,6 +88,40 @@ impl RunningServer {
     /// tokio runtime.
     pub async fn start(settings: &Settings, stream: &str) -> Result<Self, ServerError> {
         Self::start_with(settings, stream, &SourceSpec::TestPattern).await
+    }
+
+    /// Starts a server with the streams of `[[streams]]`, or else the command line's
+    /// `default_stream`; a reload reads `file` again (when given).
+    pub async fn start_from(
+        settings: &Settings,
+        default_stream: StreamSettings,
+        file: Option<std::path::PathBuf>,
+        overrides: crate::config::Overrides,
+    ) -> Result<Self, ServerError> {
+        let wanted = settings.streams_or(&default_stream.name, &default_stream.source);
+        let streams: Vec<_> = wanted
+            .into_iter()
+            .map(|s| (s.name, SourceSpec::parse(&s.source), s.renditions))
+            .collect();
+        let server = Self::start_streams(settings, &streams).await?;
+        if let Some(path) = file {
+            server
+                .streams
+                .reload_from(ConfigFile {
+                    path,
+                    overrides,
+                    default_stream,
+                })
+                .await;
+        }
+        Ok(server)
+    }
+
+    /// Reads the config file again and applies it (SIGHUP), and looks at the
+    /// certificate's files now. An invalid file changes nothing.
+    pub async fn reload(&self) -> Result<ReloadSummary, ReloadError> {
+        self.certificate_nudge.notify_one();
+        self.streams.reload().await
     }
 
     /// Starts a server with one stream named `stream` playing `source`, or with the
@@ -124,28 +175,52 @@ impl RunningServer {
         let options = settings.stream_options();
         let mut live = Vec::with_capacity(streams.len());
         for (name, source, renditions) in streams {
-            live.push(LiveStream::start(
-                name,
-                source,
-                renditions,
-                &options,
-                store.clone(),
-            )?);
+            let started = LiveStream::start(name, source, renditions, &options, store.clone())?;
+            let settings = StreamSettings {
+                name: name.clone(),
+                source: source.to_string_unredacted(),
+                renditions: renditions.clone(),
+            };
+            live.push((started, settings));
         }
         let handles = live
             .iter()
-            .map(|s| (s.name().to_string(), s.handle().clone()))
-            .collect::<HashMap<_, _>>();
+            .map(|(s, _)| s.handle().clone())
+            .collect::<Vec<_>>();
         let hls_js = player_script(server.hls_js.as_deref());
-        let state = Arc::new(
-            AppState::new(handles, store, Bytes::from_static(PAGE.as_bytes()), hls_js)
-                .with_limits(settings.limits.clone())
-                .with_access_log(settings.log.access_sample_every),
+        let state = AppState::new(
+            handles,
+            store.clone(),
+            Bytes::from_static(PAGE.as_bytes()),
+            hls_js,
+        )
+        .with_limits(settings.limits.clone())
+        .with_access_log(settings.log.access_sample_every);
+        let stream_set = StreamSet::new(
+            live,
+            settings,
+            state.streams.clone(),
+            state.metrics.clone(),
+            store,
+            share,
         );
+        let state = match settings.admin.resolve_token() {
+            Ok(Some(token)) => state.with_admin(Admin::new(token, stream_set.clone())),
+            Ok(None) => state,
+            Err((field, reason)) => {
+                return Err(ServerError::Config(crate::config::ConfigError::Invalid {
+                    field,
+                    reason,
+                }));
+            }
+        };
+        let state = Arc::new(state);
         state.metrics.watch(&state.streams);
         raise_open_file_limit();
 
-        let quic_tls = tls::server_config(&tls, &[b"h3"], true)?;
+        let certificate = CertificateResolver::new(&tls)?;
+        let certificate_nudge = Arc::new(tokio::sync::Notify::new());
+        let quic_tls = tls::server_config_with(certificate.clone(), &[b"h3"], true)?;
         let quic = h3::server_config(quic_tls, &settings.limits)
             .map_err(|e| ServerError::Quic(e.to_string()))?;
         let endpoint =
@@ -173,7 +248,11 @@ impl RunningServer {
             transport: "TCP",
             source,
         })?;
-        let tcp_tls = Arc::new(tls::server_config(&tls, &[b"h2", b"http/1.1"], false)?);
+        let tcp_tls = Arc::new(tls::server_config_with(
+            certificate.clone(),
+            &[b"h2", b"http/1.1"],
+            false,
+        )?);
 
         // Each listener has its own connection budget; the per-address one is shared.
         let mut admissions = vec![
@@ -181,6 +260,12 @@ impl RunningServer {
             Admission::new(state.clients.clone()),
         ];
         let mut tasks = vec![
+            tokio::spawn(tls::watch_files(
+                Arc::downgrade(&certificate),
+                tls.clone(),
+                CERTIFICATE_POLL,
+                certificate_nudge.clone(),
+            )),
             tokio::spawn(h3::serve(
                 endpoint.clone(),
                 state.clone(),
@@ -228,8 +313,10 @@ impl RunningServer {
             tcp_addr,
             http_addr,
             tls,
+            certificate,
+            certificate_nudge,
             state,
-            streams: live,
+            streams: stream_set,
             endpoint,
             admissions,
             tasks,
@@ -260,6 +347,12 @@ impl RunningServer {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
         left
     }
+
+    /// Stops stream `name`'s media thread without taking it out of service (what a
+    /// source that ends does). False when there is no such stream.
+    pub fn stop_stream(&self, name: &str) -> bool {
+        self.streams.stop_media(name)
+    }
 }
 
 /// H3_NO_ERROR (RFC 9114 8.1).
@@ -281,6 +374,7 @@ impl Drop for RunningServer {
         for task in &self.tasks {
             task.abort();
         }
+        self.streams.stop_all();
     }
 }
 

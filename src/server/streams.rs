@@ -1,0 +1,441 @@
+//! The running streams and every change made to them while the server runs: the admin
+//! API's add, replace and delete, and a config reload (SIGHUP or `POST /admin/reload`).
+//! Changes are made one at a time. A stream whose settings did not change is never
+//! touched, so its viewers keep playing and its media names (its epoch) stay; a changed
+//! stream is started anew beside the old one and takes its name when it is ready; a
+//! removed one stops, and its held reloads are answered 503 at once. What leaves is
+//! retired in the [`StreamRegistry`]: its names are served until its window has passed.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::config::{ConfigError, Overrides, Settings, StreamSettings};
+use crate::http::admin::{AdminError, ControlFuture, StreamControl};
+use crate::ingest::SourceSpec;
+use crate::metrics::Metrics;
+use crate::store::Store;
+use crate::stream::{LiveStream, MULTIVARIANT_PLAYLIST, StreamError, StreamRegistry};
+
+/// Where a running stream's settings came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// The config file (or the command line): a reload may change or remove it.
+    Config,
+    /// The admin API: a reload leaves it alone unless the file names it.
+    Api,
+}
+
+struct Running {
+    live: LiveStream,
+    settings: StreamSettings,
+    origin: Origin,
+}
+
+/// The config file a reload reads again, with the command line's overrides and the
+/// stream the command line names when the file has no `[[streams]]`.
+#[derive(Debug, Clone)]
+pub struct ConfigFile {
+    /// The file.
+    pub path: PathBuf,
+    /// What the command line set over it.
+    pub overrides: Overrides,
+    /// The command line's stream (`--name`, `--source`).
+    pub default_stream: StreamSettings,
+}
+
+/// What changes are made against: the settings in force.
+struct InForce {
+    settings: Settings,
+    file: Option<ConfigFile>,
+}
+
+/// The running streams, and the one way to change them.
+pub struct StreamSet {
+    registry: Arc<StreamRegistry>,
+    metrics: Arc<Metrics>,
+    store: Store,
+    /// The store budget a stream gets when it is added.
+    share: u64,
+    running: Mutex<HashMap<String, Running>>,
+    /// Held for the whole of a change, so that changes never interleave.
+    in_force: tokio::sync::Mutex<InForce>,
+}
+
+/// Why a reload changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The server was started without `--config`.
+    #[error("the server was started without a config file")]
+    NoConfigFile,
+    /// The file cannot be read or is invalid (the field is named).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+/// What a reload did, by stream name.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct ReloadSummary {
+    /// Unchanged: still playing, same names.
+    pub kept: Vec<String>,
+    /// New in the file.
+    pub started: Vec<String>,
+    /// Changed: started anew.
+    pub restarted: Vec<String>,
+    /// Gone from the file.
+    pub stopped: Vec<String>,
+    /// Streams that could not start, with why (the rest of the file applies).
+    pub failed: Vec<(String, String)>,
+    /// Settings that changed in the file but take a restart of the process.
+    pub needs_restart: Vec<&'static str>,
+}
+
+impl StreamSet {
+    /// The set of `started` streams (from the config file or command line), serving
+    /// through `registry`.
+    pub(super) fn new(
+        started: Vec<(LiveStream, StreamSettings)>,
+        settings: &Settings,
+        registry: Arc<StreamRegistry>,
+        metrics: Arc<Metrics>,
+        store: Store,
+        share: u64,
+    ) -> Arc<Self> {
+        let running = started
+            .into_iter()
+            .map(|(live, settings)| {
+                let running = Running {
+                    live,
+                    settings,
+                    origin: Origin::Config,
+                };
+                (running.settings.name.clone(), running)
+            })
+            .collect();
+        Arc::new(Self {
+            registry,
+            metrics,
+            store,
+            share,
+            running: Mutex::new(running),
+            in_force: tokio::sync::Mutex::new(InForce {
+                settings: settings.clone(),
+                file: None,
+            }),
+        })
+    }
+
+    /// From now on a reload reads `file`.
+    pub async fn reload_from(&self, file: ConfigFile) {
+        self.in_force.lock().await.file = Some(file);
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
+        self.running.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Stops stream `name`'s media thread without taking it out of service (tests of
+    /// what a stopped source does to held requests). False when there is none.
+    pub fn stop_media(&self, name: &str) -> bool {
+        self.running().get(name).map(|r| r.live.stop()).is_some()
+    }
+
+    /// Stops every stream, waiting for their threads (the server is going away).
+    pub fn stop_all(&self) {
+        let all: Vec<Running> = self.running().drain().map(|(_, r)| r).collect();
+        for running in &all {
+            running.live.stop();
+        }
+        drop(all);
+    }
+
+    /// How long a stream taken out of service keeps its names: its window and the
+    /// three target durations RFC 8216bis 6.2.2 asks for after it.
+    fn retire_for(settings: &Settings) -> Duration {
+        let target = settings.cmaf.segment_target().max(Duration::from_secs(1));
+        target * (u32::try_from(settings.server.window_segments).unwrap_or(1000) + 3)
+    }
+
+    /// Starts `stream` with `settings` and serves it under its name, replacing (and
+    /// retiring) whatever was there.
+    async fn start(
+        &self,
+        stream: StreamSettings,
+        settings: &Settings,
+        origin: Origin,
+    ) -> Result<(), StreamError> {
+        self.store.add_partition(&stream.name, self.share);
+        let options = settings.stream_options();
+        let store = self.store.clone();
+        let to_start = stream.clone();
+        let started = tokio::task::spawn_blocking(move || {
+            let spec = SourceSpec::parse(&to_start.source);
+            LiveStream::start(&to_start.name, &spec, &to_start.renditions, &options, store)
+        })
+        .await
+        .map_err(|e| StreamError::Start {
+            stream: stream.name.clone(),
+            reason: e.to_string(),
+        })??;
+        self.metrics.watch_stream(started.handle());
+        self.registry
+            .insert(started.handle().clone(), Self::retire_for(settings));
+        let replaced = self.running().insert(
+            stream.name.clone(),
+            Running {
+                live: started,
+                settings: stream,
+                origin,
+            },
+        );
+        retire(replaced);
+        Ok(())
+    }
+
+    /// Stops `name` and takes it out of service. False when it was not running.
+    fn remove(&self, name: &str, settings: &Settings) -> bool {
+        let removed = self.running().remove(name);
+        let known = removed.is_some();
+        self.registry.remove(name, Self::retire_for(settings));
+        retire(removed);
+        known
+    }
+
+    fn describe(&self, name: &str, running: &Running) -> serde_json::Value {
+        let mut value = running.settings.redacted_json();
+        value["origin"] = serde_json::to_value(running.origin).unwrap_or_default();
+        value["url"] = format!("/{name}/{MULTIVARIANT_PLAYLIST}").into();
+        value["status"] = serde_json::to_value(running.live.status()).unwrap_or_default();
+        value
+    }
+
+    /// Applies `new` settings (a reloaded file): see the module doc.
+    async fn apply(&self, in_force: &mut InForce, new: Settings) -> ReloadSummary {
+        let old = &in_force.settings;
+        let mut summary = ReloadSummary {
+            needs_restart: needs_restart(old, &new),
+            ..ReloadSummary::default()
+        };
+        let options_changed = old.stream_options_differ(&new);
+        let wanted = match &in_force.file {
+            Some(file) if new.streams.is_empty() => vec![file.default_stream.clone()],
+            _ => new.streams.clone(),
+        };
+        let current: Vec<(String, StreamSettings, Origin)> = self
+            .running()
+            .iter()
+            .map(|(name, r)| (name.clone(), r.settings.clone(), r.origin))
+            .collect();
+        for (name, settings, origin) in &current {
+            let in_file = wanted.iter().any(|w| &w.name == name);
+            if *origin == Origin::Config && !in_file {
+                self.remove(name, &new);
+                summary.stopped.push(name.clone());
+            } else if *origin == Origin::Api && !in_file && options_changed {
+                match self.start(settings.clone(), &new, Origin::Api).await {
+                    Ok(()) => summary.restarted.push(name.clone()),
+                    Err(e) => summary.failed.push((name.clone(), e.to_string())),
+                }
+            }
+        }
+        for stream in wanted {
+            let name = stream.name.clone();
+            let same = current
+                .iter()
+                .find(|(n, ..)| n == &name)
+                .map(|(_, settings, _)| settings == &stream);
+            match same {
+                Some(true) if !options_changed => {
+                    if let Some(running) = self.running().get_mut(&name) {
+                        running.origin = Origin::Config;
+                    }
+                    summary.kept.push(name);
+                }
+                existed => match self.start(stream, &new, Origin::Config).await {
+                    Ok(()) if existed.is_some() => summary.restarted.push(name),
+                    Ok(()) => summary.started.push(name),
+                    Err(e) => summary.failed.push((name, e.to_string())),
+                },
+            }
+        }
+        in_force.settings = new;
+        summary
+    }
+
+    /// Reads the config file again and applies it. An unreadable or invalid file
+    /// changes nothing; the error names the field.
+    pub async fn reload(&self) -> Result<ReloadSummary, ReloadError> {
+        let mut in_force = self.in_force.lock().await;
+        let Some(file) = in_force.file.clone() else {
+            return Err(ReloadError::NoConfigFile);
+        };
+        let new = Settings::load(Some(&file.path), &file.overrides)?;
+        let summary = self.apply(&mut in_force, new).await;
+        tracing::info!(
+            kept = ?summary.kept,
+            started = ?summary.started,
+            restarted = ?summary.restarted,
+            stopped = ?summary.stopped,
+            failed = ?summary.failed,
+            needs_restart = ?summary.needs_restart,
+            "config reloaded"
+        );
+        Ok(summary)
+    }
+}
+
+/// Stops a stream taken out of service. Its thread is joined off the runtime: a
+/// source may take a moment to notice.
+fn retire(running: Option<Running>) {
+    if let Some(running) = running {
+        running.live.stop();
+        tokio::task::spawn_blocking(move || drop(running));
+    }
+}
+
+/// The sections a reload cannot apply to a running process, when they changed.
+fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
+    let mut fields = Vec::new();
+    let (a, b) = (&old.server, &new.server);
+    for (field, changed) in [
+        ("server.listen", a.listen != b.listen),
+        ("server.http_listen", a.http_listen != b.http_listen),
+        (
+            "server.cert",
+            a.cert != b.cert || a.key != b.key || a.certs_dir != b.certs_dir,
+        ),
+        ("server.store_bytes", a.store_bytes != b.store_bytes),
+        ("server.hls_js", a.hls_js != b.hls_js),
+        ("limits", old.limits != new.limits),
+        ("log", old.log != new.log),
+        ("admin", old.admin != new.admin),
+    ] {
+        if changed {
+            fields.push(field);
+        }
+    }
+    fields
+}
+
+/// An admin API error for a stream's settings that failed `ConfigError`'s checks: the
+/// field as the JSON names it (`streams.renditions.width` is `renditions.width`).
+fn invalid(error: ConfigError) -> AdminError {
+    match error {
+        ConfigError::Field { field, reason } => AdminError::Invalid { field, reason },
+        ConfigError::Invalid { field, reason } => AdminError::Invalid {
+            field: field.trim_start_matches("streams.").to_string(),
+            reason,
+        },
+        other => AdminError::Invalid {
+            field: String::new(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// An admin API error for a stream that could not start.
+fn cannot_start(error: StreamError) -> AdminError {
+    let field = match &error {
+        StreamError::Source { .. } => Some("source".to_string()),
+        StreamError::Encoder { .. } => Some("renditions".to_string()),
+        _ => None,
+    };
+    AdminError::CannotStart {
+        field,
+        reason: error.to_string(),
+    }
+}
+
+impl StreamControl for StreamSet {
+    fn list(&self) -> Vec<serde_json::Value> {
+        let running = self.running();
+        let mut names: Vec<&String> = running.keys().collect();
+        names.sort();
+        names
+            .into_iter()
+            .map(|name| self.describe(name, &running[name]))
+            .collect()
+    }
+
+    fn get(&self, name: &str) -> Option<serde_json::Value> {
+        let running = self.running();
+        running.get(name).map(|r| self.describe(name, r))
+    }
+
+    fn add(&self, body: Bytes) -> ControlFuture<'_, serde_json::Value> {
+        Box::pin(async move {
+            let stream = StreamSettings::from_json(&body).map_err(invalid)?;
+            let in_force = self.in_force.lock().await;
+            let name = stream.name.clone();
+            {
+                let running = self.running();
+                if running.contains_key(&name) {
+                    return Err(AdminError::Exists(name));
+                }
+                if running.len() >= in_force.settings.admin.max_streams {
+                    return Err(AdminError::TooManyStreams(running.len()));
+                }
+            }
+            self.start(stream, &in_force.settings, Origin::Api)
+                .await
+                .map_err(cannot_start)?;
+            self.get(&name).ok_or(AdminError::NoSuchStream(name))
+        })
+    }
+
+    fn replace(&self, name: String, body: Bytes) -> ControlFuture<'_, (bool, serde_json::Value)> {
+        Box::pin(async move {
+            let stream = StreamSettings::from_json(&body).map_err(invalid)?;
+            if stream.name != name {
+                return Err(AdminError::Invalid {
+                    field: "name".into(),
+                    reason: format!(
+                        "{:?} is not the stream of this path ({name:?})",
+                        stream.name
+                    ),
+                });
+            }
+            let in_force = self.in_force.lock().await;
+            let existed = {
+                let running = self.running();
+                let existed = running.contains_key(&name);
+                if !existed && running.len() >= in_force.settings.admin.max_streams {
+                    return Err(AdminError::TooManyStreams(running.len()));
+                }
+                existed
+            };
+            self.start(stream, &in_force.settings, Origin::Api)
+                .await
+                .map_err(cannot_start)?;
+            let described = self.get(&name).ok_or(AdminError::NoSuchStream(name))?;
+            Ok((!existed, described))
+        })
+    }
+
+    fn delete(&self, name: String) -> ControlFuture<'_, ()> {
+        Box::pin(async move {
+            let in_force = self.in_force.lock().await;
+            if self.remove(&name, &in_force.settings) {
+                Ok(())
+            } else {
+                Err(AdminError::NoSuchStream(name))
+            }
+        })
+    }
+
+    fn reload(&self) -> ControlFuture<'_, serde_json::Value> {
+        Box::pin(async move {
+            match StreamSet::reload(self).await {
+                Ok(summary) => Ok(serde_json::to_value(summary).unwrap_or_default()),
+                Err(ReloadError::NoConfigFile) => Err(AdminError::NoConfigFile),
+                Err(ReloadError::Config(error)) => {
+                    Err(AdminError::BadConfigFile(error.to_string()))
+                }
+            }
+        })
+    }
+}
