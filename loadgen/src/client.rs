@@ -152,6 +152,17 @@ impl H3Client {
         path: &str,
         headers: &[(&str, &str)],
     ) -> Result<Fetched, ClientError> {
+        self.send(method, path, headers, None).await
+    }
+
+    /// Sends a request with `body` (none: an empty one) and reads the whole response.
+    pub async fn send(
+        &self,
+        method: http::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Bytes>,
+    ) -> Result<Fetched, ClientError> {
         let stream_error = |e: &dyn std::fmt::Display| ClientError::Stream(e.to_string());
         let mut builder = http::Request::builder()
             .method(method)
@@ -166,6 +177,9 @@ impl H3Client {
             .send_request(request)
             .await
             .map_err(|e| stream_error(&e))?;
+        if let Some(body) = body {
+            stream.send_data(body).await.map_err(|e| stream_error(&e))?;
+        }
         // A server that has answered may already have stopped reading the request (RFC
         // 9114 4.1, H3_NO_ERROR): the response is still to be read.
         let _ = stream.finish().await;

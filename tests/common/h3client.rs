@@ -36,4 +36,19 @@ impl H3Client {
             .await
             .expect("HTTP/3 request")
     }
+
+    /// A request with a body (the admin API's).
+    pub async fn send(
+        &self,
+        method: http::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Fetched {
+        let body = bytes::Bytes::from(body.to_string());
+        self.0
+            .send(method, path, headers, Some(body))
+            .await
+            .expect("HTTP/3 request")
+    }
 }
