@@ -49,7 +49,7 @@ fn last_part(playlist: &str) -> String {
         .filter_map(|l| l.strip_prefix("#EXT-X-PART:"))
         .filter_map(|l| l.split("URI=\"").nth(1))
         .filter_map(|rest| rest.split('"').next())
-        .last()
+        .next_back()
         .unwrap_or_else(|| panic!("no part in\n{playlist}"))
         .to_string()
 }

@@ -6,8 +6,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mirror::server::RunningServer;
@@ -15,86 +13,10 @@ use mirror_loadgen::client::H3Client;
 
 #[path = "common/fixtures.rs"]
 mod fixtures;
+#[path = "common/varnish.rs"]
+mod varnish;
 
-/// A port free on loopback now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// varnishd in the foreground, in a work directory of its own, in front of `backend`.
-struct Varnish {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Varnish {
-    fn start(backend: SocketAddr) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let child = Command::new("varnishd")
-            .args(["-F", "-j", "none", "-n"])
-            .arg(dir.path())
-            .args(["-a", &format!("127.0.0.1:{port}")])
-            .args(["-b", &backend.to_string()])
-            .args(["-s", "malloc,32m"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("varnishd (scripts/setup installs Debian's varnish)");
-        let varnish = Self {
-            child,
-            port,
-            _dir: dir,
-        };
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "varnishd did not start"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        varnish
-    }
-}
-
-impl Varnish {
-    /// What the cache did with requests for `url`, from its shared-memory log: how many
-    /// were served from the cache (hits) and how many fetched from the origin.
-    fn hits_and_fetches(&self, url: &str) -> (usize, usize) {
-        let output = Command::new("varnishlog")
-            .arg("-n")
-            .arg(self._dir.path())
-            .args(["-d", "-g", "request", "-i", "Hit,BereqURL,ReqURL"])
-            .output()
-            .expect("varnishlog");
-        let log = String::from_utf8_lossy(&output.stdout);
-        let hits = log
-            .lines()
-            .filter(|l| l.split_whitespace().nth(1) == Some("Hit"))
-            .count();
-        let fetches = log
-            .lines()
-            .filter(|l| l.split_whitespace().nth(1) == Some("BereqURL") && l.ends_with(url))
-            .count();
-        (hits, fetches)
-    }
-}
-
-impl Drop for Varnish {
-    fn drop(&mut self) {
-        // SIGTERM: the manager stops its child before it exits.
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
-    }
-}
+use varnish::Varnish;
 
 /// curl `url` (extra `args`): the status (0 for none), the body's length, curl's exit.
 async fn curl(args: &[&str], url: &str) -> (u16, usize, i32) {

@@ -132,3 +132,75 @@ async fn hls_js_plays_an_rtsp_camera_passed_through_over_http3() {
     play_and_check(&server, "cam").await;
     drop(camera);
 }
+
+/// The status view beside the player: the stream table and four plots fed by
+/// `/metrics` and the page's own player, read twice in headless Chromium; the plots have
+/// moved in between. The screenshot is kept as the test's artefact in
+/// `target/test-artifacts/status-page.png`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_view_shows_the_streams_and_its_plots_move() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = loopback_settings(dir.path(), 320, 180, 300);
+    let server = RunningServer::start(&settings, "test")
+        .await
+        .expect("server starts");
+    let artifacts = root.join("target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).expect("artefact directory");
+    let screenshot = artifacts.join("status-page.png");
+    let port = server.h3_addr.port();
+    let output = tokio::process::Command::new("node")
+        .arg(root.join("tests/browser/status.mjs"))
+        .arg(format!("https://127.0.0.1:{port}/status"))
+        .arg(port.to_string())
+        .arg(&server.tls.spki_sha256)
+        .arg(&screenshot)
+        .current_dir(root)
+        .output()
+        .await
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "browser run failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON");
+    let (first, second) = (&result["first"], &result["second"]);
+    assert!(second["status"]["error"].is_null(), "{result}");
+    // The table: the one stream, live, one rendition, this page's player watching it.
+    let row = &second["table"][0];
+    assert_eq!(row[0], "test", "{result}");
+    assert_eq!(row[1], "live", "{result}");
+    assert_eq!(row[3], "video.m3u8", "{result}");
+    assert_ne!(row[4], "0", "the page's own player is a viewer: {result}");
+    // Every plot has points, and more of them three seconds later.
+    let series = |read: &serde_json::Value, name: &str| -> Vec<f64> {
+        read["status"]["series"][name]
+            .as_array()
+            .unwrap_or_else(|| panic!("{name}: {result}"))
+            .iter()
+            .filter_map(serde_json::Value::as_f64)
+            .collect()
+    };
+    for name in ["latency", "cadence", "announce", "egress"] {
+        let (before, after) = (series(first, name), series(second, name));
+        assert!(!before.is_empty(), "{name} has no point: {result}");
+        assert!(after.len() > before.len(), "{name} did not move: {result}");
+    }
+    // What they show is what the server did: about five parts a second (200 ms parts),
+    // bytes going out, a latency near the edge.
+    let cadence = series(second, "cadence");
+    let mean = cadence.iter().sum::<f64>() / cadence.len() as f64;
+    assert!(
+        (3.0..=7.0).contains(&mean),
+        "parts per second {mean}: {result}"
+    );
+    assert!(
+        series(second, "egress").iter().any(|&v| v > 0.0),
+        "{result}"
+    );
+    let latency = series(second, "latency");
+    assert!(latency.iter().all(|&v| v > 0.0 && v < 5.0), "{result}");
+    assert!(screenshot.exists());
+}

@@ -1,7 +1,8 @@
 //! The request handler, written once for both transports: a request in, a response
 //! with a [`Body`] out. Routes:
 //!
-//! - `/` the player page, `/hls.js` its player, `/streams` the list of streams;
+//! - `/` the player page (`/status` the same page with the operator's status view),
+//!   `/hls.js` its player, `/streams` the list of streams;
 //! - `/{stream}/index.m3u8` the multivariant playlist;
 //! - `/{stream}/{rendition}.m3u8` a rendition's media playlist (`video.m3u8` for a
 //!   stream without a ladder), with blocking reload and delta updates (RFC 8216bis
@@ -298,7 +299,9 @@ async fn route(state: &AppState, request: &Request<()>, peer: &Peer) -> Reply {
     let first = segments.next().unwrap_or("");
     let rest = segments.next();
     match (first, rest) {
-        ("", None) => Reply::new(StatusCode::OK, Body::Full(state.page.clone()))
+        // The status view is the same page: it polls `/streams` and `/metrics` only when
+        // opened as `/status`, so viewers of `/` never load the origin with them.
+        ("" | "status", None) => Reply::new(StatusCode::OK, Body::Full(state.page.clone()))
             .with(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/html; charset=utf-8"),

@@ -45,9 +45,8 @@ impl H3Client {
         headers: &[(&str, &str)],
         body: &str,
     ) -> Fetched {
-        let body = bytes::Bytes::from(body.to_string());
         self.0
-            .send(method, path, headers, Some(body))
+            .send(method, path, headers, Some(body.to_string().into()))
             .await
             .expect("HTTP/3 request")
     }
