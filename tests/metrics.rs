@@ -13,6 +13,8 @@ use mirror::server::RunningServer;
 mod fixtures;
 #[path = "common/h3client.rs"]
 mod h3client;
+#[path = "common/rtsp.rs"]
+mod rtsp;
 
 use h3client::H3Client;
 
@@ -96,6 +98,7 @@ async fn metrics_count_what_clients_did_and_promtool_accepts_them() {
     assert_eq!(status, 200);
     promtool_check(&before_text);
     let before = samples(&before_text);
+    let scraped_at = Instant::now();
 
     // Over HTTP/3: every part listed, and five blocking reloads for the next part.
     let parts: Vec<String> = playlist
@@ -158,10 +161,22 @@ async fn metrics_count_what_clients_did_and_promtool_accepts_them() {
         "five blocking reloads waited for five new parts"
     );
     assert_eq!(
-        value(&after, "mirror_http_wake_up_seconds_count")
-            - value(&before, "mirror_http_wake_up_seconds_count"),
+        moved("mirror_http_wake_up_seconds_count{protocol=\"h3\"}"),
         5.0,
-        "each blocking reload was held, then woken"
+        "each blocking reload was held, then woken: {after_text}"
+    );
+    // The test pattern's frames into the rendition, at its frame rate, between scrapes.
+    let fps = moved("mirror_rendition_video_frames_total{stream=\"test\",rendition=\"video\"}")
+        / scraped_at.elapsed().as_secs_f64();
+    let configured = f64::from(settings.source.fps);
+    assert!(
+        (configured * 0.6..configured * 1.4).contains(&fps),
+        "{fps} frames/s into the rendition, the source makes {configured}"
+    );
+    assert!(moved("mirror_rendition_media_bytes_total{stream=\"test\",rendition=\"video\"}") > 0.0);
+    assert!(
+        after.contains_key("mirror_encoder_queued_frames{stream=\"test\",rendition=\"video\"}"),
+        "{after_text}"
     );
     assert_eq!(
         value(
@@ -204,6 +219,85 @@ async fn metrics_count_what_clients_did_and_promtool_accepts_them() {
     assert_eq!(curl(&server, "--http1.1", "/healthz").0, 200);
     let (status, body) = curl(&server, "--http1.1", "/readyz");
     assert_eq!(status, 200, "{body}");
+}
+
+/// A camera's stream: the bytes its source delivered, its jitter buffer, and per
+/// rendition the bytes and frames that went in and the encoder's queue, one rendition
+/// passed through and one transcoded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cameras_bytes_in_frames_and_encoder_queue_are_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let camera = rtsp::RtspServer::start(rtsp::free_port(), &["--codec", "h264", "--audio", "aac"]);
+    let mut settings = fixtures::loopback_settings(dir.path(), 320, 180, 300);
+    let mut copy = fixtures::rendition("source", 0, 0, 0);
+    (copy.codec, copy.width, copy.height, copy.video_bitrate_kbps) =
+        (mirror::pipeline::RenditionCodec::Copy, None, None, None);
+    settings.streams = vec![mirror::config::StreamSettings {
+        name: "cam".into(),
+        source: camera.url(),
+        renditions: vec![copy, fixtures::rendition("small", 320, 180, 300)],
+    }];
+    settings.validate().expect("valid");
+    let server = RunningServer::start_with(&settings, "", &SourceSpec::TestPattern)
+        .await
+        .expect("server");
+    let started = Instant::now();
+    while !server
+        .state
+        .streams
+        .get("cam")
+        .expect("cam")
+        .current()
+        .has_media
+    {
+        assert!(started.elapsed() < Duration::from_secs(30), "no media");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, before_text) = curl(&server, "--http1.1", "/metrics");
+    let scraped_at = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (status, after_text) = curl(&server, "--http1.1", "/metrics");
+    assert_eq!(status, 200);
+    promtool_check(&after_text);
+    let elapsed = scraped_at.elapsed().as_secs_f64();
+    let (before, after) = (samples(&before_text), samples(&after_text));
+    let rate = |name: &str| (value(&after, name) - value(&before, name)) / elapsed;
+    let rendition = |family: &str, rendition: &str| {
+        format!("{family}{{stream=\"cam\",rendition=\"{rendition}\"}}")
+    };
+
+    let source_bytes = rate("mirror_source_bytes_total{stream=\"cam\"}");
+    assert!(source_bytes > 1_000.0, "{after_text}");
+    // The passed-through rendition takes every sample the camera sends.
+    let copied = rate(&rendition("mirror_rendition_media_bytes_total", "source"));
+    assert!(
+        (copied / source_bytes - 1.0).abs() < 0.15,
+        "source {source_bytes} B/s, copied {copied} B/s"
+    );
+    for name in ["source", "small"] {
+        let fps = rate(&rendition("mirror_rendition_video_frames_total", name));
+        assert!(
+            (20.0..40.0).contains(&fps),
+            "{name}: {fps} frames/s of a 30 fps camera"
+        );
+    }
+    assert_eq!(
+        value(&after, &rendition("mirror_encoder_queued_frames", "source")),
+        0.0,
+        "nothing encodes the passed-through rendition"
+    );
+    assert!(
+        after.contains_key(&rendition("mirror_encoder_queued_frames", "small")),
+        "{after_text}"
+    );
+    assert!(
+        value(
+            &after,
+            "mirror_jitter_buffer_capacity_samples{stream=\"cam\"}"
+        ) > 0.0,
+        "{after_text}"
+    );
+    assert!(after.contains_key("mirror_jitter_buffer_dropped_gops_total{stream=\"cam\"}"));
 }
 
 /// `/readyz` names a stream whose source never delivers, and says 503; `/healthz`

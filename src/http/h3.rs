@@ -108,7 +108,7 @@ pub async fn serve(endpoint: quinn::Endpoint, state: Arc<AppState>, admission: A
         let task = QuicConnection {
             state: state.clone(),
             admission: admission.clone(),
-            peer: state.peer(remote),
+            peer: state.peer(remote).speaking("h3"),
         };
         tokio::spawn(async move {
             if let Err(error) = task.run(incoming, handshake, permit).await {

@@ -436,7 +436,9 @@ pub(super) async fn wait_for(
             Readiness::Ready => {
                 if let (Some(_), Some(peer)) = (&held, holder) {
                     let since = SystemTime::now().duration_since(snapshot.updated_at);
-                    peer.metrics().http.woke(since.unwrap_or_default());
+                    peer.metrics()
+                        .http
+                        .woke(peer.protocol(), since.unwrap_or_default());
                 }
                 return Ok(snapshot);
             }

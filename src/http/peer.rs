@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::clients::{Clients, Refusal, canonical};
 use super::limits::Limits;
-use crate::metrics::{GaugeGuard, Metrics};
+use crate::metrics::{GaugeGuard, Metrics, Protocol};
 
 /// Numbers each connection's peer; the viewers estimate counts distinct ones.
 static NEXT_CONNECTION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -24,6 +24,7 @@ pub struct Peer {
     held_on_connection: Arc<AtomicUsize>,
     clients: Arc<Clients>,
     metrics: Arc<Metrics>,
+    protocol: Protocol,
 }
 
 impl Peer {
@@ -35,7 +36,20 @@ impl Peer {
             held_on_connection: Arc::default(),
             clients,
             metrics,
+            protocol: "h1",
         }
+    }
+
+    /// The same peer, speaking `protocol` (known once ALPN has chosen; HTTP/1.1 until).
+    #[must_use]
+    pub fn speaking(mut self, protocol: Protocol) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
+    /// The HTTP version its connection speaks.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
     }
 
     /// This connection's number, unique in the process.

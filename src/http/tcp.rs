@@ -210,10 +210,12 @@ impl TcpConnection {
     }
 
     /// HTTP/2 or HTTP/1.1 on `io` until the connection ends.
-    async fn serve_http<T>(self, io: SendTimeout<T>, http2: bool)
+    async fn serve_http<T>(mut self, io: SendTimeout<T>, http2: bool)
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let protocol = if http2 { "h2" } else { "h1" };
+        self.peer = self.peer.speaking(protocol);
         let remote = self.peer.remote();
         let limits = self.peer.limits().clone();
         let io = TokioIo::new(io);
@@ -222,7 +224,6 @@ impl TcpConnection {
         let mut draining = self.peer.draining();
         let address = self.peer.clone();
         let cut_off = address.until_cut_off();
-        let protocol = if http2 { "h2" } else { "h1" };
         let _open = self.state.metrics.http.connection(protocol);
         let sent = self.state.metrics.http.response_bytes(protocol);
         let service = {

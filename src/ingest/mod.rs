@@ -268,6 +268,11 @@ pub trait Source {
     fn format(&self) -> SourceFormat;
     /// The next frame, blocking until a live source has it.
     fn next_frame(&mut self) -> Result<SourceFrame, IngestError>;
+    /// Bytes of encoded media read since the last call, for sources that read packets
+    /// (a URL or a pushed stream); a generated picture or a filter graph reads none.
+    fn take_bytes_read(&mut self) -> u64 {
+        0
+    }
 }
 
 /// The G.711 companding law of a camera's sound, which HLS cannot carry: it is

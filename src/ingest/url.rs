@@ -88,6 +88,8 @@ pub struct UrlSource {
     /// What libav's calls give up at.
     deadline: Deadline,
     read_timeout: Duration,
+    /// Packet bytes read since [`Source::take_bytes_read`] last asked.
+    bytes_read: u64,
 }
 
 impl UrlSource {
@@ -260,6 +262,7 @@ impl UrlSource {
             start_wall: SystemTime::now(),
             queued_video: VecDeque::new(),
             queued_audio: VecDeque::new(),
+            bytes_read: 0,
             audio_end: Duration::ZERO,
             last_video_at: None,
             max_gap: limits.max_gap,
@@ -349,6 +352,7 @@ impl UrlSource {
             Err(ffmpeg::Error::Eof) => return Err(IngestError::Ended(self.name.clone())),
             Err(error) => return Err(self.read_failed(error)),
         }
+        self.bytes_read += packet.size() as u64;
         let index = packet.stream();
         if index == self.video.index {
             // The decoder's errors on a damaged packet are the source's problem, not
@@ -502,6 +506,10 @@ impl Source for UrlSource {
                 captured_at: self.start_wall + at,
             });
         }
+    }
+
+    fn take_bytes_read(&mut self) -> u64 {
+        std::mem::take(&mut self.bytes_read)
     }
 }
 

@@ -122,7 +122,7 @@ pub struct HttpMetrics {
     response_bytes: Family<ProtocolLabels, Counter>,
     connections: Family<ProtocolLabels, Gauge>,
     held: Gauge,
-    wake_up: Histogram,
+    wake_up: Family<ProtocolLabels, Histogram, fn() -> Histogram>,
 }
 
 impl HttpMetrics {
@@ -156,9 +156,12 @@ impl HttpMetrics {
         GaugeGuard::new(self.held.clone())
     }
 
-    /// A held request answered `waited` after the playlist it waited for was published.
-    pub fn woke(&self, waited: Duration) {
-        self.wake_up.observe(waited.as_secs_f64());
+    /// A held request over `protocol` answered `waited` after the playlist it waited
+    /// for was published.
+    pub fn woke(&self, protocol: Protocol, waited: Duration) {
+        self.wake_up
+            .get_or_create(&ProtocolLabels { protocol })
+            .observe(waited.as_secs_f64());
     }
 }
 
@@ -226,7 +229,7 @@ impl Metrics {
             response_bytes: Family::default(),
             connections: Family::default(),
             held: Gauge::default(),
-            wake_up: Histogram::new(latency_buckets()),
+            wake_up: Family::new_with_constructor(|| Histogram::new(latency_buckets())),
         };
         registry.register(
             "http_requests",

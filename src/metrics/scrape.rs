@@ -1,19 +1,23 @@
-//! What is read at each scrape rather than counted: each source's state and restarts,
-//! the store, and the viewers estimate. Reads stream handles and the store only.
+//! What is read at each scrape rather than counted: each source's state, restarts,
+//! bytes in and jitter buffer; what went into each rendition (bytes, frames, the
+//! encoder's queue); the store; and the viewers estimate. Reads stream handles and the
+//! store only.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Unit;
 
 use super::{RenditionLabels, StateLabels, StreamLabels};
+use crate::ingest::jitter::JitterFill;
 use crate::store::Store;
-use crate::stream::{SourceState, StreamRegistry, StreamStatus};
+use crate::stream::{SourceState, StreamHandle, StreamRegistry, StreamStatus};
 
 /// Distinct connections that fetched media of a rendition lately: the viewers, as far
 /// as a server without cookies can tell.
@@ -37,6 +41,9 @@ pub(super) struct Scraped {
 /// One count of a stream's status.
 type StatusCount = fn(&StreamStatus) -> u64;
 
+/// One count of a jitter buffer's fill.
+type FillCount = fn(&JitterFill) -> usize;
+
 const STATES: [(SourceState, &str); 5] = [
     (SourceState::Starting, "starting"),
     (SourceState::Opening, "opening"),
@@ -50,24 +57,23 @@ impl Collector for Scraped {
         let streams = self.streams.all();
         let mut statuses: Vec<_> = streams.values().map(|s| (s.name(), s.status())).collect();
         statuses.sort_by(|a, b| a.0.cmp(b.0));
-        let gauge = ConstGauge::new(0i64);
-        let mut states = encoder.encode_descriptor(
-            "source_state",
-            "1 for the state each stream's source is in",
-            None,
-            gauge.metric_type(),
-        )?;
-        for (name, status) in &statuses {
-            for (state, label) in STATES {
+        let states = statuses.iter().flat_map(|(name, status)| {
+            STATES.into_iter().map(move |(state, label)| {
                 let labels = StateLabels {
                     stream: name.to_string(),
                     state: label,
                 };
-                ConstGauge::new(i64::from(status.state == state))
-                    .encode(states.encode_family(&labels)?)?;
-            }
-        }
-        let counter = ConstCounter::new(0u64);
+                (labels, ConstGauge::new(i64::from(status.state == state)))
+            })
+        });
+        family(
+            &mut encoder,
+            "source_state",
+            "1 for the state each stream's source is in",
+            None,
+            MetricType::Gauge,
+            states,
+        )?;
         let per_stream: [(&str, &str, StatusCount); 2] = [
             (
                 "source_restarts",
@@ -81,30 +87,158 @@ impl Collector for Scraped {
             ),
         ];
         for (name, help, value) in per_stream {
-            let mut family = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
-            for (stream, status) in &statuses {
-                let labels = StreamLabels {
-                    stream: stream.to_string(),
-                };
-                ConstCounter::new(value(status)).encode(family.encode_family(&labels)?)?;
-            }
+            let rows = statuses
+                .iter()
+                .map(|(stream, status)| (stream_labels(stream), ConstCounter::new(value(status))));
+            family(&mut encoder, name, help, None, MetricType::Counter, rows)?;
         }
+        let mut handles: Vec<_> = streams.values().collect();
+        handles.sort_by(|a, b| a.name().cmp(b.name()));
+        let rows = handles.iter().map(|stream| {
+            let bytes = stream.counters().source_bytes();
+            (stream_labels(stream.name()), ConstCounter::new(bytes))
+        });
+        family(
+            &mut encoder,
+            "source",
+            "Encoded media bytes each stream's source delivered (network sources; none for a test pattern or a file)",
+            Some(&Unit::Bytes),
+            MetricType::Counter,
+            rows,
+        )?;
+        encode_jitter(&mut encoder, &statuses)?;
+        encode_renditions(&mut encoder, &handles)?;
         self.encode_store(&mut encoder)?;
         self.encode_viewers(&mut encoder)
     }
 }
 
+fn stream_labels(stream: &str) -> StreamLabels {
+    StreamLabels {
+        stream: stream.to_string(),
+    }
+}
+
+/// One family: its descriptor, then a sample per row.
+fn family<M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    kind: MetricType,
+    rows: impl IntoIterator<Item = (impl EncodeLabelSet, M)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, unit, kind)?;
+    for (labels, metric) in rows {
+        metric.encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// Gauges of a usize count.
+fn gauge(value: usize) -> ConstGauge<i64> {
+    ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX))
+}
+
+/// The jitter buffers of the streams that have one (RTSP sources).
+fn encode_jitter(
+    encoder: &mut DescriptorEncoder,
+    statuses: &[(&str, StreamStatus)],
+) -> Result<(), std::fmt::Error> {
+    let buffers: Vec<_> = statuses
+        .iter()
+        .filter_map(|(stream, status)| Some((stream_labels(stream), status.jitter_buffer?)))
+        .collect();
+    let gauges: [(&str, &str, FillCount); 3] = [
+        (
+            "jitter_buffer_samples",
+            "Samples in each stream's jitter buffer now",
+            |fill| fill.queued,
+        ),
+        (
+            "jitter_buffer_capacity_samples",
+            "Most samples each stream's jitter buffer holds",
+            |fill| fill.capacity,
+        ),
+        (
+            "jitter_buffer_high_water_samples",
+            "Most samples each stream's jitter buffer has held at once",
+            |fill| fill.high_water,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let rows = buffers
+            .iter()
+            .map(|(l, fill)| (l.clone(), gauge(value(fill))));
+        family(encoder, name, help, None, MetricType::Gauge, rows)?;
+    }
+    let rows = buffers
+        .iter()
+        .map(|(l, fill)| (l.clone(), ConstCounter::new(fill.dropped_gops)));
+    family(
+        encoder,
+        "jitter_buffer_dropped_gops",
+        "Whole GOPs each stream's jitter buffer dropped because it was full",
+        None,
+        MetricType::Counter,
+        rows,
+    )
+}
+
+/// What went into each rendition: its bytes, its video frames, its encoder's queue.
+fn encode_renditions(
+    encoder: &mut DescriptorEncoder,
+    streams: &[&Arc<StreamHandle>],
+) -> Result<(), std::fmt::Error> {
+    let renditions = || {
+        streams.iter().flat_map(|stream| {
+            stream.renditions().iter().map(|rendition| {
+                let labels = RenditionLabels {
+                    stream: stream.name().to_string(),
+                    rendition: rendition.id().to_string(),
+                };
+                (labels, rendition.counters())
+            })
+        })
+    };
+    family(
+        encoder,
+        "rendition_media",
+        "Bytes of the samples each rendition's segmenter took: its bitrate in",
+        Some(&Unit::Bytes),
+        MetricType::Counter,
+        renditions().map(|(l, c)| (l, ConstCounter::new(c.media_bytes()))),
+    )?;
+    family(
+        encoder,
+        "rendition_video_frames",
+        "Video frames each rendition took, encoded or passed through (its rate: frames per second)",
+        None,
+        MetricType::Counter,
+        renditions().map(|(l, c)| (l, ConstCounter::new(c.video_frames()))),
+    )?;
+    family(
+        encoder,
+        "encoder_queued_frames",
+        "Frames each rendition's video encoder holds now (0 when it passes the source through)",
+        None,
+        MetricType::Gauge,
+        renditions().map(|(l, c)| {
+            let queued = i64::try_from(c.encoder_queue()).unwrap_or(i64::MAX);
+            (l, ConstGauge::new(queued))
+        }),
+    )
+}
+
 impl Scraped {
     fn encode_store(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let stats = self.store.stats();
-        let gauge = ConstGauge::new(0i64);
-        let counter = ConstCounter::new(0u64);
         for (name, help, unit, value) in [
             ("store", "Media bytes held", Some(&Unit::Bytes), stats.bytes),
             ("store_entries", "Media entries held", None, stats.entries),
         ] {
-            let metric = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
-            metric.encode(encoder.encode_descriptor(name, help, unit, gauge.metric_type())?)?;
+            let value = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            value.encode(encoder.encode_descriptor(name, help, unit, MetricType::Gauge)?)?;
         }
         for (name, help, value) in [
             ("store_hits", "Lookups that found their media", stats.hits),
@@ -115,12 +249,8 @@ impl Scraped {
                 stats.evictions,
             ),
         ] {
-            ConstCounter::new(value).encode(encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                counter.metric_type(),
-            )?)?;
+            let value = ConstCounter::new(value);
+            value.encode(encoder.encode_descriptor(name, help, None, MetricType::Counter)?)?;
         }
         Ok(())
     }
@@ -137,12 +267,11 @@ impl Scraped {
             .values()
             .map(|s| (s.name(), s.current().target_duration))
             .collect();
-        let gauge = ConstGauge::new(0i64);
         let mut viewers = encoder.encode_descriptor(
             "viewers",
             "Connections that fetched media of each rendition within two target durations (behind a CDN: its nodes, not its viewers)",
             None,
-            gauge.metric_type(),
+            MetricType::Gauge,
         )?;
         let mut renditions: Vec<_> = seen.keys().cloned().collect();
         renditions.sort();
@@ -160,8 +289,7 @@ impl Scraped {
                 stream: key.0.clone(),
                 rendition: key.1.clone(),
             };
-            ConstGauge::new(i64::try_from(connections).unwrap_or(i64::MAX))
-                .encode(viewers.encode_family(&labels)?)?;
+            gauge(connections).encode(viewers.encode_family(&labels)?)?;
         }
         seen.retain(|_, connections| !connections.is_empty());
         Ok(())

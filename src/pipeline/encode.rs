@@ -238,6 +238,12 @@ impl VideoEncoder {
         &self.track
     }
 
+    /// Pictures sent to the encoder that it has not put out yet: its lookahead and
+    /// B-frames when it keeps up, growing when it does not.
+    pub fn frames_held(&self) -> usize {
+        self.capture.0.len()
+    }
+
     /// Encodes one picture whose `pts` is in `time_base`.
     pub fn push(
         &mut self,

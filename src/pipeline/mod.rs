@@ -144,6 +144,11 @@ impl Transcoder {
         &self.tracks[index]
     }
 
+    /// Frames each rendition's video encoder holds, not yet put out (its queue).
+    pub fn frames_held(&self) -> impl Iterator<Item = usize> + '_ {
+        self.video.iter().map(VideoEncoder::frames_held)
+    }
+
     /// Encodes one frame; whatever samples the encoders release are appended to `out`
     /// with the index of the rendition they belong to.
     pub fn push(

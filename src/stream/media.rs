@@ -92,7 +92,11 @@ impl MediaLoop {
                 let format = source.format();
                 let end = shift_frame(&mut frame, self.resume_offset, format);
                 self.delivered_end = self.delivered_end.max(end);
+                self.publisher.counters().received(source.take_bytes_read());
                 transcoder.push(frame, out)?;
+                for (output, frames) in self.outputs.iter().zip(transcoder.frames_held()) {
+                    output.counters().set_encoder_queue(frames);
+                }
                 Ok(true)
             }
             Some(Input::Encoded {
@@ -110,6 +114,7 @@ impl MediaLoop {
                 if past_the_end(self.until, &mut self.first_capture, sample.captured_at) {
                     return Ok(false);
                 }
+                self.publisher.counters().received(sample.data.len() as u64);
                 let g711 = source
                     .g711_audio()
                     .filter(|_| sample.track_id == AUDIO_TRACK_ID);
@@ -133,6 +138,11 @@ impl MediaLoop {
                     }
                     _ => deliver(sample, copies, transcoding, out)?,
                 }
+                if let Some(t) = transcoding {
+                    for (&index, frames) in t.outputs.iter().zip(t.transcoder.frames_held()) {
+                        self.outputs[index].counters().set_encoder_queue(frames);
+                    }
+                }
                 Ok(true)
             }
         }
@@ -143,7 +153,11 @@ impl MediaLoop {
     pub(super) fn feed(&mut self, samples: &mut Vec<(usize, Sample)>) {
         let now = SystemTime::now();
         for (index, sample) in samples.drain(..) {
-            let Some(segmenter) = self.outputs[index].segmenter.as_mut() else {
+            let output = &mut self.outputs[index];
+            output
+                .counters()
+                .took(sample.data.len(), sample.track_id == VIDEO_TRACK_ID);
+            let Some(segmenter) = output.segmenter.as_mut() else {
                 continue;
             };
             if let Err(error) = segmenter.push(sample, now) {

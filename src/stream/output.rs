@@ -66,6 +66,11 @@ impl Output {
         &self.init_tracks
     }
 
+    /// What went into it.
+    pub(super) fn counters(&self) -> &super::status::RenditionCounters {
+        self.publisher.counters()
+    }
+
     /// Publishes the playlist as it is now.
     pub(super) fn publish(&mut self) {
         self.publisher.publish(&self.live, self.inits.clone());

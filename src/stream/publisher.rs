@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use tokio::sync::watch;
 
-use super::status::StreamStatus;
+use super::status::{RenditionCounters, StreamCounters, StreamStatus};
 use crate::llhls::blocking::{Position, advance_part_limit};
 use crate::llhls::delivery::{DeliveryForm, PreparedPlaylist};
 use crate::llhls::live::{LivePlaylist, MediaName, MediaNames};
@@ -99,6 +99,7 @@ pub struct Rendition {
     id: String,
     playlist: String,
     snapshot: watch::Receiver<Arc<Snapshot>>,
+    counters: Arc<RenditionCounters>,
 }
 
 impl Rendition {
@@ -121,6 +122,11 @@ impl Rendition {
     pub fn current(&self) -> Arc<Snapshot> {
         self.snapshot.borrow().clone()
     }
+
+    /// What went into it.
+    pub fn counters(&self) -> &RenditionCounters {
+        &self.counters
+    }
 }
 
 /// The handler's view of one stream: its renditions' snapshots, its multivariant
@@ -131,6 +137,7 @@ pub struct StreamHandle {
     renditions: Vec<Rendition>,
     multivariant: watch::Receiver<Option<Bytes>>,
     status: Arc<Mutex<StreamStatus>>,
+    counters: Arc<StreamCounters>,
 }
 
 impl StreamHandle {
@@ -186,6 +193,11 @@ impl StreamHandle {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
+
+    /// What its source delivered.
+    pub fn counters(&self) -> &StreamCounters {
+        &self.counters
+    }
 }
 
 /// The sending side of one rendition's snapshots.
@@ -193,6 +205,7 @@ impl StreamHandle {
 pub struct RenditionPublisher {
     sender: watch::Sender<Arc<Snapshot>>,
     sequence: u64,
+    counters: Arc<RenditionCounters>,
 }
 
 impl RenditionPublisher {
@@ -208,6 +221,11 @@ impl RenditionPublisher {
         let snapshot = Snapshot::render(self.sequence, live, inits);
         self.sender.send_replace(Arc::new(snapshot));
     }
+
+    /// What went into the rendition, for the media thread to count in.
+    pub fn counters(&self) -> &RenditionCounters {
+        &self.counters
+    }
 }
 
 /// The sending side of a stream: what its media thread (or a test) publishes through.
@@ -217,6 +235,7 @@ pub struct StreamPublisher {
     pub renditions: Vec<RenditionPublisher>,
     multivariant: watch::Sender<Option<Bytes>>,
     status: Arc<Mutex<StreamStatus>>,
+    counters: Arc<StreamCounters>,
 }
 
 impl StreamPublisher {
@@ -235,6 +254,11 @@ impl StreamPublisher {
     pub fn update_status(&self, change: impl FnOnce(&mut StreamStatus)) {
         change(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
     }
+
+    /// What the source delivered, for the media thread to count in.
+    pub fn counters(&self) -> &StreamCounters {
+        &self.counters
+    }
 }
 
 /// A stream's handle and its publisher, each rendition starting at the snapshot of its
@@ -249,32 +273,38 @@ pub fn channel<'a>(
         .map(|(id, live)| {
             let (sender, snapshot) =
                 watch::channel(Arc::new(Snapshot::render(0, live, Arc::from([]))));
+            let counters = Arc::<RenditionCounters>::default();
             (
                 Rendition {
                     id: id.to_string(),
                     playlist: format!("{id}.m3u8"),
                     snapshot,
+                    counters: counters.clone(),
                 },
                 RenditionPublisher {
                     sender,
                     sequence: 0,
+                    counters,
                 },
             )
         })
         .unzip();
     let (multivariant_sender, multivariant) = watch::channel(None);
     let status = Arc::new(Mutex::new(status));
+    let counters = Arc::<StreamCounters>::default();
     (
         StreamHandle {
             name: name.to_string(),
             renditions: handles,
             multivariant,
             status: status.clone(),
+            counters: counters.clone(),
         },
         StreamPublisher {
             renditions: publishers,
             multivariant: multivariant_sender,
             status,
+            counters,
         },
     )
 }

@@ -1,5 +1,10 @@
-//! What a stream is doing, for `/streams` and the logs. Written by the media thread,
-//! read by the handler; it imports nothing but the jitter buffer's fill type.
+//! What a stream is doing, for `/streams` and the logs ([`StreamStatus`]), and the
+//! counts the media thread keeps as it goes, read by `/metrics` at each scrape
+//! ([`StreamCounters`], [`RenditionCounters`]: plain atomics, so the media path pays a
+//! relaxed add per sample and knows nothing of the metrics). Written by the media
+//! thread, read by the handler; it imports nothing but the jitter buffer's fill type.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::ingest::jitter::JitterFill;
 
@@ -60,4 +65,61 @@ pub struct StreamStatus {
     pub panics: u64,
     /// The source's jitter buffer, for network sources.
     pub jitter_buffer: Option<JitterFill>,
+}
+
+/// What a stream's source delivered, counted by its media thread.
+#[derive(Debug, Default)]
+pub struct StreamCounters {
+    source_bytes: AtomicU64,
+}
+
+impl StreamCounters {
+    /// `bytes` more of encoded media came in from the source.
+    pub fn received(&self, bytes: u64) {
+        self.source_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Bytes of encoded media the source delivered since the stream started (network
+    /// sources; a test pattern or a file read through a filter graph counts none).
+    pub fn source_bytes(&self) -> u64 {
+        self.source_bytes.load(Ordering::Relaxed)
+    }
+}
+
+/// What went into one rendition, counted by its stream's media thread.
+#[derive(Debug, Default)]
+pub struct RenditionCounters {
+    media_bytes: AtomicU64,
+    video_frames: AtomicU64,
+    encoder_queue: AtomicU64,
+}
+
+impl RenditionCounters {
+    /// Its segmenter took a sample of `bytes`, a video frame when `video`.
+    pub fn took(&self, bytes: usize, video: bool) {
+        self.media_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        if video {
+            self.video_frames.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Its video encoder holds `frames` frames it has not put out yet.
+    pub fn set_encoder_queue(&self, frames: usize) {
+        self.encoder_queue.store(frames as u64, Ordering::Relaxed);
+    }
+
+    /// Bytes of the samples its segmenter took: its bitrate in.
+    pub fn media_bytes(&self) -> u64 {
+        self.media_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Video frames its segmenter took, encoded by Mirror or passed through.
+    pub fn video_frames(&self) -> u64 {
+        self.video_frames.load(Ordering::Relaxed)
+    }
+
+    /// Frames its video encoder holds now (0 when it passes the source through).
+    pub fn encoder_queue(&self) -> u64 {
+        self.encoder_queue.load(Ordering::Relaxed)
+    }
 }
