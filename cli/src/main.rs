@@ -297,6 +297,11 @@ fn serve(
 ) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
+        // Before start-up, which can take seconds: a SIGHUP's default action is to end the
+        // process, and a reload sent early (a unit's ExecReload) must not.
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+        let mut hangup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
         let name = stream.name.clone();
         let server = mirror::server::RunningServer::start_from(&settings, stream, file, overrides).await?;
         let port = server.h3_addr.port();
@@ -309,7 +314,7 @@ fn serve(
                 println!("    media:       https://{host}:{port}/{stream}/{}.m3u8", rendition.id());
             }
         }
-        println!("  status:        https://{host}:{port}/streams");
+        println!("  status:        https://{host}:{port}/status (JSON: /streams, Prometheus: /metrics)");
         if server.state.admin.is_some() {
             println!("  admin API:     https://{host}:{port}/admin/streams (bearer token; /admin/openapi.json)");
         }
@@ -321,9 +326,6 @@ fn serve(
             "  chromium --origin-to-force-quic-on=127.0.0.1:{port} --ignore-certificate-errors-spki-list={} https://127.0.0.1:{port}/",
             server.tls.spki_sha256
         );
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
-        let mut hangup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
         loop {
             tokio::select! {
                 interrupted = tokio::signal::ctrl_c() => {

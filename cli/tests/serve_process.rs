@@ -2,7 +2,9 @@
 //! `[log] format = "json"` every response is one JSON line on stderr with its
 //! protocol, path, status, bytes, stream and rendition (HTTP/3 from `mirror bench
 //! viewers`, HTTP/2 and HTTP/1.1 from curl); with `access_sample_every = 3`, one in
-//! three. And the player page's hls.js, served from the binary itself.
+//! three. The player page's hls.js, served from the binary itself. And a config file
+//! reloaded on SIGHUP: a stream added, the unchanged one kept, an invalid file refused
+//! with its field named while the server goes on.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -15,17 +17,25 @@ struct Server {
     lines: Arc<Mutex<Vec<String>>>,
     port: u16,
     dir: tempfile::TempDir,
+    config: std::path::PathBuf,
+}
+
+/// The config these tests start with: a small test pattern, `log` as the `[log]`
+/// section.
+fn config_with_log(log: &str) -> String {
+    format!("[source]\nwidth = 320\nheight = 180\n[log]\n{log}\n")
 }
 
 impl Server {
     fn start(log: &str) -> Self {
+        Self::with_config(&config_with_log(log))
+    }
+
+    /// `mirror serve --config` with `text` as the file, waiting for stream `test`.
+    fn with_config(text: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("mirror.toml");
-        std::fs::write(
-            &config,
-            format!("[source]\nwidth = 320\nheight = 180\n[log]\n{log}\n"),
-        )
-        .expect("config");
+        std::fs::write(&config, text).expect("config");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -53,6 +63,7 @@ impl Server {
             lines,
             port,
             dir,
+            config,
         };
         let started = Instant::now();
         while server.curl("--http2", "/test/video.m3u8") != 200 {
@@ -63,15 +74,50 @@ impl Server {
     }
 
     fn curl(&self, protocol: &str, path: &str) -> u16 {
+        self.fetch(protocol, path).0
+    }
+
+    /// Status and body of `path`.
+    fn fetch(&self, protocol: &str, path: &str) -> (u16, String) {
         let output = Command::new("curl")
-            .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", protocol])
+            .args(["-sk", "-w", "\n%{http_code}", protocol])
             .arg(format!("https://127.0.0.1:{}{path}", self.port))
             .output()
             .expect("curl");
-        String::from_utf8_lossy(&output.stdout)
-            .trim()
-            .parse()
-            .unwrap_or(0)
+        let text = String::from_utf8_lossy(&output.stdout);
+        let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+        (status.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    /// Sends the process SIGHUP, as `systemctl reload` does with the shipped unit.
+    fn hang_up(&self) {
+        let sent = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+    }
+
+    /// Waits up to 30 s for a log line containing `text`, and returns it.
+    fn wait_for_line(&self, text: &str) -> String {
+        let started = Instant::now();
+        loop {
+            let found = self
+                .lines
+                .lock()
+                .expect("lines")
+                .iter()
+                .find(|l| l.contains(text))
+                .cloned();
+            if let Some(line) = found {
+                return line;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no log line with {text:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// The access log's lines so far, parsed.
@@ -193,4 +239,62 @@ fn the_player_script_is_built_in() {
         "{} bytes, not hls.js",
         output.stdout.len()
     );
+}
+
+/// The init segment's name in a media playlist: it carries the stream's epoch, so an
+/// unchanged name means the stream was not restarted.
+fn map_uri(playlist: &str) -> String {
+    playlist
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MAP:URI=\""))
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no EXT-X-MAP in {playlist}"))
+        .to_string()
+}
+
+#[test]
+fn sighup_reloads_the_config_file() {
+    let stream = |name: &str| format!("[[streams]]\nname = \"{name}\"\nsource = \"testsrc\"\n");
+    let first = config_with_log("format = \"json\"") + &stream("test");
+    let server = Server::with_config(&first);
+    let (_, before) = server.fetch("--http2", "/test/video.m3u8");
+    assert_eq!(server.curl("--http2", "/two/video.m3u8"), 404);
+
+    // A stream added to the file: started; the one that did not change: kept, same names.
+    std::fs::write(&server.config, first.clone() + &stream("two")).expect("config");
+    server.hang_up();
+    let line = server.wait_for_line("config reloaded");
+    let reloaded: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
+    assert_eq!(reloaded["started"], "[\"two\"]", "{line}");
+    assert_eq!(reloaded["kept"], "[\"test\"]", "{line}");
+    let started = Instant::now();
+    while server.curl("--http2", "/two/video.m3u8") != 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "stream two never played"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (status, after) = server.fetch("--http2", "/test/video.m3u8");
+    assert_eq!(status, 200);
+    assert_eq!(
+        map_uri(&after),
+        map_uri(&before),
+        "stream test was restarted"
+    );
+
+    // An invalid file: refused with its field named, both streams go on.
+    std::fs::write(
+        &server.config,
+        first.replace("width = 320", "width = \"wide\""),
+    )
+    .expect("config");
+    server.hang_up();
+    let refused = server.wait_for_line("config not reloaded");
+    assert!(refused.contains("source.width"), "{refused}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(server.curl("--http2", "/two/video.m3u8"), 200);
+    assert_eq!(server.curl("--http1.1", "/test/video.m3u8"), 200);
+    let (_, still) = server.fetch("--http2", "/test/video.m3u8");
+    assert_eq!(map_uri(&still), map_uri(&before));
 }

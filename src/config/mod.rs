@@ -11,8 +11,13 @@ use serde::Deserialize;
 use crate::cmaf::CmafOptions;
 use crate::http::limits::{InvalidLimit, Limits};
 use crate::ingest::SourceOptions;
-use crate::pipeline::{EncoderOptions, RenditionCodec, RenditionSpec};
+use crate::pipeline::EncoderOptions;
 use crate::stream::StreamOptions;
+
+mod streams;
+
+pub use streams::StreamSettings;
+use streams::validate_stream;
 
 /// A setting that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -25,12 +30,15 @@ pub enum ConfigError {
         /// Why.
         source: std::io::Error,
     },
-    /// The file is not valid TOML for these settings (the message names the field).
-    #[error("config file {path}: {message}")]
+    /// The file is not valid TOML for these settings.
+    #[error("config file {path}: {}{message}", at_field(.field))]
     Parse {
         /// The file.
         path: PathBuf,
-        /// The parser's message, with line, column and field.
+        /// Dotted path of the field the parser stopped at (`source.width`); empty when
+        /// the text itself is not TOML.
+        field: String,
+        /// The parser's message, with line and column.
         message: String,
     },
     /// A field of a JSON body (the admin API) is missing, of the wrong type or unknown.
@@ -49,6 +57,15 @@ pub enum ConfigError {
         /// What is wrong and what would be accepted.
         reason: String,
     },
+}
+
+/// "invalid `field`: " before a parser's message, when it names a field.
+fn at_field(field: &str) -> String {
+    if field.is_empty() {
+        String::new()
+    } else {
+        format!("invalid `{field}`: ")
+    }
 }
 
 /// All settings.
@@ -72,48 +89,6 @@ pub struct Settings {
     /// `[[streams]]`: the streams to serve, each with its source and renditions. None:
     /// one stream from the command line (`--name`, `--source`).
     pub streams: Vec<StreamSettings>,
-}
-
-/// `[[streams]]`: one live stream (and the body of the admin API's stream requests).
-#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct StreamSettings {
-    /// Its path: `/{name}/index.m3u8`. Letters, digits, `-` and `_`.
-    pub name: String,
-    /// `testsrc`, a file path, or `rtsp://[user:password@]host[:port]/path`.
-    pub source: String,
-    /// `[[streams.renditions]]`. None: one rendition named `video`, passed through for an
-    /// RTSP source, encoded with `[encoder]` at the source's size otherwise.
-    #[serde(default)]
-    pub renditions: Vec<RenditionSpec>,
-}
-
-impl StreamSettings {
-    /// One stream's settings from JSON (the admin API), checked as `[[streams]]` are;
-    /// the error names the field as the JSON has it (`renditions[0].width`).
-    pub fn from_json(json: &[u8]) -> Result<Self, ConfigError> {
-        let mut reader = serde_json::Deserializer::from_slice(json);
-        let stream: Self = serde_path_to_error::deserialize(&mut reader).map_err(|e| {
-            let field = e.path().to_string();
-            ConfigError::Field {
-                field: if field == "." { String::new() } else { field },
-                reason: e.into_inner().to_string(),
-            }
-        })?;
-        reader.end().map_err(|e| ConfigError::Field {
-            field: String::new(),
-            reason: e.to_string(),
-        })?;
-        validate_stream(&stream, &[])?;
-        Ok(stream)
-    }
-
-    /// The settings as JSON, with the source's secrets hidden.
-    pub fn redacted_json(&self) -> serde_json::Value {
-        let mut value = serde_json::to_value(self).unwrap_or_default();
-        value["source"] = crate::ingest::redact::redact(&self.source).into();
-        value
-    }
 }
 
 /// `[server]`: what `mirror serve` listens on and how much it holds.
@@ -218,19 +193,24 @@ impl Settings {
             source,
         })?;
         Self::from_toml(&text).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => ConfigError::Parse {
+            ConfigError::Parse { field, message, .. } => ConfigError::Parse {
                 path: path.to_owned(),
+                field,
                 message,
             },
             other => other,
         })
     }
 
-    /// Parses TOML text.
+    /// Parses TOML text; an error names the field it stopped at.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: PathBuf::from("<text>"),
-            message: e.to_string(),
+        serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
+            let field = e.path().to_string();
+            ConfigError::Parse {
+                path: PathBuf::from("<text>"),
+                field: if field == "." { String::new() } else { field },
+                message: e.into_inner().to_string(),
+            }
         })
     }
 
@@ -417,124 +397,6 @@ impl Settings {
     }
 }
 
-/// A name usable as a path segment.
-fn is_path_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-/// Paths of the server's own: no stream may be named so.
-const RESERVED_NAMES: [&str; 6] = ["streams", "hls.js", "admin", "metrics", "healthz", "readyz"];
-
-/// Checks one `[[streams]]` entry against itself and the entries before it.
-fn validate_stream(stream: &StreamSettings, before: &[StreamSettings]) -> Result<(), ConfigError> {
-    let invalid = |field, reason: String| Err(ConfigError::Invalid { field, reason });
-    let name = &stream.name;
-    if !is_path_name(name) || RESERVED_NAMES.contains(&name.as_str()) {
-        return invalid(
-            "streams.name",
-            format!(
-                "{name:?} is not 1-64 letters, digits, '-' or '_' (nor one of {})",
-                RESERVED_NAMES.join(", ")
-            ),
-        );
-    }
-    if before.iter().any(|s| &s.name == name) {
-        return invalid("streams.name", format!("{name:?} is used twice"));
-    }
-    if stream.source.trim().is_empty() {
-        return invalid("streams.source", format!("stream {name:?} has no source"));
-    }
-    let encoded = matches!(
-        crate::ingest::SourceSpec::parse(&stream.source),
-        crate::ingest::SourceSpec::Rtsp(_)
-    );
-    if encoded && let Err(e) = url::Url::parse(&stream.source) {
-        return invalid(
-            "streams.source",
-            format!(
-                "stream {name:?}: {:?} is not a URL: {e}",
-                crate::ingest::redact::redact(&stream.source)
-            ),
-        );
-    }
-    for (i, r) in stream.renditions.iter().enumerate() {
-        if !is_path_name(&r.name) || r.name == "index" {
-            return invalid(
-                "streams.renditions.name",
-                format!(
-                    "stream {name:?}: {:?} is not 1-64 letters, digits, '-' or '_' (nor `index`)",
-                    r.name
-                ),
-            );
-        }
-        if stream.renditions[..i].iter().any(|o| o.name == r.name) {
-            return invalid(
-                "streams.renditions.name",
-                format!("stream {name:?}: rendition {:?} is used twice", r.name),
-            );
-        }
-        let copy = r.codec == RenditionCodec::Copy;
-        if copy && !encoded {
-            return invalid(
-                "streams.renditions.codec",
-                format!(
-                    "stream {name:?} rendition {:?}: \"copy\" needs an encoded source \
-                     (rtsp://); this one is decoded",
-                    r.name
-                ),
-            );
-        }
-        if copy
-            && (r.width.is_some()
-                || r.height.is_some()
-                || r.video_bitrate_kbps.is_some()
-                || r.encoder.is_some())
-        {
-            return invalid(
-                "streams.renditions.codec",
-                format!(
-                    "stream {name:?} rendition {:?}: \"copy\" takes no size, bit rate or encoder",
-                    r.name
-                ),
-            );
-        }
-        match (r.width, r.height) {
-            (None, None) => {}
-            (Some(w), Some(h))
-                if (16..=7680).contains(&w)
-                    && (16..=4320).contains(&h)
-                    && w.is_multiple_of(2)
-                    && h.is_multiple_of(2) => {}
-            _ => {
-                return invalid(
-                    "streams.renditions.width",
-                    format!(
-                        "stream {name:?} rendition {:?}: width and height go together, even, \
-                         within 16..=7680 × 16..=4320",
-                        r.name
-                    ),
-                );
-            }
-        }
-        if let Some(kbps) = r.video_bitrate_kbps
-            && !(100..=100_000).contains(&kbps)
-        {
-            return invalid(
-                "streams.renditions.video_bitrate_kbps",
-                format!(
-                    "stream {name:?} rendition {:?}: {kbps} is not in 100..=100000",
-                    r.name
-                ),
-            );
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -552,6 +414,20 @@ mod tests {
     fn unknown_field_is_refused_with_its_name() {
         let err = Settings::from_toml("[cmaf]\npart_target = 100\n").expect_err("typo");
         assert!(err.to_string().contains("part_target"), "{err}");
+    }
+
+    #[test]
+    fn a_parse_error_names_the_field_path() {
+        let field = |text: &str| match Settings::from_toml(text) {
+            Err(ConfigError::Parse { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(field("[source]\nwidth = \"wide\"\n"), "source.width");
+        assert_eq!(field("[cmaf]\npart_target = 100\n"), "cmaf.part_target");
+        let streams = "[[streams]]\nname = \"a\"\nsource = \"testsrc\"\n\
+                       [[streams]]\nname = \"b\"\nsource = 3\n";
+        assert_eq!(field(streams), "streams[1].source");
+        assert_eq!(field("[source\n"), "", "not TOML at all");
     }
 
     #[test]

@@ -1,0 +1,172 @@
+//! `[[streams]]`: one live stream's settings, the same schema in the TOML file and in
+//! the admin API's JSON, and their checks. Imports nothing of the server or HTTP.
+
+use serde::Deserialize;
+
+use super::ConfigError;
+use crate::pipeline::{RenditionCodec, RenditionSpec};
+
+/// `[[streams]]`: one live stream (and the body of the admin API's stream requests).
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StreamSettings {
+    /// Its path: `/{name}/index.m3u8`. Letters, digits, `-` and `_`.
+    pub name: String,
+    /// `testsrc`, a file path, or `rtsp://[user:password@]host[:port]/path`.
+    pub source: String,
+    /// `[[streams.renditions]]`. None: one rendition named `video`, passed through for an
+    /// RTSP source, encoded with `[encoder]` at the source's size otherwise.
+    #[serde(default)]
+    pub renditions: Vec<RenditionSpec>,
+}
+
+impl StreamSettings {
+    /// One stream's settings from JSON (the admin API), checked as `[[streams]]` are;
+    /// the error names the field as the JSON has it (`renditions[0].width`).
+    pub fn from_json(json: &[u8]) -> Result<Self, ConfigError> {
+        let mut reader = serde_json::Deserializer::from_slice(json);
+        let stream: Self = serde_path_to_error::deserialize(&mut reader).map_err(|e| {
+            let field = e.path().to_string();
+            ConfigError::Field {
+                field: if field == "." { String::new() } else { field },
+                reason: e.into_inner().to_string(),
+            }
+        })?;
+        reader.end().map_err(|e| ConfigError::Field {
+            field: String::new(),
+            reason: e.to_string(),
+        })?;
+        validate_stream(&stream, &[])?;
+        Ok(stream)
+    }
+
+    /// The settings as JSON, with the source's secrets hidden.
+    pub fn redacted_json(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        value["source"] = crate::ingest::redact::redact(&self.source).into();
+        value
+    }
+}
+
+/// A name usable as a path segment.
+fn is_path_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Paths of the server's own: no stream may be named so.
+const RESERVED_NAMES: [&str; 7] = [
+    "streams", "status", "hls.js", "admin", "metrics", "healthz", "readyz",
+];
+
+/// Checks one `[[streams]]` entry against itself and the entries before it.
+pub(super) fn validate_stream(
+    stream: &StreamSettings,
+    before: &[StreamSettings],
+) -> Result<(), ConfigError> {
+    let invalid = |field, reason: String| Err(ConfigError::Invalid { field, reason });
+    let name = &stream.name;
+    if !is_path_name(name) || RESERVED_NAMES.contains(&name.as_str()) {
+        return invalid(
+            "streams.name",
+            format!(
+                "{name:?} is not 1-64 letters, digits, '-' or '_' (nor one of {})",
+                RESERVED_NAMES.join(", ")
+            ),
+        );
+    }
+    if before.iter().any(|s| &s.name == name) {
+        return invalid("streams.name", format!("{name:?} is used twice"));
+    }
+    if stream.source.trim().is_empty() {
+        return invalid("streams.source", format!("stream {name:?} has no source"));
+    }
+    let encoded = matches!(
+        crate::ingest::SourceSpec::parse(&stream.source),
+        crate::ingest::SourceSpec::Rtsp(_)
+    );
+    if encoded && let Err(e) = url::Url::parse(&stream.source) {
+        return invalid(
+            "streams.source",
+            format!(
+                "stream {name:?}: {:?} is not a URL: {e}",
+                crate::ingest::redact::redact(&stream.source)
+            ),
+        );
+    }
+    for (i, r) in stream.renditions.iter().enumerate() {
+        if !is_path_name(&r.name) || r.name == "index" {
+            return invalid(
+                "streams.renditions.name",
+                format!(
+                    "stream {name:?}: {:?} is not 1-64 letters, digits, '-' or '_' (nor `index`)",
+                    r.name
+                ),
+            );
+        }
+        if stream.renditions[..i].iter().any(|o| o.name == r.name) {
+            return invalid(
+                "streams.renditions.name",
+                format!("stream {name:?}: rendition {:?} is used twice", r.name),
+            );
+        }
+        let copy = r.codec == RenditionCodec::Copy;
+        if copy && !encoded {
+            return invalid(
+                "streams.renditions.codec",
+                format!(
+                    "stream {name:?} rendition {:?}: \"copy\" needs an encoded source \
+                     (rtsp://); this one is decoded",
+                    r.name
+                ),
+            );
+        }
+        if copy
+            && (r.width.is_some()
+                || r.height.is_some()
+                || r.video_bitrate_kbps.is_some()
+                || r.encoder.is_some())
+        {
+            return invalid(
+                "streams.renditions.codec",
+                format!(
+                    "stream {name:?} rendition {:?}: \"copy\" takes no size, bit rate or encoder",
+                    r.name
+                ),
+            );
+        }
+        match (r.width, r.height) {
+            (None, None) => {}
+            (Some(w), Some(h))
+                if (16..=7680).contains(&w)
+                    && (16..=4320).contains(&h)
+                    && w.is_multiple_of(2)
+                    && h.is_multiple_of(2) => {}
+            _ => {
+                return invalid(
+                    "streams.renditions.width",
+                    format!(
+                        "stream {name:?} rendition {:?}: width and height go together, even, \
+                         within 16..=7680 × 16..=4320",
+                        r.name
+                    ),
+                );
+            }
+        }
+        if let Some(kbps) = r.video_bitrate_kbps
+            && !(100..=100_000).contains(&kbps)
+        {
+            return invalid(
+                "streams.renditions.video_bitrate_kbps",
+                format!(
+                    "stream {name:?} rendition {:?}: {kbps} is not in 100..=100000",
+                    r.name
+                ),
+            );
+        }
+    }
+    Ok(())
+}
