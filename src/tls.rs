@@ -291,7 +291,7 @@ impl rustls::server::ResolvesServerCert for CertificateResolver {
 }
 
 /// What a file looks like to a watcher: changed when any of these changed.
-fn fingerprint(path: &Path) -> Option<(SystemTime, u64)> {
+pub(crate) fn fingerprint(path: &Path) -> Option<(SystemTime, u64)> {
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.modified().ok()?, meta.len()))
 }
@@ -300,35 +300,39 @@ fn fingerprint(path: &Path) -> Option<(SystemTime, u64)> {
 /// they change (and when `nudge` fires: SIGHUP). A file that does not load (half
 /// written, a key that does not match) is logged and the certificate in use stays; it
 /// is tried again at the next change. Runs until the resolver's last user is gone.
-pub async fn watch_files(
+pub fn watch_files(
     resolver: std::sync::Weak<CertificateResolver>,
     material: TlsMaterial,
     period: Duration,
     nudge: Arc<tokio::sync::Notify>,
-) {
+) -> impl Future<Output = ()> + Send {
     let (cert, key) = (material.cert_path, material.key_path);
+    // Looked at now, not when the task first runs: a renewal in between would be taken
+    // for the files in use.
     let mut seen = (fingerprint(&cert), fingerprint(&key));
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(period) => {}
-            () = nudge.notified() => seen = (None, None),
-        }
-        let Some(resolver) = resolver.upgrade() else {
-            return;
-        };
-        let now = (fingerprint(&cert), fingerprint(&key));
-        if now == seen {
-            continue;
-        }
-        seen = now;
-        match load(&cert, &key).and_then(|m| resolver.replace(&m).map(|()| m)) {
-            Ok(loaded) => tracing::info!(
-                cert = %cert.display(),
-                spki_sha256 = %loaded.spki_sha256,
-                "certificate reloaded: new connections get it"
-            ),
-            Err(error) => {
-                tracing::warn!(%error, "certificate not reloaded: the one in use stays");
+    async move {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(period) => {}
+                () = nudge.notified() => seen = (None, None),
+            }
+            let Some(resolver) = resolver.upgrade() else {
+                return;
+            };
+            let now = (fingerprint(&cert), fingerprint(&key));
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            match load(&cert, &key).and_then(|m| resolver.replace(&m).map(|()| m)) {
+                Ok(loaded) => tracing::info!(
+                    cert = %cert.display(),
+                    spki_sha256 = %loaded.spki_sha256,
+                    "certificate reloaded: new connections get it"
+                ),
+                Err(error) => {
+                    tracing::warn!(%error, "certificate not reloaded: the one in use stays");
+                }
             }
         }
     }

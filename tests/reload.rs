@@ -38,19 +38,68 @@ fn media_sequence_end(playlist: &str) -> u64 {
             .count() as u64
 }
 
-/// A config file of small test-pattern streams, `streams` appended as written.
-fn write_config(path: &Path, certs: &Path, bitrate: u32, streams: &str) {
-    let text = format!(
+/// A config of small test-pattern streams, `streams` appended as written; the file is
+/// watched for changes when `watch`.
+fn config_text(certs: &Path, bitrate: u32, watch: bool, streams: &str) -> String {
+    format!(
         "[source]\nwidth = 320\nheight = 180\n\
          [encoder]\nvideo_bitrate_kbps = {bitrate}\n\
          [server]\nlisten = \"127.0.0.1:0\"\ncerts_dir = {certs:?}\nwindow_segments = 6\n\
-         {streams}"
-    );
-    std::fs::write(path, text).expect("config written");
+         watch_config = {watch}\n{streams}"
+    )
+}
+
+/// Writes a config whose reloads the test makes itself (the file is not watched, so
+/// each reload's summary is the test's own).
+fn write_config(path: &Path, certs: &Path, bitrate: u32, streams: &str) {
+    std::fs::write(path, config_text(certs, bitrate, false, streams)).expect("config written");
 }
 
 const A_AND_B: &str = "[[streams]]\nname = \"a\"\nsource = \"testsrc\"\n\
                        [[streams]]\nname = \"b\"\nsource = \"testsrc\"\n";
+
+/// With `server.watch_config` (the default), saving the file is enough: no signal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_file_is_reloaded_without_a_signal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config, certs) = (dir.path().join("mirror.toml"), dir.path().join("certs"));
+    let one = "[[streams]]\nname = \"a\"\nsource = \"testsrc\"\n";
+    std::fs::write(&config, config_text(&certs, 300, true, one)).expect("config written");
+    let settings = Settings::load(Some(&config), &Overrides::default()).expect("valid");
+    assert!(settings.server.watch_config);
+    let default = StreamSettings {
+        name: "test".into(),
+        source: "testsrc".into(),
+        renditions: Vec::new(),
+    };
+    let server = RunningServer::start_from(
+        &settings,
+        default,
+        Some(config.clone()),
+        Overrides::default(),
+    )
+    .await
+    .expect("server");
+    assert!(server.state.streams.get("b").is_none());
+    std::fs::write(&config, config_text(&certs, 300, true, A_AND_B)).expect("config written");
+    let started = Instant::now();
+    while server.state.streams.get("b").is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the changed file was not reloaded"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let client = H3Client::connect(server.h3_addr, &server.tls).await;
+    let started = Instant::now();
+    while client.get("/b/video.m3u8").await.response.status() != 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "b does not play"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_touches_only_what_changed() {

@@ -123,6 +123,9 @@ pub struct ServerSettings {
     /// copy built into the binary (from `node_modules`, which the set-up installs from
     /// npm), so the page plays whatever the working directory.
     pub hls_js: Option<PathBuf>,
+    /// Reload the config file when it changes (looked at every 2 s), as SIGHUP does: an
+    /// invalid file is refused and logged, and the running config stays. Default true.
+    pub watch_config: bool,
 }
 
 impl Default for ServerSettings {
@@ -137,6 +140,7 @@ impl Default for ServerSettings {
             store_bytes: 512 << 20,
             window_segments: 12,
             hls_js: None,
+            watch_config: true,
         }
     }
 }

@@ -58,6 +58,9 @@ pub enum ServerError {
 /// place; SIGHUP looks at once).
 const CERTIFICATE_POLL: Duration = Duration::from_secs(2);
 
+/// How often the config file is looked at, with `server.watch_config`.
+const CONFIG_POLL: Duration = Duration::from_secs(2);
+
 /// A running server. Dropping it stops everything.
 pub struct RunningServer {
     /// Where HTTP/3 listens (UDP).
@@ -83,6 +86,34 @@ pub struct RunningServer {
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// Reloads the config file at `path` whenever it changes, as SIGHUP does; runs until
+/// the server's streams are gone. A half-written file is refused and tried again at its
+/// next change. The file is looked at now, not when the task first runs: a change made
+/// in between would otherwise be taken for the start.
+fn watch_config(
+    streams: std::sync::Weak<StreamSet>,
+    path: std::path::PathBuf,
+) -> impl Future<Output = ()> + Send {
+    let mut seen = tls::fingerprint(&path);
+    async move {
+        loop {
+            tokio::time::sleep(CONFIG_POLL).await;
+            let Some(streams) = streams.upgrade() else {
+                return;
+            };
+            let now = tls::fingerprint(&path);
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            tracing::info!(path = %path.display(), "config file changed: reloading");
+            if let Err(error) = streams.reload().await {
+                tracing::error!(%error, "config not reloaded: the running config stays");
+            }
+        }
+    }
+}
+
 impl RunningServer {
     /// Starts a server with one test-pattern stream named `stream`. Must run inside a
     /// tokio runtime.
@@ -105,6 +136,10 @@ impl RunningServer {
             .collect();
         let server = Self::start_streams(settings, &streams).await?;
         if let Some(path) = file {
+            if settings.server.watch_config {
+                let watcher = watch_config(Arc::downgrade(&server.streams), path.clone());
+                tokio::spawn(watcher);
+            }
             server
                 .streams
                 .reload_from(ConfigFile {

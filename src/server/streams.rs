@@ -310,6 +310,7 @@ fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
         ),
         ("server.store_bytes", a.store_bytes != b.store_bytes),
         ("server.hls_js", a.hls_js != b.hls_js),
+        ("server.watch_config", a.watch_config != b.watch_config),
         ("limits", old.limits != new.limits),
         ("log", old.log != new.log),
         ("admin", old.admin != new.admin),
