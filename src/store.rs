@@ -5,8 +5,9 @@
 //! Each stream has a budget of its own (a partition, one moka cache each), so that a
 //! 4K camera filling its share evicts its own oldest media, never a 360p stream's parts
 //! before they leave that stream's playlist. Keys are `stream/name` ([`key`]); a key of
-//! no known stream goes to a shared partition. A stream added while the server runs
-//! (admin API, config reload) gets a partition of its own then ([`Store::add_partition`]).
+//! no known stream goes to a shared partition. When streams are added or removed while
+//! the server runs (admin API, config reload), the budget is shared anew between them
+//! ([`Store::rebalance`]): the total stays what was configured.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,6 +49,8 @@ pub struct Store {
     shared: Partition,
     counts: Arc<Counts>,
     time_to_live: Duration,
+    /// What the partitions share.
+    budget: u64,
 }
 
 impl std::fmt::Debug for Store {
@@ -117,30 +120,59 @@ impl Store {
         time_to_live: Duration,
     ) -> Self {
         let counts = Arc::new(Counts::default());
-        let partitions = budgets
+        let partitions: HashMap<String, Partition> = budgets
             .into_iter()
             .map(|(stream, bytes)| (stream, partition(bytes, time_to_live, &counts.evictions)))
             .collect();
+        let budget = partitions
+            .values()
+            .filter_map(|p| p.policy().max_capacity())
+            .sum();
         Self {
             partitions: Arc::new(RwLock::new(partitions)),
             shared: partition(shared_bytes, time_to_live, &counts.evictions),
             counts,
             time_to_live,
+            budget,
         }
     }
 
-    /// Gives `stream` a budget of its own of `max_bytes`, unless it has one already (a
-    /// stream replaced under the same name keeps its partition: its old media leaves by
-    /// its time to live, as it would have).
-    pub fn add_partition(&self, stream: &str, max_bytes: u64) {
+    /// Shares the partitions' budget equally between `streams` (those served, and those
+    /// retiring whose names are still served). A partition whose share changes is made
+    /// anew with its entries, oldest first, so that one that shrank drops its oldest
+    /// media (the chunks are shared, not copied); a stream's partition that is kept
+    /// keeps its media (a stream replaced under its name: the old media leaves by its
+    /// time to live, as it would have); partitions of streams not named are dropped.
+    pub fn rebalance(&self, streams: &[String]) {
+        let count = u64::try_from(streams.len().max(1)).unwrap_or(u64::MAX);
+        let share = self.budget / count;
         let mut partitions = self
             .partitions
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        if !partitions.contains_key(stream) {
-            let made = partition(max_bytes, self.time_to_live, &self.counts.evictions);
-            partitions.insert(stream.to_string(), made);
+        partitions.retain(|stream, _| streams.contains(stream));
+        for stream in streams {
+            let kept = partitions.get(stream);
+            if kept.is_some_and(|p| p.policy().max_capacity() == Some(share)) {
+                continue;
+            }
+            let made = partition(share, self.time_to_live, &self.counts.evictions);
+            if let Some(old) = kept {
+                let mut entries: Vec<_> = old.iter().collect();
+                entries.sort_by_key(|(_, media)| media.modified);
+                for (key, media) in entries {
+                    made.insert(key.as_ref().clone(), media);
+                }
+            }
+            partitions.insert(stream.clone(), made);
         }
+    }
+
+    /// The byte budget of `stream`'s own partition, if it has one.
+    pub fn budget_of(&self, stream: &str) -> Option<u64> {
+        self.partitions()
+            .get(stream)
+            .and_then(|p| p.policy().max_capacity())
     }
 
     fn partitions(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Partition>> {
@@ -260,5 +292,28 @@ mod tests {
         assert!(own.get("big/99").is_some());
         assert!(own.get("big/0").is_none());
         assert!(own.held_bytes("big") <= 10_000);
+    }
+
+    /// Streams added and removed while serving share the configured budget, never more:
+    /// a partition that shrinks keeps its newest media; one no longer named goes.
+    #[test]
+    fn the_budget_is_shared_anew_when_streams_come_and_go() {
+        let ttl = Duration::from_secs(60);
+        let store = Store::partitioned([("a".into(), 20_000)], 0, ttl);
+        fill(&store, "a", 15, 1000);
+        let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        store.rebalance(&names(&["a", "b"]));
+        assert_eq!(store.budget_of("a"), Some(10_000));
+        assert_eq!(store.budget_of("b"), Some(10_000));
+        store.partition_of("a/").run_pending_tasks();
+        assert!(store.get("a/14").is_some(), "the live edge is kept");
+        assert!(store.get("a/0").is_none(), "the oldest went");
+        assert!(store.held_bytes("a") <= 10_000);
+        fill(&store, "b", 30, 1000);
+        assert!(store.held_bytes("b") <= 10_000);
+        store.rebalance(&names(&["b"]));
+        assert_eq!(store.budget_of("a"), None, "a's partition is dropped");
+        assert_eq!(store.budget_of("b"), Some(20_000));
+        assert!(store.get("b/29").is_some(), "b's media is kept");
     }
 }

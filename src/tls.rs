@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use base64::Engine as _;
 use rustls::pki_types::pem::PemObject as _;
@@ -73,6 +73,9 @@ pub struct TlsMaterial {
     pub cert_path: PathBuf,
     /// Where its key came from.
     pub key_path: PathBuf,
+    /// SHA-256 of both files' bytes as they were read: a watcher compares the files
+    /// with this to see a renewal.
+    pub files_sha256: [u8; 32],
 }
 
 impl Clone for TlsMaterial {
@@ -83,6 +86,7 @@ impl Clone for TlsMaterial {
             spki_sha256: self.spki_sha256.clone(),
             cert_path: self.cert_path.clone(),
             key_path: self.key_path.clone(),
+            files_sha256: self.files_sha256,
         }
     }
 }
@@ -218,7 +222,23 @@ fn load(cert_path: &Path, key_path: &Path) -> Result<TlsMaterial, TlsError> {
         spki_sha256,
         cert_path: cert_path.to_owned(),
         key_path: key_path.to_owned(),
+        files_sha256: files_sha256(&cert_pem, &key_pem),
     })
+}
+
+fn files_sha256(cert_pem: &[u8], key_pem: &[u8]) -> [u8; 32] {
+    let mut digest = Sha256::new();
+    digest.update(cert_pem);
+    digest.update(key_pem);
+    digest.finalize().into()
+}
+
+/// What the certificate's and key's files hold now, as [`TlsMaterial::files_sha256`];
+/// `None` while one cannot be read.
+fn read_files_sha256(cert_path: &Path, key_path: &Path) -> Option<[u8; 32]> {
+    let cert_pem = std::fs::read(cert_path).ok()?;
+    let key_pem = std::fs::read(key_path).ok()?;
+    Some(files_sha256(&cert_pem, &key_pem))
 }
 
 fn pem(path: &Path) -> impl FnOnce(rustls::pki_types::pem::Error) -> TlsError + '_ {
@@ -290,49 +310,41 @@ impl rustls::server::ResolvesServerCert for CertificateResolver {
     }
 }
 
-/// What a file looks like to a watcher: changed when any of these changed.
-pub(crate) fn fingerprint(path: &Path) -> Option<(SystemTime, u64)> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
-}
-
 /// Watches `material`'s files every `period` and presents them through `resolver` when
-/// they change (and when `nudge` fires: SIGHUP). A file that does not load (half
+/// their bytes change (and when `nudge` fires: SIGHUP). A file that does not load (half
 /// written, a key that does not match) is logged and the certificate in use stays; it
-/// is tried again at the next change. Runs until the resolver's last user is gone.
-pub fn watch_files(
+/// is tried again at the next change. Compared with the bytes `material` was loaded
+/// from, so a renewal made while the server was starting is seen too. Runs until the
+/// resolver's last user is gone.
+pub async fn watch_files(
     resolver: std::sync::Weak<CertificateResolver>,
     material: TlsMaterial,
     period: Duration,
     nudge: Arc<tokio::sync::Notify>,
-) -> impl Future<Output = ()> + Send {
+) {
     let (cert, key) = (material.cert_path, material.key_path);
-    // Looked at now, not when the task first runs: a renewal in between would be taken
-    // for the files in use.
-    let mut seen = (fingerprint(&cert), fingerprint(&key));
-    async move {
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep(period) => {}
-                () = nudge.notified() => seen = (None, None),
-            }
-            let Some(resolver) = resolver.upgrade() else {
-                return;
-            };
-            let now = (fingerprint(&cert), fingerprint(&key));
-            if now == seen {
-                continue;
-            }
-            seen = now;
-            match load(&cert, &key).and_then(|m| resolver.replace(&m).map(|()| m)) {
-                Ok(loaded) => tracing::info!(
-                    cert = %cert.display(),
-                    spki_sha256 = %loaded.spki_sha256,
-                    "certificate reloaded: new connections get it"
-                ),
-                Err(error) => {
-                    tracing::warn!(%error, "certificate not reloaded: the one in use stays");
-                }
+    let mut seen = Some(material.files_sha256);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(period) => {}
+            () = nudge.notified() => seen = None,
+        }
+        let Some(resolver) = resolver.upgrade() else {
+            return;
+        };
+        let now = read_files_sha256(&cert, &key);
+        if now.is_none() || now == seen {
+            continue;
+        }
+        seen = now;
+        match load(&cert, &key).and_then(|m| resolver.replace(&m).map(|()| m)) {
+            Ok(loaded) => tracing::info!(
+                cert = %cert.display(),
+                spki_sha256 = %loaded.spki_sha256,
+                "certificate reloaded: new connections get it"
+            ),
+            Err(error) => {
+                tracing::warn!(%error, "certificate not reloaded: the one in use stays");
             }
         }
     }

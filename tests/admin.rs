@@ -1,7 +1,9 @@
 //! The admin API on a live server, over HTTP/3 (Mirror's quinn + h3 client) and HTTP/2
 //! (curl): the token is asked for, a stream is added, replaced and deleted while another
 //! stream plays untouched, bad bodies get 400s naming the field, a deleted stream's held
-//! reload ends 503 at once and its names 404 once its window has passed.
+//! reload ends 503 at once and its names 404 once its window has passed, and its series
+//! leave `/metrics`. A replacement whose source does not play leaves the running stream
+//! in place; the plain-HTTP listener of a cache tier has no admin API.
 
 use std::time::{Duration, Instant};
 
@@ -334,4 +336,105 @@ async fn without_a_token_there_is_no_admin_api() {
         )
         .await;
     assert_eq!(status(&posted), 404);
+}
+
+/// `/metrics` over HTTP/3.
+async fn metrics(client: &H3Client) -> String {
+    client.get("/metrics").await.text()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replacement_that_cannot_play_leaves_the_stream_in_place() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut settings = fixtures::loopback_settings(dir.path(), 160, 90, 200);
+    settings.admin.token = Some(Secret(TOKEN.into()));
+    settings.source.open_timeout_ms = 1000;
+    settings.server.http_listen = Some("127.0.0.1:0".parse().expect("addr"));
+    let server = RunningServer::start(&settings, "test")
+        .await
+        .expect("server");
+    let client = H3Client::connect(server.h3_addr, &server.tls).await;
+    let admin = Admin { client: &client };
+    let test_init = init_of(&client.get("/test/video.m3u8").await.text());
+
+    // Nothing listens on port 9: the replacement never publishes, so it does not take
+    // the name, and its credentials are not in the answer.
+    let started = Instant::now();
+    let refused = admin
+        .call(
+            Method::PUT,
+            "/admin/streams/test",
+            Some(r#"{"name":"test","source":"rtsp://viewer:hunter2@127.0.0.1:9/cam"}"#),
+        )
+        .await;
+    assert_eq!(status(&refused), 400, "{}", refused.text());
+    assert_eq!(json(&refused)["error"], "cannot_start");
+    assert!(
+        refused.text().contains("the running one stays"),
+        "{}",
+        refused.text()
+    );
+    assert!(!refused.text().contains("hunter2"), "{}", refused.text());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let still = client.get("/test/video.m3u8").await;
+    assert_eq!(status(&still), 200);
+    assert_eq!(
+        init_of(&still.text()),
+        test_init,
+        "the running stream stayed"
+    );
+    let listed = admin.call(Method::GET, "/admin/streams/test", None).await;
+    assert_eq!(json(&listed)["source"], "testsrc");
+
+    // A stream deleted: its series leave /metrics once it has stopped.
+    let added = admin
+        .call(
+            Method::POST,
+            "/admin/streams",
+            Some(r#"{"name":"brief","source":"testsrc"}"#),
+        )
+        .await;
+    assert_eq!(status(&added), 201, "{}", added.text());
+    let series = "mirror_parts_total{stream=\"brief\"";
+    let started = Instant::now();
+    while !metrics(&client).await.contains(series) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "brief never published"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deleted = admin
+        .call(Method::DELETE, "/admin/streams/brief", None)
+        .await;
+    assert_eq!(status(&deleted), 204);
+    let started = Instant::now();
+    while metrics(&client).await.contains(series) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "brief is still reported"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        metrics(&client)
+            .await
+            .contains("mirror_parts_total{stream=\"test\"")
+    );
+
+    // The plain-HTTP listener (a cache tier's) answers media but not the admin API,
+    // token or not: the token would cross the network in the clear.
+    let plain = server.http_addr.expect("plain listener");
+    let curl = |path: &str| {
+        let output = std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args(["-H", &format!("authorization: Bearer {TOKEN}")])
+            .arg(format!("http://{plain}{path}"))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&output.stdout).to_string()
+    };
+    assert_eq!(curl("/test/video.m3u8"), "200");
+    assert_eq!(curl("/admin/streams"), "404");
+    assert_eq!(curl("/admin/openapi.json"), "404");
 }

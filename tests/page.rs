@@ -176,7 +176,7 @@ async fn the_status_view_shows_the_streams_and_its_plots_move() {
     // The test pattern is encoded at 300 kbit/s (what x264 makes of it, over 1 s).
     let bitrate_in: f64 = row[4]
         .as_str()
-        .and_then(|cell| cell.strip_suffix(" Mbit/s"))
+        .and_then(|cell| cell.strip_suffix(" Mbit/s encoded"))
         .and_then(|mbits| mbits.parse().ok())
         .unwrap_or_else(|| panic!("bitrate in: {result}"));
     assert!((0.02..3.0).contains(&bitrate_in), "{result}");

@@ -333,13 +333,9 @@ fn serve(
                     break;
                 }
                 _ = terminate.recv() => break,
-                _ = hangup.recv() => {
-                    // The running config stays when the file is invalid; the error names
-                    // the field.
-                    if let Err(error) = server.reload().await {
-                        tracing::error!(%error, "config not reloaded: the running config stays");
-                    }
-                }
+                // The running config stays when the file is invalid; the log names the
+                // field.
+                _ = hangup.recv() => server.reload_in_background(),
             }
         }
         let grace = Duration::from_millis(settings.server.shutdown_grace_ms);

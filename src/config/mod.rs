@@ -1,5 +1,6 @@
-//! Settings: a TOML file, overridden by command-line flags, validated once at start-up
-//! into typed values. A bad value stops start-up with the field named.
+//! Settings: a TOML file, overridden by command-line flags, validated into typed values
+//! at start-up and at each reload. A bad value stops start-up (or a reload) with the
+//! field named; `streams` holds `[[streams]]`, shared with the admin API.
 //!
 //! Every field has a default, so `mirror` runs with no file at all. Each field's doc says
 //! its default and what it does to latency.
@@ -57,6 +58,41 @@ pub enum ConfigError {
         /// What is wrong and what would be accepted.
         reason: String,
     },
+}
+
+/// A field's path as serde_path_to_error writes it (`streams[1].source`); empty for the
+/// document as a whole.
+pub(crate) fn field_path(path: &serde_path_to_error::Path) -> String {
+    let path = path.to_string();
+    if path == "." { String::new() } else { path }
+}
+
+/// The TOML parser's message with its line and column, but not the line itself nor any
+/// quoted value: the line may be `password = …` or a source URL with credentials in a
+/// misspelt key, and the message goes to logs and to the admin API's answer.
+fn parse_message(error: &toml::de::Error, text: &str) -> String {
+    let message = hide_quoted(error.message());
+    match error.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("{message} (line {line}, column {column})")
+        }
+        None => message,
+    }
+}
+
+/// `text` with whatever stands between double quotes replaced by `***`.
+fn hide_quoted(text: &str) -> String {
+    let mut hidden = String::with_capacity(text.len());
+    for (i, piece) in text.split('"').enumerate() {
+        if i > 0 {
+            hidden.push('"');
+        }
+        hidden.push_str(if i % 2 == 1 { "***" } else { piece });
+    }
+    hidden
 }
 
 /// "invalid `field`: " before a parser's message, when it names a field.
@@ -206,14 +242,14 @@ impl Settings {
         })
     }
 
-    /// Parses TOML text; an error names the field it stopped at.
+    /// Parses TOML text; an error names the field it stopped at, and where.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
-            let field = e.path().to_string();
+            let field = field_path(e.path());
             ConfigError::Parse {
                 path: PathBuf::from("<text>"),
-                field: if field == "." { String::new() } else { field },
-                message: e.into_inner().to_string(),
+                field,
+                message: parse_message(&e.into_inner(), text),
             }
         })
     }
@@ -418,6 +454,20 @@ mod tests {
     fn unknown_field_is_refused_with_its_name() {
         let err = Settings::from_toml("[cmaf]\npart_target = 100\n").expect_err("typo");
         assert!(err.to_string().contains("part_target"), "{err}");
+    }
+
+    #[test]
+    fn a_parse_error_shows_no_value_from_the_file() {
+        let text = "[source]\nwidth = \"rtsp://admin:hunter2@cam\"\n\
+                    [[streams]]\nname = \"a\"\nsoruce = \"rtsp://admin:hunter2@cam\"\n";
+        for text in [
+            &text[..text.find("[[").unwrap_or(0)],
+            &text.replace("width = \"rtsp://admin:hunter2@cam\"", "width = 2"),
+        ] {
+            let error = Settings::from_toml(text).expect_err("invalid").to_string();
+            assert!(!error.contains("hunter2"), "{error}");
+            assert!(error.contains("(line "), "{error}");
+        }
     }
 
     #[test]

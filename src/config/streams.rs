@@ -25,13 +25,12 @@ impl StreamSettings {
     /// the error names the field as the JSON has it (`renditions[0].width`).
     pub fn from_json(json: &[u8]) -> Result<Self, ConfigError> {
         let mut reader = serde_json::Deserializer::from_slice(json);
-        let stream: Self = serde_path_to_error::deserialize(&mut reader).map_err(|e| {
-            let field = e.path().to_string();
-            ConfigError::Field {
-                field: if field == "." { String::new() } else { field },
-                reason: e.into_inner().to_string(),
-            }
-        })?;
+        let stream: Self =
+            serde_path_to_error::deserialize(&mut reader).map_err(|e| ConfigError::Field {
+                field: super::field_path(e.path()),
+                // No value of the body: it may be a source URL with its credentials.
+                reason: super::hide_quoted(&e.into_inner().to_string()),
+            })?;
         reader.end().map_err(|e| ConfigError::Field {
             field: String::new(),
             reason: e.to_string(),

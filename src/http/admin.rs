@@ -130,6 +130,9 @@ pub enum AdminError {
     /// The body is larger than [`MAX_BODY_BYTES`].
     #[error("the request body is larger than {MAX_BODY_BYTES} bytes")]
     TooLarge,
+    /// The body did not arrive whole within the header timeout, or its stream broke.
+    #[error("the request body did not arrive whole")]
+    BodyIncomplete,
     /// No stream of that name.
     #[error("no stream named {0:?}")]
     NoSuchStream(String),
@@ -167,9 +170,10 @@ impl AdminError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::Invalid { .. } | Self::CannotStart { .. } | Self::BadConfigFile(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::Invalid { .. }
+            | Self::CannotStart { .. }
+            | Self::BadConfigFile(_)
+            | Self::BodyIncomplete => StatusCode::BAD_REQUEST,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NoSuchStream(_) | Self::NotFound => StatusCode::NOT_FOUND,
             Self::Exists(_) | Self::TooManyStreams(_) | Self::NoConfigFile => StatusCode::CONFLICT,
@@ -183,6 +187,7 @@ impl AdminError {
             Self::Unauthorized => "unauthorized",
             Self::Invalid { .. } => "invalid",
             Self::TooLarge => "too_large",
+            Self::BodyIncomplete => "body_incomplete",
             Self::NoSuchStream(_) => "no_such_stream",
             Self::Exists(_) => "exists",
             Self::TooManyStreams(_) => "too_many_streams",
@@ -287,12 +292,26 @@ impl Admin {
     }
 }
 
-/// Whether the front end should read the body of `request` for the admin API (only
-/// when the API is on: nobody else is sent a body's worth of reading).
-pub fn wants_body(state: &AppState, request: &Request<()>) -> bool {
-    state.admin.is_some()
+/// Why the front end has no body to hand over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    /// More than [`MAX_BODY_BYTES`].
+    TooLarge,
+    /// Not whole within the header timeout, or its stream broke.
+    Incomplete,
+}
+
+/// A request body as the front end read it: `None` when it read none.
+pub type RequestBody = Option<Result<Bytes, BodyError>>;
+
+/// Whether the front end should read the body of `request` from `peer` for the admin
+/// API: only when the API is on, over an encrypted connection, and the request carries
+/// the token. Nobody else is sent a body's worth of reading.
+pub fn wants_body(state: &AppState, request: &Request<()>, peer: &super::peer::Peer) -> bool {
+    peer.encrypted()
         && matches!(*request.method(), Method::POST | Method::PUT)
         && request.uri().path().starts_with("/admin/")
+        && state.admin.as_ref().is_some_and(|a| a.authorised(request))
 }
 
 fn json(status: StatusCode, value: &serde_json::Value) -> Reply {
@@ -307,13 +326,13 @@ fn json(status: StatusCode, value: &serde_json::Value) -> Reply {
         )
 }
 
-/// Answers a request under `/admin/` (`path` is what follows it). `body` is the request
-/// body when the front end read one; `None` when it was larger than [`MAX_BODY_BYTES`].
+/// Answers a request under `/admin/` (`path` is what follows it). `body` is what the
+/// front end read of the request's body.
 pub(super) async fn route(
     state: &AppState,
     request: &Request<()>,
     path: &str,
-    body: Option<Bytes>,
+    body: RequestBody,
 ) -> Reply {
     let Some(admin) = &state.admin else {
         return Reply::reject(&Rejection::NotFound, Duration::from_secs(1));
@@ -366,9 +385,13 @@ async fn answer(
     control: &dyn StreamControl,
     method: &Method,
     path: &str,
-    body: Option<Bytes>,
+    body: RequestBody,
 ) -> Answer {
-    let body = || body.clone().ok_or(AdminError::TooLarge);
+    let body = || match body.clone() {
+        Some(Ok(body)) => Ok(body),
+        Some(Err(BodyError::TooLarge)) => Err(AdminError::TooLarge),
+        Some(Err(BodyError::Incomplete)) | None => Err(AdminError::BodyIncomplete),
+    };
     let stream = path
         .strip_prefix("streams/")
         .filter(|name| !name.is_empty() && !name.contains('/'));

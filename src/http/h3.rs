@@ -19,6 +19,7 @@ use futures_util::FutureExt as _;
 use h3::server::RequestStream;
 
 use super::access::AccessRecord;
+use super::admin::BodyError;
 use super::clients::{Admission, ConnectionPermit};
 use super::limits::Limits;
 use super::peer::{Peer, until_draining};
@@ -306,8 +307,8 @@ async fn respond<S>(
 where
     S: h3::quic::BidiStream<Bytes>,
 {
-    let body = if super::admin::wants_body(state, &request) {
-        read_body(&mut stream, peer.limits().header_timeout()).await
+    let body = if super::admin::wants_body(state, &request, peer) {
+        Some(read_body(&mut stream, peer.limits().header_timeout()).await)
     } else {
         None
     };
@@ -359,16 +360,20 @@ where
 async fn read_body<S>(
     stream: &mut RequestStream<S, Bytes>,
     timeout: std::time::Duration,
-) -> Option<Bytes>
+) -> Result<Bytes, BodyError>
 where
     S: h3::quic::BidiStream<Bytes>,
 {
     use bytes::Buf as _;
     let read = async {
         let mut body = Vec::new();
-        while let Some(mut chunk) = stream.recv_data().await.ok()? {
+        while let Some(mut chunk) = stream
+            .recv_data()
+            .await
+            .map_err(|_| BodyError::Incomplete)?
+        {
             if body.len() + chunk.remaining() > super::admin::MAX_BODY_BYTES {
-                return None;
+                return Err(BodyError::TooLarge);
             }
             while chunk.has_remaining() {
                 let piece = chunk.chunk();
@@ -377,7 +382,9 @@ where
                 chunk.advance(read);
             }
         }
-        Some(Bytes::from(body))
+        Ok(Bytes::from(body))
     };
-    tokio::time::timeout(timeout, read).await.ok().flatten()
+    tokio::time::timeout(timeout, read)
+        .await
+        .unwrap_or(Err(BodyError::Incomplete))
 }

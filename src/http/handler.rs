@@ -2,7 +2,10 @@
 //! with a [`Body`] out. Routes:
 //!
 //! - `/` the player page (`/status` the same page with the operator's status view),
-//!   `/hls.js` its player, `/streams` the list of streams;
+//!   `/hls.js` its player, `/streams` the list of streams, `/metrics`, `/healthz`,
+//!   `/readyz` ([`super::ops`]);
+//! - `/admin/…` the admin API when a token is configured, never over plain HTTP
+//!   ([`super::admin`]);
 //! - `/{stream}/index.m3u8` the multivariant playlist;
 //! - `/{stream}/{rendition}.m3u8` a rendition's media playlist (`video.m3u8` for a
 //!   stream without a ladder), with blocking reload and delta updates (RFC 8216bis
@@ -161,12 +164,11 @@ pub async fn handle(state: &AppState, request: &Request<()>, peer: &Peer) -> Res
 }
 
 /// Handles one request from `peer` whose body the front end read because
-/// [`super::admin::wants_body`] said so (`None`: not read, or larger than
-/// [`super::admin::MAX_BODY_BYTES`]).
+/// [`super::admin::wants_body`] said so (`None`: not read).
 pub async fn handle_with_body(
     state: &AppState,
     request: &Request<()>,
-    body: Option<Bytes>,
+    body: super::admin::RequestBody,
     peer: &Peer,
 ) -> Response<Body> {
     let started = std::time::Instant::now();
@@ -179,7 +181,12 @@ pub async fn handle_with_body(
     } else {
         let admin = request.uri().path().strip_prefix("/admin/");
         match (request.method(), admin) {
-            (_, Some(path)) => super::admin::route(state, request, path, body).await,
+            // Never over plain HTTP (the cache tier's listener): the token would cross
+            // the network in the clear.
+            (_, Some(path)) if peer.encrypted() => {
+                super::admin::route(state, request, path, body).await
+            }
+            (_, Some(_)) => Reply::reject(&Rejection::NotFound, one_second),
             (&Method::GET | &Method::HEAD, None) => route(state, request, peer).await,
             (&Method::OPTIONS, None) => Reply::new(StatusCode::NO_CONTENT, Body::Empty)
                 .with(

@@ -1,5 +1,6 @@
-//! One connection's client as the handler sees it ([`Peer`]): its address, its
-//! connection's count of held requests, and the shared registry ([`super::clients`])
+//! One connection's client as the handler sees it ([`Peer`]): its address, the
+//! protocol its connection speaks and whether it is encrypted, its connection's count
+//! of held requests, and the shared registry ([`super::clients`])
 //! it asks before it serves or holds a request; and the places it holds.
 //!
 //! Never imports the handler's routes or anything of media.
@@ -25,6 +26,7 @@ pub struct Peer {
     clients: Arc<Clients>,
     metrics: Arc<Metrics>,
     protocol: Protocol,
+    encrypted: bool,
 }
 
 impl Peer {
@@ -37,7 +39,21 @@ impl Peer {
             clients,
             metrics,
             protocol: "h1",
+            encrypted: true,
         }
+    }
+
+    /// The same peer, on a connection without TLS (the plain listener for a cache
+    /// tier): the admin API is not served to it.
+    #[must_use]
+    pub fn unencrypted(mut self) -> Self {
+        self.encrypted = false;
+        self
+    }
+
+    /// Whether its connection is encrypted (TLS or QUIC).
+    pub fn encrypted(&self) -> bool {
+        self.encrypted
     }
 
     /// The same peer, speaking `protocol` (known once ALPN has chosen; HTTP/1.1 until).

@@ -23,6 +23,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use super::access::AccessRecord;
+use super::admin::BodyError;
 use super::clients::{Admission, ConnectionPermit};
 use super::peer::{Peer, until_draining};
 use super::watchdog::{BodyProgress, IdleTracker, LogThrottle, RequestInFlight, SendTimeout};
@@ -184,12 +185,13 @@ struct TcpConnection {
 }
 
 impl TcpConnection {
-    async fn run(self, socket: TcpStream, tls: Option<TlsAcceptor>, permit: ConnectionPermit) {
+    async fn run(mut self, socket: TcpStream, tls: Option<TlsAcceptor>, permit: ConnectionPermit) {
         let _permit = permit;
         let remote = self.peer.remote();
         let limits = self.peer.limits().clone();
         let Some(acceptor) = tls else {
             let io = SendTimeout::new(socket, limits.send_timeout());
+            self.peer = self.peer.unencrypted();
             return self.serve_http(io, false).await;
         };
         let tls =
@@ -236,8 +238,8 @@ impl TcpConnection {
                 async move {
                     let (parts, incoming) = request.into_parts();
                     let request = http::Request::from_parts(parts, ());
-                    let body = if super::admin::wants_body(&state, &request) {
-                        read_body(incoming, peer.limits().header_timeout()).await
+                    let body = if super::admin::wants_body(&state, &request, &peer) {
+                        Some(read_body(incoming, peer.limits().header_timeout()).await)
                     } else {
                         None
                     };
@@ -332,11 +334,14 @@ const REQUEST_WINDOW: u32 = 64 << 10;
 
 /// An admin request's body, up to [`super::admin::MAX_BODY_BYTES`] and within `timeout`;
 /// none when larger, slower or broken (the admin API answers 413 or 400 then).
-async fn read_body(incoming: Incoming, timeout: Duration) -> Option<Bytes> {
+async fn read_body(incoming: Incoming, timeout: Duration) -> Result<Bytes, BodyError> {
     use http_body_util::BodyExt as _;
     let limited = http_body_util::Limited::new(incoming, super::admin::MAX_BODY_BYTES);
     match tokio::time::timeout(timeout, limited.collect()).await {
-        Ok(Ok(collected)) => Some(collected.to_bytes()),
-        _ => None,
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
+            Err(BodyError::TooLarge)
+        }
+        _ => Err(BodyError::Incomplete),
     }
 }

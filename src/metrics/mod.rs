@@ -2,7 +2,8 @@
 //! answer. Owns the registry: the counters the front ends move as they serve
 //! ([`HttpMetrics`], [`QuicMetrics`]), what each rendition publishes (counted by a
 //! task watching its snapshots, so the media thread carries no metrics code), and what
-//! is read at each scrape (sources' status, the store, viewers).
+//! is read at each scrape (sources' status, the counters the media thread keeps in
+//! plain atomics, the store, viewers).
 //!
 //! prometheus-client (the Prometheus project's own Rust client) rather than the
 //! `metrics` facade: a registry is a value, not a process-wide recorder, so every server
@@ -212,6 +213,7 @@ pub struct Metrics {
     pub quic: QuicMetrics,
     publish: PublishMetrics,
     viewers: Arc<Viewers>,
+    streams: Arc<StreamRegistry>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -331,6 +333,7 @@ impl Metrics {
             quic,
             publish,
             viewers,
+            streams: streams.clone(),
         }
     }
 
@@ -359,6 +362,7 @@ impl Metrics {
                     rendition: rendition.id().to_string(),
                 };
                 let publish = self.publish.clone();
+                let streams = self.streams.clone();
                 let mut snapshots = rendition.subscribe();
                 tokio::spawn(async move {
                     let mut last = PublishedParts::of(&snapshots.borrow_and_update());
@@ -367,6 +371,11 @@ impl Metrics {
                         let now = PublishedParts::of(&snapshot);
                         publish.count(&labels, &last, &now, snapshot.updated_at);
                         last = now;
+                    }
+                    // The stream has stopped. Taken out of service (not replaced under
+                    // its name): its series go, instead of being reported for ever.
+                    if streams.get(&labels.stream).is_none() {
+                        publish.forget(&labels);
                     }
                 });
             }

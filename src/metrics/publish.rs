@@ -77,6 +77,14 @@ impl PublishedParts {
 }
 
 impl PublishMetrics {
+    /// Drops the series of a rendition no longer served.
+    pub(super) fn forget(&self, labels: &RenditionLabels) {
+        self.parts.remove(labels);
+        self.segments.remove(labels);
+        self.part_duration.remove(labels);
+        self.announce_delay.remove(labels);
+    }
+
     pub(super) fn count(
         &self,
         labels: &RenditionLabels,

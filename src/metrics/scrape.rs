@@ -44,24 +44,16 @@ type StatusCount = fn(&StreamStatus) -> u64;
 /// One count of a jitter buffer's fill.
 type FillCount = fn(&JitterFill) -> usize;
 
-const STATES: [(SourceState, &str); 5] = [
-    (SourceState::Starting, "starting"),
-    (SourceState::Opening, "opening"),
-    (SourceState::Waiting, "waiting"),
-    (SourceState::Live, "live"),
-    (SourceState::Retrying, "retrying"),
-];
-
 impl Collector for Scraped {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let streams = self.streams.all();
         let mut statuses: Vec<_> = streams.values().map(|s| (s.name(), s.status())).collect();
         statuses.sort_by(|a, b| a.0.cmp(b.0));
         let states = statuses.iter().flat_map(|(name, status)| {
-            STATES.into_iter().map(move |(state, label)| {
+            SourceState::ALL.into_iter().map(move |state| {
                 let labels = StateLabels {
                     stream: name.to_string(),
-                    state: label,
+                    state: state.as_str(),
                 };
                 (labels, ConstGauge::new(i64::from(status.state == state)))
             })

@@ -86,29 +86,27 @@ pub struct RunningServer {
     tasks: Vec<JoinHandle<()>>,
 }
 
-/// Reloads the config file at `path` whenever it changes, as SIGHUP does; runs until
-/// the server's streams are gone. A half-written file is refused and tried again at its
-/// next change. The file is looked at now, not when the task first runs: a change made
-/// in between would otherwise be taken for the start.
-fn watch_config(
-    streams: std::sync::Weak<StreamSet>,
-    path: std::path::PathBuf,
-) -> impl Future<Output = ()> + Send {
-    let mut seen = tls::fingerprint(&path);
-    async move {
-        loop {
-            tokio::time::sleep(CONFIG_POLL).await;
-            let Some(streams) = streams.upgrade() else {
-                return;
-            };
-            let now = tls::fingerprint(&path);
-            if now == seen {
-                continue;
-            }
-            seen = now;
-            tracing::info!(path = %path.display(), "config file changed: reloading");
-            if let Err(error) = streams.reload().await {
-                tracing::error!(%error, "config not reloaded: the running config stays");
+/// Reloads the config file whenever what it says changes, as SIGHUP does; runs until
+/// the server's streams are gone. The file is read and compared with the settings in
+/// force at each look (a few kilobytes every two seconds): no change made while the
+/// server was starting, nor a rewrite within one tick of the file's clock, is missed. A
+/// file that does not load (half written, invalid) is logged once per error and tried
+/// again at the next look.
+async fn watch_config(streams: std::sync::Weak<StreamSet>) {
+    let mut refused: Option<String> = None;
+    loop {
+        tokio::time::sleep(CONFIG_POLL).await;
+        let Some(streams) = streams.upgrade() else {
+            return;
+        };
+        match streams.reload_if_changed().await {
+            Ok(_) => refused = None,
+            Err(error) => {
+                let error = error.to_string();
+                if refused.as_ref() != Some(&error) {
+                    tracing::error!(%error, "config not reloaded: the running config stays");
+                    refused = Some(error);
+                }
             }
         }
     }
@@ -137,8 +135,7 @@ impl RunningServer {
         let server = Self::start_streams(settings, &streams).await?;
         if let Some(path) = file {
             if settings.server.watch_config {
-                let watcher = watch_config(Arc::downgrade(&server.streams), path.clone());
-                tokio::spawn(watcher);
+                tokio::spawn(watch_config(Arc::downgrade(&server.streams)));
             }
             server
                 .streams
@@ -157,6 +154,19 @@ impl RunningServer {
     pub async fn reload(&self) -> Result<ReloadSummary, ReloadError> {
         self.certificate_nudge.notify_one();
         self.streams.reload().await
+    }
+
+    /// [`reload`](Self::reload) on a task of its own, its outcome logged (SIGHUP): a
+    /// reload may wait for a replaced stream's source to publish, and the process must
+    /// still answer SIGTERM meanwhile.
+    pub fn reload_in_background(&self) {
+        self.certificate_nudge.notify_one();
+        let streams = self.streams.clone();
+        tokio::spawn(async move {
+            if let Err(error) = streams.reload().await {
+                tracing::error!(%error, "config not reloaded: the running config stays");
+            }
+        });
     }
 
     /// Starts a server with one stream named `stream` playing `source`, or with the
@@ -200,7 +210,8 @@ impl RunningServer {
         // 6.2.2: media leaving the playlist stays fetchable for three target durations
         // more; the whole window plus that, with room.
         let retention = target * (u32::try_from(server.window_segments).unwrap_or(1000) + 6);
-        // An equal share of the budget each: one stream's media never evicts another's.
+        // An equal share of the budget each: one stream's media never evicts another's
+        // (shared anew when streams are added or removed).
         let share = server.store_bytes / u64::try_from(streams.len().max(1)).unwrap_or(1);
         let store = Store::partitioned(
             streams.iter().map(|(name, _, _)| (name.clone(), share)),
@@ -237,7 +248,6 @@ impl RunningServer {
             state.streams.clone(),
             state.metrics.clone(),
             store,
-            share,
         );
         let state = match settings.admin.resolve_token() {
             Ok(Some(token)) => state.with_admin(Admin::new(token, stream_set.clone())),

@@ -18,7 +18,7 @@ use crate::http::admin::{AdminError, ControlFuture, StreamControl};
 use crate::ingest::SourceSpec;
 use crate::metrics::Metrics;
 use crate::store::Store;
-use crate::stream::{LiveStream, MULTIVARIANT_PLAYLIST, StreamError, StreamRegistry};
+use crate::stream::{LiveStream, MULTIVARIANT_PLAYLIST, StreamError, StreamHandle, StreamRegistry};
 
 /// Where a running stream's settings came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -59,8 +59,6 @@ pub struct StreamSet {
     registry: Arc<StreamRegistry>,
     metrics: Arc<Metrics>,
     store: Store,
-    /// The store budget a stream gets when it is added.
-    share: u64,
     running: Mutex<HashMap<String, Running>>,
     /// Held for the whole of a change, so that changes never interleave.
     in_force: tokio::sync::Mutex<InForce>,
@@ -103,7 +101,6 @@ impl StreamSet {
         registry: Arc<StreamRegistry>,
         metrics: Arc<Metrics>,
         store: Store,
-        share: u64,
     ) -> Arc<Self> {
         let running = started
             .into_iter()
@@ -120,7 +117,6 @@ impl StreamSet {
             registry,
             metrics,
             store,
-            share,
             running: Mutex::new(running),
             in_force: tokio::sync::Mutex::new(InForce {
                 settings: settings.clone(),
@@ -168,7 +164,7 @@ impl StreamSet {
         settings: &Settings,
         origin: Origin,
     ) -> Result<(), StreamError> {
-        self.store.add_partition(&stream.name, self.share);
+        self.rebalance_store(Some(&stream.name));
         let options = settings.stream_options();
         let store = self.store.clone();
         let to_start = stream.clone();
@@ -181,6 +177,23 @@ impl StreamSet {
             stream: stream.name.clone(),
             reason: e.to_string(),
         })??;
+        let replacing = self.running().contains_key(&stream.name);
+        if replacing {
+            // The old stream serves until the new one has media: a camera URL that does
+            // not answer must not take a working stream's place.
+            let within = settings.source.open_timeout() + settings.cmaf.segment_target() * 3;
+            if let Err(reason) = until_publishing(started.handle(), within).await {
+                retire(Some(Running {
+                    live: started,
+                    settings: stream.clone(),
+                    origin,
+                }));
+                return Err(StreamError::Start {
+                    stream: stream.name,
+                    reason,
+                });
+            }
+        }
         self.metrics.watch_stream(started.handle());
         self.registry
             .insert(started.handle().clone(), Self::retire_for(settings));
@@ -202,7 +215,19 @@ impl StreamSet {
         let known = removed.is_some();
         self.registry.remove(name, Self::retire_for(settings));
         retire(removed);
+        self.rebalance_store(None);
         known
+    }
+
+    /// Shares the store's budget between the streams served, those retiring, and
+    /// `adding`.
+    fn rebalance_store(&self, adding: Option<&str>) {
+        let mut names = self.registry.names();
+        names.extend(self.registry.retiring_names());
+        names.extend(adding.map(str::to_string));
+        names.sort();
+        names.dedup();
+        self.store.rebalance(&names);
     }
 
     fn describe(&self, name: &str, running: &Running) -> serde_json::Value {
@@ -269,11 +294,30 @@ impl StreamSet {
     /// Reads the config file again and applies it. An unreadable or invalid file
     /// changes nothing; the error names the field.
     pub async fn reload(&self) -> Result<ReloadSummary, ReloadError> {
+        self.reload_when(|_, _| true)
+            .await
+            .map(Option::unwrap_or_default)
+    }
+
+    /// Reads the config file again and applies it if what it says differs from the
+    /// settings in force (a watcher of the file: comparing what it says, not when it was
+    /// written, sees every change and makes no change of its own).
+    pub async fn reload_if_changed(&self) -> Result<Option<ReloadSummary>, ReloadError> {
+        self.reload_when(|in_force, new| in_force != new).await
+    }
+
+    async fn reload_when(
+        &self,
+        wanted: impl FnOnce(&Settings, &Settings) -> bool,
+    ) -> Result<Option<ReloadSummary>, ReloadError> {
         let mut in_force = self.in_force.lock().await;
         let Some(file) = in_force.file.clone() else {
             return Err(ReloadError::NoConfigFile);
         };
         let new = Settings::load(Some(&file.path), &file.overrides)?;
+        if !wanted(&in_force.settings, &new) {
+            return Ok(None);
+        }
         let summary = self.apply(&mut in_force, new).await;
         tracing::info!(
             kept = ?summary.kept,
@@ -284,8 +328,36 @@ impl StreamSet {
             needs_restart = ?summary.needs_restart,
             "config reloaded"
         );
-        Ok(summary)
+        Ok(Some(summary))
     }
+}
+
+/// Waits until `stream` has published media, at most `within`; else why not.
+async fn until_publishing(stream: &StreamHandle, within: Duration) -> Result<(), String> {
+    let mut snapshots = stream.subscribe();
+    let published = tokio::time::timeout(within, async {
+        loop {
+            if snapshots.borrow_and_update().has_media {
+                return true;
+            }
+            if snapshots.changed().await.is_err() {
+                return false;
+            }
+        }
+    })
+    .await;
+    if published == Ok(true) {
+        return Ok(());
+    }
+    let status = stream.status();
+    Err(format!(
+        "it published no media within {within:?}, so the running one stays ({}{})",
+        status.state.as_str(),
+        status
+            .last_error
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default()
+    ))
 }
 
 /// Stops a stream taken out of service. Its thread is joined off the runtime: a

@@ -154,15 +154,16 @@ impl MediaLoop {
         let now = SystemTime::now();
         for (index, sample) in samples.drain(..) {
             let output = &mut self.outputs[index];
-            output
-                .counters()
-                .took(sample.data.len(), sample.track_id == VIDEO_TRACK_ID);
             let Some(segmenter) = output.segmenter.as_mut() else {
                 continue;
             };
-            if let Err(error) = segmenter.push(sample, now) {
-                self.refused_samples += 1;
-                tracing::warn!(stream = %self.stream, %error, "sample refused");
+            let (bytes, video) = (sample.data.len(), sample.track_id == VIDEO_TRACK_ID);
+            match segmenter.push(sample, now) {
+                Ok(()) => output.counters().took(bytes, video),
+                Err(error) => {
+                    self.refused_samples += 1;
+                    tracing::warn!(stream = %self.stream, %error, "sample refused");
+                }
             }
         }
     }

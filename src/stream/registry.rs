@@ -57,6 +57,16 @@ impl StreamRegistry {
             .cloned()
     }
 
+    /// The names of the streams retiring now.
+    pub fn retiring_names(&self) -> Vec<String> {
+        self.retiring
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect()
+    }
+
     /// Every live stream, as of now.
     pub fn all(&self) -> Arc<HashMap<String, Arc<StreamHandle>>> {
         self.live

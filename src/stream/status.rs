@@ -25,6 +25,28 @@ pub enum SourceState {
     Retrying,
 }
 
+impl SourceState {
+    /// Every state, in the order of its life.
+    pub const ALL: [SourceState; 5] = [
+        SourceState::Starting,
+        SourceState::Opening,
+        SourceState::Waiting,
+        SourceState::Live,
+        SourceState::Retrying,
+    ];
+
+    /// As `/streams`, the logs and `/metrics` name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceState::Starting => "starting",
+            SourceState::Opening => "opening",
+            SourceState::Waiting => "waiting",
+            SourceState::Live => "live",
+            SourceState::Retrying => "retrying",
+        }
+    }
+}
+
 /// How the renditions of a stream are made, once its source is open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum StreamMode {
