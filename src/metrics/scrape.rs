@@ -127,9 +127,9 @@ fn family<M: EncodeMetric>(
     Ok(())
 }
 
-/// Gauges of a usize count.
-fn gauge(value: usize) -> ConstGauge<i64> {
-    ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX))
+/// The gauge of a count.
+fn gauge(value: impl TryInto<i64>) -> ConstGauge<i64> {
+    ConstGauge::new(value.try_into().unwrap_or(i64::MAX))
 }
 
 /// The jitter buffers of the streams that have one (RTSP sources).
@@ -215,10 +215,7 @@ fn encode_renditions(
         "Frames each rendition's video encoder holds now (0 when it passes the source through)",
         None,
         MetricType::Gauge,
-        renditions().map(|(l, c)| {
-            let queued = i64::try_from(c.encoder_queue()).unwrap_or(i64::MAX);
-            (l, ConstGauge::new(queued))
-        }),
+        renditions().map(|(l, c)| (l, gauge(c.encoder_queue()))),
     )
 }
 
@@ -229,8 +226,12 @@ impl Scraped {
             ("store", "Media bytes held", Some(&Unit::Bytes), stats.bytes),
             ("store_entries", "Media entries held", None, stats.entries),
         ] {
-            let value = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
-            value.encode(encoder.encode_descriptor(name, help, unit, MetricType::Gauge)?)?;
+            gauge(value).encode(encoder.encode_descriptor(
+                name,
+                help,
+                unit,
+                MetricType::Gauge,
+            )?)?;
         }
         for (name, help, value) in [
             ("store_hits", "Lookups that found their media", stats.hits),

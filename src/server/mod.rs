@@ -112,6 +112,14 @@ async fn watch_config(streams: std::sync::Weak<StreamSet>) {
     }
 }
 
+/// What [`RunningServer::start_streams`] takes: name, source and renditions of each.
+fn to_start(wanted: Vec<StreamSettings>) -> Vec<(String, SourceSpec, Vec<RenditionSpec>)> {
+    wanted
+        .into_iter()
+        .map(|s| (s.name, SourceSpec::parse(&s.source), s.renditions))
+        .collect()
+}
+
 impl RunningServer {
     /// Starts a server with one test-pattern stream named `stream`. Must run inside a
     /// tokio runtime.
@@ -128,11 +136,7 @@ impl RunningServer {
         overrides: crate::config::Overrides,
     ) -> Result<Self, ServerError> {
         let wanted = settings.streams_or(&default_stream.name, &default_stream.source);
-        let streams: Vec<_> = wanted
-            .into_iter()
-            .map(|s| (s.name, SourceSpec::parse(&s.source), s.renditions))
-            .collect();
-        let server = Self::start_streams(settings, &streams).await?;
+        let server = Self::start_streams(settings, &to_start(wanted)).await?;
         if let Some(path) = file {
             if settings.server.watch_config {
                 tokio::spawn(watch_config(Arc::downgrade(&server.streams)));
@@ -176,23 +180,8 @@ impl RunningServer {
         stream: &str,
         source: &SourceSpec,
     ) -> Result<Self, ServerError> {
-        let streams: Vec<(String, SourceSpec, Vec<RenditionSpec>)> = if settings.streams.is_empty()
-        {
-            vec![(stream.to_string(), source.clone(), Vec::new())]
-        } else {
-            settings
-                .streams
-                .iter()
-                .map(|s| {
-                    (
-                        s.name.clone(),
-                        SourceSpec::parse(&s.source),
-                        s.renditions.clone(),
-                    )
-                })
-                .collect()
-        };
-        Self::start_streams(settings, &streams).await
+        let wanted = settings.streams_or(stream, &source.to_string_unredacted());
+        Self::start_streams(settings, &to_start(wanted)).await
     }
 
     /// Starts a server with `streams`: name, source and renditions of each.
