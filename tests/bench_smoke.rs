@@ -91,6 +91,7 @@ async fn viewers_switch_renditions_by_their_reports() {
         name: "ladder".into(),
         source: "testsrc".into(),
         renditions: vec![rendition("a", 320, 180, 400), rendition("b", 160, 90, 150)],
+        policy: None,
     }];
     let server = RunningServer::start_with(&settings, "", &mirror::ingest::SourceSpec::TestPattern)
         .await

@@ -71,6 +71,7 @@ async fn a_two_rendition_ladder_is_aligned_decodable_and_reported() {
             rendition("high", 640, 360, 800),
             rendition("low", 320, 180, 250),
         ],
+        policy: None,
     }];
     settings.validate().expect("valid");
     let server = RunningServer::start_with(&settings, "", &SourceSpec::TestPattern)

@@ -236,6 +236,7 @@ async fn a_cameras_bytes_in_frames_and_encoder_queue_are_reported() {
         name: "cam".into(),
         source: camera.url(),
         renditions: vec![copy, fixtures::rendition("small", 320, 180, 300)],
+        policy: None,
     }];
     settings.validate().expect("valid");
     let server = RunningServer::start_with(&settings, "", &SourceSpec::TestPattern)

@@ -71,6 +71,7 @@ async fn a_changed_file_is_reloaded_without_a_signal() {
         name: "test".into(),
         source: "testsrc".into(),
         renditions: Vec::new(),
+        policy: None,
     };
     let server = RunningServer::start_from(
         &settings,
@@ -111,6 +112,7 @@ async fn a_reload_touches_only_what_changed() {
         name: "test".into(),
         source: "testsrc".into(),
         renditions: Vec::new(),
+        policy: None,
     };
     let server = RunningServer::start_from(
         &settings,

@@ -333,6 +333,7 @@ async fn bad_sources_are_retried_and_leave_other_streams_alone() {
         name: name.into(),
         source,
         renditions: Vec::new(),
+        policy: None,
     };
     settings.streams = vec![
         stream("good", "testsrc".into()),
@@ -438,6 +439,7 @@ async fn a_camera_rendition_passed_through_and_one_transcoded_stay_aligned() {
             rendition("source", RenditionCodec::Copy, None),
             rendition("small", RenditionCodec::H264, Some((320, 180))),
         ],
+        policy: None,
     }];
     settings.validate().expect("valid");
     let server = RunningServer::start_with(&settings, "", &SourceSpec::TestPattern)
@@ -670,6 +672,7 @@ async fn credentials_come_from_the_url() {
         name: name.into(),
         source,
         renditions: Vec::new(),
+        policy: None,
     };
     settings.streams = vec![
         stream(

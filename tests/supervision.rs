@@ -27,6 +27,7 @@ async fn a_panicking_media_thread_is_restarted_and_the_others_keep_serving() {
             name: name.into(),
             source: "testsrc".into(),
             renditions: Vec::new(),
+            policy: None,
         })
         .collect();
     let server = RunningServer::start(&settings, "unused")

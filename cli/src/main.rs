@@ -79,6 +79,58 @@ enum Command {
         #[arg(long)]
         segment_target_ms: Option<u32>,
     },
+    /// Make a playback token for `token` streams, signed with a key of `[auth] keys`:
+    /// play `/t/TOKEN/STREAM/index.m3u8`.
+    Token {
+        /// The stream it admits: a name, or a prefix ending in `*` (`*`: every stream).
+        #[arg(long)]
+        stream: String,
+        /// Seconds until it admits no new viewer.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+        /// Bind it to one client address or CIDR block (`203.0.113.7`, `10.0.0.0/8`).
+        #[arg(long)]
+        address: Option<ipnet::IpNet>,
+        /// The key to sign with (default: the first of `[auth] keys`).
+        #[arg(long)]
+        key_id: Option<String>,
+    },
+}
+
+/// `mirror token`: the token, and the path it plays under.
+fn token(
+    settings: &Settings,
+    stream: String,
+    ttl: u64,
+    address: Option<ipnet::IpNet>,
+    key_id: Option<String>,
+) -> anyhow::Result<()> {
+    use mirror::http::auth::token::{Claims, StreamPattern, sign};
+    let keys = settings.auth.signing_keys()?;
+    let key = match &key_id {
+        Some(id) => keys.iter().find(|k| k.id() == id),
+        None => keys.first(),
+    }
+    .with_context(|| match &key_id {
+        Some(id) => format!("no key {id:?} in [auth] keys"),
+        None => "no key in [auth] keys: add one ([[auth.keys]] id, secret) to sign with".into(),
+    })?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("the clock is before 1970")?
+        .as_secs();
+    let claims = Claims {
+        key_id: key.id().to_string(),
+        streams: StreamPattern::new(&stream),
+        expires: now + ttl,
+        address,
+    };
+    let token = sign(&claims, key);
+    println!("{token}");
+    if !stream.contains('*') {
+        eprintln!("play: /t/{token}/{stream}/index.m3u8");
+    }
+    Ok(())
 }
 
 /// What every measuring client needs: whom to trust, whose CPU to read, where to write.
@@ -398,9 +450,16 @@ fn main() -> anyhow::Result<()> {
                 name,
                 source,
                 renditions: Vec::new(),
+                policy: None,
             };
             serve(settings, stream, config_file, overrides)?;
         }
+        Command::Token {
+            stream,
+            ttl,
+            address,
+            key_id,
+        } => token(&settings, stream, ttl, address, key_id)?,
         Command::Record {
             seconds,
             out,

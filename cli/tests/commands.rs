@@ -113,3 +113,65 @@ fn source_secrets_never_reach_logs_or_status() {
         }
     }
 }
+
+/// `mirror token` signs with the config's first key (or the one named); the server's
+/// verifier reads back what was asked for. Without a key it says what to add.
+#[test]
+fn mirror_token_makes_a_token_the_server_reads() {
+    use mirror::http::auth::token::{SigningKey, verify};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("mirror.toml");
+    let secret = |n: u8| format!("{}", char::from(b'a' + n)).repeat(40);
+    std::fs::write(
+        &config,
+        format!(
+            "[[auth.keys]]\nid = \"new\"\nsecret = \"{}\"\n[[auth.keys]]\nid = \"old\"\nsecret = \"{}\"\n",
+            secret(0),
+            secret(1)
+        ),
+    )
+    .expect("config");
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mirror"))
+            .arg("--config")
+            .arg(&config)
+            .arg("token")
+            .args(args)
+            .output()
+            .expect("runs mirror token")
+    };
+    let keys = [
+        SigningKey::new("new", secret(0).as_bytes()).expect("key"),
+        SigningKey::new("old", secret(1).as_bytes()).expect("key"),
+    ];
+    let made = run(&["--stream", "cam", "--ttl", "60", "--address", "10.0.0.0/8"]);
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let token = String::from_utf8_lossy(&made.stdout).trim().to_string();
+    let claims = verify(&token, &keys).expect("verifies");
+    assert_eq!(claims.key_id, "new", "the first key signs");
+    assert!(claims.streams.admits("cam") && !claims.streams.admits("cam2"));
+    assert_eq!(claims.address, Some("10.0.0.0/8".parse().expect("CIDR")));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    assert!(
+        (now + 55..=now + 61).contains(&claims.expires),
+        "{}",
+        claims.expires
+    );
+    assert!(String::from_utf8_lossy(&made.stderr).contains(&format!("/t/{token}/cam/index.m3u8")));
+
+    let by_old = run(&["--stream", "cam-*", "--key-id", "old"]);
+    let token = String::from_utf8_lossy(&by_old.stdout).trim().to_string();
+    assert_eq!(verify(&token, &keys).expect("verifies").key_id, "old");
+
+    std::fs::write(&config, "").expect("config");
+    let keyless = run(&["--stream", "cam"]);
+    assert!(!keyless.status.success());
+    assert!(String::from_utf8_lossy(&keyless.stderr).contains("[auth] keys"));
+}

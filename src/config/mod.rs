@@ -122,6 +122,9 @@ pub struct Settings {
     pub log: crate::http::access::LogSettings,
     /// `[admin]`: the admin API (off without a token).
     pub admin: crate::http::admin::AdminSettings,
+    /// `[auth]`: who may watch: the default policy, playback token keys, the CDN's
+    /// shared secret.
+    pub auth: crate::http::auth::AuthSettings,
     /// `[[streams]]`: the streams to serve, each with its source and renditions. None:
     /// one stream from the command line (`--name`, `--source`).
     pub streams: Vec<StreamSettings>,
@@ -406,6 +409,10 @@ impl Settings {
         self.admin
             .check()
             .map_err(|(field, reason)| ConfigError::Invalid { field, reason })?;
+        self.auth.validate().map_err(|e| ConfigError::Invalid {
+            field: e.field,
+            reason: e.reason,
+        })?;
         for (i, stream) in self.streams.iter().enumerate() {
             validate_stream(stream, &self.streams[..i])?;
         }
@@ -430,6 +437,7 @@ impl Settings {
                 name: name.to_string(),
                 source: source.to_string(),
                 renditions: Vec::new(),
+                policy: None,
             }]
         } else {
             self.streams.clone()

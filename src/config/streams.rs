@@ -4,6 +4,7 @@
 use serde::Deserialize;
 
 use super::ConfigError;
+use crate::http::auth::Policy;
 use crate::pipeline::{RenditionCodec, RenditionSpec};
 
 /// `[[streams]]`: one live stream (and the body of the admin API's stream requests).
@@ -18,6 +19,9 @@ pub struct StreamSettings {
     /// RTSP source, encoded with `[encoder]` at the source's size otherwise.
     #[serde(default)]
     pub renditions: Vec<RenditionSpec>,
+    /// Who may watch it: `public`, `token` or `cdn-only`. None: `[auth] policy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<Policy>,
 }
 
 impl StreamSettings {
@@ -39,6 +43,14 @@ impl StreamSettings {
         Ok(stream)
     }
 
+    /// Whether `other` makes the same media (the same but for who may watch it): a
+    /// reload that changes only the policy does not restart the stream.
+    pub fn same_media(&self, other: &Self) -> bool {
+        self.name == other.name
+            && self.source == other.source
+            && self.renditions == other.renditions
+    }
+
     /// The settings as JSON, with the source's secrets hidden.
     pub fn redacted_json(&self) -> serde_json::Value {
         let mut value = serde_json::to_value(self).unwrap_or_default();
@@ -57,8 +69,8 @@ fn is_path_name(name: &str) -> bool {
 }
 
 /// Paths of the server's own: no stream may be named so.
-const RESERVED_NAMES: [&str; 7] = [
-    "streams", "status", "hls.js", "admin", "metrics", "healthz", "readyz",
+const RESERVED_NAMES: [&str; 8] = [
+    "streams", "status", "hls.js", "admin", "metrics", "healthz", "readyz", "t",
 ];
 
 /// Checks one `[[streams]]` entry against itself and the entries before it.

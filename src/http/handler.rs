@@ -57,6 +57,8 @@ pub struct AppState {
     pub access: AccessLog,
     /// The admin API, when a token is configured.
     pub admin: Option<super::admin::Admin>,
+    /// Who may watch each stream.
+    pub auth: Arc<super::auth::Access>,
 }
 
 impl AppState {
@@ -78,7 +80,14 @@ impl AppState {
             metrics,
             access: AccessLog::new(1),
             admin: None,
+            auth: Arc::default(),
         }
+    }
+
+    /// The same, admitting viewers by `auth`'s rules.
+    pub fn with_auth(mut self, auth: Arc<super::auth::Access>) -> Self {
+        self.auth = auth;
+        self
     }
 
     /// The same, with the admin API on.
@@ -226,7 +235,7 @@ fn access_record(
     status: u16,
     started: std::time::Instant,
 ) -> AccessRecord {
-    let path = request.uri().path();
+    let (token, path) = super::auth::split_token(request.uri().path());
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
     let (first, resource) = (parts.next().unwrap_or(""), parts.next());
     let stream = resource.and_then(|_| state.streams.get(first));
@@ -246,10 +255,14 @@ fn access_record(
         remote: peer.remote(),
         protocol: protocol(request),
         method: request.method().clone(),
-        target: request
-            .uri()
-            .path_and_query()
-            .map_or_else(|| path.to_string(), ToString::to_string),
+        // A playback token is a credential: the log shows where it was, not what.
+        target: {
+            let prefix = if token.is_some() { "/t/***" } else { "" };
+            match request.uri().query() {
+                Some(query) => format!("{prefix}{path}?{query}"),
+                None => format!("{prefix}{path}"),
+            }
+        },
         stream: stream.map(|s| s.name().to_string()),
         rendition,
         status,
@@ -299,7 +312,8 @@ fn finish(reply: Reply, head: bool) -> Response<Body> {
 }
 
 async fn route(state: &AppState, request: &Request<()>, peer: &Peer) -> Reply {
-    let path = request.uri().path();
+    // `/t/TOKEN/…`: the same resource, with a playback token (see `super::auth`).
+    let (token, path) = super::auth::split_token(request.uri().path());
     let query = request.uri().query().unwrap_or("");
     let one_second = Duration::from_secs(1);
     let mut segments = path.trim_start_matches('/').splitn(2, '/');
@@ -334,6 +348,10 @@ async fn route(state: &AppState, request: &Request<()>, peer: &Peer) -> Reply {
         ("healthz", None) => super::ops::healthz(),
         ("readyz", None) => super::ops::readyz(state),
         (name, Some(resource)) => {
+            if let Err(denial) = state.auth.check(name, token, request, peer) {
+                peer.metrics().http.denied(denial.as_str());
+                return Reply::reject(&Rejection::Denied(denial), one_second);
+            }
             let live = match state.streams.get(name) {
                 Some(stream) => {
                     let reply = stream_resource(state, &stream, resource, query, request, peer);

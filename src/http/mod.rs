@@ -2,11 +2,12 @@
 //! it, HTTP/3 over QUIC ([`h3`], quinn + h3 on Mirror's own transport adapter
 //! [`quic`]) and HTTP/1.1 + HTTP/2 over TCP ([`tcp`], hyper), each holding every client to
 //! the `[limits]` ([`limits`], enforced by [`clients`], [`peer`] and [`watchdog`]), and
-//! the operator's endpoints (`ops`, [`admin`]). This module
+//! the operator's endpoints (`ops`, [`admin`]), and who may watch ([`auth`]). This module
 //! knows playlists, names and bytes; nothing about codecs.
 
 pub mod access;
 pub mod admin;
+pub mod auth;
 pub mod body;
 pub mod clients;
 pub mod frame_limit;

@@ -27,6 +27,9 @@ pub struct Peer {
     metrics: Arc<Metrics>,
     protocol: Protocol,
     encrypted: bool,
+    /// Playback tokens this connection presented while they were valid (a few: a
+    /// connection plays one stream, or a handful).
+    tokens: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Peer {
@@ -40,7 +43,30 @@ impl Peer {
             metrics,
             protocol: "h1",
             encrypted: true,
+            tokens: Arc::default(),
         }
+    }
+
+    /// Whether this connection presented `token` before, while it was valid.
+    pub fn has_admitted(&self, token: &str) -> bool {
+        self.tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .any(|t| t == token)
+    }
+
+    /// This connection presented `token` while it was valid: its viewer is watching.
+    pub fn admitted(&self, token: &str) {
+        const KEPT: usize = 4;
+        let mut tokens = self
+            .tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if tokens.len() == KEPT {
+            tokens.remove(0);
+        }
+        tokens.push(token.to_string());
     }
 
     /// The same peer, on a connection without TLS (the plain listener for a cache

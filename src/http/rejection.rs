@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use http::header::{self, HeaderName, HeaderValue};
 
+use super::auth::Denial;
 use super::clients::Refusal;
 use crate::llhls::blocking::QueryError;
 use crate::llhls::delivery::CacheRule;
@@ -62,6 +63,9 @@ pub enum Rejection {
     /// elsewhere or after the restart.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The stream's policy does not admit this request.
+    #[error("{0}")]
+    Denied(Denial),
 }
 
 /// The methods every resource allows.
@@ -82,6 +86,9 @@ impl Rejection {
             Rejection::NotYet => StatusCode::NOT_FOUND,
             Rejection::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Rejection::HeaderFieldsTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            // No credential where the scheme (a bearer token) allows one: 401.
+            Rejection::Denied(Denial::TokenMissing) => StatusCode::UNAUTHORIZED,
+            Rejection::Denied(_) => StatusCode::FORBIDDEN,
         }
     }
 
@@ -101,6 +108,9 @@ impl Rejection {
             | Rejection::TooManyRequests(_)
             | Rejection::HeaderFieldsTooLarge
             | Rejection::ShuttingDown => CacheRule::NoStore,
+            // A refusal depends on headers (a bearer token, the CDN's secret), the
+            // client's address and the time: never a cache's to share.
+            Rejection::Denied(_) => CacheRule::NoStore,
             _ => CacheRule::Error,
         }
     }
@@ -129,6 +139,10 @@ impl Rejection {
             Rejection::MethodNotAllowed => {
                 vec![(header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS))]
             }
+            Rejection::Denied(Denial::TokenMissing) => vec![(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"mirror\""),
+            )],
             _ => Vec::new(),
         }
     }
@@ -142,6 +156,7 @@ impl Rejection {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::auth::token::TokenError;
 
     #[test]
     fn each_refusal_has_one_status_caching_and_body() {
@@ -171,6 +186,13 @@ mod tests {
                 "public, max-age=1",
             ),
             (Rejection::MethodNotAllowed, 405, "public, max-age=1"),
+            (Rejection::Denied(Denial::TokenMissing), 401, "no-store"),
+            (
+                Rejection::Denied(Denial::Token(TokenError::Expired)),
+                403,
+                "no-store",
+            ),
+            (Rejection::Denied(Denial::CdnOnly), 403, "no-store"),
         ];
         for (rejection, status, caching) in cases {
             assert_eq!(rejection.status().as_u16(), status, "{rejection:?}");
@@ -180,6 +202,10 @@ mod tests {
         assert_eq!(
             Rejection::RangeNotSatisfiable { length: 10 }.extra_headers()[0].1,
             "bytes */10"
+        );
+        assert_eq!(
+            Rejection::Denied(Denial::TokenMissing).extra_headers()[0].0,
+            header::WWW_AUTHENTICATE
         );
     }
 }

@@ -76,6 +76,11 @@ struct RequestLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ProtocolLabels {
     protocol: Protocol,
 }
@@ -124,6 +129,7 @@ pub struct HttpMetrics {
     connections: Family<ProtocolLabels, Gauge>,
     held: Gauge,
     wake_up: Family<ProtocolLabels, Histogram, fn() -> Histogram>,
+    denied: Family<ReasonLabels, Counter>,
 }
 
 impl HttpMetrics {
@@ -142,6 +148,11 @@ impl HttpMetrics {
     pub fn response_bytes(&self, protocol: Protocol) -> Counter {
         self.response_bytes
             .get_or_create_owned(&ProtocolLabels { protocol })
+    }
+
+    /// A request refused by a stream's access policy, for `reason`.
+    pub fn denied(&self, reason: &'static str) {
+        self.denied.get_or_create(&ReasonLabels { reason }).inc();
     }
 
     /// One more open connection of `protocol` until the guard is dropped.
@@ -232,7 +243,13 @@ impl Metrics {
             connections: Family::default(),
             held: Gauge::default(),
             wake_up: Family::new_with_constructor(|| Histogram::new(latency_buckets())),
+            denied: Family::default(),
         };
+        registry.register(
+            "access_denied",
+            "Requests a stream's access policy refused, by reason (token_missing, token_expired, token_bad_signature, token_wrong_stream, cdn_only…)",
+            http.denied.clone(),
+        );
         registry.register(
             "http_requests",
             "Responses by protocol (h3, h2, h1), route and status class",

@@ -207,14 +207,29 @@ impl RunningServer {
             0,
             retention,
         );
+        let auth = Arc::new(crate::http::auth::Access::new(&settings.auth).map_err(|e| {
+            ServerError::Config(crate::config::ConfigError::Invalid {
+                field: e.field,
+                reason: e.reason,
+            })
+        })?);
         let options = settings.stream_options();
         let mut live = Vec::with_capacity(streams.len());
         for (name, source, renditions) in streams {
             let started = LiveStream::start(name, source, renditions, &options, store.clone())?;
+            // Who may watch it, as `[[streams]]` says (the command line's stream: the
+            // default policy).
+            let policy = settings
+                .streams
+                .iter()
+                .find(|s| &s.name == name)
+                .and_then(|s| s.policy);
+            auth.set_policy(name, policy);
             let settings = StreamSettings {
                 name: name.clone(),
                 source: source.to_string_unredacted(),
                 renditions: renditions.clone(),
+                policy,
             };
             live.push((started, settings));
         }
@@ -230,13 +245,15 @@ impl RunningServer {
             hls_js,
         )
         .with_limits(settings.limits.clone())
-        .with_access_log(settings.log.access_sample_every);
+        .with_access_log(settings.log.access_sample_every)
+        .with_auth(auth.clone());
         let stream_set = StreamSet::new(
             live,
             settings,
             state.streams.clone(),
             state.metrics.clone(),
             store,
+            auth,
         );
         let state = match settings.admin.resolve_token() {
             Ok(Some(token)) => state.with_admin(Admin::new(token, stream_set.clone())),

@@ -15,6 +15,7 @@ use bytes::Bytes;
 
 use crate::config::{ConfigError, Overrides, Settings, StreamSettings};
 use crate::http::admin::{AdminError, ControlFuture, StreamControl};
+use crate::http::auth::Access;
 use crate::ingest::SourceSpec;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -59,6 +60,8 @@ pub struct StreamSet {
     registry: Arc<StreamRegistry>,
     metrics: Arc<Metrics>,
     store: Store,
+    /// Who may watch each stream: its policy is set as it starts or is kept.
+    auth: Arc<Access>,
     running: Mutex<HashMap<String, Running>>,
     /// Held for the whole of a change, so that changes never interleave.
     in_force: tokio::sync::Mutex<InForce>,
@@ -101,6 +104,7 @@ impl StreamSet {
         registry: Arc<StreamRegistry>,
         metrics: Arc<Metrics>,
         store: Store,
+        auth: Arc<Access>,
     ) -> Arc<Self> {
         let running = started
             .into_iter()
@@ -117,6 +121,7 @@ impl StreamSet {
             registry,
             metrics,
             store,
+            auth,
             running: Mutex::new(running),
             in_force: tokio::sync::Mutex::new(InForce {
                 settings: settings.clone(),
@@ -195,6 +200,8 @@ impl StreamSet {
             }
         }
         self.metrics.watch_stream(started.handle());
+        // Before it is served: a `token` stream is never public for a moment.
+        self.auth.set_policy(&stream.name, stream.policy);
         self.registry
             .insert(started.handle().clone(), Self::retire_for(settings));
         let replaced = self.running().insert(
@@ -272,12 +279,16 @@ impl StreamSet {
             let same = current
                 .iter()
                 .find(|(n, ..)| n == &name)
-                .map(|(_, settings, _)| settings == &stream);
+                .map(|(_, settings, _)| settings.same_media(&stream));
             match same {
+                // Its media unchanged: kept, and its policy (which may have changed)
+                // applies from the next request.
                 Some(true) if !options_changed => {
                     if let Some(running) = self.running().get_mut(&name) {
                         running.origin = Origin::Config;
+                        running.settings.policy = stream.policy;
                     }
+                    self.auth.set_policy(&name, stream.policy);
                     summary.kept.push(name);
                 }
                 existed => match self.start(stream, &new, Origin::Config).await {
@@ -386,6 +397,7 @@ fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
         ("limits", old.limits != new.limits),
         ("log", old.log != new.log),
         ("admin", old.admin != new.admin),
+        ("auth", old.auth != new.auth),
     ] {
         if changed {
             fields.push(field);

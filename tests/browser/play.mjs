@@ -26,6 +26,14 @@ const browser = await chromium.launch({
 let result;
 try {
   const page = await browser.newPage();
+  // Every playlist and media response the player got (the first 2,000): URL and status.
+  const media = [];
+  page.on('response', response => {
+    const u = response.url();
+    if (media.length < 2000 && /\.(m3u8|m4s|mp4)(\?|$)/.test(u)) {
+      media.push({ url: u, status: response.status() });
+    }
+  });
   const started = Date.now();
   await page.goto(url);
   if (samples > 0) {
@@ -40,6 +48,7 @@ try {
     pageProtocol: performance.getEntriesByType('navigation')[0]?.nextHopProtocol,
   }));
   result.elapsedMs = Date.now() - started;
+  result.media = media;
 } finally {
   await browser.close();
 }

@@ -1,0 +1,364 @@
+//! Who may watch a stream: its policy (`public`, `token`, `cdn-only`), playback tokens
+//! ([`token`]), and the shared secret a CDN's requests carry. The handler asks
+//! [`Access::check`] before it serves any resource of a stream; the admin API's own
+//! token is separate ([`super::admin`]).
+//!
+//! A token travels as a path prefix, `/t/TOKEN/STREAM/index.m3u8`: every URI in
+//! Mirror's playlists is relative, so a player that knows nothing of tokens asks for
+//! `/t/TOKEN/STREAM/video.m3u8` and `/t/TOKEN/STREAM/<part>` by itself, and the
+//! playlist bodies are the same bytes for every viewer (a cache shares them). A token
+//! in `Authorization: Bearer` is taken too (curl, a player configured with headers).
+//!
+//! Expiry is checked when a connection first presents a token: a viewer admitted
+//! before it expired keeps watching on that connection (players fetch parts for hours);
+//! a new connection after expiry needs a new token.
+//!
+//! Imports the peer and the settings' secret type of HTTP; nothing of media.
+
+pub mod token;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{PoisonError, RwLock};
+use std::time::SystemTime;
+
+use http::{HeaderName, Request, header};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::admin::Secret;
+use super::peer::Peer;
+use token::{SigningKey, TokenError};
+
+/// The environment variable that may hold the CDN's shared secret.
+pub const CDN_SECRET_ENV: &str = "MIRROR_CDN_SECRET";
+
+/// The header a CDN's requests carry the shared secret in, unless configured.
+pub const DEFAULT_CDN_HEADER: &str = "x-mirror-cdn-secret";
+
+/// Who may watch a stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Policy {
+    /// Anyone who reaches the server.
+    #[default]
+    Public,
+    /// A viewer with a valid playback token (or the CDN, with its secret).
+    Token,
+    /// The CDN only (with its secret): viewers are checked at its edge.
+    CdnOnly,
+}
+
+/// One `[[auth.keys]]` entry: a key playback tokens are signed with.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySettings {
+    /// Its id, named in every token it signs (`2026-12`).
+    pub id: String,
+    /// Its secret, at least 32 bytes.
+    pub secret: Option<Secret>,
+    /// A file holding the secret (its first line), for secrets mounted as files.
+    pub secret_file: Option<PathBuf>,
+}
+
+/// `[auth]`: who may watch.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// The policy of a stream that names none. Default `public`.
+    pub policy: Policy,
+    /// Keys playback tokens are signed with; the first signs what `mirror token` makes,
+    /// all are accepted (rotation: add the new key first, retire the old one once its
+    /// tokens have expired).
+    pub keys: Vec<KeySettings>,
+    /// The secret a CDN's requests carry (or the environment's `MIRROR_CDN_SECRET`);
+    /// with it, they are served without viewer tokens, and the plain-HTTP listener
+    /// serves nothing to a request without it. At least 16 bytes. Default none.
+    pub cdn_secret: Option<Secret>,
+    /// The header that carries it. Default `x-mirror-cdn-secret`.
+    pub cdn_header: String,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            policy: Policy::Public,
+            keys: Vec::new(),
+            cdn_secret: None,
+            cdn_header: DEFAULT_CDN_HEADER.to_string(),
+        }
+    }
+}
+
+/// Why `[auth]` cannot be used: the field, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid `{field}`: {reason}")]
+pub struct AuthSettingsError {
+    /// Dotted path of the field.
+    pub field: &'static str,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl AuthSettings {
+    /// The signing keys, their secrets read from files where so configured.
+    pub fn signing_keys(&self) -> Result<Vec<SigningKey>, AuthSettingsError> {
+        let invalid = |reason: String| AuthSettingsError {
+            field: "auth.keys",
+            reason,
+        };
+        let mut keys: Vec<SigningKey> = Vec::with_capacity(self.keys.len());
+        for entry in &self.keys {
+            let secret = match (&entry.secret, &entry.secret_file) {
+                (Some(secret), None) => secret.0.clone(),
+                (None, Some(path)) => std::fs::read_to_string(path)
+                    .map_err(|e| invalid(format!("key {:?}: {}: {e}", entry.id, path.display())))?
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string(),
+                _ => {
+                    return Err(invalid(format!(
+                        "key {:?}: give exactly one of `secret` and `secret_file`",
+                        entry.id
+                    )));
+                }
+            };
+            let key = SigningKey::new(&entry.id, secret.as_bytes())
+                .map_err(|e| invalid(e.to_string()))?;
+            if keys.iter().any(|k| k.id() == key.id()) {
+                return Err(invalid(format!("key id {:?} is used twice", entry.id)));
+            }
+            keys.push(key);
+        }
+        Ok(keys)
+    }
+
+    /// The CDN's shared secret: the setting, else the environment's.
+    pub fn resolve_cdn_secret(&self) -> Result<Option<Secret>, AuthSettingsError> {
+        let secret = self.cdn_secret.clone().or_else(|| {
+            std::env::var(CDN_SECRET_ENV)
+                .ok()
+                .filter(|s| !s.is_empty())
+                .map(Secret)
+        });
+        match secret {
+            Some(secret) if secret.0.len() < 16 => Err(AuthSettingsError {
+                field: "auth.cdn_secret",
+                reason: "shorter than 16 bytes".into(),
+            }),
+            other => Ok(other),
+        }
+    }
+
+    /// Checks every field; the first bad one is returned with its name.
+    pub fn validate(&self) -> Result<(), AuthSettingsError> {
+        HeaderName::from_bytes(self.cdn_header.as_bytes()).map_err(|_| AuthSettingsError {
+            field: "auth.cdn_header",
+            reason: format!("{:?} is not a header name", self.cdn_header),
+        })?;
+        self.signing_keys()?;
+        self.resolve_cdn_secret()?;
+        Ok(())
+    }
+}
+
+/// Why a request for a stream is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Denial {
+    /// A `token` stream, and the request carries no token.
+    #[error("this stream needs a playback token: /t/TOKEN/STREAM/…")]
+    TokenMissing,
+    /// The token does not admit this request.
+    #[error("{0}")]
+    Token(TokenError),
+    /// A `cdn-only` stream, asked for without the CDN's secret.
+    #[error("this stream is served to the CDN only")]
+    CdnOnly,
+    /// The plain-HTTP listener, asked without the CDN's secret.
+    #[error("this listener serves the CDN only")]
+    CdnSecretRequired,
+}
+
+impl Denial {
+    /// As `/metrics` labels it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Denial::TokenMissing => "token_missing",
+            Denial::Token(error) => error.as_str(),
+            Denial::CdnOnly => "cdn_only",
+            Denial::CdnSecretRequired => "cdn_secret_required",
+        }
+    }
+}
+
+/// The access rules in force, read per request.
+pub struct Access {
+    keys: Vec<SigningKey>,
+    cdn_secret: Option<[u8; 32]>,
+    cdn_header: HeaderName,
+    default_policy: Policy,
+    /// Streams whose policy is not the default, by name.
+    policies: RwLock<HashMap<String, Policy>>,
+}
+
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Access")
+            .field("keys", &self.keys)
+            .field("cdn_secret", &self.cdn_secret.map(|_| "***"))
+            .field("default_policy", &self.default_policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Access {
+    /// Every stream public, no keys, no CDN secret.
+    fn default() -> Self {
+        Self {
+            keys: Vec::new(),
+            cdn_secret: None,
+            cdn_header: HeaderName::from_static(DEFAULT_CDN_HEADER),
+            default_policy: Policy::Public,
+            policies: RwLock::default(),
+        }
+    }
+}
+
+impl Access {
+    /// The rules `settings` describe.
+    pub fn new(settings: &AuthSettings) -> Result<Self, AuthSettingsError> {
+        settings.validate()?;
+        Ok(Self {
+            keys: settings.signing_keys()?,
+            cdn_secret: settings
+                .resolve_cdn_secret()?
+                .map(|s| Sha256::digest(s.0.as_bytes()).into()),
+            cdn_header: HeaderName::from_bytes(settings.cdn_header.as_bytes())
+                .unwrap_or(HeaderName::from_static(DEFAULT_CDN_HEADER)),
+            default_policy: settings.policy,
+            policies: RwLock::default(),
+        })
+    }
+
+    /// Sets stream `name`'s policy (`None`: the default).
+    pub fn set_policy(&self, name: &str, policy: Option<Policy>) {
+        let mut policies = self
+            .policies
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        match policy {
+            Some(policy) if policy != self.default_policy => {
+                policies.insert(name.to_string(), policy);
+            }
+            _ => {
+                policies.remove(name);
+            }
+        }
+    }
+
+    /// Stream `name`'s policy.
+    pub fn policy(&self, name: &str) -> Policy {
+        self.policies
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .copied()
+            .unwrap_or(self.default_policy)
+    }
+
+    /// Whether `request` carries the CDN's secret (compared in constant time: both
+    /// sides hashed first, then every byte looked at).
+    fn carries_cdn_secret(&self, request: &Request<()>) -> bool {
+        let (Some(expected), Some(given)) =
+            (self.cdn_secret, request.headers().get(&self.cdn_header))
+        else {
+            return false;
+        };
+        let given: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+        given
+            .iter()
+            .zip(expected.iter())
+            .fold(0u8, |differ, (a, b)| differ | (a ^ b))
+            == 0
+    }
+
+    /// Whether `peer` may have `request` for a resource of stream `stream`; `token` is
+    /// the path's token, if the path had one.
+    pub fn check(
+        &self,
+        stream: &str,
+        token: Option<&str>,
+        request: &Request<()>,
+        peer: &Peer,
+    ) -> Result<(), Denial> {
+        let from_cdn = self.carries_cdn_secret(request);
+        if !peer.encrypted() && self.cdn_secret.is_some() && !from_cdn {
+            return Err(Denial::CdnSecretRequired);
+        }
+        match self.policy(stream) {
+            Policy::Public => Ok(()),
+            Policy::CdnOnly if from_cdn => Ok(()),
+            Policy::CdnOnly => Err(Denial::CdnOnly),
+            Policy::Token if from_cdn => Ok(()),
+            Policy::Token => {
+                let token = token
+                    .or_else(|| bearer(request))
+                    .ok_or(Denial::TokenMissing)?;
+                let claims = token::verify(token, &self.keys).map_err(Denial::Token)?;
+                let now = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let watching = peer.has_admitted(token);
+                claims
+                    .admit(stream, peer.remote().ip(), now, !watching)
+                    .map_err(Denial::Token)?;
+                if !watching {
+                    peer.admitted(token);
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The token of an `Authorization: Bearer` header.
+fn bearer(request: &Request<()>) -> Option<&str> {
+    request
+        .headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+/// Splits `/t/TOKEN/rest` into the token and `/rest`; other paths are returned whole.
+pub fn split_token(path: &str) -> (Option<&str>, &str) {
+    match path
+        .strip_prefix("/t/")
+        .and_then(|rest| rest.split_once('/'))
+    {
+        Some((token, rest)) if !token.is_empty() => {
+            (Some(token), &path[path.len() - rest.len() - 1..])
+        }
+        _ => (None, path),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_prefix_is_split_off() {
+        assert_eq!(
+            split_token("/t/m1.a.b/cam/index.m3u8"),
+            (Some("m1.a.b"), "/cam/index.m3u8")
+        );
+        assert_eq!(split_token("/cam/index.m3u8"), (None, "/cam/index.m3u8"));
+        assert_eq!(split_token("/t//cam/x"), (None, "/t//cam/x"));
+        assert_eq!(split_token("/t/only"), (None, "/t/only"));
+    }
+}

@@ -1,0 +1,293 @@
+//! Who may watch, on a live server: a `token` stream plays over HTTP/3 (Mirror's
+//! quinn + h3 client), HTTP/2 and HTTP/1.1 (curl) with a token as a path prefix, every
+//! relative URI of its playlists followed under it; playlist bodies are the same bytes
+//! whatever the token; a missing, expired, tampered or wrong-stream token is refused
+//! with its reason, counted in `/metrics`; a viewer already watching keeps its
+//! connection past the token's expiry; the CDN's secret admits a `cdn-only` stream and
+//! is required on the plain-HTTP listener.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use mirror::config::StreamSettings;
+use mirror::http::admin::Secret;
+use mirror::http::auth::token::{Claims, SigningKey, StreamPattern, sign};
+use mirror::http::auth::{KeySettings, Policy};
+use mirror::ingest::SourceSpec;
+use mirror::server::RunningServer;
+
+#[path = "common/fixtures.rs"]
+mod fixtures;
+#[path = "common/h3client.rs"]
+mod h3client;
+
+use h3client::H3Client;
+
+const SECRET: &str = "playback-key-secret-0123456789abcdef";
+const CDN_SECRET: &str = "cdn-shared-secret-0123";
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+fn token(streams: &str, expires: u64) -> String {
+    let key = SigningKey::new("k1", SECRET.as_bytes()).expect("key");
+    let claims = Claims {
+        key_id: "k1".into(),
+        streams: StreamPattern::new(streams),
+        expires,
+        address: None,
+    };
+    sign(&claims, &key)
+}
+
+fn stream(name: &str, policy: Policy) -> StreamSettings {
+    StreamSettings {
+        name: name.into(),
+        source: "testsrc".into(),
+        renditions: Vec::new(),
+        policy: Some(policy),
+    }
+}
+
+/// curl with `args` for `url`: status and body.
+fn curl(args: &[&str], url: &str) -> (u16, String) {
+    let output = std::process::Command::new("curl")
+        .args(["-sk", "--max-time", "10", "-w", "\n%{http_code}"])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    let (body, status) = text.rsplit_once('\n').expect("a status line");
+    (status.trim().parse().expect("a status"), body.to_string())
+}
+
+/// The URIs a playlist names (tags' `URI="…"` and plain lines), in order.
+fn uris(playlist: &str) -> Vec<String> {
+    playlist
+        .lines()
+        .flat_map(|line| {
+            if let Some(tag) = line.strip_prefix('#') {
+                tag.split("URI=\"")
+                    .skip(1)
+                    .filter_map(|rest| rest.split('"').next())
+                    .map(str::to_string)
+                    .collect()
+            } else if line.is_empty() {
+                Vec::new()
+            } else {
+                vec![line.to_string()]
+            }
+        })
+        .collect()
+}
+
+async fn server() -> (tempfile::TempDir, RunningServer) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut settings = fixtures::loopback_settings(dir.path(), 160, 90, 200);
+    settings.auth.keys = vec![KeySettings {
+        id: "k1".into(),
+        secret: Some(Secret(SECRET.into())),
+        secret_file: None,
+    }];
+    settings.auth.cdn_secret = Some(Secret(CDN_SECRET.into()));
+    settings.server.http_listen = Some("127.0.0.1:0".parse().expect("addr"));
+    settings.streams = vec![
+        stream("open", Policy::Public),
+        stream("paid", Policy::Token),
+        stream("edge", Policy::CdnOnly),
+    ];
+    settings.validate().expect("valid");
+    let server = RunningServer::start_with(&settings, "", &SourceSpec::TestPattern)
+        .await
+        .expect("server");
+    (dir, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_stream_plays_with_its_token_and_refuses_the_rest() {
+    let (_dir, server) = server().await;
+    let client = H3Client::connect(server.h3_addr, &server.tls).await;
+    let valid = token("paid", now() + 600);
+    let base = format!("/t/{valid}/paid");
+
+    // Every URI the playlists give, followed under the token prefix.
+    let started = Instant::now();
+    let media_playlist = loop {
+        let multivariant = client.get(&format!("{base}/index.m3u8")).await;
+        if multivariant.response.status() == 200 {
+            let media = uris(&multivariant.text());
+            assert_eq!(media, ["video.m3u8"], "relative URIs");
+            let fetched = client.get(&format!("{base}/{}", media[0])).await;
+            assert_eq!(fetched.response.status(), 200);
+            let text = fetched.text();
+            if text.matches("#EXTINF").count() >= 2 {
+                break text;
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "no media");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let names = uris(&media_playlist);
+    assert!(names.len() > 5, "{media_playlist}");
+    for name in names.iter().filter(|n| !n.ends_with(".m3u8")) {
+        let fetched = client.get(&format!("{base}/{name}")).await;
+        assert_eq!(fetched.response.status(), 200, "{name}");
+        assert!(!fetched.body.is_empty());
+    }
+    let listed = mirror::llhls::parse::parse_media_playlist(&media_playlist).expect("playlist");
+    let (msn, part) = listed.next_part();
+    let blocking = client
+        .get(&format!(
+            "{base}/video.m3u8?_HLS_msn={msn}&_HLS_part={part}"
+        ))
+        .await;
+    assert_eq!(blocking.response.status(), 200, "a blocking reload");
+
+    // The same playlist under another valid token, and through the CDN: the same bytes.
+    let other = token("pa*", now() + 900);
+    let a = client
+        .get(&format!(
+            "{base}/video.m3u8?_HLS_msn={msn}&_HLS_part={part}"
+        ))
+        .await;
+    let b = client
+        .get(&format!(
+            "/t/{other}/paid/video.m3u8?_HLS_msn={msn}&_HLS_part={part}"
+        ))
+        .await;
+    assert_eq!(
+        a.body, b.body,
+        "playlist bodies are the same for every viewer"
+    );
+    let cdn = client
+        .request(
+            http::Method::GET,
+            &format!("/paid/video.m3u8?_HLS_msn={msn}&_HLS_part={part}"),
+            &[("x-mirror-cdn-secret", CDN_SECRET)],
+        )
+        .await;
+    assert_eq!(cdn.response.status(), 200);
+    assert_eq!(cdn.body, a.body);
+
+    // Refusals, each with its reason.
+    let missing = client.get("/paid/index.m3u8").await;
+    assert_eq!(missing.response.status(), 401);
+    assert!(
+        missing
+            .header("www-authenticate")
+            .is_some_and(|v| v.starts_with("Bearer"))
+    );
+    assert_eq!(missing.header("cache-control"), Some("no-store"));
+    let expired = token("paid", now() - 1);
+    let tampered = format!("{}A", &valid[..valid.len() - 1]);
+    let wrong = token("open", now() + 600);
+    for (token, reason) in [
+        (expired.as_str(), "expired"),
+        (tampered.as_str(), "signature"),
+        (wrong.as_str(), "another stream"),
+        ("m1.not-a-token", "malformed"),
+    ] {
+        let refused = client.get(&format!("/t/{token}/paid/video.m3u8")).await;
+        assert_eq!(refused.response.status(), 403, "{reason}");
+        assert!(
+            refused.text().contains(reason),
+            "{reason}: {}",
+            refused.text()
+        );
+    }
+    let bearer = client
+        .request(
+            http::Method::GET,
+            "/paid/index.m3u8",
+            &[("authorization", &format!("Bearer {valid}"))],
+        )
+        .await;
+    assert_eq!(bearer.response.status(), 200, "a token in Authorization");
+    // A public stream needs nothing; a cdn-only one the CDN's secret.
+    assert_eq!(client.get("/open/index.m3u8").await.response.status(), 200);
+    assert_eq!(client.get("/edge/index.m3u8").await.response.status(), 403);
+
+    // HTTP/2 and HTTP/1.1 alike.
+    let url = |path: &str| format!("https://127.0.0.1:{}{path}", server.tcp_addr.port());
+    for protocol in ["--http2", "--http1.1"] {
+        assert_eq!(
+            curl(&[protocol], &url(&format!("{base}/video.m3u8"))).0,
+            200
+        );
+        assert_eq!(curl(&[protocol], &url("/paid/video.m3u8")).0, 401);
+        let (status, body) = curl(&[protocol], &url(&format!("/t/{expired}/paid/video.m3u8")));
+        assert_eq!(status, 403, "{body}");
+        let part = names.iter().find(|n| n.ends_with(".m4s")).expect("a part");
+        assert_eq!(curl(&[protocol], &url(&format!("{base}/{part}"))).0, 200);
+    }
+
+    // The plain-HTTP listener (a cache tier's) serves only requests with the secret.
+    let plain = server.http_addr.expect("plain listener");
+    let plain_url = |path: &str| format!("http://{plain}{path}");
+    let secret = format!("x-mirror-cdn-secret: {CDN_SECRET}");
+    assert_eq!(curl(&[], &plain_url("/open/index.m3u8")).0, 403);
+    assert_eq!(
+        curl(&["-H", &secret], &plain_url("/open/index.m3u8")).0,
+        200
+    );
+    assert_eq!(
+        curl(&["-H", &secret], &plain_url("/edge/index.m3u8")).0,
+        200
+    );
+    assert_eq!(
+        curl(&["-H", &secret], &plain_url("/paid/video.m3u8")).0,
+        200
+    );
+    assert_eq!(
+        curl(
+            &["-H", "x-mirror-cdn-secret: wrong-secret-0000000"],
+            &plain_url("/paid/video.m3u8")
+        )
+        .0,
+        403
+    );
+
+    // Every refusal is counted by its reason.
+    let metrics = client.get("/metrics").await.text();
+    for reason in [
+        "token_missing",
+        "token_expired",
+        "token_bad_signature",
+        "token_wrong_stream",
+        "token_malformed",
+        "cdn_only",
+        "cdn_secret_required",
+    ] {
+        assert!(
+            metrics.contains(&format!(
+                "mirror_access_denied_total{{reason=\"{reason}\"}}"
+            )),
+            "{reason}:\n{metrics}"
+        );
+    }
+}
+
+/// Expiry is checked when a connection first presents the token: the viewer watching
+/// goes on; a new connection with the same token is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_already_watching_outlives_its_tokens_expiry() {
+    let (_dir, server) = server().await;
+    let short = token("paid", now() + 2);
+    let path = format!("/t/{short}/paid/video.m3u8");
+    let watching = H3Client::connect(server.h3_addr, &server.tls).await;
+    assert_eq!(watching.get(&path).await.response.status(), 200);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        watching.get(&path).await.response.status(),
+        200,
+        "the connection that was watching"
+    );
+    let late = H3Client::connect(server.h3_addr, &server.tls).await;
+    let refused = late.get(&path).await;
+    assert_eq!(refused.response.status(), 403);
+    assert!(refused.text().contains("expired"));
+}
