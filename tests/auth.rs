@@ -291,3 +291,74 @@ async fn a_viewer_already_watching_outlives_its_tokens_expiry() {
     assert_eq!(refused.response.status(), 403);
     assert!(refused.text().contains("expired"));
 }
+
+/// The player page in headless Chromium, over HTTP/3, given `query`: what it reported.
+async fn play(server: &RunningServer, query: &str, samples: u32) -> serde_json::Value {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let port = server.h3_addr.port();
+    let output = tokio::process::Command::new("node")
+        .arg(root.join("tests/browser/play.mjs"))
+        .arg(format!("https://127.0.0.1:{port}/?{query}"))
+        .arg(port.to_string())
+        .arg(&server.tls.spki_sha256)
+        .args([samples.to_string().as_str(), "40"])
+        .current_dir(root)
+        .output()
+        .await
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "browser run failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.trim()).expect("JSON from the page")
+}
+
+/// What the player fetched: (URL, status) of every playlist and media response.
+fn fetched(result: &serde_json::Value) -> Vec<(String, u64)> {
+    result["media"]
+        .as_array()
+        .expect("media")
+        .iter()
+        .map(|r| {
+            let url = r["url"].as_str().expect("url").to_string();
+            (url, r["status"].as_u64().expect("status"))
+        })
+        .collect()
+}
+
+/// hls.js, given only a tokenised multivariant URL, plays a `token` stream over HTTP/3:
+/// every playlist, init segment and part it asks for carries the token and is served.
+/// Without a token, with an expired one or one for another stream it gets the refusal
+/// and stops with an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hls_js_plays_a_token_stream_with_nothing_but_a_tokenised_url() {
+    let (_dir, server) = server().await;
+    let valid = token("paid", now() + 600);
+    let result = play(&server, &format!("stream=paid&token={valid}"), 8).await;
+    assert!(result["error"].is_null(), "hls.js error: {result}");
+    let media = fetched(&result);
+    let prefix = format!("/t/{valid}/paid/");
+    assert!(media.iter().any(|(u, _)| u.contains(".m4s")), "{result}");
+    for (url, status) in &media {
+        assert!(url.contains(&prefix), "without the token: {url}");
+        assert!(*status == 200 || *status == 206, "{url}: {status}");
+    }
+
+    let expired = token("paid", now() - 5);
+    let wrong = token("open", now() + 600);
+    for (query, status) in [
+        ("stream=paid".to_string(), 401),
+        (format!("stream=paid&token={expired}"), 403),
+        (format!("stream=paid&token={wrong}"), 403),
+    ] {
+        let result = play(&server, &query, 8).await;
+        assert!(!result["error"].is_null(), "{query}: played? {result}");
+        let media = fetched(&result);
+        assert!(
+            !media.is_empty() && media.iter().all(|(_, s)| *s == status),
+            "{query}: {media:?}"
+        );
+    }
+}
