@@ -2,7 +2,7 @@
 //! quinn + h3 client), HTTP/2 and HTTP/1.1 (curl) with a token as a path prefix, every
 //! relative URI of its playlists followed under it; playlist bodies are the same bytes
 //! whatever the token; a missing, expired, tampered or wrong-stream token is refused
-//! with its reason, counted in `/metrics`; a viewer already watching keeps its
+//! with its reason, counted in `/metrics`; a site's own JWT admits the same way; a viewer already watching keeps its
 //! connection past the token's expiry; the CDN's secret admits a `cdn-only` stream and
 //! is required on the plain-HTTP listener.
 
@@ -10,8 +10,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use mirror::config::StreamSettings;
 use mirror::http::admin::Secret;
+use mirror::http::auth::jwt::JwtAlgorithm;
 use mirror::http::auth::token::{Claims, SigningKey, StreamPattern, sign};
-use mirror::http::auth::{KeySettings, Policy};
+use mirror::http::auth::{JwtKeySettings, KeySettings, Policy};
 use mirror::ingest::SourceSpec;
 use mirror::server::RunningServer;
 
@@ -24,6 +25,20 @@ use h3client::H3Client;
 
 const SECRET: &str = "playback-key-secret-0123456789abcdef";
 const CDN_SECRET: &str = "cdn-shared-secret-0123";
+const JWT_SECRET: &str = "the-sites-jwt-secret-0123456789abcdef";
+
+/// A JWT as a site's own login service would issue it (HS256, `kid` "site").
+fn jwt(stream: &str, expires: u64) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some("site".into());
+    let claims = serde_json::json!({"sub": "viewer-1", "exp": expires, "stream": stream});
+    jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .expect("signs")
+}
 
 fn now() -> u64 {
     SystemTime::now()
@@ -92,6 +107,13 @@ async fn server() -> (tempfile::TempDir, RunningServer) {
         id: "k1".into(),
         secret: Some(Secret(SECRET.into())),
         secret_file: None,
+    }];
+    settings.auth.jwt_keys = vec![JwtKeySettings {
+        id: "site".into(),
+        algorithm: JwtAlgorithm::HS256,
+        secret: Some(Secret(JWT_SECRET.into())),
+        secret_file: None,
+        public_key_file: None,
     }];
     settings.auth.cdn_secret = Some(Secret(CDN_SECRET.into()));
     settings.server.http_listen = Some("127.0.0.1:0".parse().expect("addr"));
@@ -207,6 +229,26 @@ async fn a_token_stream_plays_with_its_token_and_refuses_the_rest() {
         )
         .await;
     assert_eq!(bearer.response.status(), 200, "a token in Authorization");
+    // A JWT from the site's own login service, as a path prefix.
+    let site = jwt("paid", now() + 600);
+    let by_jwt = client.get(&format!("/t/{site}/paid/video.m3u8")).await;
+    assert_eq!(by_jwt.response.status(), 200, "{}", by_jwt.text());
+    assert!(by_jwt.text().contains("#EXT-X-PART:"));
+    let jwt_elsewhere = jwt("open", now() + 600);
+    let refused = client
+        .get(&format!("/t/{jwt_elsewhere}/paid/video.m3u8"))
+        .await;
+    assert_eq!(refused.response.status(), 403);
+    assert!(refused.text().contains("another stream"));
+    let jwt_expired = jwt("paid", now() - 5);
+    assert_eq!(
+        client
+            .get(&format!("/t/{jwt_expired}/paid/video.m3u8"))
+            .await
+            .response
+            .status(),
+        403
+    );
     // A public stream needs nothing; a cdn-only one the CDN's secret.
     assert_eq!(client.get("/open/index.m3u8").await.response.status(), 200);
     assert_eq!(client.get("/edge/index.m3u8").await.response.status(), 403);

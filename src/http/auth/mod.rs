@@ -8,6 +8,7 @@
 //! `/t/TOKEN/STREAM/video.m3u8` and `/t/TOKEN/STREAM/<part>` by itself, and the
 //! playlist bodies are the same bytes for every viewer (a cache shares them). A token
 //! in `Authorization: Bearer` is taken too (curl, a player configured with headers).
+//! A token is Mirror's own signed `m1.` token ([`token`]) or a JWT ([`jwt`]).
 //!
 //! Expiry is checked when a connection first presents a token: a viewer admitted
 //! before it expired keeps watching on that connection (players fetch parts for hours);
@@ -15,6 +16,7 @@
 //!
 //! Imports the peer and the settings' secret type of HTTP; nothing of media.
 
+pub mod jwt;
 pub mod token;
 
 use std::collections::HashMap;
@@ -28,6 +30,7 @@ use sha2::{Digest, Sha256};
 
 use super::admin::Secret;
 use super::peer::Peer;
+use jwt::{JwtAlgorithm, JwtKey};
 use token::{SigningKey, TokenError};
 
 /// The environment variable that may hold the CDN's shared secret.
@@ -61,6 +64,22 @@ pub struct KeySettings {
     pub secret_file: Option<PathBuf>,
 }
 
+/// One `[[auth.jwt_keys]]` entry: a key JWT playback tokens are verified with.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtKeySettings {
+    /// The `kid` of the tokens it verifies.
+    pub id: String,
+    /// `HS256`, `ES256` or `RS256`: the only one its tokens may use.
+    pub algorithm: JwtAlgorithm,
+    /// HS256: the shared secret, at least 32 bytes.
+    pub secret: Option<Secret>,
+    /// HS256: a file holding the secret (its first line).
+    pub secret_file: Option<PathBuf>,
+    /// ES256, RS256: the PEM file of the public key.
+    pub public_key_file: Option<PathBuf>,
+}
+
 /// `[auth]`: who may watch.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -77,6 +96,11 @@ pub struct AuthSettings {
     pub cdn_secret: Option<Secret>,
     /// The header that carries it. Default `x-mirror-cdn-secret`.
     pub cdn_header: String,
+    /// Keys JWT playback tokens are verified with, by `kid`.
+    pub jwt_keys: Vec<JwtKeySettings>,
+    /// A JWKS file of more such keys (ES256 and RS256 ones with a `kid`), read at
+    /// start-up.
+    pub jwks_file: Option<PathBuf>,
 }
 
 impl Default for AuthSettings {
@@ -86,7 +110,21 @@ impl Default for AuthSettings {
             keys: Vec::new(),
             cdn_secret: None,
             cdn_header: DEFAULT_CDN_HEADER.to_string(),
+            jwt_keys: Vec::new(),
+            jwks_file: None,
         }
+    }
+}
+
+/// A secret given inline or in a file (its first line); exactly one of the two.
+fn secret_of(inline: Option<&Secret>, file: Option<&PathBuf>) -> Result<Option<String>, String> {
+    match (inline, file) {
+        (Some(secret), None) => Ok(Some(secret.0.clone())),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map(|text| Some(text.lines().next().unwrap_or_default().trim().to_string()))
+            .map_err(|e| format!("{}: {e}", path.display())),
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err("give one of `secret` and `secret_file`, not both".into()),
     }
 }
 
@@ -109,28 +147,48 @@ impl AuthSettings {
         };
         let mut keys: Vec<SigningKey> = Vec::with_capacity(self.keys.len());
         for entry in &self.keys {
-            let secret = match (&entry.secret, &entry.secret_file) {
-                (Some(secret), None) => secret.0.clone(),
-                (None, Some(path)) => std::fs::read_to_string(path)
-                    .map_err(|e| invalid(format!("key {:?}: {}: {e}", entry.id, path.display())))?
-                    .lines()
-                    .next()
-                    .unwrap_or_default()
-                    .trim()
-                    .to_string(),
-                _ => {
-                    return Err(invalid(format!(
-                        "key {:?}: give exactly one of `secret` and `secret_file`",
-                        entry.id
-                    )));
-                }
-            };
+            let secret = secret_of(entry.secret.as_ref(), entry.secret_file.as_ref())
+                .map_err(|e| invalid(format!("key {:?}: {e}", entry.id)))?
+                .ok_or_else(|| invalid(format!("key {:?} has no secret", entry.id)))?;
             let key = SigningKey::new(&entry.id, secret.as_bytes())
                 .map_err(|e| invalid(e.to_string()))?;
             if keys.iter().any(|k| k.id() == key.id()) {
                 return Err(invalid(format!("key id {:?} is used twice", entry.id)));
             }
             keys.push(key);
+        }
+        Ok(keys)
+    }
+
+    /// The JWT keys: `jwt_keys`, then the JWKS file's.
+    pub fn jwt_keys(&self) -> Result<Vec<JwtKey>, AuthSettingsError> {
+        let mut keys = Vec::new();
+        for entry in &self.jwt_keys {
+            let invalid = |reason: String| AuthSettingsError {
+                field: "auth.jwt_keys",
+                reason: format!("key {:?}: {reason}", entry.id),
+            };
+            let secret =
+                secret_of(entry.secret.as_ref(), entry.secret_file.as_ref()).map_err(invalid)?;
+            let key = match (entry.algorithm, secret, &entry.public_key_file) {
+                (JwtAlgorithm::HS256, Some(secret), None) => {
+                    JwtKey::hs256(&entry.id, secret.as_bytes())
+                }
+                (JwtAlgorithm::ES256 | JwtAlgorithm::RS256, None, Some(file)) => {
+                    JwtKey::from_pem_file(&entry.id, entry.algorithm, file)
+                }
+                _ => Err("HS256 takes a secret; ES256 and RS256 a public_key_file".into()),
+            }
+            .map_err(invalid)?;
+            keys.push(key);
+        }
+        if let Some(file) = &self.jwks_file {
+            keys.extend(
+                JwtKey::from_jwks_file(file).map_err(|reason| AuthSettingsError {
+                    field: "auth.jwks_file",
+                    reason,
+                })?,
+            );
         }
         Ok(keys)
     }
@@ -159,6 +217,7 @@ impl AuthSettings {
             reason: format!("{:?} is not a header name", self.cdn_header),
         })?;
         self.signing_keys()?;
+        self.jwt_keys()?;
         self.resolve_cdn_secret()?;
         Ok(())
     }
@@ -196,6 +255,7 @@ impl Denial {
 /// The access rules in force, read per request.
 pub struct Access {
     keys: Vec<SigningKey>,
+    jwt_keys: Vec<JwtKey>,
     cdn_secret: Option<[u8; 32]>,
     cdn_header: HeaderName,
     default_policy: Policy,
@@ -207,6 +267,7 @@ impl std::fmt::Debug for Access {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Access")
             .field("keys", &self.keys)
+            .field("jwt_keys", &self.jwt_keys)
             .field("cdn_secret", &self.cdn_secret.map(|_| "***"))
             .field("default_policy", &self.default_policy)
             .finish_non_exhaustive()
@@ -218,6 +279,7 @@ impl Default for Access {
     fn default() -> Self {
         Self {
             keys: Vec::new(),
+            jwt_keys: Vec::new(),
             cdn_secret: None,
             cdn_header: HeaderName::from_static(DEFAULT_CDN_HEADER),
             default_policy: Policy::Public,
@@ -232,6 +294,7 @@ impl Access {
         settings.validate()?;
         Ok(Self {
             keys: settings.signing_keys()?,
+            jwt_keys: settings.jwt_keys()?,
             cdn_secret: settings
                 .resolve_cdn_secret()?
                 .map(|s| Sha256::digest(s.0.as_bytes()).into()),
@@ -306,7 +369,13 @@ impl Access {
                 let token = token
                     .or_else(|| bearer(request))
                     .ok_or(Denial::TokenMissing)?;
-                let claims = token::verify(token, &self.keys).map_err(Denial::Token)?;
+                // `m1.` tokens are Mirror's own; anything else is read as a JWT.
+                let claims = if token.starts_with("m1.") {
+                    token::verify(token, &self.keys)
+                } else {
+                    jwt::verify(token, &self.jwt_keys)
+                }
+                .map_err(Denial::Token)?;
                 let now = SystemTime::now()
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs());
