@@ -229,6 +229,19 @@ async fn a_token_stream_plays_with_its_token_and_refuses_the_rest() {
         )
         .await;
     assert_eq!(bearer.response.status(), 200, "a token in Authorization");
+    // Its answer is that viewer's alone: a shared cache must not reuse it (RFC 9111
+    // 3.5 lets one store a `public` answer to a request with Authorization).
+    let caching = bearer
+        .header("cache-control")
+        .unwrap_or_default()
+        .to_string();
+    assert!(caching.starts_with("private"), "{caching}");
+    let by_path = client.get(&format!("{base}/index.m3u8")).await;
+    assert!(
+        by_path
+            .header("cache-control")
+            .is_some_and(|c| c.starts_with("public"))
+    );
     // A JWT from the site's own login service, as a path prefix.
     let site = jwt("paid", now() + 600);
     let by_jwt = client.get(&format!("/t/{site}/paid/video.m3u8")).await;
@@ -272,6 +285,17 @@ async fn a_token_stream_plays_with_its_token_and_refuses_the_rest() {
     let plain_url = |path: &str| format!("http://{plain}{path}");
     let secret = format!("x-mirror-cdn-secret: {CDN_SECRET}");
     assert_eq!(curl(&[], &plain_url("/open/index.m3u8")).0, 403);
+    assert_eq!(
+        curl(&[], &plain_url("/streams")).0,
+        403,
+        "it names every stream"
+    );
+    assert_eq!(curl(&[], &plain_url("/metrics")).0, 403);
+    assert_eq!(
+        curl(&[], &plain_url("/healthz")).0,
+        200,
+        "a load balancer's check"
+    );
     assert_eq!(
         curl(&["-H", &secret], &plain_url("/open/index.m3u8")).0,
         200

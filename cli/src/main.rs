@@ -122,7 +122,7 @@ fn token(
     let claims = Claims {
         key_id: key.id().to_string(),
         streams: StreamPattern::new(&stream),
-        expires: now + ttl,
+        expires: now.checked_add(ttl).context("--ttl is too large")?,
         address,
     };
     let token = sign(&claims, key);

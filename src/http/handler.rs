@@ -124,6 +124,9 @@ pub(super) struct Reply {
     pub(super) body: Body,
     /// What was asked for, as `/metrics` counts it.
     route: Route,
+    /// For one viewer only (admitted by a token in its Authorization header, which a
+    /// shared cache would otherwise reuse for anyone: RFC 9111 3.5).
+    private: bool,
 }
 
 impl Reply {
@@ -132,6 +135,7 @@ impl Reply {
             status,
             headers: Vec::with_capacity(10),
             prebuilt: None,
+            private: false,
             body,
             route: Route::Other,
         }
@@ -235,7 +239,7 @@ fn access_record(
     status: u16,
     started: std::time::Instant,
 ) -> AccessRecord {
-    let (token, path) = super::auth::split_token(request.uri().path());
+    let (_, path) = super::auth::split_token(request.uri().path());
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
     let (first, resource) = (parts.next().unwrap_or(""), parts.next());
     let stream = resource.and_then(|_| state.streams.get(first));
@@ -256,13 +260,7 @@ fn access_record(
         protocol: protocol(request),
         method: request.method().clone(),
         // A playback token is a credential: the log shows where it was, not what.
-        target: {
-            let prefix = if token.is_some() { "/t/***" } else { "" };
-            match request.uri().query() {
-                Some(query) => format!("{prefix}{path}?{query}"),
-                None => format!("{prefix}{path}"),
-            }
-        },
+        target: super::auth::redacted_target(request.uri().path(), request.uri().query()),
         stream: stream.map(|s| s.name().to_string()),
         rendition,
         status,
@@ -303,6 +301,16 @@ fn finish(reply: Reply, head: bool) -> Response<Body> {
     for (name, value) in reply.headers {
         headers.append(name, value);
     }
+    if reply.private {
+        let public = headers
+            .get(header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("public"))
+            .and_then(|rest| HeaderValue::from_str(&format!("private{rest}")).ok());
+        if let Some(private) = public {
+            headers.insert(header::CACHE_CONTROL, private);
+        }
+    }
     headers.insert(header::DATE, date_now());
     let body = if head { Body::Empty } else { reply.body };
     let mut response = Response::new(body);
@@ -316,6 +324,14 @@ async fn route(state: &AppState, request: &Request<()>, peer: &Peer) -> Reply {
     let (token, path) = super::auth::split_token(request.uri().path());
     let query = request.uri().query().unwrap_or("");
     let one_second = Duration::from_secs(1);
+    // The plain-HTTP listener, with a CDN secret configured, serves the CDN only (its
+    // health checks aside): `/streams` and `/metrics` name every stream.
+    if !matches!(path, "/healthz" | "/readyz")
+        && let Err(denial) = state.auth.check_listener(request, peer)
+    {
+        peer.metrics().http.denied(denial.as_str());
+        return Reply::reject(&Rejection::Denied(denial), one_second);
+    }
     let mut segments = path.trim_start_matches('/').splitn(2, '/');
     let first = segments.next().unwrap_or("");
     let rest = segments.next();
@@ -348,29 +364,44 @@ async fn route(state: &AppState, request: &Request<()>, peer: &Peer) -> Reply {
         ("healthz", None) => super::ops::healthz(),
         ("readyz", None) => super::ops::readyz(state),
         (name, Some(resource)) => {
-            if let Err(denial) = state.auth.check(name, token, request, peer) {
-                peer.metrics().http.denied(denial.as_str());
-                return Reply::reject(&Rejection::Denied(denial), one_second);
-            }
-            let live = match state.streams.get(name) {
-                Some(stream) => {
-                    let reply = stream_resource(state, &stream, resource, query, request, peer);
-                    let reply = reply.await;
-                    if reply.status != StatusCode::NOT_FOUND {
-                        return reply;
-                    }
-                    Some(reply)
+            let admission = match state.auth.check(name, token, request, peer) {
+                Ok(admission) => admission,
+                Err(denial) => {
+                    peer.metrics().http.denied(denial.as_str());
+                    return Reply::reject(&Rejection::Denied(denial), one_second);
                 }
-                None => None,
             };
-            // A stream taken out of service lately (deleted, or replaced under its
-            // name): its names are served until it retires.
-            match state.streams.retiring(name) {
-                Some(old) => stream_resource(state, &old, resource, query, request, peer).await,
-                None => live.unwrap_or_else(|| Reply::reject(&Rejection::NotFound, one_second)),
-            }
+            let mut reply = live_or_retiring(state, name, resource, query, request, peer).await;
+            reply.private = admission == super::auth::Admission::BearerToken;
+            reply
         }
         _ => Reply::reject(&Rejection::NotFound, one_second),
+    }
+}
+
+/// A resource of stream `name`, or of the stream that held the name lately (deleted,
+/// or replaced under its name): its names are served until it retires.
+async fn live_or_retiring(
+    state: &AppState,
+    name: &str,
+    resource: &str,
+    query: &str,
+    request: &Request<()>,
+    peer: &Peer,
+) -> Reply {
+    let live = match state.streams.get(name) {
+        Some(stream) => {
+            let reply = stream_resource(state, &stream, resource, query, request, peer).await;
+            if reply.status != StatusCode::NOT_FOUND {
+                return reply;
+            }
+            Some(reply)
+        }
+        None => None,
+    };
+    match state.streams.retiring(name) {
+        Some(old) => stream_resource(state, &old, resource, query, request, peer).await,
+        None => live.unwrap_or_else(|| Reply::reject(&Rejection::NotFound, Duration::from_secs(1))),
     }
 }
 

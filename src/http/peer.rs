@@ -27,9 +27,9 @@ pub struct Peer {
     metrics: Arc<Metrics>,
     protocol: Protocol,
     encrypted: bool,
-    /// Playback tokens this connection presented while they were valid (a few: a
-    /// connection plays one stream, or a handful).
-    tokens: Arc<std::sync::Mutex<Vec<String>>>,
+    /// Playback tokens this connection presented while they were valid, with the
+    /// stream each was for (a few: a connection plays one stream, or a handful).
+    tokens: Arc<std::sync::Mutex<Vec<(String, String)>>>,
 }
 
 impl Peer {
@@ -47,17 +47,19 @@ impl Peer {
         }
     }
 
-    /// Whether this connection presented `token` before, while it was valid.
-    pub fn has_admitted(&self, token: &str) -> bool {
+    /// Whether this connection presented `token` for `stream` before, while it was
+    /// valid.
+    pub fn has_admitted(&self, token: &str, stream: &str) -> bool {
         self.tokens
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
-            .any(|t| t == token)
+            .any(|(t, s)| t == token && s == stream)
     }
 
-    /// This connection presented `token` while it was valid: its viewer is watching.
-    pub fn admitted(&self, token: &str) {
+    /// This connection presented `token` for `stream` while it was valid: its viewer is
+    /// watching.
+    pub fn admitted(&self, token: &str, stream: &str) {
         const KEPT: usize = 4;
         let mut tokens = self
             .tokens
@@ -66,7 +68,7 @@ impl Peer {
         if tokens.len() == KEPT {
             tokens.remove(0);
         }
-        tokens.push(token.to_string());
+        tokens.push((token.to_string(), stream.to_string()));
     }
 
     /// The same peer, on a connection without TLS (the plain listener for a cache

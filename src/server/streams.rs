@@ -51,7 +51,11 @@ pub struct ConfigFile {
 
 /// What changes are made against: the settings in force.
 struct InForce {
+    /// The settings in force: the file's, but for the sections that take a restart,
+    /// which keep their running values (so every later reload still reports them).
     settings: Settings,
+    /// What the file said when last applied, for a watcher to see a change.
+    loaded: Settings,
     file: Option<ConfigFile>,
 }
 
@@ -125,6 +129,7 @@ impl StreamSet {
             running: Mutex::new(running),
             in_force: tokio::sync::Mutex::new(InForce {
                 settings: settings.clone(),
+                loaded: settings.clone(),
                 file: None,
             }),
         })
@@ -298,7 +303,8 @@ impl StreamSet {
                 },
             }
         }
-        in_force.settings = new;
+        in_force.loaded = new.clone();
+        in_force.settings = with_running_sections(new, &in_force.settings);
         summary
     }
 
@@ -326,7 +332,7 @@ impl StreamSet {
             return Err(ReloadError::NoConfigFile);
         };
         let new = Settings::load(Some(&file.path), &file.overrides)?;
-        if !wanted(&in_force.settings, &new) {
+        if !wanted(&in_force.loaded, &new) {
             return Ok(None);
         }
         let summary = self.apply(&mut in_force, new).await;
@@ -378,6 +384,24 @@ fn retire(running: Option<Running>) {
         running.live.stop();
         tokio::task::spawn_blocking(move || drop(running));
     }
+}
+
+/// `new` with the sections a reload cannot apply taken from `running`.
+fn with_running_sections(mut new: Settings, running: &Settings) -> Settings {
+    let (server, old) = (&mut new.server, &running.server);
+    server.listen = old.listen;
+    server.http_listen = old.http_listen;
+    server.cert.clone_from(&old.cert);
+    server.key.clone_from(&old.key);
+    server.certs_dir.clone_from(&old.certs_dir);
+    server.store_bytes = old.store_bytes;
+    server.hls_js.clone_from(&old.hls_js);
+    server.watch_config = old.watch_config;
+    new.limits = running.limits.clone();
+    new.log = running.log.clone();
+    new.admin = running.admin.clone();
+    new.auth = running.auth.clone();
+    new
 }
 
 /// The sections a reload cannot apply to a running process, when they changed.

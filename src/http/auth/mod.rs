@@ -96,6 +96,9 @@ pub struct AuthSettings {
     pub cdn_secret: Option<Secret>,
     /// The header that carries it. Default `x-mirror-cdn-secret`.
     pub cdn_header: String,
+    /// How long past its token's expiry a viewer already watching (on the connection
+    /// that presented it in time) keeps being served, in seconds. Default 14400 (4 h).
+    pub watching_grace_secs: u64,
     /// Keys JWT playback tokens are verified with, by `kid`.
     pub jwt_keys: Vec<JwtKeySettings>,
     /// A JWKS file of more such keys (ES256 and RS256 ones with a `kid`), read at
@@ -110,6 +113,7 @@ impl Default for AuthSettings {
             keys: Vec::new(),
             cdn_secret: None,
             cdn_header: DEFAULT_CDN_HEADER.to_string(),
+            watching_grace_secs: 4 * 3600,
             jwt_keys: Vec::new(),
             jwks_file: None,
         }
@@ -252,6 +256,19 @@ impl Denial {
     }
 }
 
+/// How a request was admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// A public stream.
+    Open,
+    /// The CDN's secret.
+    Cdn,
+    /// A token in the path: the URL is the viewer's own.
+    PathToken,
+    /// A token in `Authorization`: the answer is for this viewer only (`private`).
+    BearerToken,
+}
+
 /// The access rules in force, read per request.
 pub struct Access {
     keys: Vec<SigningKey>,
@@ -259,6 +276,7 @@ pub struct Access {
     cdn_secret: Option<[u8; 32]>,
     cdn_header: HeaderName,
     default_policy: Policy,
+    watching_grace: u64,
     /// Streams whose policy is not the default, by name.
     policies: RwLock<HashMap<String, Policy>>,
 }
@@ -283,6 +301,7 @@ impl Default for Access {
             cdn_secret: None,
             cdn_header: HeaderName::from_static(DEFAULT_CDN_HEADER),
             default_policy: Policy::Public,
+            watching_grace: 0,
             policies: RwLock::default(),
         }
     }
@@ -301,6 +320,7 @@ impl Access {
             cdn_header: HeaderName::from_bytes(settings.cdn_header.as_bytes())
                 .unwrap_or(HeaderName::from_static(DEFAULT_CDN_HEADER)),
             default_policy: settings.policy,
+            watching_grace: settings.watching_grace_secs,
             policies: RwLock::default(),
         })
     }
@@ -347,28 +367,38 @@ impl Access {
             == 0
     }
 
-    /// Whether `peer` may have `request` for a resource of stream `stream`; `token` is
-    /// the path's token, if the path had one.
+    /// Whether a request from `peer` without the CDN's secret may be served at all: on
+    /// the plain-HTTP listener, with a secret configured, only health checks may.
+    pub fn check_listener(&self, request: &Request<()>, peer: &Peer) -> Result<(), Denial> {
+        if !peer.encrypted() && self.cdn_secret.is_some() && !self.carries_cdn_secret(request) {
+            return Err(Denial::CdnSecretRequired);
+        }
+        Ok(())
+    }
+
+    /// Whether `peer` may have `request` for a resource of stream `stream`, and how it
+    /// was admitted; `token` is the path's token, if the path had one.
     pub fn check(
         &self,
         stream: &str,
         token: Option<&str>,
         request: &Request<()>,
         peer: &Peer,
-    ) -> Result<(), Denial> {
+    ) -> Result<Admission, Denial> {
+        self.check_listener(request, peer)?;
         let from_cdn = self.carries_cdn_secret(request);
-        if !peer.encrypted() && self.cdn_secret.is_some() && !from_cdn {
-            return Err(Denial::CdnSecretRequired);
-        }
         match self.policy(stream) {
-            Policy::Public => Ok(()),
-            Policy::CdnOnly if from_cdn => Ok(()),
+            Policy::Public => Ok(Admission::Open),
+            Policy::CdnOnly | Policy::Token if from_cdn => Ok(Admission::Cdn),
             Policy::CdnOnly => Err(Denial::CdnOnly),
-            Policy::Token if from_cdn => Ok(()),
             Policy::Token => {
-                let token = token
-                    .or_else(|| bearer(request))
-                    .ok_or(Denial::TokenMissing)?;
+                let (token, admission) = match token {
+                    Some(token) => (token, Admission::PathToken),
+                    None => (
+                        bearer(request).ok_or(Denial::TokenMissing)?,
+                        Admission::BearerToken,
+                    ),
+                };
                 // `m1.` tokens are Mirror's own; anything else is read as a JWT.
                 let claims = if token.starts_with("m1.") {
                     token::verify(token, &self.keys)
@@ -379,14 +409,17 @@ impl Access {
                 let now = SystemTime::now()
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs());
-                let watching = peer.has_admitted(token);
+                // A viewer already watching this stream on this connection: served
+                // for the grace past expiry.
+                let watching = peer.has_admitted(token, stream);
+                let grace = if watching { self.watching_grace } else { 0 };
                 claims
-                    .admit(stream, peer.remote().ip(), now, !watching)
+                    .admit(stream, peer.remote().ip(), now, grace)
                     .map_err(Denial::Token)?;
                 if !watching {
-                    peer.admitted(token);
+                    peer.admitted(token, stream);
                 }
-                Ok(())
+                Ok(admission)
             }
         }
     }
@@ -401,6 +434,33 @@ fn bearer(request: &Request<()>) -> Option<&str> {
         .ok()?
         .strip_prefix("Bearer ")
         .map(str::trim)
+}
+
+/// `path` and `query` as a log may show them: a token in the path (`/t/TOKEN/…`, with
+/// any number of leading slashes) or in the query (`token=`, the player page's) is
+/// `***`.
+pub fn redacted_target(path: &str, query: Option<&str>) -> String {
+    let trimmed = path.trim_start_matches('/');
+    let path = match trimmed.strip_prefix("t/") {
+        Some(rest) => match rest.split_once('/') {
+            Some((_, after)) => format!("/t/***/{after}"),
+            None => "/t/***".to_string(),
+        },
+        None => path.to_string(),
+    };
+    match query {
+        None => path,
+        Some(query) => {
+            let pairs: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some(("token", _)) => "token=***".to_string(),
+                    _ => pair.to_string(),
+                })
+                .collect();
+            format!("{path}?{}", pairs.join("&"))
+        }
+    }
 }
 
 /// Splits `/t/TOKEN/rest` into the token and `/rest`; other paths are returned whole.
@@ -419,6 +479,24 @@ pub fn split_token(path: &str) -> (Option<&str>, &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logs_show_no_token() {
+        assert_eq!(
+            redacted_target("/t/m1.a.b/cam/x.m4s", None),
+            "/t/***/cam/x.m4s"
+        );
+        assert_eq!(redacted_target("//t/m1.a.b/cam/x", None), "/t/***/cam/x");
+        assert_eq!(redacted_target("/t/m1.a.b", None), "/t/***");
+        assert_eq!(
+            redacted_target("/", Some("stream=cam&token=m1.a.b")),
+            "/?stream=cam&token=***"
+        );
+        assert_eq!(
+            redacted_target("/cam/video.m3u8", Some("_HLS_msn=3")),
+            "/cam/video.m3u8?_HLS_msn=3"
+        );
+    }
 
     #[test]
     fn a_token_prefix_is_split_off() {

@@ -201,14 +201,14 @@ pub fn verify(token: &str, keys: &[SigningKey]) -> Result<Claims, TokenError> {
 
 impl Claims {
     /// Whether these (verified) claims admit a request for `stream` from `remote` at
-    /// `now` (Unix seconds). `check_expiry` false: the caller has admitted this token
-    /// on the same connection before it expired (a viewer already watching).
+    /// `now` (Unix seconds), up to `grace` seconds past expiry (a viewer the caller
+    /// admitted before it expired, still watching).
     pub fn admit(
         &self,
         stream: &str,
         remote: IpAddr,
         now: u64,
-        check_expiry: bool,
+        grace: u64,
     ) -> Result<(), TokenError> {
         if !self.streams.admits(stream) {
             return Err(TokenError::WrongStream);
@@ -218,7 +218,7 @@ impl Claims {
         {
             return Err(TokenError::WrongAddress);
         }
-        if check_expiry && now >= self.expires {
+        if now >= self.expires.saturating_add(grace) {
             return Err(TokenError::Expired);
         }
         Ok(())
@@ -312,24 +312,23 @@ mod tests {
     #[test]
     fn expiry_stream_and_address_are_checked() {
         let c = claims("k1", "cam-*", 100, Some("127.0.0.0/8"));
-        assert_eq!(c.admit("cam-1", LOCAL, 99, true), Ok(()));
-        assert_eq!(c.admit("cam-1", LOCAL, 100, true), Err(TokenError::Expired));
+        assert_eq!(c.admit("cam-1", LOCAL, 99, 0), Ok(()));
+        assert_eq!(c.admit("cam-1", LOCAL, 100, 0), Err(TokenError::Expired));
         assert_eq!(
-            c.admit("cam-1", LOCAL, 100, false),
+            c.admit("cam-1", LOCAL, 160, 60),
+            Err(TokenError::Expired),
+            "the grace ends"
+        );
+        assert_eq!(
+            c.admit("cam-1", LOCAL, 100, 60),
             Ok(()),
             "a viewer already watching"
         );
-        assert_eq!(
-            c.admit("other", LOCAL, 99, true),
-            Err(TokenError::WrongStream)
-        );
+        assert_eq!(c.admit("other", LOCAL, 99, 0), Err(TokenError::WrongStream));
         let away: IpAddr = "192.0.2.1".parse().expect("address");
-        assert_eq!(
-            c.admit("cam-1", away, 99, true),
-            Err(TokenError::WrongAddress)
-        );
+        assert_eq!(c.admit("cam-1", away, 99, 0), Err(TokenError::WrongAddress));
         let mapped: IpAddr = "::ffff:127.0.0.1".parse().expect("address");
-        assert_eq!(c.admit("cam-1", mapped, 99, true), Ok(()));
+        assert_eq!(c.admit("cam-1", mapped, 99, 0), Ok(()));
         assert!(StreamPattern::new("*").admits("anything"));
         assert!(!StreamPattern::new("cam").admits("cam-1"));
     }
