@@ -12,7 +12,14 @@ vcl 4.1;
 #   `_HLS_part` and `_HLS_skip` parameters, and gzip-capable and other clients share
 #   one (gzipped) playlist object;
 # - Mirror's Cache-Control decides every TTL; `no-store` and `private` are never stored;
-# - a blocking playlist is never served stale; a plain one may be, a few seconds.
+# - a blocking playlist is never served stale; a plain one may be, a few seconds;
+# - playback tokens (Mirror's [auth]) are checked at this edge and kept out of the
+#   cache key: Varnish cannot verify a signature, so it asks Mirror once per token (a
+#   pre-flight to `/t/TOKEN/STREAM/.access`, or `/STREAM/.access` without a token,
+#   answered 204 and cached for a few seconds per token). Admitted, the request goes on
+#   without its token, so every viewer of a stream shares one object and one request
+#   held at the origin, and reaches Mirror with the CDN's shared secret; refused, the
+#   client gets Mirror's 401 or 403.
 
 probe mirror_healthz {
     .url = "/healthz";
@@ -46,6 +53,25 @@ sub vcl_recv {
     # go to Mirror as they are.
     if (req.method != "GET" && req.method != "HEAD") {
         return (pass);
+    }
+    # A stream's resource (`/STREAM/…`, `/t/TOKEN/STREAM/…`): first the pre-flight.
+    # What a client sends in these headers is never trusted.
+    if (req.restarts == 0) {
+        unset req.http.X-Mirror-Admitted;
+        unset req.http.X-Mirror-Original;
+        if (req.url ~ "^/(t/[^/?]+/)?[^/?]+/" && req.url !~ "^/admin/") {
+            set req.http.X-Mirror-Original = req.url;
+            set req.url = regsub(req.url, "^(/(t/[^/?]+/)?[^/?]+/).*$", "\1.access");
+            unset req.http.Cookie;
+            # A bearer token's answer is that viewer's alone: asked for each time.
+            if (req.http.Authorization) {
+                return (pass);
+            }
+            return (hash);
+        }
+    } else if (req.http.X-Mirror-Admitted == "1") {
+        # Admitted: the resource itself, without the token.
+        set req.url = regsub(req.http.X-Mirror-Original, "^/t/[^/?]+", "");
     }
     # The operator's endpoints: answered by Mirror each time, never stored.
     if (req.url ~ "^/admin(/|\?|$)" || req.url ~ "^/(metrics|healthz|readyz|streams)(\?|$)") {
@@ -99,6 +125,27 @@ sub vcl_hash {
     # request held at the origin.
     hash_data(req.url);
     return (lookup);
+}
+
+sub vcl_backend_fetch {
+    # The CDN's shared secret (Mirror's `[auth] cdn_secret`) on every request: a
+    # stream's resource reaches Mirror only once its pre-flight admitted it, and Mirror
+    # checks a pre-flight's token whatever the secret says. Tests and compose.yaml
+    # substitute the value with sed: keep it in this form.
+    set bereq.http.x-mirror-cdn-secret = "CHANGE-ME-CDN-SECRET";
+    unset bereq.http.X-Mirror-Admitted;
+    unset bereq.http.X-Mirror-Original;
+}
+
+sub vcl_deliver {
+    # The pre-flight's answer: admitted, the request starts again for the resource;
+    # refused, Mirror's 401 or 403 (its body says why) is the answer.
+    if (req.restarts == 0 && req.http.X-Mirror-Original) {
+        if (resp.status == 204) {
+            set req.http.X-Mirror-Admitted = "1";
+            return (restart);
+        }
+    }
 }
 
 sub vcl_backend_response {

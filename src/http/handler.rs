@@ -363,6 +363,26 @@ async fn route(state: &AppState, request: &Request<()>, peer: &Peer) -> Reply {
         ("metrics", None) => super::ops::metrics(state, request),
         ("healthz", None) => super::ops::healthz(),
         ("readyz", None) => super::ops::readyz(state),
+        (name, Some(super::auth::PREFLIGHT)) => {
+            match state.auth.preflight(name, token, request, peer) {
+                Ok((admission, keep)) => {
+                    let scope = if admission == super::auth::Admission::BearerToken {
+                        "private"
+                    } else {
+                        "public"
+                    };
+                    Reply::new(StatusCode::NO_CONTENT, Body::Empty).with(
+                        header::CACHE_CONTROL,
+                        HeaderValue::from_str(&format!("{scope}, max-age={keep}"))
+                            .unwrap_or(HeaderValue::from_static("no-store")),
+                    )
+                }
+                Err(denial) => {
+                    peer.metrics().http.denied(denial.as_str());
+                    Reply::reject(&Rejection::Denied(denial), one_second)
+                }
+            }
+        }
         (name, Some(resource)) => {
             let admission = match state.auth.check(name, token, request, peer) {
                 Ok(admission) => admission,

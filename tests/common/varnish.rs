@@ -23,6 +23,26 @@ pub fn free_port() -> u16 {
 /// the way `deploy/README.md` does it with sed: the value of the `.host = "…";` and
 /// `.port = "…";` lines replaced. Panics if either line is not there exactly once.
 pub fn shipped_vcl_for(backend: SocketAddr) -> String {
+    shipped_vcl_with_secret(backend, None)
+}
+
+/// The shipped VCL pointed at `backend`, and sending `secret` (Mirror's `[auth]
+/// cdn_secret`) in place of its placeholder, as `deploy/README.md` does with sed.
+pub fn shipped_vcl_with_secret(backend: SocketAddr, secret: Option<&str>) -> String {
+    let vcl = shipped_vcl_backend(backend);
+    match secret {
+        Some(secret) => {
+            assert_eq!(vcl.matches(CDN_SECRET_PLACEHOLDER).count(), 1);
+            vcl.replace(CDN_SECRET_PLACEHOLDER, secret)
+        }
+        None => vcl,
+    }
+}
+
+/// What the shipped VCL sends until the operator puts Mirror's CDN secret in its place.
+pub const CDN_SECRET_PLACEHOLDER: &str = "CHANGE-ME-CDN-SECRET";
+
+fn shipped_vcl_backend(backend: SocketAddr) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/varnish/mirror.vcl");
     let vcl = std::fs::read_to_string(&path).expect("deploy/varnish/mirror.vcl");
     let mut hosts = 0;
@@ -66,7 +86,12 @@ impl Varnish {
 
     /// The shipped VCL, its backend set to `backend`, written into the work directory.
     pub fn start_shipped_vcl(backend: SocketAddr) -> Self {
-        let vcl = shipped_vcl_for(backend);
+        Self::start_shipped_vcl_with_secret(backend, None)
+    }
+
+    /// The shipped VCL, its backend set to `backend`, sending the CDN's `secret`.
+    pub fn start_shipped_vcl_with_secret(backend: SocketAddr, secret: Option<&str>) -> Self {
+        let vcl = shipped_vcl_with_secret(backend, secret);
         Self::start_with(&["-s", "malloc,64m"], Some(vcl))
     }
 

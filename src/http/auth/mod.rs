@@ -33,6 +33,9 @@ use super::peer::Peer;
 use jwt::{JwtAlgorithm, JwtKey};
 use token::{SigningKey, TokenError};
 
+/// The resource of a stream a cache tier's pre-flight asks for: never a media name.
+pub const PREFLIGHT: &str = ".access";
+
 /// The environment variable that may hold the CDN's shared secret.
 pub const CDN_SECRET_ENV: &str = "MIRROR_CDN_SECRET";
 
@@ -386,10 +389,52 @@ impl Access {
         peer: &Peer,
     ) -> Result<Admission, Denial> {
         self.check_listener(request, peer)?;
-        let from_cdn = self.carries_cdn_secret(request);
+        if self.carries_cdn_secret(request) {
+            return Ok(Admission::Cdn);
+        }
+        self.check_viewer(stream, token, request, peer, true)
+            .map(|(admission, _)| admission)
+    }
+
+    /// A cache tier's pre-flight (`/t/TOKEN/STREAM/.access`): whether a viewer with
+    /// this token (or none) may watch `stream` (the CDN's secret admits a `cdn-only`
+    /// stream, never a `token` one without its token), and how
+    /// long the answer may be kept: at most a few seconds, never past the token's
+    /// expiry. Expiry is strict: the tier's pooled connections are not one viewer's.
+    pub fn preflight(
+        &self,
+        stream: &str,
+        token: Option<&str>,
+        request: &Request<()>,
+        peer: &Peer,
+    ) -> Result<(Admission, u64), Denial> {
+        const KEEP: u64 = 10;
+        // A cdn-only stream asked for by the CDN itself: its viewers are the CDN's to
+        // check. A token stream's pre-flight checks the token even then.
+        if self.policy(stream) == Policy::CdnOnly && self.carries_cdn_secret(request) {
+            return Ok((Admission::Cdn, KEEP));
+        }
+        let (admission, expires) = self.check_viewer(stream, token, request, peer, false)?;
+        let keep = match expires {
+            Some(expires) => expires.saturating_sub(unix_now()).min(KEEP),
+            None => KEEP,
+        };
+        Ok((admission, keep))
+    }
+
+    /// A viewer's request (no CDN secret): admitted by the stream's policy and its
+    /// token, with the token's expiry. With `remember`, a viewer admitted before on
+    /// `peer`'s connection is served for the grace past expiry.
+    fn check_viewer(
+        &self,
+        stream: &str,
+        token: Option<&str>,
+        request: &Request<()>,
+        peer: &Peer,
+        remember: bool,
+    ) -> Result<(Admission, Option<u64>), Denial> {
         match self.policy(stream) {
-            Policy::Public => Ok(Admission::Open),
-            Policy::CdnOnly | Policy::Token if from_cdn => Ok(Admission::Cdn),
+            Policy::Public => Ok((Admission::Open, None)),
             Policy::CdnOnly => Err(Denial::CdnOnly),
             Policy::Token => {
                 let (token, admission) = match token {
@@ -406,23 +451,27 @@ impl Access {
                     jwt::verify(token, &self.jwt_keys)
                 }
                 .map_err(Denial::Token)?;
-                let now = SystemTime::now()
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
+                let now = unix_now();
                 // A viewer already watching this stream on this connection: served
                 // for the grace past expiry.
-                let watching = peer.has_admitted(token, stream);
+                let watching = remember && peer.has_admitted(token, stream);
                 let grace = if watching { self.watching_grace } else { 0 };
                 claims
                     .admit(stream, peer.remote().ip(), now, grace)
                     .map_err(Denial::Token)?;
-                if !watching {
+                if remember && !watching {
                     peer.admitted(token, stream);
                 }
-                Ok(admission)
+                Ok((admission, Some(claims.expires)))
             }
         }
     }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The token of an `Authorization: Bearer` header.
