@@ -428,3 +428,67 @@ async fn hls_js_plays_a_token_stream_with_nothing_but_a_tokenised_url() {
         );
     }
 }
+
+/// A token stream replaced by a public one (admin API): the new stream plays without a
+/// token, the old stream's names (served while they retire) still need one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_token_streams_old_names_keep_its_policy() {
+    const ADMIN: &str = "admin-token-for-the-replacement";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut settings = fixtures::loopback_settings(dir.path(), 160, 90, 200);
+    settings.auth.keys = vec![KeySettings {
+        id: "k1".into(),
+        secret: Some(Secret(SECRET.into())),
+        secret_file: None,
+    }];
+    settings.admin.token = Some(Secret(ADMIN.into()));
+    settings.streams = vec![stream("paid", Policy::Token)];
+    settings.validate().expect("valid");
+    let server = RunningServer::start_with(&settings, "", &SourceSpec::TestPattern)
+        .await
+        .expect("server");
+    let client = H3Client::connect(server.h3_addr, &server.tls).await;
+    let base = format!("/t/{}/paid", token("paid", now() + 600));
+    let started = Instant::now();
+    let old_part = loop {
+        let playlist = client.get(&format!("{base}/video.m3u8")).await.text();
+        if let Some(part) = uris(&playlist).into_iter().find(|u| u.ends_with(".m4s")) {
+            break part;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "no part");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let auth = format!("Bearer {ADMIN}");
+    let replaced = client
+        .send(
+            http::Method::PUT,
+            "/admin/streams/paid",
+            &[
+                ("authorization", auth.as_str()),
+                ("content-type", "application/json"),
+            ],
+            r#"{"name":"paid","source":"testsrc","policy":"public"}"#,
+        )
+        .await;
+    assert_eq!(replaced.response.status(), 200, "{}", replaced.text());
+    // The new stream is public.
+    assert_eq!(client.get("/paid/video.m3u8").await.response.status(), 200);
+    // The old one's part, still served while it retires: only with a token.
+    assert_eq!(
+        client
+            .get(&format!("/paid/{old_part}"))
+            .await
+            .response
+            .status(),
+        401,
+        "the old token stream's names stayed closed"
+    );
+    assert_eq!(
+        client
+            .get(&format!("{base}/{old_part}"))
+            .await
+            .response
+            .status(),
+        200
+    );
+}

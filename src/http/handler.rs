@@ -391,8 +391,9 @@ async fn route(state: &AppState, request: &Request<()>, peer: &Peer) -> Reply {
                     return Reply::reject(&Rejection::Denied(denial), one_second);
                 }
             };
-            let mut reply = live_or_retiring(state, name, resource, query, request, peer).await;
-            reply.private = admission == super::auth::Admission::BearerToken;
+            let mut reply =
+                live_or_retiring(state, name, token, resource, query, request, peer).await;
+            reply.private |= admission == super::auth::Admission::BearerToken;
             reply
         }
         _ => Reply::reject(&Rejection::NotFound, one_second),
@@ -404,6 +405,7 @@ async fn route(state: &AppState, request: &Request<()>, peer: &Peer) -> Reply {
 async fn live_or_retiring(
     state: &AppState,
     name: &str,
+    token: Option<&str>,
     resource: &str,
     query: &str,
     request: &Request<()>,
@@ -420,7 +422,19 @@ async fn live_or_retiring(
         None => None,
     };
     match state.streams.retiring(name) {
-        Some(old) => stream_resource(state, &old, resource, query, request, peer).await,
+        // Under the policy it had: a token stream replaced by a public one keeps its
+        // old names closed.
+        Some(old) => match state.auth.check_retiring(name, token, request, peer) {
+            Ok(admission) => {
+                let mut reply = stream_resource(state, &old, resource, query, request, peer).await;
+                reply.private = admission == super::auth::Admission::BearerToken;
+                reply
+            }
+            Err(denial) => {
+                peer.metrics().http.denied(denial.as_str());
+                Reply::reject(&Rejection::Denied(denial), Duration::from_secs(1))
+            }
+        },
         None => live.unwrap_or_else(|| Reply::reject(&Rejection::NotFound, Duration::from_secs(1))),
     }
 }

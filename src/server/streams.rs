@@ -205,7 +205,11 @@ impl StreamSet {
             }
         }
         self.metrics.watch_stream(started.handle());
-        // Before it is served: a `token` stream is never public for a moment.
+        // The stream it replaces keeps its policy for its retiring names; the new one's
+        // applies before it is served.
+        if replacing {
+            self.auth.retire(&stream.name, Self::retire_for(settings));
+        }
         self.auth.set_policy(&stream.name, stream.policy);
         self.registry
             .insert(started.handle().clone(), Self::retire_for(settings));
@@ -225,6 +229,7 @@ impl StreamSet {
     fn remove(&self, name: &str, settings: &Settings) -> bool {
         let removed = self.running().remove(name);
         let known = removed.is_some();
+        self.auth.retire(name, Self::retire_for(settings));
         self.registry.remove(name, Self::retire_for(settings));
         retire(removed);
         self.rebalance_store(None);

@@ -282,6 +282,9 @@ pub struct Access {
     watching_grace: u64,
     /// Streams whose policy is not the default, by name.
     policies: RwLock<HashMap<String, Policy>>,
+    /// The policy a stream taken out of service (deleted, replaced) had, by name, until
+    /// its names are no longer served: they stay under it, whatever replaced it.
+    retiring: RwLock<HashMap<String, (Policy, std::time::Instant)>>,
 }
 
 impl std::fmt::Debug for Access {
@@ -306,6 +309,7 @@ impl Default for Access {
             default_policy: Policy::Public,
             watching_grace: 0,
             policies: RwLock::default(),
+            retiring: RwLock::default(),
         }
     }
 }
@@ -325,6 +329,7 @@ impl Access {
             default_policy: settings.policy,
             watching_grace: settings.watching_grace_secs,
             policies: RwLock::default(),
+            retiring: RwLock::default(),
         })
     }
 
@@ -341,6 +346,52 @@ impl Access {
             _ => {
                 policies.remove(name);
             }
+        }
+    }
+
+    /// Stream `name` is taken out of service: its names, served for `retire_for` more,
+    /// keep the policy it has now.
+    pub fn retire(&self, name: &str, retire_for: std::time::Duration) {
+        let policy = self.policy(name);
+        let until = std::time::Instant::now() + retire_for;
+        let mut retiring = self
+            .retiring
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        retiring.retain(|_, (_, until)| *until > std::time::Instant::now());
+        retiring.insert(name.to_string(), (policy, until));
+    }
+
+    /// The policy of the retiring stream named `name`, while its names are served.
+    fn retiring_policy(&self, name: &str) -> Option<Policy> {
+        self.retiring
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .filter(|(_, until)| *until > std::time::Instant::now())
+            .map(|(policy, _)| *policy)
+    }
+
+    /// Whether `peer` may have `request` for a resource of the *retiring* stream named
+    /// `stream` (the handler serves one when the live stream has no such name): under
+    /// the policy that stream had, not its replacement's.
+    pub fn check_retiring(
+        &self,
+        stream: &str,
+        token: Option<&str>,
+        request: &Request<()>,
+        peer: &Peer,
+    ) -> Result<Admission, Denial> {
+        match self.retiring_policy(stream) {
+            Some(policy) if policy != self.policy(stream) => {
+                self.check_listener(request, peer)?;
+                if self.carries_cdn_secret(request) {
+                    return Ok(Admission::Cdn);
+                }
+                self.check_viewer_under(policy, stream, token, request, peer, true)
+                    .map(|(admission, _)| admission)
+            }
+            _ => self.check(stream, token, request, peer),
         }
     }
 
@@ -433,7 +484,20 @@ impl Access {
         peer: &Peer,
         remember: bool,
     ) -> Result<(Admission, Option<u64>), Denial> {
-        match self.policy(stream) {
+        self.check_viewer_under(self.policy(stream), stream, token, request, peer, remember)
+    }
+
+    /// [`check_viewer`](Self::check_viewer) under `policy`.
+    fn check_viewer_under(
+        &self,
+        policy: Policy,
+        stream: &str,
+        token: Option<&str>,
+        request: &Request<()>,
+        peer: &Peer,
+        remember: bool,
+    ) -> Result<(Admission, Option<u64>), Denial> {
+        match policy {
             Policy::Public => Ok((Admission::Open, None)),
             Policy::CdnOnly => Err(Denial::CdnOnly),
             Policy::Token => {
