@@ -2,28 +2,30 @@
 //! quinn + h3 client), HTTP/2 and HTTP/1.1 (curl) with a token as a path prefix, every
 //! relative URI of its playlists followed under it; playlist bodies are the same bytes
 //! whatever the token; a missing, expired, tampered or wrong-stream token is refused
-//! with its reason, counted in `/metrics`; a site's own JWT admits the same way; a viewer already watching keeps its
-//! connection past the token's expiry; the CDN's secret admits a `cdn-only` stream and
+//! with its reason, counted in `/metrics`; a site's own JWT admits the same way; a
+//! viewer already watching keeps its connection past the token's expiry; the CDN's secret admits a `cdn-only` stream and
 //! is required on the plain-HTTP listener.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use mirror::config::StreamSettings;
 use mirror::http::admin::Secret;
 use mirror::http::auth::jwt::JwtAlgorithm;
-use mirror::http::auth::token::{Claims, SigningKey, StreamPattern, sign};
-use mirror::http::auth::{JwtKeySettings, KeySettings, Policy};
+use mirror::http::auth::{JwtKeySettings, Policy};
 use mirror::ingest::SourceSpec;
 use mirror::server::RunningServer;
 
+#[path = "common/browser.rs"]
+mod browser;
 #[path = "common/fixtures.rs"]
 mod fixtures;
 #[path = "common/h3client.rs"]
 mod h3client;
+#[path = "common/playback.rs"]
+mod playback;
 
 use h3client::H3Client;
+use playback::{now, stream, token};
 
-const SECRET: &str = "playback-key-secret-0123456789abcdef";
 const CDN_SECRET: &str = "cdn-shared-secret-0123";
 const JWT_SECRET: &str = "the-sites-jwt-secret-0123456789abcdef";
 
@@ -38,33 +40,6 @@ fn jwt(stream: &str, expires: u64) -> String {
         &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
     )
     .expect("signs")
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
-
-fn token(streams: &str, expires: u64) -> String {
-    let key = SigningKey::new("k1", SECRET.as_bytes()).expect("key");
-    let claims = Claims {
-        key_id: "k1".into(),
-        streams: StreamPattern::new(streams),
-        expires,
-        address: None,
-    };
-    sign(&claims, &key)
-}
-
-fn stream(name: &str, policy: Policy) -> StreamSettings {
-    StreamSettings {
-        name: name.into(),
-        source: "testsrc".into(),
-        renditions: Vec::new(),
-        policy: Some(policy),
-    }
 }
 
 /// curl with `args` for `url`: status and body.
@@ -103,11 +78,7 @@ fn uris(playlist: &str) -> Vec<String> {
 async fn server() -> (tempfile::TempDir, RunningServer) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut settings = fixtures::loopback_settings(dir.path(), 160, 90, 200);
-    settings.auth.keys = vec![KeySettings {
-        id: "k1".into(),
-        secret: Some(Secret(SECRET.into())),
-        secret_file: None,
-    }];
+    settings.auth.keys = playback::keys();
     settings.auth.jwt_keys = vec![JwtKeySettings {
         id: "site".into(),
         algorithm: JwtAlgorithm::HS256,
@@ -360,25 +331,15 @@ async fn a_viewer_already_watching_outlives_its_tokens_expiry() {
 
 /// The player page in headless Chromium, over HTTP/3, given `query`: what it reported.
 async fn play(server: &RunningServer, query: &str, samples: u32) -> serde_json::Value {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let port = server.h3_addr.port();
-    let output = tokio::process::Command::new("node")
-        .arg(root.join("tests/browser/play.mjs"))
-        .arg(format!("https://127.0.0.1:{port}/?{query}"))
-        .arg(port.to_string())
-        .arg(&server.tls.spki_sha256)
-        .args([samples.to_string().as_str(), "40"])
-        .current_dir(root)
-        .output()
-        .await
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "browser run failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_str(stdout.trim()).expect("JSON from the page")
+    let args = [
+        format!("https://127.0.0.1:{port}/?{query}"),
+        port.to_string(),
+        server.tls.spki_sha256.clone(),
+        samples.to_string(),
+        "40".into(),
+    ];
+    browser::run_script("play.mjs", &args).await
 }
 
 /// What the player fetched: (URL, status) of every playlist and media response.
@@ -436,11 +397,7 @@ async fn a_replaced_token_streams_old_names_keep_its_policy() {
     const ADMIN: &str = "admin-token-for-the-replacement";
     let dir = tempfile::tempdir().expect("tempdir");
     let mut settings = fixtures::loopback_settings(dir.path(), 160, 90, 200);
-    settings.auth.keys = vec![KeySettings {
-        id: "k1".into(),
-        secret: Some(Secret(SECRET.into())),
-        secret_file: None,
-    }];
+    settings.auth.keys = playback::keys();
     settings.admin.token = Some(Secret(ADMIN.into()));
     settings.streams = vec![stream("paid", Policy::Token)];
     settings.validate().expect("valid");

@@ -7,44 +7,30 @@
 //! one is served through the tier; and the
 //! origin's plain listener serves nothing to a request without the secret.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use mirror::config::StreamSettings;
 use mirror::http::admin::Secret;
-use mirror::http::auth::token::{Claims, SigningKey, StreamPattern, sign};
-use mirror::http::auth::{KeySettings, Policy};
+use mirror::http::auth::Policy;
 use mirror::ingest::SourceSpec;
 use mirror::llhls::parse::parse_media_playlist;
 use mirror::server::RunningServer;
 
 #[path = "common/fixtures.rs"]
 mod fixtures;
+#[path = "common/playback.rs"]
+mod playback;
 #[path = "common/varnish.rs"]
 mod varnish;
 
+use playback::{now, stream};
 use varnish::Varnish;
 
-const SECRET: &str = "playback-key-secret-0123456789abcdef";
 const CDN_SECRET: &str = "cdn-shared-secret-for-varnish-0123";
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
 
 /// A token for `streams` until `expires`, numbered `n` (a viewer id, so each differs).
 fn token(streams: &str, expires: u64, n: u64) -> String {
-    let key = SigningKey::new("k1", SECRET.as_bytes()).expect("key");
-    let claims = Claims {
-        key_id: "k1".into(),
-        streams: StreamPattern::new(streams),
-        // Seconds apart: 50 viewers, 50 different tokens.
-        expires: expires + n,
-        address: None,
-    };
-    sign(&claims, &key)
+    // Seconds apart: 50 viewers, 50 different tokens.
+    playback::token(streams, expires + n)
 }
 
 /// curl over HTTP/1.1 with `headers`: status and body.
@@ -71,19 +57,9 @@ async fn curl(url: String, headers: Vec<String>) -> (u16, Vec<u8>) {
 async fn fifty_tokens_one_origin_request_through_the_shipped_vcl() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut settings = fixtures::loopback_settings(dir.path(), 160, 90, 200);
-    settings.auth.keys = vec![KeySettings {
-        id: "k1".into(),
-        secret: Some(Secret(SECRET.into())),
-        secret_file: None,
-    }];
+    settings.auth.keys = playback::keys();
     settings.auth.cdn_secret = Some(Secret(CDN_SECRET.into()));
     settings.server.http_listen = Some("127.0.0.1:0".parse().expect("addr"));
-    let stream = |name: &str, policy| StreamSettings {
-        name: name.into(),
-        source: "testsrc".into(),
-        renditions: Vec::new(),
-        policy: Some(policy),
-    };
     settings.streams = vec![
         stream("paid", Policy::Token),
         stream("open", Policy::Public),

@@ -23,7 +23,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -33,6 +32,8 @@ use hyper_util::rt::TokioIo;
 use mirror::llhls::parse::{ListedPlaylist, parse_media_playlist};
 use mirror::server::RunningServer;
 
+#[path = "common/browser.rs"]
+mod browser;
 #[path = "common/fixtures.rs"]
 mod fixtures;
 #[path = "common/varnish.rs"]
@@ -391,23 +392,8 @@ const SETTLED: usize = 12;
 /// hls.js in headless Chromium on `url` (plain HTTP, so HTTP/1.1) for [`SAMPLES`]
 /// latency samples: the page's report.
 async fn play_once(url: &str) -> serde_json::Value {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let output = tokio::process::Command::new("node")
-        .arg(root.join("tests/browser/play.mjs"))
-        .arg(url)
-        .args(["-", "-", &SAMPLES.to_string(), "40"])
-        .current_dir(root)
-        .output()
-        .await
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "browser run on {url} failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let result: serde_json::Value =
-        serde_json::from_str(stdout.trim()).expect("JSON from the page");
+    let args = [url, "-", "-", &SAMPLES.to_string(), "40"].map(String::from);
+    let result = browser::run_script("play.mjs", &args).await;
     assert!(result["error"].is_null(), "{url}: hls.js error: {result}");
     // Plain HTTP: every request over HTTP/1.1 (an entry answered from the browser's
     // own cache has no protocol).

@@ -7,6 +7,7 @@ mod common;
 
 use std::path::Path;
 
+use common::browser;
 use common::fixtures::loopback_settings;
 use common::rtsp::{RtspServer, free_port};
 use mirror::ingest::SourceSpec;
@@ -17,26 +18,15 @@ use mirror::stream::StreamMode;
 /// what every such run must show: no hls.js error, every request over HTTP/3, and a
 /// live latency near the edge. Returns the page's report.
 async fn play_and_check(server: &RunningServer, stream: &str) -> serde_json::Value {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let port = server.h3_addr.port();
-    let output = tokio::process::Command::new("node")
-        .arg(root.join("tests/browser/play.mjs"))
-        .arg(format!("https://127.0.0.1:{port}/?stream={stream}"))
-        .arg(port.to_string())
-        .arg(&server.tls.spki_sha256)
-        .args(["24", "60"])
-        .current_dir(root)
-        .output()
-        .await
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "browser run failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let result: serde_json::Value =
-        serde_json::from_str(stdout.trim()).expect("JSON from the page");
+    let args = [
+        format!("https://127.0.0.1:{port}/?stream={stream}"),
+        port.to_string(),
+        server.tls.spki_sha256.clone(),
+        "24".into(),
+        "60".into(),
+    ];
+    let result = browser::run_script("play.mjs", &args).await;
     assert!(result["error"].is_null(), "hls.js error: {result}");
     let latencies: Vec<f64> = result["latencies"]
         .as_array()
@@ -149,23 +139,13 @@ async fn the_status_view_shows_the_streams_and_its_plots_move() {
     std::fs::create_dir_all(&artifacts).expect("artefact directory");
     let screenshot = artifacts.join("status-page.png");
     let port = server.h3_addr.port();
-    let output = tokio::process::Command::new("node")
-        .arg(root.join("tests/browser/status.mjs"))
-        .arg(format!("https://127.0.0.1:{port}/status"))
-        .arg(port.to_string())
-        .arg(&server.tls.spki_sha256)
-        .arg(&screenshot)
-        .current_dir(root)
-        .output()
-        .await
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "browser run failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let result: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON");
+    let args = [
+        format!("https://127.0.0.1:{port}/status"),
+        port.to_string(),
+        server.tls.spki_sha256.clone(),
+        screenshot.display().to_string(),
+    ];
+    let result = browser::run_script("status.mjs", &args).await;
     let (first, second) = (&result["first"], &result["second"]);
     assert!(second["status"]["error"].is_null(), "{result}");
     // The table: the one stream, live, one rendition, this page's player watching it.

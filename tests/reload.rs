@@ -55,6 +55,25 @@ fn write_config(path: &Path, certs: &Path, bitrate: u32, streams: &str) {
     std::fs::write(path, config_text(certs, bitrate, false, streams)).expect("config written");
 }
 
+/// A server started from the config file `config` (read into `settings`), which a
+/// reload reads again.
+async fn serve_config(settings: &Settings, config: &Path) -> RunningServer {
+    let default = StreamSettings {
+        name: "test".into(),
+        source: "testsrc".into(),
+        renditions: Vec::new(),
+        policy: None,
+    };
+    RunningServer::start_from(
+        settings,
+        default,
+        Some(config.to_path_buf()),
+        Overrides::default(),
+    )
+    .await
+    .expect("server")
+}
+
 const A_AND_B: &str = "[[streams]]\nname = \"a\"\nsource = \"testsrc\"\n\
                        [[streams]]\nname = \"b\"\nsource = \"testsrc\"\n";
 
@@ -67,20 +86,7 @@ async fn a_changed_file_is_reloaded_without_a_signal() {
     std::fs::write(&config, config_text(&certs, 300, true, one)).expect("config written");
     let settings = Settings::load(Some(&config), &Overrides::default()).expect("valid");
     assert!(settings.server.watch_config);
-    let default = StreamSettings {
-        name: "test".into(),
-        source: "testsrc".into(),
-        renditions: Vec::new(),
-        policy: None,
-    };
-    let server = RunningServer::start_from(
-        &settings,
-        default,
-        Some(config.clone()),
-        Overrides::default(),
-    )
-    .await
-    .expect("server");
+    let server = serve_config(&settings, &config).await;
     assert!(server.state.streams.get("b").is_none());
     std::fs::write(&config, config_text(&certs, 300, true, A_AND_B)).expect("config written");
     let started = Instant::now();
@@ -108,20 +114,7 @@ async fn a_reload_touches_only_what_changed() {
     let (config, certs) = (dir.path().join("mirror.toml"), dir.path().join("certs"));
     write_config(&config, &certs, 300, A_AND_B);
     let settings = Settings::load(Some(&config), &Overrides::default()).expect("valid");
-    let default = StreamSettings {
-        name: "test".into(),
-        source: "testsrc".into(),
-        renditions: Vec::new(),
-        policy: None,
-    };
-    let server = RunningServer::start_from(
-        &settings,
-        default,
-        Some(config.clone()),
-        Overrides::default(),
-    )
-    .await
-    .expect("server");
+    let server = serve_config(&settings, &config).await;
     let client = H3Client::connect(server.h3_addr, &server.tls).await;
     let a = client.get("/a/video.m3u8").await.text();
     let b = client.get("/b/video.m3u8").await.text();

@@ -23,9 +23,10 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::Body;
-use super::handler::{AppState, Reply};
+use super::handler::AppState;
 use super::headers::cache_control;
 use super::rejection::Rejection;
+use super::reply::Reply;
 use crate::llhls::delivery::CacheRule;
 
 /// The OpenAPI 3 document of this API (kept in the repository, served as is).
@@ -212,7 +213,7 @@ impl AdminError {
         if let Some(field) = self.field() {
             body["field"] = field.into();
         }
-        let mut reply = json(self.status(), &body);
+        let mut reply = Reply::json(self.status(), &body);
         match self {
             Self::Unauthorized => {
                 reply = reply.with(
@@ -314,18 +315,6 @@ pub fn wants_body(state: &AppState, request: &Request<()>, peer: &super::peer::P
         && state.admin.as_ref().is_some_and(|a| a.authorised(request))
 }
 
-fn json(status: StatusCode, value: &serde_json::Value) -> Reply {
-    Reply::new(status, Body::Full(Bytes::from(value.to_string())))
-        .with(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )
-        .with(
-            header::CACHE_CONTROL,
-            cache_control(CacheRule::NoStore, Duration::from_secs(1)),
-        )
-}
-
 /// Answers a request under `/admin/` (`path` is what follows it). `body` is what the
 /// front end read of the request's body.
 pub(super) async fn route(
@@ -357,7 +346,7 @@ pub(super) async fn route(
     match answer(admin.control.as_ref(), request.method(), path, body).await {
         Ok((status, value)) => match value {
             Some(value) => {
-                let reply = json(status, &value);
+                let reply = Reply::json(status, &value);
                 let created = value["name"]
                     .as_str()
                     .filter(|_| status == StatusCode::CREATED)

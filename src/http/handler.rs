@@ -28,10 +28,11 @@ use tokio::time::Instant;
 use super::Body;
 use super::access::{AccessLog, AccessRecord};
 use super::clients::Clients;
-use super::headers::{self, PLAYLIST_TYPE, Urgency, accepts_gzip, cache_control, date_now};
+use super::headers::{self, PLAYLIST_TYPE, Urgency, accepts_gzip, cache_control};
 use super::limits::Limits;
 use super::peer::{HoldPermit, Peer};
 use super::rejection::{ALLOWED_METHODS, Rejection};
+use super::reply::{Reply, finish};
 use crate::llhls::blocking::{Readiness, parse_query};
 use crate::llhls::delivery::{CacheRule, DeliveryForm, Encoding, Reload};
 use crate::llhls::live::MediaName;
@@ -111,63 +112,6 @@ impl AppState {
     /// The peer of a new connection from `remote`.
     pub fn peer(&self, remote: std::net::SocketAddr) -> Peer {
         Peer::new(remote, self.clients.clone(), self.metrics.clone())
-    }
-}
-
-/// A response under construction.
-pub(super) struct Reply {
-    pub(super) status: StatusCode,
-    headers: Vec<(HeaderName, HeaderValue)>,
-    /// Complete headers built beforehand (shared playlist responses); `headers` and Date
-    /// are added to them.
-    prebuilt: Option<HeaderMap>,
-    pub(super) body: Body,
-    /// What was asked for, as `/metrics` counts it.
-    route: Route,
-    /// For one viewer only (admitted by a token in its Authorization header, which a
-    /// shared cache would otherwise reuse for anyone: RFC 9111 3.5).
-    private: bool,
-}
-
-impl Reply {
-    pub(super) fn new(status: StatusCode, body: Body) -> Self {
-        Self {
-            status,
-            headers: Vec::with_capacity(10),
-            prebuilt: None,
-            private: false,
-            body,
-            route: Route::Other,
-        }
-    }
-
-    /// Counted under `route`.
-    fn for_route(mut self, route: Route) -> Self {
-        self.route = route;
-        self
-    }
-
-    /// The response to `rejection`, for a stream of target duration `target`.
-    pub(super) fn reject(rejection: &Rejection, target: Duration) -> Self {
-        let mut reply = Self::new(rejection.status(), Body::Full(rejection.body()))
-            .with(header::CACHE_CONTROL, rejection.cache_control(target))
-            .with(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; charset=utf-8"),
-            );
-        reply.headers.extend(rejection.extra_headers());
-        reply
-    }
-
-    pub(super) fn with(mut self, name: HeaderName, value: HeaderValue) -> Self {
-        self.headers.push((name, value));
-        self
-    }
-}
-
-impl From<Result<Reply, (Rejection, Duration)>> for Reply {
-    fn from(result: Result<Reply, (Rejection, Duration)>) -> Self {
-        result.unwrap_or_else(|(rejection, target)| Reply::reject(&rejection, target))
     }
 }
 
@@ -291,32 +235,6 @@ fn headers_too_large(headers: &HeaderMap, limits: &Limits) -> bool {
         .map(|(name, value)| name.as_str().len() + value.len() + 32)
         .sum();
     bytes > limits.max_header_bytes
-}
-
-fn finish(reply: Reply, head: bool) -> Response<Body> {
-    let mut headers = match reply.prebuilt {
-        Some(headers) => headers,
-        None => headers::common(reply.body.len()),
-    };
-    for (name, value) in reply.headers {
-        headers.append(name, value);
-    }
-    if reply.private {
-        let public = headers
-            .get(header::CACHE_CONTROL)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("public"))
-            .and_then(|rest| HeaderValue::from_str(&format!("private{rest}")).ok());
-        if let Some(private) = public {
-            headers.insert(header::CACHE_CONTROL, private);
-        }
-    }
-    headers.insert(header::DATE, date_now());
-    let body = if head { Body::Empty } else { reply.body };
-    let mut response = Response::new(body);
-    *response.status_mut() = reply.status;
-    *response.headers_mut() = headers;
-    response
 }
 
 async fn route(state: &AppState, request: &Request<()>, peer: &Peer) -> Reply {

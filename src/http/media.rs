@@ -11,10 +11,11 @@ use tokio::sync::mpsc;
 
 use super::Body;
 use super::body::LiveChunk;
-use super::handler::{Reply, hold_deadline, wait_for};
+use super::handler::{hold_deadline, wait_for};
 use super::headers::{INIT_TYPE, SEGMENT_TYPE, Urgency, cache_control, http_date};
 use super::peer::Peer;
 use super::rejection::Rejection;
+use super::reply::Reply;
 use crate::llhls::blocking::Readiness;
 use crate::llhls::delivery::CacheRule;
 use crate::llhls::live::MediaName;

@@ -20,6 +20,7 @@ mod ops;
 pub mod peer;
 pub mod quic;
 pub mod rejection;
+mod reply;
 pub mod tcp;
 pub mod watchdog;
 

@@ -10,22 +10,11 @@ use http::header::{self, HeaderValue};
 use http::{Request, StatusCode};
 
 use super::Body;
-use super::handler::{AppState, Reply};
+use super::handler::AppState;
 use super::headers::cache_control;
+use super::reply::Reply;
 use crate::llhls::delivery::CacheRule;
 use crate::stream::MULTIVARIANT_PLAYLIST;
-
-fn json(status: StatusCode, value: &serde_json::Value) -> Reply {
-    Reply::new(status, Body::Full(Bytes::from(value.to_string())))
-        .with(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )
-        .with(
-            header::CACHE_CONTROL,
-            cache_control(CacheRule::NoStore, Duration::from_secs(1)),
-        )
-}
 
 /// The process as the soak test samples it: tokio tasks alive (a leak of held requests
 /// or connections shows here first) and client addresses being served.
@@ -57,7 +46,7 @@ pub(super) fn streams(state: &AppState) -> Reply {
             })
         })
         .collect();
-    json(
+    Reply::json(
         StatusCode::OK,
         &serde_json::json!({ "streams": list, "server": server_json(state) }),
     )
@@ -90,7 +79,7 @@ pub(super) fn metrics(state: &AppState, request: &Request<()>) -> Reply {
 
 /// `/healthz`: the process serves requests.
 pub(super) fn healthz() -> Reply {
-    json(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
+    Reply::json(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
 }
 
 /// `/readyz`: 200 once every stream has published a part within three target
@@ -98,9 +87,9 @@ pub(super) fn healthz() -> Reply {
 pub(super) fn readyz(state: &AppState) -> Reply {
     let late = crate::metrics::not_ready(&state.streams);
     if late.is_empty() {
-        json(StatusCode::OK, &serde_json::json!({ "status": "ready" }))
+        Reply::json(StatusCode::OK, &serde_json::json!({ "status": "ready" }))
     } else {
-        json(
+        Reply::json(
             StatusCode::SERVICE_UNAVAILABLE,
             &serde_json::json!({ "status": "not ready", "streams_not_publishing": late }),
         )

@@ -111,6 +111,7 @@ pub fn make_file(dir: &Path, name: &str, seconds: u32, with_audio: bool) -> std:
     path
 }
 
+pub mod browser;
 pub mod fixtures;
 pub mod rtsp;
 pub mod sender;

@@ -14,13 +14,19 @@
 //! before it expired keeps watching on that connection (players fetch parts for hours);
 //! a new connection after expiry needs a new token.
 //!
-//! Imports the peer and the settings' secret type of HTTP; nothing of media.
+//! `settings` reads `[auth]`; `path` finds the token in a path and hides it from logs.
+//!
+//! Imports the peer of HTTP; nothing of media.
 
 pub mod jwt;
+mod path;
+mod settings;
 pub mod token;
 
+pub use path::{redacted_target, split_token};
+pub use settings::{AuthSettings, AuthSettingsError, JwtKeySettings, KeySettings};
+
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{PoisonError, RwLock};
 use std::time::SystemTime;
 
@@ -28,9 +34,8 @@ use http::{HeaderName, Request, header};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::admin::Secret;
 use super::peer::Peer;
-use jwt::{JwtAlgorithm, JwtKey};
+use jwt::JwtKey;
 use token::{SigningKey, TokenError};
 
 /// The resource of a stream a cache tier's pre-flight asks for: never a media name.
@@ -53,181 +58,6 @@ pub enum Policy {
     Token,
     /// The CDN only (with its secret): viewers are checked at its edge.
     CdnOnly,
-}
-
-/// One `[[auth.keys]]` entry: a key playback tokens are signed with.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KeySettings {
-    /// Its id, named in every token it signs (`2026-12`).
-    pub id: String,
-    /// Its secret, at least 32 bytes.
-    pub secret: Option<Secret>,
-    /// A file holding the secret (its first line), for secrets mounted as files.
-    pub secret_file: Option<PathBuf>,
-}
-
-/// One `[[auth.jwt_keys]]` entry: a key JWT playback tokens are verified with.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JwtKeySettings {
-    /// The `kid` of the tokens it verifies.
-    pub id: String,
-    /// `HS256`, `ES256` or `RS256`: the only one its tokens may use.
-    pub algorithm: JwtAlgorithm,
-    /// HS256: the shared secret, at least 32 bytes.
-    pub secret: Option<Secret>,
-    /// HS256: a file holding the secret (its first line).
-    pub secret_file: Option<PathBuf>,
-    /// ES256, RS256: the PEM file of the public key.
-    pub public_key_file: Option<PathBuf>,
-}
-
-/// `[auth]`: who may watch.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuthSettings {
-    /// The policy of a stream that names none. Default `public`.
-    pub policy: Policy,
-    /// Keys playback tokens are signed with; the first signs what `mirror token` makes,
-    /// all are accepted (rotation: add the new key first, retire the old one once its
-    /// tokens have expired).
-    pub keys: Vec<KeySettings>,
-    /// The secret a CDN's requests carry (or the environment's `MIRROR_CDN_SECRET`);
-    /// with it, they are served without viewer tokens, and the plain-HTTP listener
-    /// serves nothing to a request without it. At least 16 bytes. Default none.
-    pub cdn_secret: Option<Secret>,
-    /// The header that carries it. Default `x-mirror-cdn-secret`.
-    pub cdn_header: String,
-    /// How long past its token's expiry a viewer already watching (on the connection
-    /// that presented it in time) keeps being served, in seconds. Default 14400 (4 h).
-    pub watching_grace_secs: u64,
-    /// Keys JWT playback tokens are verified with, by `kid`.
-    pub jwt_keys: Vec<JwtKeySettings>,
-    /// A JWKS file of more such keys (ES256 and RS256 ones with a `kid`), read at
-    /// start-up.
-    pub jwks_file: Option<PathBuf>,
-}
-
-impl Default for AuthSettings {
-    fn default() -> Self {
-        Self {
-            policy: Policy::Public,
-            keys: Vec::new(),
-            cdn_secret: None,
-            cdn_header: DEFAULT_CDN_HEADER.to_string(),
-            watching_grace_secs: 4 * 3600,
-            jwt_keys: Vec::new(),
-            jwks_file: None,
-        }
-    }
-}
-
-/// A secret given inline or in a file (its first line); exactly one of the two.
-fn secret_of(inline: Option<&Secret>, file: Option<&PathBuf>) -> Result<Option<String>, String> {
-    match (inline, file) {
-        (Some(secret), None) => Ok(Some(secret.0.clone())),
-        (None, Some(path)) => std::fs::read_to_string(path)
-            .map(|text| Some(text.lines().next().unwrap_or_default().trim().to_string()))
-            .map_err(|e| format!("{}: {e}", path.display())),
-        (None, None) => Ok(None),
-        (Some(_), Some(_)) => Err("give one of `secret` and `secret_file`, not both".into()),
-    }
-}
-
-/// Why `[auth]` cannot be used: the field, and what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid `{field}`: {reason}")]
-pub struct AuthSettingsError {
-    /// Dotted path of the field.
-    pub field: &'static str,
-    /// What is wrong.
-    pub reason: String,
-}
-
-impl AuthSettings {
-    /// The signing keys, their secrets read from files where so configured.
-    pub fn signing_keys(&self) -> Result<Vec<SigningKey>, AuthSettingsError> {
-        let invalid = |reason: String| AuthSettingsError {
-            field: "auth.keys",
-            reason,
-        };
-        let mut keys: Vec<SigningKey> = Vec::with_capacity(self.keys.len());
-        for entry in &self.keys {
-            let secret = secret_of(entry.secret.as_ref(), entry.secret_file.as_ref())
-                .map_err(|e| invalid(format!("key {:?}: {e}", entry.id)))?
-                .ok_or_else(|| invalid(format!("key {:?} has no secret", entry.id)))?;
-            let key = SigningKey::new(&entry.id, secret.as_bytes())
-                .map_err(|e| invalid(e.to_string()))?;
-            if keys.iter().any(|k| k.id() == key.id()) {
-                return Err(invalid(format!("key id {:?} is used twice", entry.id)));
-            }
-            keys.push(key);
-        }
-        Ok(keys)
-    }
-
-    /// The JWT keys: `jwt_keys`, then the JWKS file's.
-    pub fn jwt_keys(&self) -> Result<Vec<JwtKey>, AuthSettingsError> {
-        let mut keys = Vec::new();
-        for entry in &self.jwt_keys {
-            let invalid = |reason: String| AuthSettingsError {
-                field: "auth.jwt_keys",
-                reason: format!("key {:?}: {reason}", entry.id),
-            };
-            let secret =
-                secret_of(entry.secret.as_ref(), entry.secret_file.as_ref()).map_err(invalid)?;
-            let key = match (entry.algorithm, secret, &entry.public_key_file) {
-                (JwtAlgorithm::HS256, Some(secret), None) => {
-                    JwtKey::hs256(&entry.id, secret.as_bytes())
-                }
-                (JwtAlgorithm::ES256 | JwtAlgorithm::RS256, None, Some(file)) => {
-                    JwtKey::from_pem_file(&entry.id, entry.algorithm, file)
-                }
-                _ => Err("HS256 takes a secret; ES256 and RS256 a public_key_file".into()),
-            }
-            .map_err(invalid)?;
-            keys.push(key);
-        }
-        if let Some(file) = &self.jwks_file {
-            keys.extend(
-                JwtKey::from_jwks_file(file).map_err(|reason| AuthSettingsError {
-                    field: "auth.jwks_file",
-                    reason,
-                })?,
-            );
-        }
-        Ok(keys)
-    }
-
-    /// The CDN's shared secret: the setting, else the environment's.
-    pub fn resolve_cdn_secret(&self) -> Result<Option<Secret>, AuthSettingsError> {
-        let secret = self.cdn_secret.clone().or_else(|| {
-            std::env::var(CDN_SECRET_ENV)
-                .ok()
-                .filter(|s| !s.is_empty())
-                .map(Secret)
-        });
-        match secret {
-            Some(secret) if secret.0.len() < 16 => Err(AuthSettingsError {
-                field: "auth.cdn_secret",
-                reason: "shorter than 16 bytes".into(),
-            }),
-            other => Ok(other),
-        }
-    }
-
-    /// Checks every field; the first bad one is returned with its name.
-    pub fn validate(&self) -> Result<(), AuthSettingsError> {
-        HeaderName::from_bytes(self.cdn_header.as_bytes()).map_err(|_| AuthSettingsError {
-            field: "auth.cdn_header",
-            reason: format!("{:?} is not a header name", self.cdn_header),
-        })?;
-        self.signing_keys()?;
-        self.jwt_keys()?;
-        self.resolve_cdn_secret()?;
-        Ok(())
-    }
 }
 
 /// Why a request for a stream is refused.
@@ -382,17 +212,10 @@ impl Access {
         request: &Request<()>,
         peer: &Peer,
     ) -> Result<Admission, Denial> {
-        match self.retiring_policy(stream) {
-            Some(policy) if policy != self.policy(stream) => {
-                self.check_listener(request, peer)?;
-                if self.carries_cdn_secret(request) {
-                    return Ok(Admission::Cdn);
-                }
-                self.check_viewer_under(policy, stream, token, request, peer, true)
-                    .map(|(admission, _)| admission)
-            }
-            _ => self.check(stream, token, request, peer),
-        }
+        let policy = self
+            .retiring_policy(stream)
+            .unwrap_or_else(|| self.policy(stream));
+        self.check_under(policy, stream, token, request, peer)
     }
 
     /// Stream `name`'s policy.
@@ -439,11 +262,23 @@ impl Access {
         request: &Request<()>,
         peer: &Peer,
     ) -> Result<Admission, Denial> {
+        self.check_under(self.policy(stream), stream, token, request, peer)
+    }
+
+    /// [`check`](Self::check) under `policy`.
+    fn check_under(
+        &self,
+        policy: Policy,
+        stream: &str,
+        token: Option<&str>,
+        request: &Request<()>,
+        peer: &Peer,
+    ) -> Result<Admission, Denial> {
         self.check_listener(request, peer)?;
         if self.carries_cdn_secret(request) {
             return Ok(Admission::Cdn);
         }
-        self.check_viewer(stream, token, request, peer, true)
+        self.check_viewer(policy, stream, token, request, peer, true)
             .map(|(admission, _)| admission)
     }
 
@@ -465,7 +300,9 @@ impl Access {
         if self.policy(stream) == Policy::CdnOnly && self.carries_cdn_secret(request) {
             return Ok((Admission::Cdn, KEEP));
         }
-        let (admission, expires) = self.check_viewer(stream, token, request, peer, false)?;
+        let policy = self.policy(stream);
+        let (admission, expires) =
+            self.check_viewer(policy, stream, token, request, peer, false)?;
         let keep = match expires {
             Some(expires) => expires.saturating_sub(unix_now()).min(KEEP),
             None => KEEP,
@@ -473,22 +310,10 @@ impl Access {
         Ok((admission, keep))
     }
 
-    /// A viewer's request (no CDN secret): admitted by the stream's policy and its
-    /// token, with the token's expiry. With `remember`, a viewer admitted before on
-    /// `peer`'s connection is served for the grace past expiry.
+    /// A viewer's request (no CDN secret): admitted by `policy` and its token, with the
+    /// token's expiry. With `remember`, a viewer admitted before on `peer`'s connection
+    /// is served for the grace past expiry.
     fn check_viewer(
-        &self,
-        stream: &str,
-        token: Option<&str>,
-        request: &Request<()>,
-        peer: &Peer,
-        remember: bool,
-    ) -> Result<(Admission, Option<u64>), Denial> {
-        self.check_viewer_under(self.policy(stream), stream, token, request, peer, remember)
-    }
-
-    /// [`check_viewer`](Self::check_viewer) under `policy`.
-    fn check_viewer_under(
         &self,
         policy: Policy,
         stream: &str,
@@ -547,78 +372,4 @@ fn bearer(request: &Request<()>) -> Option<&str> {
         .ok()?
         .strip_prefix("Bearer ")
         .map(str::trim)
-}
-
-/// `path` and `query` as a log may show them: a token in the path (`/t/TOKEN/…`, with
-/// any number of leading slashes) or in the query (`token=`, the player page's) is
-/// `***`.
-pub fn redacted_target(path: &str, query: Option<&str>) -> String {
-    let trimmed = path.trim_start_matches('/');
-    let path = match trimmed.strip_prefix("t/") {
-        Some(rest) => match rest.split_once('/') {
-            Some((_, after)) => format!("/t/***/{after}"),
-            None => "/t/***".to_string(),
-        },
-        None => path.to_string(),
-    };
-    match query {
-        None => path,
-        Some(query) => {
-            let pairs: Vec<String> = query
-                .split('&')
-                .map(|pair| match pair.split_once('=') {
-                    Some(("token", _)) => "token=***".to_string(),
-                    _ => pair.to_string(),
-                })
-                .collect();
-            format!("{path}?{}", pairs.join("&"))
-        }
-    }
-}
-
-/// Splits `/t/TOKEN/rest` into the token and `/rest`; other paths are returned whole.
-pub fn split_token(path: &str) -> (Option<&str>, &str) {
-    match path
-        .strip_prefix("/t/")
-        .and_then(|rest| rest.split_once('/'))
-    {
-        Some((token, rest)) if !token.is_empty() => {
-            (Some(token), &path[path.len() - rest.len() - 1..])
-        }
-        _ => (None, path),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn logs_show_no_token() {
-        assert_eq!(
-            redacted_target("/t/m1.a.b/cam/x.m4s", None),
-            "/t/***/cam/x.m4s"
-        );
-        assert_eq!(redacted_target("//t/m1.a.b/cam/x", None), "/t/***/cam/x");
-        assert_eq!(redacted_target("/t/m1.a.b", None), "/t/***");
-        assert_eq!(
-            redacted_target("/", Some("stream=cam&token=m1.a.b")),
-            "/?stream=cam&token=***"
-        );
-        assert_eq!(
-            redacted_target("/cam/video.m3u8", Some("_HLS_msn=3")),
-            "/cam/video.m3u8?_HLS_msn=3"
-        );
-    }
-
-    #[test]
-    fn a_token_prefix_is_split_off() {
-        assert_eq!(
-            split_token("/t/m1.a.b/cam/index.m3u8"),
-            (Some("m1.a.b"), "/cam/index.m3u8")
-        );
-        assert_eq!(split_token("/cam/index.m3u8"), (None, "/cam/index.m3u8"));
-        assert_eq!(split_token("/t//cam/x"), (None, "/t//cam/x"));
-        assert_eq!(split_token("/t/only"), (None, "/t/only"));
-    }
 }
