@@ -3,14 +3,16 @@
 //! relative URI of its playlists followed under it; playlist bodies are the same bytes
 //! whatever the token; a missing, expired, tampered or wrong-stream token is refused
 //! with its reason, counted in `/metrics`; a site's own JWT admits the same way; a
-//! viewer already watching keeps its connection past the token's expiry; the CDN's secret admits a `cdn-only` stream and
-//! is required on the plain-HTTP listener.
+//! viewer already watching keeps its connection past the token's expiry; the CDN's
+//! secret admits a `cdn-only` stream and is required on the plain-HTTP listener;
+//! `/streams` names a stream that is not public to an operator only, and
+//! `[auth] ops = "operator"` closes `/streams` and `/metrics` to everyone else.
 
 use std::time::{Duration, Instant};
 
 use mirror::http::admin::Secret;
 use mirror::http::auth::jwt::JwtAlgorithm;
-use mirror::http::auth::{JwtKeySettings, Policy};
+use mirror::http::auth::{JwtKeySettings, OpsAccess, Policy};
 use mirror::ingest::SourceSpec;
 use mirror::server::RunningServer;
 
@@ -31,12 +33,16 @@ const JWT_SECRET: &str = "the-sites-jwt-secret-0123456789abcdef";
 
 /// A JWT as a site's own login service would issue it (HS256, `kid` "site").
 fn jwt(stream: &str, expires: u64) -> String {
+    signed_jwt(&serde_json::json!({"sub": "viewer-1", "exp": expires, "stream": stream}))
+}
+
+/// `claims` signed as the site's JWTs are.
+fn signed_jwt(claims: &serde_json::Value) -> String {
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
     header.kid = Some("site".into());
-    let claims = serde_json::json!({"sub": "viewer-1", "exp": expires, "stream": stream});
     jsonwebtoken::encode(
         &header,
-        &claims,
+        claims,
         &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
     )
     .expect("signs")
@@ -233,9 +239,40 @@ async fn a_token_stream_plays_with_its_token_and_refuses_the_rest() {
             .status(),
         403
     );
+    // A JWT whose `nbf` is an hour ahead is not valid yet.
+    let early = signed_jwt(&serde_json::json!({
+        "exp": now() + 7200, "nbf": now() + 3600, "stream": "paid"
+    }));
+    let refused = client.get(&format!("/t/{early}/paid/video.m3u8")).await;
+    assert_eq!(refused.response.status(), 403);
+    assert!(
+        refused.text().contains("not valid yet"),
+        "{}",
+        refused.text()
+    );
     // A public stream needs nothing; a cdn-only one the CDN's secret.
     assert_eq!(client.get("/open/index.m3u8").await.response.status(), 200);
     assert_eq!(client.get("/edge/index.m3u8").await.response.status(), 403);
+
+    // A stranger's `/streams` names the public stream only; the CDN's names them all.
+    let listed = |text: String| -> Vec<String> {
+        let value: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        value["streams"]
+            .as_array()
+            .expect("streams")
+            .iter()
+            .map(|s| s["name"].as_str().expect("name").to_string())
+            .collect()
+    };
+    assert_eq!(listed(client.get("/streams").await.text()), ["open"]);
+    let by_cdn = client
+        .request(
+            http::Method::GET,
+            "/streams",
+            &[("x-mirror-cdn-secret", CDN_SECRET)],
+        )
+        .await;
+    assert_eq!(listed(by_cdn.text()), ["edge", "open", "paid"]);
 
     // HTTP/2 and HTTP/1.1 alike.
     let url = |path: &str| format!("https://127.0.0.1:{}{path}", server.tcp_addr.port());
@@ -298,6 +335,7 @@ async fn a_token_stream_plays_with_its_token_and_refuses_the_rest() {
         "token_malformed",
         "cdn_only",
         "cdn_secret_required",
+        "token_not_yet_valid",
     ] {
         assert!(
             metrics.contains(&format!(
@@ -447,5 +485,65 @@ async fn a_replaced_token_streams_old_names_keep_its_policy() {
             .response
             .status(),
         200
+    );
+}
+
+/// `[auth] ops = "operator"`: `/streams` and `/metrics` answer the admin token or the
+/// CDN's secret, and refuse anyone else with 401 (media is not affected).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_an_operator_reads_streams_and_metrics_when_configured() {
+    const ADMIN: &str = "admin-token-for-the-operator";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut settings = fixtures::loopback_settings(dir.path(), 160, 90, 200);
+    settings.admin.token = Some(Secret(ADMIN.into()));
+    settings.auth.cdn_secret = Some(Secret(CDN_SECRET.into()));
+    settings.auth.ops = OpsAccess::Operator;
+    settings.streams = vec![stream("open", Policy::Public)];
+    settings.validate().expect("valid");
+    let server = RunningServer::start_with(&settings, "", &SourceSpec::TestPattern)
+        .await
+        .expect("server");
+    let client = H3Client::connect(server.h3_addr, &server.tls).await;
+    let bearer = format!("Bearer {ADMIN}");
+    for path in ["/streams", "/metrics"] {
+        let stranger = client.get(path).await;
+        assert_eq!(stranger.response.status(), 401, "{path}");
+        assert!(
+            stranger.text().contains("admin token"),
+            "{}",
+            stranger.text()
+        );
+        assert!(stranger.header("www-authenticate").is_some());
+        let wrong = client
+            .request(
+                http::Method::GET,
+                path,
+                &[("authorization", "Bearer not-the-admin-token-at-all")],
+            )
+            .await;
+        assert_eq!(wrong.response.status(), 401, "{path}: a wrong token");
+        for (name, value) in [
+            ("authorization", bearer.as_str()),
+            ("x-mirror-cdn-secret", CDN_SECRET),
+        ] {
+            let operator = client
+                .request(http::Method::GET, path, &[(name, value)])
+                .await;
+            assert_eq!(operator.response.status(), 200, "{path} with {name}");
+        }
+    }
+    // Viewers are not operators and need not be.
+    let started = Instant::now();
+    while client.get("/open/index.m3u8").await.response.status() != 200 {
+        assert!(started.elapsed() < Duration::from_secs(30), "never played");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let metrics = client
+        .request(http::Method::GET, "/metrics", &[("authorization", &bearer)])
+        .await
+        .text();
+    assert!(
+        metrics.contains("mirror_access_denied_total{reason=\"operator_only\"} 4"),
+        "{metrics}"
     );
 }

@@ -124,6 +124,7 @@ fn token(
         streams: StreamPattern::new(&stream),
         expires: now.checked_add(ttl).context("--ttl is too large")?,
         address,
+        not_before: None,
     };
     let token = sign(&claims, key);
     println!("{token}");

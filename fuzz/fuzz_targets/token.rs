@@ -31,6 +31,7 @@ fuzz_target!(|input: (&str, &str, u64)| {
         streams: StreamPattern::new(stream),
         expires,
         address: None,
+        not_before: expires.checked_sub(3600),
     };
     let made = sign(&claims, &key);
     if made.len() <= mirror::http::auth::token::MAX_TOKEN_BYTES {

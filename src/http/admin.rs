@@ -272,7 +272,7 @@ impl Admin {
 
     /// Whether `request` carries the token. Both sides are hashed first, so the
     /// comparison takes the same time whatever the guess and whatever its length.
-    fn authorised(&self, request: &Request<()>) -> bool {
+    pub fn authorised(&self, request: &Request<()>) -> bool {
         let Some(given) = request
             .headers()
             .get(header::AUTHORIZATION)

@@ -277,8 +277,20 @@ async fn route(state: &AppState, request: &Request<()>, peer: &Peer) -> Reply {
                 ),
             None => Reply::reject(&Rejection::NotFound, one_second),
         },
-        ("streams", None) => super::ops::streams(state),
-        ("metrics", None) => super::ops::metrics(state, request),
+        ("streams" | "metrics", None) => {
+            let operator = state.auth.carries_cdn_secret(request)
+                || state.admin.as_ref().is_some_and(|a| a.authorised(request));
+            match state.auth.check_ops(operator) {
+                Err(denial) => {
+                    peer.metrics().http.denied(denial.as_str());
+                    Reply::reject(&Rejection::Denied(denial), one_second)
+                }
+                Ok(()) if first == "streams" => {
+                    super::ops::streams(state, |name| state.auth.lists(name, operator))
+                }
+                Ok(()) => super::ops::metrics(state, request),
+            }
+        }
         ("healthz", None) => super::ops::healthz(),
         ("readyz", None) => super::ops::readyz(state),
         (name, Some(super::auth::PREFLIGHT)) => {

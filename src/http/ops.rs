@@ -25,10 +25,10 @@ fn server_json(state: &AppState) -> serde_json::Value {
     serde_json::json!({ "tasks": tasks, "client_addresses": state.clients.addresses() })
 }
 
-/// `/streams`.
-pub(super) fn streams(state: &AppState) -> Reply {
+/// `/streams`: the streams `listed` names (see [`super::auth::Access::lists`]).
+pub(super) fn streams(state: &AppState, listed: impl Fn(&str) -> bool) -> Reply {
     let streams = state.streams.all();
-    let mut names: Vec<&String> = streams.keys().collect();
+    let mut names: Vec<&String> = streams.keys().filter(|n| listed(n)).collect();
     names.sort();
     let list: Vec<serde_json::Value> = names
         .iter()

@@ -87,7 +87,9 @@ impl Rejection {
             Rejection::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Rejection::HeaderFieldsTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             // No credential where the scheme (a bearer token) allows one: 401.
-            Rejection::Denied(Denial::TokenMissing) => StatusCode::UNAUTHORIZED,
+            Rejection::Denied(Denial::TokenMissing | Denial::OperatorOnly) => {
+                StatusCode::UNAUTHORIZED
+            }
             Rejection::Denied(_) => StatusCode::FORBIDDEN,
         }
     }
@@ -139,7 +141,7 @@ impl Rejection {
             Rejection::MethodNotAllowed => {
                 vec![(header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS))]
             }
-            Rejection::Denied(Denial::TokenMissing) => vec![(
+            Rejection::Denied(Denial::TokenMissing | Denial::OperatorOnly) => vec![(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"mirror\""),
             )],

@@ -274,28 +274,9 @@ impl RunningServer {
         let quic_tls = tls::server_config_with(certificate.clone(), &[b"h3"], true)?;
         let quic = h3::server_config(quic_tls, &settings.limits)
             .map_err(|e| ServerError::Quic(e.to_string()))?;
-        let endpoint =
-            quinn::Endpoint::server(quic, server.listen).map_err(|source| ServerError::Bind {
-                addr: server.listen,
-                transport: "UDP",
-                source,
-            })?;
-        let h3_addr = endpoint.local_addr().map_err(|source| ServerError::Bind {
-            addr: server.listen,
-            transport: "UDP",
-            source,
-        })?;
-        // Same port on TCP as on UDP, so that Alt-Svc and the URL agree.
-        let tcp_bind = SocketAddr::new(server.listen.ip(), h3_addr.port());
-        let listener = TcpListener::bind(tcp_bind)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: tcp_bind,
-                transport: "TCP",
-                source,
-            })?;
+        let (endpoint, h3_addr, listener) = bind_same_port(quic, server.listen).await?;
         let tcp_addr = listener.local_addr().map_err(|source| ServerError::Bind {
-            addr: tcp_bind,
+            addr: h3_addr,
             transport: "TCP",
             source,
         })?;
@@ -450,4 +431,45 @@ fn player_script(configured: Option<&std::path::Path>) -> Option<Bytes> {
         return None;
     }
     Some(Bytes::from_static(EMBEDDED_HLS_JS))
+}
+
+/// Binds QUIC on `listen` and TCP on the same port, so that Alt-Svc and the URL agree.
+/// With port 0 the kernel picks the UDP port, and that number may already be taken on
+/// TCP (a client's ephemeral port, another test's listener): then both are dropped and
+/// another port is picked, a bounded number of times.
+async fn bind_same_port(
+    quic: quinn::ServerConfig,
+    listen: SocketAddr,
+) -> Result<(quinn::Endpoint, SocketAddr, TcpListener), ServerError> {
+    const ATTEMPTS_ON_ANY_PORT: usize = 16;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let udp_error = |source| ServerError::Bind {
+            addr: listen,
+            transport: "UDP",
+            source,
+        };
+        let endpoint = quinn::Endpoint::server(quic.clone(), listen).map_err(udp_error)?;
+        let h3_addr = endpoint.local_addr().map_err(udp_error)?;
+        let tcp_bind = SocketAddr::new(listen.ip(), h3_addr.port());
+        match TcpListener::bind(tcp_bind).await {
+            Ok(listener) => return Ok((endpoint, h3_addr, listener)),
+            Err(source)
+                if listen.port() == 0
+                    && source.kind() == std::io::ErrorKind::AddrInUse
+                    && attempt < ATTEMPTS_ON_ANY_PORT =>
+            {
+                endpoint.close(0u32.into(), b"");
+                drop(endpoint);
+            }
+            Err(source) => {
+                return Err(ServerError::Bind {
+                    addr: tcp_bind,
+                    transport: "TCP",
+                    source,
+                });
+            }
+        }
+    }
 }

@@ -38,6 +38,7 @@ pub fn token(streams: &str, expires: u64) -> String {
         streams: StreamPattern::new(streams),
         expires,
         address: None,
+        not_before: None,
     };
     sign(&claims, &key)
 }

@@ -117,6 +117,8 @@ struct JwtClaims {
     stream: String,
     #[serde(default)]
     ip: Option<IpNet>,
+    #[serde(default)]
+    nbf: Option<u64>,
 }
 
 /// The claims of JWT `token` when one of `keys` signed it (its `kid` names the key).
@@ -137,7 +139,7 @@ pub fn verify(token: &str, keys: &[JwtKey]) -> Result<Claims, TokenError> {
         return Err(TokenError::BadSignature);
     }
     let mut validation = Validation::new(key.algorithm);
-    // Expiry is Mirror's to check (a viewer already watching goes on); audience and
+    // Expiry and `nbf` are Mirror's to check (a viewer already watching goes on); audience and
     // issuer are the issuing site's business.
     validation.validate_exp = false;
     validation.validate_aud = false;
@@ -154,6 +156,7 @@ pub fn verify(token: &str, keys: &[JwtKey]) -> Result<Claims, TokenError> {
         streams: StreamPattern::new(&data.claims.stream),
         expires: data.claims.exp,
         address: data.claims.ip,
+        not_before: data.claims.nbf,
     })
 }
 
@@ -182,6 +185,19 @@ mod tests {
         assert_eq!(claims.expires, 2000);
         assert!(claims.streams.admits("cam-2"));
         assert_eq!(claims.address, Some("10.0.0.0/8".parse().expect("CIDR")));
+        assert_eq!(claims.not_before, None);
+        let later = hs256(
+            "site",
+            &serde_json::json!({"exp": 2000, "nbf": 1500, "stream": "cam"}),
+            SECRET,
+        );
+        let claims = verify(&later, &keys).expect("verifies");
+        assert_eq!(claims.not_before, Some(1500));
+        assert_eq!(
+            claims.admit("cam", "127.0.0.1".parse().expect("address"), 1000, 0),
+            Err(TokenError::NotYetValid),
+            "nbf is Mirror's to check, as exp is"
+        );
     }
 
     #[test]

@@ -60,6 +60,17 @@ pub enum Policy {
     CdnOnly,
 }
 
+/// Who may read what names every stream (`/streams`, `/metrics`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OpsAccess {
+    /// Anyone; `/streams` lists streams that are not public to an operator only.
+    #[default]
+    Open,
+    /// An operator only: the admin API's token (as a bearer token) or the CDN's secret.
+    Operator,
+}
+
 /// Why a request for a stream is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Denial {
@@ -75,6 +86,10 @@ pub enum Denial {
     /// The plain-HTTP listener, asked without the CDN's secret.
     #[error("this listener serves the CDN only")]
     CdnSecretRequired,
+    /// `/streams` or `/metrics` under `[auth] ops = "operator"`, asked without the admin
+    /// token or the CDN's secret.
+    #[error("this needs the admin token: Authorization: Bearer TOKEN")]
+    OperatorOnly,
 }
 
 impl Denial {
@@ -85,6 +100,7 @@ impl Denial {
             Denial::Token(error) => error.as_str(),
             Denial::CdnOnly => "cdn_only",
             Denial::CdnSecretRequired => "cdn_secret_required",
+            Denial::OperatorOnly => "operator_only",
         }
     }
 }
@@ -110,6 +126,7 @@ pub struct Access {
     cdn_header: HeaderName,
     default_policy: Policy,
     watching_grace: u64,
+    ops: OpsAccess,
     /// Streams whose policy is not the default, by name.
     policies: RwLock<HashMap<String, Policy>>,
     /// The policy a stream taken out of service (deleted, replaced) had, by name, until
@@ -138,6 +155,7 @@ impl Default for Access {
             cdn_header: HeaderName::from_static(DEFAULT_CDN_HEADER),
             default_policy: Policy::Public,
             watching_grace: 0,
+            ops: OpsAccess::Open,
             policies: RwLock::default(),
             retiring: RwLock::default(),
         }
@@ -158,6 +176,7 @@ impl Access {
                 .unwrap_or(HeaderName::from_static(DEFAULT_CDN_HEADER)),
             default_policy: settings.policy,
             watching_grace: settings.watching_grace_secs,
+            ops: settings.ops,
             policies: RwLock::default(),
             retiring: RwLock::default(),
         })
@@ -228,9 +247,25 @@ impl Access {
             .unwrap_or(self.default_policy)
     }
 
+    /// Whether a request for `/streams` or `/metrics` is answered; `operator`: it
+    /// carries the admin token or the CDN's secret.
+    pub fn check_ops(&self, operator: bool) -> Result<(), Denial> {
+        match self.ops {
+            OpsAccess::Operator if !operator => Err(Denial::OperatorOnly),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether `/streams` names stream `name` to a caller (`operator`: as for
+    /// [`Access::check_ops`]): a stream that is not public only to an operator, so that
+    /// its name is not a stranger's to learn.
+    pub fn lists(&self, name: &str, operator: bool) -> bool {
+        operator || self.policy(name) == Policy::Public
+    }
+
     /// Whether `request` carries the CDN's secret (compared in constant time: both
     /// sides hashed first, then every byte looked at).
-    fn carries_cdn_secret(&self, request: &Request<()>) -> bool {
+    pub fn carries_cdn_secret(&self, request: &Request<()>) -> bool {
         let (Some(expected), Some(given)) =
             (self.cdn_secret, request.headers().get(&self.cdn_header))
         else {

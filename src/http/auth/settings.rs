@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::jwt::{JwtAlgorithm, JwtKey};
 use super::token::SigningKey;
-use super::{CDN_SECRET_ENV, DEFAULT_CDN_HEADER, Policy};
+use super::{CDN_SECRET_ENV, DEFAULT_CDN_HEADER, OpsAccess, Policy};
 use crate::http::admin::Secret;
 
 /// One `[[auth.keys]]` entry: a key playback tokens are signed with.
@@ -64,6 +64,10 @@ pub struct AuthSettings {
     /// A JWKS file of more such keys (ES256 and RS256 ones with a `kid`), read at
     /// start-up.
     pub jwks_file: Option<PathBuf>,
+    /// Who may read `/streams` and `/metrics`: `open` (the default: anyone, though
+    /// `/streams` lists a stream that is not public only to an operator) or `operator`
+    /// (the admin token as a bearer token, or the CDN's secret).
+    pub ops: OpsAccess,
 }
 
 impl Default for AuthSettings {
@@ -76,6 +80,7 @@ impl Default for AuthSettings {
             watching_grace_secs: 4 * 3600,
             jwt_keys: Vec::new(),
             jwks_file: None,
+            ops: OpsAccess::Open,
         }
     }
 }

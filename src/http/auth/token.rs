@@ -123,7 +123,14 @@ pub struct Claims {
     /// The client address (or CIDR block) it is bound to, if any.
     #[serde(rename = "a", default, skip_serializing_if = "Option::is_none")]
     pub address: Option<IpNet>,
+    /// When it starts admitting viewers, in Unix seconds, if not at once (a JWT's `nbf`).
+    #[serde(rename = "n", default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<u64>,
 }
+
+/// How far an issuer's clock may run ahead of Mirror's before a token that is not yet
+/// valid is refused (jsonwebtoken's default leeway, and Kubernetes' and Envoy's).
+pub const CLOCK_SKEW_SECS: u64 = 60;
 
 /// Why a token admits nobody, or not this request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -140,6 +147,9 @@ pub enum TokenError {
     /// Past its expiry.
     #[error("the token has expired")]
     Expired,
+    /// Before its start (`nbf`), by more than [`CLOCK_SKEW_SECS`].
+    #[error("the token is not valid yet")]
+    NotYetValid,
     /// For other streams.
     #[error("the token is for another stream")]
     WrongStream,
@@ -156,6 +166,7 @@ impl TokenError {
             TokenError::UnknownKey => "token_unknown_key",
             TokenError::BadSignature => "token_bad_signature",
             TokenError::Expired => "token_expired",
+            TokenError::NotYetValid => "token_not_yet_valid",
             TokenError::WrongStream => "token_wrong_stream",
             TokenError::WrongAddress => "token_wrong_address",
         }
@@ -221,6 +232,11 @@ impl Claims {
         if now >= self.expires.saturating_add(grace) {
             return Err(TokenError::Expired);
         }
+        if let Some(start) = self.not_before
+            && now.saturating_add(CLOCK_SKEW_SECS) < start
+        {
+            return Err(TokenError::NotYetValid);
+        }
         Ok(())
     }
 }
@@ -247,6 +263,7 @@ mod tests {
             streams: StreamPattern::new(streams),
             expires,
             address: address.map(|a| a.parse().expect("CIDR")),
+            not_before: None,
         }
     }
 
@@ -329,6 +346,19 @@ mod tests {
         assert_eq!(c.admit("cam-1", away, 99, 0), Err(TokenError::WrongAddress));
         let mapped: IpAddr = "::ffff:127.0.0.1".parse().expect("address");
         assert_eq!(c.admit("cam-1", mapped, 99, 0), Ok(()));
+        let later = Claims {
+            not_before: Some(50 + CLOCK_SKEW_SECS),
+            ..c.clone()
+        };
+        assert_eq!(
+            later.admit("cam-1", LOCAL, 49, 0),
+            Err(TokenError::NotYetValid)
+        );
+        assert_eq!(
+            later.admit("cam-1", LOCAL, 50, 0),
+            Ok(()),
+            "an issuer's clock a little ahead"
+        );
         assert!(StreamPattern::new("*").admits("anything"));
         assert!(!StreamPattern::new("cam").admits("cam-1"));
     }
