@@ -92,6 +92,8 @@ async fn viewers_switch_renditions_by_their_reports() {
         source: "testsrc".into(),
         renditions: vec![rendition("a", 320, 180, 400), rendition("b", 160, 90, 150)],
         policy: None,
+        publish_key: None,
+        publish_key_sha256: None,
     }];
     let server = RunningServer::start_with(&settings, "", &mirror::ingest::SourceSpec::TestPattern)
         .await

@@ -72,6 +72,8 @@ async fn a_two_rendition_ladder_is_aligned_decodable_and_reported() {
             rendition("low", 320, 180, 250),
         ],
         policy: None,
+        publish_key: None,
+        publish_key_sha256: None,
     }];
     settings.validate().expect("valid");
     let server = RunningServer::start_with(&settings, "", &SourceSpec::TestPattern)

@@ -237,6 +237,8 @@ async fn a_cameras_bytes_in_frames_and_encoder_queue_are_reported() {
         source: camera.url(),
         renditions: vec![copy, fixtures::rendition("small", 320, 180, 300)],
         policy: None,
+        publish_key: None,
+        publish_key_sha256: None,
     }];
     settings.validate().expect("valid");
     let server = RunningServer::start_with(&settings, "", &SourceSpec::TestPattern)

@@ -63,6 +63,8 @@ async fn serve_config(settings: &Settings, config: &Path) -> RunningServer {
         source: "testsrc".into(),
         renditions: Vec::new(),
         policy: None,
+        publish_key: None,
+        publish_key_sha256: None,
     };
     RunningServer::start_from(
         settings,

@@ -334,6 +334,8 @@ async fn bad_sources_are_retried_and_leave_other_streams_alone() {
         source,
         renditions: Vec::new(),
         policy: None,
+        publish_key: None,
+        publish_key_sha256: None,
     };
     settings.streams = vec![
         stream("good", "testsrc".into()),
@@ -440,6 +442,8 @@ async fn a_camera_rendition_passed_through_and_one_transcoded_stay_aligned() {
             rendition("small", RenditionCodec::H264, Some((320, 180))),
         ],
         policy: None,
+        publish_key: None,
+        publish_key_sha256: None,
     }];
     settings.validate().expect("valid");
     let server = RunningServer::start_with(&settings, "", &SourceSpec::TestPattern)
@@ -673,6 +677,8 @@ async fn credentials_come_from_the_url() {
         source,
         renditions: Vec::new(),
         policy: None,
+        publish_key: None,
+        publish_key_sha256: None,
     };
     settings.streams = vec![
         stream(

@@ -28,6 +28,8 @@ async fn a_panicking_media_thread_is_restarted_and_the_others_keep_serving() {
             source: "testsrc".into(),
             renditions: Vec::new(),
             policy: None,
+            publish_key: None,
+            publish_key_sha256: None,
         })
         .collect();
     let server = RunningServer::start(&settings, "unused")

@@ -452,6 +452,8 @@ fn main() -> anyhow::Result<()> {
                 source,
                 renditions: Vec::new(),
                 policy: None,
+                publish_key: None,
+                publish_key_sha256: None,
             };
             serve(settings, stream, config_file, overrides)?;
         }

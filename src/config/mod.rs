@@ -125,6 +125,8 @@ pub struct Settings {
     /// `[auth]`: who may watch: the default policy, playback token keys, the CDN's
     /// shared secret.
     pub auth: crate::http::auth::AuthSettings,
+    /// `[push]`: where encoders push to (RTMP).
+    pub push: crate::ingest::push::PushSettings,
     /// `[[streams]]`: the streams to serve, each with its source and renditions. None:
     /// one stream from the command line (`--name`, `--source`).
     pub streams: Vec<StreamSettings>,
@@ -426,6 +428,7 @@ impl Settings {
             encoder: self.encoder.clone(),
             cmaf: self.cmaf.clone(),
             window_segments: self.server.window_segments,
+            publish: None,
         }
     }
 
@@ -438,6 +441,8 @@ impl Settings {
                 source: source.to_string(),
                 renditions: Vec::new(),
                 policy: None,
+                publish_key: None,
+                publish_key_sha256: None,
             }]
         } else {
             self.streams.clone()

@@ -4,6 +4,7 @@
 use serde::Deserialize;
 
 use super::ConfigError;
+use crate::http::admin::{MIN_TOKEN_BYTES, Secret};
 use crate::http::auth::Policy;
 use crate::pipeline::{RenditionCodec, RenditionSpec};
 
@@ -22,6 +23,14 @@ pub struct StreamSettings {
     /// Who may watch it: `public`, `token` or `cdn-only`. None: `[auth] policy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<Policy>,
+    /// With `source = "publish"`: the key an encoder publishes with
+    /// (`rtmp://HOST/APP/KEY`), at least 16 bytes. Never written out.
+    #[serde(default, skip_serializing)]
+    pub publish_key: Option<Secret>,
+    /// The same key as its SHA-256 in hex, for a configuration that keeps no key in
+    /// the clear (`printf %s KEY | sha256sum`). Never written out.
+    #[serde(default, skip_serializing)]
+    pub publish_key_sha256: Option<String>,
 }
 
 impl StreamSettings {
@@ -49,6 +58,23 @@ impl StreamSettings {
         self.name == other.name
             && self.source == other.source
             && self.renditions == other.renditions
+    }
+
+    /// The hash of its publish key, when it has one (checked by validation: a hex
+    /// string that does not parse is `None`).
+    pub fn publish_key_hash(&self) -> Option<crate::ingest::push::KeyHash> {
+        if let Some(key) = &self.publish_key {
+            return Some(crate::ingest::push::hash_key(&key.0));
+        }
+        let hex = self.publish_key_sha256.as_deref()?;
+        let mut hash = [0u8; 32];
+        if hex.len() != 64 {
+            return None;
+        }
+        for (i, byte) in hash.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(hash)
     }
 
     /// The settings as JSON, with the source's secrets hidden.
@@ -95,11 +121,11 @@ pub(super) fn validate_stream(
     if stream.source.trim().is_empty() {
         return invalid("streams.source", format!("stream {name:?} has no source"));
     }
-    let encoded = matches!(
-        crate::ingest::SourceSpec::parse(&stream.source),
-        crate::ingest::SourceSpec::Rtsp(_)
-    );
-    if encoded && let Err(e) = url::Url::parse(&stream.source) {
+    let spec = crate::ingest::SourceSpec::parse(&stream.source);
+    let encoded = spec.is_passthrough();
+    if matches!(spec, crate::ingest::SourceSpec::Rtsp(_))
+        && let Err(e) = url::Url::parse(&stream.source)
+    {
         return invalid(
             "streams.source",
             format!(
@@ -108,6 +134,7 @@ pub(super) fn validate_stream(
             ),
         );
     }
+    validate_publish_key(stream, before)?;
     for (i, r) in stream.renditions.iter().enumerate() {
         if !is_path_name(&r.name) || r.name == "index" {
             return invalid(
@@ -180,4 +207,117 @@ pub(super) fn validate_stream(
         }
     }
     Ok(())
+}
+
+/// A `publish` stream has one key, well formed and its own; others have none.
+fn validate_publish_key(
+    stream: &StreamSettings,
+    before: &[StreamSettings],
+) -> Result<(), ConfigError> {
+    let invalid = |field, reason: String| Err(ConfigError::Invalid { field, reason });
+    let name = &stream.name;
+    let publish =
+        crate::ingest::SourceSpec::parse(&stream.source) == crate::ingest::SourceSpec::Publish;
+    let given = stream.publish_key.is_some() || stream.publish_key_sha256.is_some();
+    if !publish {
+        return if given {
+            invalid(
+                "streams.publish_key",
+                format!("stream {name:?}: a publish key is for source = \"publish\""),
+            )
+        } else {
+            Ok(())
+        };
+    }
+    if stream.publish_key.is_some() && stream.publish_key_sha256.is_some() {
+        return invalid(
+            "streams.publish_key",
+            format!("stream {name:?}: give publish_key or publish_key_sha256, not both"),
+        );
+    }
+    if let Some(key) = &stream.publish_key
+        && key.0.len() < MIN_TOKEN_BYTES
+    {
+        return invalid(
+            "streams.publish_key",
+            format!("stream {name:?}: the publish key is shorter than {MIN_TOKEN_BYTES} bytes"),
+        );
+    }
+    let Some(hash) = stream.publish_key_hash() else {
+        return if stream.publish_key_sha256.is_some() {
+            invalid(
+                "streams.publish_key_sha256",
+                format!("stream {name:?}: not 64 hex digits"),
+            )
+        } else {
+            invalid(
+                "streams.publish_key",
+                format!("stream {name:?}: source = \"publish\" needs a publish_key"),
+            )
+        };
+    };
+    if before.iter().any(|s| s.publish_key_hash() == Some(hash)) {
+        return invalid(
+            "streams.publish_key",
+            format!("stream {name:?}: another stream has the same publish key"),
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+
+    fn field_of(toml: &str) -> Option<String> {
+        match Settings::from_toml(toml).and_then(|s| s.validate()) {
+            Ok(()) => None,
+            Err(ConfigError::Invalid { field, .. }) => Some(field.to_string()),
+            Err(other) => Some(other.to_string()),
+        }
+    }
+
+    #[test]
+    fn a_publish_stream_needs_one_key_of_its_own() {
+        let stream =
+            |extra: &str| format!("[[streams]]\nname = \"a\"\nsource = \"publish\"\n{extra}\n");
+        assert_eq!(
+            field_of(&stream("publish_key = \"0123456789abcdef\"")),
+            None
+        );
+        assert_eq!(
+            field_of(&stream("")).as_deref(),
+            Some("streams.publish_key")
+        );
+        assert_eq!(
+            field_of(&stream("publish_key = \"short\"")).as_deref(),
+            Some("streams.publish_key")
+        );
+        assert_eq!(
+            field_of(&stream("publish_key_sha256 = \"abc\"")).as_deref(),
+            Some("streams.publish_key_sha256")
+        );
+        let plain = "0123456789abcdef";
+        let hashed: String = crate::ingest::push::hash_key(plain)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let twice = format!(
+            "{}[[streams]]\nname = \"b\"\nsource = \"publish\"\npublish_key_sha256 = \"{hashed}\"\n",
+            stream(&format!("publish_key = \"{plain}\""))
+        );
+        assert_eq!(
+            field_of(&twice).as_deref(),
+            Some("streams.publish_key"),
+            "the same key, once plain and once hashed"
+        );
+        assert_eq!(
+            field_of(
+                "[[streams]]\nname = \"cam\"\nsource = \"testsrc\"\npublish_key = \"0123456789abcdef\"\n"
+            )
+            .as_deref(),
+            Some("streams.publish_key")
+        );
+    }
 }

@@ -11,8 +11,10 @@ pub mod file;
 pub mod jitter;
 pub(crate) mod lavfi;
 mod options;
+pub mod push;
 pub mod redact;
 pub mod rtsp;
+mod startup;
 pub mod testsrc;
 pub mod url;
 
@@ -29,6 +31,9 @@ pub use url::UrlSource;
 
 use crate::cmaf::{Sample, TrackInfo};
 
+/// The `source` of a stream encoders push to.
+pub const PUBLISH: &str = "publish";
+
 /// Which source a stream plays.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceSpec {
@@ -42,6 +47,9 @@ pub enum SourceSpec {
     /// A network source libav opens (`srt://`, `udp://`, `rtmp://`, `http(s)://`, …),
     /// decoded and encoded.
     Url(String),
+    /// `publish`: an encoder pushes to Mirror with the stream's publish key (RTMP),
+    /// passed through.
+    Publish,
 }
 
 /// An opened source: raw frames to encode, or encoded samples to pass through.
@@ -60,15 +68,25 @@ impl SourceSpec {
             SourceSpec::TestPattern => "testsrc".into(),
             SourceSpec::File(path) => path.display().to_string(),
             SourceSpec::Rtsp(url) | SourceSpec::Url(url) => url.clone(),
+            SourceSpec::Publish => PUBLISH.into(),
         }
     }
 
-    /// Parses a `source` setting: `testsrc` is the test pattern, `rtsp://…` an RTSP
+    /// Whether its samples are passed through as they come (its own keyframes make the
+    /// segments), rather than decoded.
+    pub fn is_passthrough(&self) -> bool {
+        matches!(self, SourceSpec::Rtsp(_) | SourceSpec::Publish)
+    }
+
+    /// Parses a `source` setting: `testsrc` is the test pattern, `publish` a stream
+    /// encoders push to, `rtsp://…` an RTSP
     /// source, `srt://`, `udp://`, `rtmp://`, `http(s)://` … a libav network source;
     /// anything else names a file.
     pub fn parse(text: &str) -> Self {
         if text == "testsrc" {
             SourceSpec::TestPattern
+        } else if text == PUBLISH {
+            SourceSpec::Publish
         } else if text.starts_with("rtsp://") || text.starts_with("rtsps://") {
             SourceSpec::Rtsp(text.to_string())
         } else if url::is_url(text) {
@@ -99,6 +117,7 @@ impl SourceSpec {
     pub fn listens(&self) -> bool {
         match self {
             SourceSpec::Url(url) => url::listens(url),
+            SourceSpec::Publish => true,
             _ => false,
         }
     }
@@ -127,6 +146,20 @@ impl SourceSpec {
                     .then(|| Duration::from_millis(u64::from(options.stall_timeout_ms)));
                 OpenedSource::Raw(Box::new(UrlSource::open(url, timeout, limits)?))
             }
+            SourceSpec::Publish => {
+                let point = limits
+                    .publish
+                    .as_ref()
+                    .ok_or_else(|| IngestError::Unsupported {
+                        source_name: PUBLISH.into(),
+                        reason: "no push listener runs ([push] rtmp_listen)".into(),
+                    })?;
+                OpenedSource::Encoded(Box::new(push::PushSource::open(
+                    &point.points,
+                    &point.stream,
+                    &limits.stop,
+                )?))
+            }
         })
     }
 }
@@ -137,6 +170,7 @@ impl std::fmt::Display for SourceSpec {
             SourceSpec::TestPattern => f.write_str("testsrc"),
             SourceSpec::File(path) => write!(f, "{}", path.display()),
             SourceSpec::Rtsp(url) | SourceSpec::Url(url) => f.write_str(&redact::redact(url)),
+            SourceSpec::Publish => f.write_str(PUBLISH),
         }
     }
 }
@@ -150,6 +184,17 @@ pub struct OpenLimits {
     pub open_timeout: Duration,
     /// The largest timestamp jump that is not a discontinuity.
     pub max_gap: Duration,
+    /// Where a `publish` source meets its publishers.
+    pub publish: Option<PublishPoint>,
+}
+
+/// A `publish` stream's place among the server's [`push::PushPoints`].
+#[derive(Debug, Clone)]
+pub struct PublishPoint {
+    /// The server's meeting place.
+    pub points: std::sync::Arc<push::PushPoints>,
+    /// The stream's name there.
+    pub stream: String,
 }
 
 impl Default for OpenLimits {
@@ -158,6 +203,7 @@ impl Default for OpenLimits {
             stop: std::sync::Arc::default(),
             open_timeout: Duration::from_secs(10),
             max_gap: Duration::from_secs(3),
+            publish: None,
         }
     }
 }
@@ -303,6 +349,10 @@ pub trait EncodedSource {
     /// Sound that must be transcoded to AAC: its law and sampling rate. Its samples
     /// come with the audio track's id but are not in [`tracks`](Self::tracks).
     fn g711_audio(&self) -> Option<(G711, u32)> {
+        None
+    }
+    /// Who publishes it, for a source an encoder pushes to.
+    fn publisher(&self) -> Option<push::PublisherInfo> {
         None
     }
 }

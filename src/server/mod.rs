@@ -17,6 +17,7 @@ use crate::http::admin::Admin;
 use crate::http::clients::Admission;
 use crate::http::{AppState, h3, tcp};
 use crate::ingest::SourceSpec;
+use crate::ingest::push::{PushPoints, rtmp};
 use crate::pipeline::RenditionSpec;
 use crate::store::Store;
 use crate::stream::{LiveStream, StreamError};
@@ -69,6 +70,8 @@ pub struct RunningServer {
     pub tcp_addr: SocketAddr,
     /// Where plain HTTP/1.1 listens for a cache tier (`server.http_listen`), if it does.
     pub http_addr: Option<SocketAddr>,
+    /// Where RTMP publishers connect (`[push] rtmp_listen`), if anywhere.
+    pub rtmp_addr: Option<SocketAddr>,
     /// The certificate it started with.
     pub tls: TlsMaterial,
     /// The certificate presented now (replaced when its files change).
@@ -213,23 +216,24 @@ impl RunningServer {
                 reason: e.reason,
             })
         })?);
-        let options = settings.stream_options();
+        let push = Arc::new(PushPoints::default());
         let mut live = Vec::with_capacity(streams.len());
         for (name, source, renditions) in streams {
+            // The config file's entry (the command line's stream has none: the default
+            // policy, no publish key).
+            let configured = settings.streams.iter().find(|s| &s.name == name);
+            let publish_key = configured.and_then(StreamSettings::publish_key_hash);
+            let options = streams::options_for(settings, &push, name, publish_key);
             let started = LiveStream::start(name, source, renditions, &options, store.clone())?;
-            // Who may watch it, as `[[streams]]` says (the command line's stream: the
-            // default policy).
-            let policy = settings
-                .streams
-                .iter()
-                .find(|s| &s.name == name)
-                .and_then(|s| s.policy);
+            let policy = configured.and_then(|s| s.policy);
             auth.set_policy(name, policy);
             let settings = StreamSettings {
                 name: name.clone(),
                 source: source.to_string_unredacted(),
                 renditions: renditions.clone(),
                 policy,
+                publish_key: configured.and_then(|s| s.publish_key.clone()),
+                publish_key_sha256: configured.and_then(|s| s.publish_key_sha256.clone()),
             };
             live.push((started, settings));
         }
@@ -254,6 +258,7 @@ impl RunningServer {
             state.metrics.clone(),
             store,
             auth,
+            push.clone(),
         );
         let state = match settings.admin.resolve_token() {
             Ok(Some(token)) => state.with_admin(Admin::new(token, stream_set.clone())),
@@ -340,10 +345,31 @@ impl RunningServer {
             }
             None => None,
         };
+        // RTMP where configured, or on its default port when a stream is published to.
+        let publishing = streams.iter().any(|(_, s, _)| *s == SourceSpec::Publish);
+        let rtmp_addr = match settings.push.rtmp_address(publishing) {
+            Some(addr) => {
+                let bind_error = |source| ServerError::Bind {
+                    addr,
+                    transport: "TCP (RTMP)",
+                    source,
+                };
+                let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+                let bound = listener.local_addr().map_err(bind_error)?;
+                tasks.push(tokio::spawn(rtmp::serve(
+                    listener,
+                    push,
+                    settings.source.jitter_buffer_samples,
+                )));
+                Some(bound)
+            }
+            None => None,
+        };
         Ok(Self {
             h3_addr,
             tcp_addr,
             http_addr,
+            rtmp_addr,
             tls,
             certificate,
             certificate_nudge,

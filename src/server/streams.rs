@@ -16,10 +16,13 @@ use bytes::Bytes;
 use crate::config::{ConfigError, Overrides, Settings, StreamSettings};
 use crate::http::admin::{AdminError, ControlFuture, StreamControl};
 use crate::http::auth::Access;
-use crate::ingest::SourceSpec;
+use crate::ingest::push::{KeyHash, PushPoints};
+use crate::ingest::{PublishPoint, SourceSpec};
 use crate::metrics::Metrics;
 use crate::store::Store;
-use crate::stream::{LiveStream, MULTIVARIANT_PLAYLIST, StreamError, StreamHandle, StreamRegistry};
+use crate::stream::{
+    LiveStream, MULTIVARIANT_PLAYLIST, StreamError, StreamHandle, StreamOptions, StreamRegistry,
+};
 
 /// Where a running stream's settings came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -66,6 +69,8 @@ pub struct StreamSet {
     store: Store,
     /// Who may watch each stream: its policy is set as it starts or is kept.
     auth: Arc<Access>,
+    /// Where `publish` streams meet their publishers: keys are set as streams start.
+    push: Arc<PushPoints>,
     running: Mutex<HashMap<String, Running>>,
     /// Held for the whole of a change, so that changes never interleave.
     in_force: tokio::sync::Mutex<InForce>,
@@ -109,6 +114,7 @@ impl StreamSet {
         metrics: Arc<Metrics>,
         store: Store,
         auth: Arc<Access>,
+        push: Arc<PushPoints>,
     ) -> Arc<Self> {
         let running = started
             .into_iter()
@@ -126,6 +132,7 @@ impl StreamSet {
             metrics,
             store,
             auth,
+            push,
             running: Mutex::new(running),
             in_force: tokio::sync::Mutex::new(InForce {
                 settings: settings.clone(),
@@ -175,7 +182,12 @@ impl StreamSet {
         origin: Origin,
     ) -> Result<(), StreamError> {
         self.rebalance_store(Some(&stream.name));
-        let options = settings.stream_options();
+        let options = options_for(
+            settings,
+            &self.push,
+            &stream.name,
+            stream.publish_key_hash(),
+        );
         let store = self.store.clone();
         let to_start = stream.clone();
         let started = tokio::task::spawn_blocking(move || {
@@ -229,6 +241,7 @@ impl StreamSet {
     fn remove(&self, name: &str, settings: &Settings) -> bool {
         let removed = self.running().remove(name);
         let known = removed.is_some();
+        self.push.remove(name);
         self.auth.retire(name, Self::retire_for(settings));
         self.registry.remove(name, Self::retire_for(settings));
         retire(removed);
@@ -427,12 +440,35 @@ fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
         ("log", old.log != new.log),
         ("admin", old.admin != new.admin),
         ("auth", old.auth != new.auth),
+        ("push", old.push != new.push),
     ] {
         if changed {
             fields.push(field);
         }
     }
     fields
+}
+
+/// The options of stream `name`: with a publish key, it meets its publishers in `push`
+/// (a stream without one no longer takes any).
+pub(super) fn options_for(
+    settings: &Settings,
+    push: &Arc<PushPoints>,
+    name: &str,
+    publish_key: Option<KeyHash>,
+) -> StreamOptions {
+    let mut options = settings.stream_options();
+    match publish_key {
+        Some(key) => {
+            push.set(name, key);
+            options.publish = Some(PublishPoint {
+                points: push.clone(),
+                stream: name.to_string(),
+            });
+        }
+        None => push.remove(name),
+    }
+    options
 }
 
 /// An admin API error for a stream's settings that failed `ConfigError`'s checks: the

@@ -227,15 +227,16 @@ impl MediaLoop {
         }
         self.publisher
             .set_multivariant(Bytes::from(multivariant(&renditions, fps)));
-        let jitter = match &input {
-            Input::Encoded { source, .. } => source.buffer_fill(),
-            Input::Raw { .. } => None,
+        let (jitter, publisher) = match &input {
+            Input::Encoded { source, .. } => (source.buffer_fill(), source.publisher()),
+            Input::Raw { .. } => (None, None),
         };
         self.input = Some(input);
         self.publisher.update_status(|status| {
             status.state = SourceState::Live;
             status.mode = Some(mode);
             status.jitter_buffer = jitter;
+            status.publisher = publisher;
         });
         tracing::info!(stream = %self.stream, mode = mode.as_str(), source = %self.spec, "stream live");
         Ok(())

@@ -61,6 +61,8 @@ pub struct StreamOptions {
     pub cmaf: CmafOptions,
     /// Complete segments each media playlist lists.
     pub window_segments: usize,
+    /// Where a `publish` stream meets its publishers (set by the server).
+    pub publish: Option<crate::ingest::PublishPoint>,
 }
 
 impl StreamOptions {
@@ -75,6 +77,7 @@ impl StreamOptions {
             stop: stop.clone(),
             open_timeout: self.source.open_timeout(),
             max_gap: self.source.max_timestamp_gap(self.cmaf.segment_target()),
+            publish: self.publish.clone(),
         }
     }
 
@@ -160,7 +163,10 @@ impl LiveStream {
             stream: name.to_string(),
             store,
         });
-        let local = !matches!(spec, SourceSpec::Rtsp(_) | SourceSpec::Url(_));
+        let local = !matches!(
+            spec,
+            SourceSpec::Rtsp(_) | SourceSpec::Url(_) | SourceSpec::Publish
+        );
         let (handle, media) = media_path(name, spec, renditions, options, sink, local, true)?;
         let stop = media.stop.clone();
         let stream = name.to_string();
@@ -204,7 +210,7 @@ fn media_path(
     realtime: bool,
 ) -> Result<(StreamHandle, media::MediaLoop), StreamError> {
     let stream = name.to_string();
-    let encoded = matches!(spec, SourceSpec::Rtsp(_));
+    let encoded = spec.is_passthrough();
     let plans = plan_renditions(renditions, encoded, &options.encoder).map_err(|error| {
         StreamError::Encoder {
             stream: stream.clone(),

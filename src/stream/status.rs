@@ -87,6 +87,9 @@ pub struct StreamStatus {
     pub panics: u64,
     /// The source's jitter buffer, for network sources.
     pub jitter_buffer: Option<JitterFill>,
+    /// Who publishes it, for a stream encoders push to (while one does).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publisher: Option<crate::ingest::push::PublisherInfo>,
 }
 
 /// What a stream's source delivered, counted by its media thread.

@@ -130,6 +130,7 @@ impl MediaLoop {
         tracing::warn!(stream = %self.stream, %error, retry_in = ?delay, "source failed; retrying");
         self.publisher.update_status(|status| {
             status.state = SourceState::Retrying;
+            status.publisher = None;
             status.last_error = Some(error.to_string());
             status.restarts += 1;
         });

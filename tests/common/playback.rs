@@ -50,5 +50,7 @@ pub fn stream(name: &str, policy: Policy) -> StreamSettings {
         source: "testsrc".into(),
         renditions: Vec::new(),
         policy: Some(policy),
+        publish_key: None,
+        publish_key_sha256: None,
     }
 }

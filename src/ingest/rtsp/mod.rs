@@ -28,14 +28,13 @@ use retina::client::{
 };
 use retina::codec::{CodecItem, FrameFormat, ParametersRef};
 
-mod startup;
 mod timing;
 mod tracks;
 
-use self::startup::Startup;
 use self::timing::Timing;
 use self::tracks::tracks_of;
 use super::jitter::{JitterBuffer, JitterFill, Popped};
+use super::startup::Startup;
 use super::{EncodedSource, G711, IngestError};
 use crate::cmaf::{AUDIO_TRACK_ID, VIDEO_TRACK_ID};
 use crate::cmaf::{Sample, TrackInfo};

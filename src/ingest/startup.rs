@@ -1,6 +1,7 @@
-//! The start of an RTSP session: samples before the first keyframe dropped, the first
-//! GOP held until the second keyframe shows how long a GOP is (passthrough segments
-//! follow it) and what the frame rate and bit rates are.
+//! The start of a passed-through source (an RTSP session, a publication): samples
+//! before the first keyframe dropped, the first GOP held until the second keyframe shows
+//! how long a GOP is (passthrough segments follow it) and what the frame rate and bit
+//! rates are.
 
 use std::time::Duration;
 
@@ -8,24 +9,24 @@ use crate::cmaf::{Sample, Timescale, VIDEO_TRACK_ID};
 
 /// The first GOP, held until the second keyframe shows how long a GOP is.
 #[derive(Default)]
-pub(super) struct Startup {
+pub(crate) struct Startup {
     samples: Vec<Sample>,
     first_key: Option<u64>,
     video_times: Vec<u64>,
 }
 
 /// What [`Startup`] learnt.
-pub(super) struct Ready {
-    pub(super) samples: Vec<Sample>,
-    pub(super) gop: Duration,
+pub(crate) struct Ready {
+    pub(crate) samples: Vec<Sample>,
+    pub(crate) gop: Duration,
     /// Median interval between video frames, 90 kHz ticks.
-    pub(super) frame_ticks: u32,
+    pub(crate) frame_ticks: u32,
 }
 
 impl Ready {
     /// A track's bit rate over the first GOP (the last sample, the second keyframe, is
     /// not part of it).
-    pub(super) fn bits_per_second(&self, track_id: u32) -> u32 {
+    pub(crate) fn bits_per_second(&self, track_id: u32) -> u32 {
         let bytes: usize = self.samples[..self.samples.len().saturating_sub(1)]
             .iter()
             .filter(|s| s.track_id == track_id)
@@ -37,7 +38,17 @@ impl Ready {
 }
 
 impl Startup {
-    pub(super) fn push(&mut self, sample: Sample) -> Option<Ready> {
+    /// How much video the first GOP holds so far.
+    pub(crate) fn held(&self) -> Duration {
+        match (self.video_times.first(), self.video_times.last()) {
+            (Some(first), Some(last)) => {
+                Timescale::VIDEO_90K.to_duration(last.saturating_sub(*first))
+            }
+            _ => Duration::ZERO,
+        }
+    }
+
+    pub(crate) fn push(&mut self, sample: Sample) -> Option<Ready> {
         let video = sample.track_id == VIDEO_TRACK_ID;
         match self.first_key {
             // Nothing before the first keyframe can be decoded (audio is dropped too, so

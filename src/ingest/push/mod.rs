@@ -1,0 +1,406 @@
+//! Ingest that encoders push to: a stream whose source is `publish` waits for a
+//! publisher presenting its key (RTMP now: [`rtmp`]). The listeners run on the server's
+//! runtime; the stream's media thread opens a [`PushSource`] that waits, without an open
+//! timeout, for a publisher to hand over its first GOP, then reads samples from a
+//! [`JitterBuffer`] as it does an RTSP camera's (passthrough, the publisher's GOP making
+//! the segments).
+//!
+//! [`PushPoints`] is the meeting place: which stream each key opens (keys are held as
+//! SHA-256 hashes and compared in constant time), whether one is already being
+//! published, and the hand-over. A publisher that leaves closes its buffer: the stream
+//! reopens, waits for the next one and marks the change with EXT-X-DISCONTINUITY.
+//!
+//! This module owns the meeting place and the protocol-independent part of a
+//! publication ([`publication`]); it knows nothing of playlists, HTTP or the pipeline.
+
+pub mod flv;
+mod publication;
+pub mod rtmp;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use sha2::{Digest as _, Sha256};
+
+use super::jitter::{JitterBuffer, JitterFill, Popped};
+use super::{EncodedSource, IngestError};
+use crate::cmaf::{Sample, TrackInfo};
+
+pub use publication::Publication;
+
+/// Where RTMP listens when a stream is published to and `[push]` says nothing.
+pub const DEFAULT_RTMP_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 1935);
+
+/// `[push]`: the listeners encoders push to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PushSettings {
+    /// RTMP (`rtmp://HOST:PORT/APP/KEY`). Default `[::]:1935` when a stream's source is
+    /// `publish`, else none.
+    pub rtmp_listen: Option<SocketAddr>,
+}
+
+impl PushSettings {
+    /// Where RTMP listens, `publishing`: whether a stream is published to.
+    pub fn rtmp_address(&self, publishing: bool) -> Option<SocketAddr> {
+        self.rtmp_listen
+            .or(publishing.then_some(DEFAULT_RTMP_LISTEN))
+    }
+}
+
+/// The SHA-256 of a publish key: all the server keeps of it.
+pub type KeyHash = [u8; 32];
+
+/// The hash of publish key `key`.
+pub fn hash_key(key: &str) -> KeyHash {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// Who is publishing a stream, for `/streams`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PublisherInfo {
+    /// `rtmp` (later `srt`, `whip`).
+    pub protocol: &'static str,
+    /// The publisher's address.
+    pub address: SocketAddr,
+    /// When it started publishing, Unix milliseconds.
+    pub since_unix_ms: u64,
+}
+
+impl PublisherInfo {
+    /// A publisher over `protocol` from `address`, starting now.
+    pub fn new(protocol: &'static str, address: SocketAddr) -> Self {
+        let since_unix_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Self {
+            protocol,
+            address,
+            since_unix_ms,
+        }
+    }
+}
+
+/// What a publisher hands the stream once its first GOP is in: the tracks, what the
+/// first GOP showed, and the buffer the rest comes through.
+pub struct Handoff {
+    /// Video first, then audio, with the publisher's parameter sets.
+    pub tracks: Vec<TrackInfo>,
+    /// The publisher's keyframe interval.
+    pub gop: Duration,
+    /// Frames per second as a fraction, when known.
+    pub frame_rate: Option<(u32, u32)>,
+    /// Samples from the first keyframe on.
+    pub buffer: Arc<JitterBuffer>,
+    /// Who publishes.
+    pub publisher: PublisherInfo,
+}
+
+/// Why a publisher is turned away.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PushRefusal {
+    /// No stream has this key. (The key is never repeated: it is a secret.)
+    #[error("no stream has this publish key")]
+    UnknownKey,
+    /// Someone is publishing this stream already.
+    #[error("stream {0} is being published already")]
+    Busy(String),
+}
+
+#[derive(Default)]
+struct Point {
+    key: KeyHash,
+    /// A publisher's first GOP, not yet taken by the stream.
+    pending: Option<Handoff>,
+    /// Who holds the stream now.
+    publisher: Option<PublisherInfo>,
+    /// Bumped when the stream is removed or its key changes: claims of an older
+    /// generation are over.
+    generation: u64,
+}
+
+/// See the module docs.
+#[derive(Default)]
+pub struct PushPoints {
+    points: Mutex<HashMap<String, Point>>,
+    handed: Condvar,
+}
+
+impl std::fmt::Debug for PushPoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushPoints").finish_non_exhaustive()
+    }
+}
+
+impl PushPoints {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Point>> {
+        self.points.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Stream `stream` is published to with the key hashed as `key`; a publisher of
+    /// an earlier key is ended.
+    pub fn set(&self, stream: &str, key: KeyHash) {
+        let mut points = self.lock();
+        let point = points.entry(stream.to_string()).or_default();
+        if point.key != key {
+            point.key = key;
+            point.generation += 1;
+            point.pending = None;
+            point.publisher = None;
+        }
+    }
+
+    /// Stream `stream` is gone: its publisher is ended.
+    pub fn remove(&self, stream: &str) {
+        self.lock().remove(stream);
+        self.handed.notify_all();
+    }
+
+    /// The stream `key` publishes, claimed for `publisher`; refused when no stream has
+    /// the key or someone publishes it already. Every stream's key is compared, in
+    /// constant time, so the answer's timing says nothing of how close a guess was.
+    pub fn claim(
+        self: &Arc<Self>,
+        key: &str,
+        publisher: PublisherInfo,
+    ) -> Result<Claim, PushRefusal> {
+        let given = hash_key(key);
+        let mut points = self.lock();
+        let mut found = None;
+        for (name, point) in points.iter() {
+            let differ = given
+                .iter()
+                .zip(point.key.iter())
+                .fold(0u8, |d, (a, b)| d | (a ^ b));
+            if differ == 0 {
+                found = Some(name.clone());
+            }
+        }
+        let stream = found.ok_or(PushRefusal::UnknownKey)?;
+        let point = points.get_mut(&stream).ok_or(PushRefusal::UnknownKey)?;
+        if point.publisher.is_some() {
+            return Err(PushRefusal::Busy(stream));
+        }
+        point.publisher = Some(publisher.clone());
+        Ok(Claim {
+            points: self.clone(),
+            generation: point.generation,
+            stream,
+            publisher,
+        })
+    }
+
+    /// Waits until a publisher of `stream` hands over its first GOP, or `stop` is set.
+    pub fn wait(&self, stream: &str, stop: &AtomicBool) -> Result<Handoff, IngestError> {
+        let mut points = self.lock();
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return Err(IngestError::Network {
+                    source_name: "publish".into(),
+                    reason: "the stream stopped".into(),
+                });
+            }
+            match points.get_mut(stream) {
+                None => {
+                    return Err(IngestError::Unsupported {
+                        source_name: "publish".into(),
+                        reason: format!("stream {stream} has no publish key"),
+                    });
+                }
+                Some(point) => {
+                    if let Some(handoff) = point.pending.take() {
+                        return Ok(handoff);
+                    }
+                }
+            }
+            // Woken by a hand-over; the timeout is for `stop`.
+            points = self
+                .handed
+                .wait_timeout(points, Duration::from_millis(200))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Who publishes `stream` now, if anyone.
+    pub fn publisher(&self, stream: &str) -> Option<PublisherInfo> {
+        self.lock().get(stream).and_then(|p| p.publisher.clone())
+    }
+}
+
+/// A publisher's hold on a stream, from an accepted key until it leaves (dropped).
+pub struct Claim {
+    points: Arc<PushPoints>,
+    generation: u64,
+    stream: String,
+    publisher: PublisherInfo,
+}
+
+impl Claim {
+    /// The stream published.
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// Whether the stream still takes this publisher (not removed, key not changed).
+    pub fn is_current(&self) -> bool {
+        self.points
+            .lock()
+            .get(&self.stream)
+            .is_some_and(|p| p.generation == self.generation && p.publisher.is_some())
+    }
+
+    /// Gives the stream the publisher's first GOP (replacing one it has not taken).
+    fn hand_over(&self, handoff: Handoff) {
+        let mut points = self.points.lock();
+        if let Some(point) = points.get_mut(&self.stream)
+            && point.generation == self.generation
+        {
+            point.pending = Some(handoff);
+            self.points.handed.notify_all();
+        }
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut points = self.points.lock();
+        if let Some(point) = points.get_mut(&self.stream)
+            && point.generation == self.generation
+            && point.publisher.as_ref() == Some(&self.publisher)
+        {
+            point.publisher = None;
+            point.pending = None;
+        }
+    }
+}
+
+/// A stream's side of a publication: samples from the publisher's buffer.
+pub struct PushSource {
+    handoff: Handoff,
+}
+
+impl PushSource {
+    /// Waits (without limit but `stop`) for a publisher of `stream` in `points`.
+    pub fn open(points: &PushPoints, stream: &str, stop: &AtomicBool) -> Result<Self, IngestError> {
+        let handoff = points.wait(stream, stop)?;
+        tracing::info!(
+            stream,
+            protocol = handoff.publisher.protocol,
+            publisher = %handoff.publisher.address,
+            codecs = %crate::cmaf::codecs(&handoff.tracks),
+            gop_ms = handoff.gop.as_millis(),
+            "publisher live"
+        );
+        Ok(Self { handoff })
+    }
+
+    fn name(&self) -> String {
+        format!(
+            "{} publisher {}",
+            self.handoff.publisher.protocol, self.handoff.publisher.address
+        )
+    }
+}
+
+impl EncodedSource for PushSource {
+    fn tracks(&self) -> &[TrackInfo] {
+        &self.handoff.tracks
+    }
+
+    fn keyframe_interval(&self) -> Duration {
+        self.handoff.gop
+    }
+
+    fn frame_rate(&self) -> Option<(u32, u32)> {
+        self.handoff.frame_rate
+    }
+
+    fn next_sample(&mut self, timeout: Duration) -> Result<Sample, IngestError> {
+        match self.handoff.buffer.pop(timeout) {
+            Popped::Sample(sample) => Ok(sample),
+            Popped::TimedOut => Err(IngestError::Stalled {
+                source_name: self.name(),
+                after: timeout,
+            }),
+            Popped::Closed(reason) => Err(IngestError::Network {
+                source_name: self.name(),
+                reason,
+            }),
+        }
+    }
+
+    fn buffer_fill(&self) -> Option<JitterFill> {
+        Some(self.handoff.buffer.fill())
+    }
+
+    fn publisher(&self) -> Option<PublisherInfo> {
+        Some(self.handoff.publisher.clone())
+    }
+}
+
+impl Drop for PushSource {
+    fn drop(&mut self) {
+        // The publication sees it and starts over at its next keyframe, for the
+        // stream's next open.
+        self.handoff
+            .buffer
+            .close("the stream closed its source".into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publisher(port: u16) -> PublisherInfo {
+        PublisherInfo::new("rtmp", SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    #[test]
+    fn a_key_claims_its_stream_once_at_a_time() {
+        let points = Arc::new(PushPoints::default());
+        points.set("cam", hash_key("key-of-cam-0123456"));
+        points.set("other", hash_key("key-of-other-0123"));
+        assert_eq!(
+            points.claim("nope", publisher(1)).err(),
+            Some(PushRefusal::UnknownKey)
+        );
+        let claim = points
+            .claim("key-of-cam-0123456", publisher(1))
+            .expect("claims");
+        assert_eq!(claim.stream(), "cam");
+        assert_eq!(points.publisher("cam"), Some(publisher(1)));
+        assert_eq!(
+            points.claim("key-of-cam-0123456", publisher(2)).err(),
+            Some(PushRefusal::Busy("cam".into()))
+        );
+        drop(claim);
+        assert_eq!(points.publisher("cam"), None);
+        let again = points
+            .claim("key-of-cam-0123456", publisher(2))
+            .expect("free");
+        assert!(again.is_current());
+        // A new key ends the claim made with the old one.
+        points.set("cam", hash_key("a-new-key-for-cam-99"));
+        assert!(!again.is_current());
+        points.remove("other");
+        assert_eq!(
+            points.claim("key-of-other-0123", publisher(3)).err(),
+            Some(PushRefusal::UnknownKey)
+        );
+    }
+
+    #[test]
+    fn waiting_ends_when_the_stream_stops() {
+        let points = PushPoints::default();
+        points.set("cam", hash_key("key-of-cam-0123456"));
+        let stop = AtomicBool::new(true);
+        assert!(points.wait("cam", &stop).is_err());
+        assert!(points.wait("unknown", &AtomicBool::new(false)).is_err());
+    }
+}

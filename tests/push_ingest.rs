@@ -1,0 +1,198 @@
+//! Encoders pushing to Mirror: the ffmpeg CLI publishes H.264 + AAC over RTMP
+//! (`-f flv rtmp://…/live/KEY`) to a `publish` stream; what is served over HTTP/3
+//! decodes with ffmpeg with the frames expected; a wrong key is refused and the stream
+//! waits on; a publisher that stops and comes back gives EXT-X-DISCONTINUITY; `/streams`
+//! names the publisher while it publishes.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::fixtures::loopback_settings;
+use common::h3client::H3Client;
+use common::{decode_errors, probe_frames, with_init};
+use mirror::config::StreamSettings;
+use mirror::http::admin::Secret;
+use mirror::ingest::SourceSpec;
+use mirror::llhls::parse::parse_media_playlist;
+use mirror::server::RunningServer;
+
+const KEY: &str = "the-live-publish-key-01";
+
+/// ffmpeg publishing a 320×240 30 fps test pattern with a 1 kHz tone, 1 s GOPs, for
+/// `seconds`, to `url`.
+fn publish(url: &str, seconds: u32, b_frames: u32) -> Child {
+    Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000"])
+        .args(["-t", &seconds.to_string()])
+        .args([
+            "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+        ])
+        .args(["-g", "30", "-keyint_min", "30", "-sc_threshold", "0"])
+        .args(["-bf", &b_frames.to_string()])
+        .args(["-c:a", "aac", "-b:a", "64k"])
+        .args(["-f", "flv", url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ffmpeg runs (apt-get install ffmpeg)")
+}
+
+fn url(addr: SocketAddr, key: &str) -> String {
+    format!("rtmp://127.0.0.1:{}/live/{key}", addr.port())
+}
+
+async fn server(dir: &std::path::Path) -> RunningServer {
+    let mut settings = loopback_settings(dir, 320, 240, 400);
+    settings.push.rtmp_listen = Some("127.0.0.1:0".parse().expect("addr"));
+    settings.streams = vec![StreamSettings {
+        name: "live".into(),
+        source: "publish".into(),
+        renditions: Vec::new(),
+        policy: None,
+        publish_key: Some(Secret(KEY.into())),
+        publish_key_sha256: None,
+    }];
+    settings.validate().expect("valid");
+    RunningServer::start_with(&settings, "", &SourceSpec::TestPattern)
+        .await
+        .expect("server starts")
+}
+
+/// The media playlist once it lists `segments` complete segments.
+async fn wait_segments(client: &H3Client, segments: usize, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let fetched = client.get("/live/video.m3u8").await;
+        if fetched.status() == 200
+            && let Some(playlist) = parse_media_playlist(&fetched.text())
+            && playlist.segments.len() >= segments
+        {
+            return fetched.text();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{segments} segments not listed: {}",
+            fetched.text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The stream's entry in `/streams`.
+async fn listed(client: &H3Client) -> serde_json::Value {
+    let list: serde_json::Value =
+        serde_json::from_str(&client.get("/streams").await.text()).expect("JSON");
+    list["streams"][0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ffmpeg_publishes_over_rtmp_and_what_is_served_decodes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = server(dir.path()).await;
+    let rtmp = server.rtmp_addr.expect("RTMP listens");
+    let client = H3Client::connect(server.h3_addr, &server.tls).await;
+    assert_eq!(listed(&client).await["status"]["state"], "waiting");
+
+    // A wrong key: ffmpeg is refused and gives up; the stream waits on.
+    let mut wrong = publish(&url(rtmp, "not-the-key-at-all-000"), 5, 0);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = wrong.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "still publishing"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!status.success(), "a wrong key is refused");
+    assert_eq!(listed(&client).await["status"]["state"], "waiting");
+
+    // The right key, with B-frames (x264's default; OBS's too).
+    let mut first = publish(&url(rtmp, KEY), 8, 2);
+    let playlist = wait_segments(&client, 3, Duration::from_secs(20)).await;
+    let multivariant = client.get("/live/index.m3u8").await.text();
+    assert!(
+        multivariant.contains("CODECS=\"avc1.") && multivariant.contains(",mp4a.40.2\""),
+        "{multivariant}"
+    );
+    assert!(
+        multivariant.contains("RESOLUTION=320x240"),
+        "{multivariant}"
+    );
+    let entry = listed(&client).await;
+    assert_eq!(entry["status"]["state"], "live", "{entry}");
+    assert_eq!(entry["status"]["publisher"]["protocol"], "rtmp", "{entry}");
+    assert!(
+        entry["status"]["publisher"]["address"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("127.0.0.1:")),
+        "{entry}"
+    );
+
+    // A complete segment decodes: one 1 s GOP of 30 frames, and its sound.
+    let listed_playlist = parse_media_playlist(&playlist).expect("playlist");
+    let map = listed_playlist.maps.first().expect("EXT-X-MAP").clone();
+    let segment = listed_playlist.segments[1].uri.clone();
+    let init = client.get(&format!("/live/{map}")).await;
+    let media = client.get(&format!("/live/{segment}")).await;
+    assert_eq!((init.status(), media.status()), (200, 200));
+    let file = with_init(dir.path(), &segment, &init.body, &media.body);
+    assert_eq!(decode_errors(&file), "", "{segment} decodes cleanly");
+    let frames = probe_frames(&file);
+    let video = frames.iter().filter(|f| f.media_type == "video").count();
+    let audio = frames.iter().filter(|f| f.media_type == "audio").count();
+    assert_eq!(video, 30, "one GOP of the publisher's");
+    assert!(frames[0].key_frame || frames.iter().any(|f| f.key_frame));
+    // 48 kHz AAC: 1024 samples a frame, about 47 a second.
+    assert!((44..=50).contains(&audio), "{audio} audio frames");
+
+    // A second publisher on a live key is refused; the first goes on.
+    let mut second = publish(&url(rtmp, KEY), 5, 0);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = second.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "two publishers"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!status.success(), "the key is in use");
+    assert!(
+        first.try_wait().expect("wait").is_none(),
+        "the first goes on"
+    );
+
+    // The publisher leaves and comes back: the playlist goes on after a discontinuity.
+    let ended = first.wait().expect("ffmpeg ends");
+    assert!(ended.success(), "the first publisher ran to its end");
+    let before = parse_media_playlist(&client.get("/live/video.m3u8").await.text())
+        .expect("playlist")
+        .segments
+        .last()
+        .map(|s| s.uri.clone())
+        .expect("a segment");
+    let mut again = publish(&url(rtmp, KEY), 6, 0);
+    let deadline = Instant::now() + Duration::from_secs(25);
+    let playlist = loop {
+        let text = client.get("/live/video.m3u8").await.text();
+        let after = text.split(&before).nth(1).unwrap_or("");
+        if after.contains("#EXT-X-DISCONTINUITY") && after.matches("#EXTINF").count() >= 2 {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "no discontinuity: {text}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(playlist.contains("#EXT-X-DISCONTINUITY"), "{playlist}");
+    let _ = again.kill();
+    let _ = again.wait();
+}
