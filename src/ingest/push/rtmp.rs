@@ -136,6 +136,7 @@ async fn connection(
         length_size: 4,
         warned_audio: false,
         finished: false,
+        refused: None,
     };
     let mut pending = results;
     pending.extend(session.handle_input(&leftover).map_err(|e| protocol(&e))?);
@@ -155,6 +156,10 @@ async fn connection(
                 }
             }
             pending = more;
+        }
+        if let Some(reason) = state.refused.take() {
+            let _ = socket.flush().await;
+            return Err(RtmpError::Refused(reason));
         }
         let (limit, what) = match &state.publication {
             Some(publication) => {
@@ -201,6 +206,9 @@ struct Connection<'a> {
     warned_audio: bool,
     /// The publisher said it is done (FCUnpublish / deleteStream).
     finished: bool,
+    /// Why its publish request was refused: the connection ends once the refusal is
+    /// sent.
+    refused: Option<String>,
 }
 
 impl Connection<'_> {
@@ -238,14 +246,16 @@ impl Connection<'_> {
                         session.accept_request(request_id).map_err(|e| protocol(&e))
                     }
                     Err(refusal) => {
-                        // The session's error reply goes out before the connection
+                        // The session's error reply goes out, then the connection
                         // closes; the key itself is never logged.
-                        let _ = session.reject_request(
-                            request_id,
-                            "NetStream.Publish.BadName",
-                            &refusal.to_string(),
-                        );
-                        Err(RtmpError::Refused(refusal.to_string()))
+                        self.refused = Some(refusal.to_string());
+                        session
+                            .reject_request(
+                                request_id,
+                                "NetStream.Publish.BadName",
+                                &refusal.to_string(),
+                            )
+                            .map_err(|e| protocol(&e))
                     }
                 }
             }
