@@ -196,3 +196,54 @@ async fn ffmpeg_publishes_over_rtmp_and_what_is_served_decodes() {
     let _ = again.kill();
     let _ = again.wait();
 }
+
+/// A `publish` stream added through the admin API: refused, naming the setting, when no
+/// RTMP listener runs; taken and published to when one does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_streams_added_through_the_api_need_a_listener() {
+    const ADMIN: &str = "admin-token-of-the-push-test";
+    let body = format!(r#"{{"name":"late","source":"publish","publish_key":"{KEY}"}}"#);
+    let headers = [
+        ("authorization", format!("Bearer {ADMIN}")),
+        ("content-type", "application/json".to_string()),
+    ];
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    for listening in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut settings = loopback_settings(dir.path(), 320, 240, 400);
+        settings.admin.token = Some(Secret(ADMIN.into()));
+        if listening {
+            settings.push.rtmp_listen = Some("127.0.0.1:0".parse().expect("addr"));
+        }
+        let server = RunningServer::start_with(&settings, "test", &SourceSpec::TestPattern)
+            .await
+            .expect("server starts");
+        assert_eq!(server.rtmp_addr.is_some(), listening);
+        let client = H3Client::connect(server.h3_addr, &server.tls).await;
+        let added = client
+            .send(http::Method::POST, "/admin/streams", &headers, &body)
+            .await;
+        if !listening {
+            assert_eq!(added.status(), 400, "{}", added.text());
+            assert!(added.text().contains("rtmp_listen"), "{}", added.text());
+            continue;
+        }
+        assert_eq!(added.status(), 201, "{}", added.text());
+        assert!(!added.text().contains(KEY), "the key is never written out");
+        let rtmp = server.rtmp_addr.expect("RTMP listens");
+        let mut publisher = publish(&url(rtmp, KEY), 6, 0);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while client.get("/late/video.m3u8").await.status() != 200
+            || !client
+                .get("/late/video.m3u8")
+                .await
+                .text()
+                .contains("#EXTINF")
+        {
+            assert!(Instant::now() < deadline, "the added stream never played");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let _ = publisher.kill();
+        let _ = publisher.wait();
+    }
+}

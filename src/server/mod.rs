@@ -356,6 +356,7 @@ impl RunningServer {
                 };
                 let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
                 let bound = listener.local_addr().map_err(bind_error)?;
+                push.set_listening();
                 tasks.push(tokio::spawn(rtmp::serve(
                     listener,
                     push,

@@ -181,6 +181,14 @@ impl StreamSet {
         settings: &Settings,
         origin: Origin,
     ) -> Result<(), StreamError> {
+        if SourceSpec::parse(&stream.source) == SourceSpec::Publish && !self.push.is_listening() {
+            return Err(StreamError::Start {
+                stream: stream.name.clone(),
+                reason: "no RTMP listener runs: set [push] rtmp_listen for publish streams \
+                         added after start-up"
+                    .into(),
+            });
+        }
         self.rebalance_store(Some(&stream.name));
         let options = options_for(
             settings,

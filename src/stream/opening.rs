@@ -186,6 +186,16 @@ pub(super) fn open_encoded(
     // the target, so the target is at least one GOP.
     let gop = source.keyframe_interval();
     let fps = source.frame_rate().unwrap_or((30, 1));
+    if gop > options.cmaf.segment_target() + options.cmaf.part_target() {
+        // An encoder's 2-10 s GOP makes 2-10 s segments: playback starts further
+        // from the live edge. The encoder's keyframe interval is the fix.
+        tracing::warn!(
+            gop_ms = gop.as_millis(),
+            segment_target_ms = options.cmaf.segment_target().as_millis(),
+            "the source's GOP is longer than the segment target: segments follow the GOP; \
+             set the encoder's keyframe interval to the segment target"
+        );
+    }
     let mut base = options.cmaf.segmenter_config(Vec::new());
     base.keyframes_on_segment_grid = false;
     base.segment_target = base.segment_target.max(gop);

@@ -128,6 +128,8 @@ struct Point {
 pub struct PushPoints {
     points: Mutex<HashMap<String, Point>>,
     handed: Condvar,
+    /// Whether a listener serves them (a `publish` stream is pointless without).
+    listening: AtomicBool,
 }
 
 impl std::fmt::Debug for PushPoints {
@@ -139,6 +141,16 @@ impl std::fmt::Debug for PushPoints {
 impl PushPoints {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Point>> {
         self.points.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A listener serves these points from now on.
+    pub fn set_listening(&self) {
+        self.listening.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a listener serves them.
+    pub fn is_listening(&self) -> bool {
+        self.listening.load(Ordering::Relaxed)
     }
 
     /// Stream `stream` is published to with the key hashed as `key`; a publisher of
