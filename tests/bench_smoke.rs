@@ -94,6 +94,7 @@ async fn viewers_switch_renditions_by_their_reports() {
         policy: None,
         publish_key: None,
         publish_key_sha256: None,
+        srt_passphrase: None,
     }];
     let server = RunningServer::start_with(&settings, "", &mirror::ingest::SourceSpec::TestPattern)
         .await

@@ -74,6 +74,7 @@ async fn a_two_rendition_ladder_is_aligned_decodable_and_reported() {
         policy: None,
         publish_key: None,
         publish_key_sha256: None,
+        srt_passphrase: None,
     }];
     settings.validate().expect("valid");
     let server = RunningServer::start_with(&settings, "", &SourceSpec::TestPattern)

@@ -239,6 +239,7 @@ async fn a_cameras_bytes_in_frames_and_encoder_queue_are_reported() {
         policy: None,
         publish_key: None,
         publish_key_sha256: None,
+        srt_passphrase: None,
     }];
     settings.validate().expect("valid");
     let server = RunningServer::start_with(&settings, "", &SourceSpec::TestPattern)

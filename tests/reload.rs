@@ -65,6 +65,7 @@ async fn serve_config(settings: &Settings, config: &Path) -> RunningServer {
         policy: None,
         publish_key: None,
         publish_key_sha256: None,
+        srt_passphrase: None,
     };
     RunningServer::start_from(
         settings,

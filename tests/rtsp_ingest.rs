@@ -336,6 +336,7 @@ async fn bad_sources_are_retried_and_leave_other_streams_alone() {
         policy: None,
         publish_key: None,
         publish_key_sha256: None,
+        srt_passphrase: None,
     };
     settings.streams = vec![
         stream("good", "testsrc".into()),
@@ -444,6 +445,7 @@ async fn a_camera_rendition_passed_through_and_one_transcoded_stay_aligned() {
         policy: None,
         publish_key: None,
         publish_key_sha256: None,
+        srt_passphrase: None,
     }];
     settings.validate().expect("valid");
     let server = RunningServer::start_with(&settings, "", &SourceSpec::TestPattern)
@@ -679,6 +681,7 @@ async fn credentials_come_from_the_url() {
         policy: None,
         publish_key: None,
         publish_key_sha256: None,
+        srt_passphrase: None,
     };
     settings.streams = vec![
         stream(

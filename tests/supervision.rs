@@ -30,6 +30,7 @@ async fn a_panicking_media_thread_is_restarted_and_the_others_keep_serving() {
             policy: None,
             publish_key: None,
             publish_key_sha256: None,
+            srt_passphrase: None,
         })
         .collect();
     let server = RunningServer::start(&settings, "unused")

@@ -454,6 +454,7 @@ fn main() -> anyhow::Result<()> {
                 policy: None,
                 publish_key: None,
                 publish_key_sha256: None,
+                srt_passphrase: None,
             };
             serve(settings, stream, config_file, overrides)?;
         }

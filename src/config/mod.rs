@@ -443,6 +443,7 @@ impl Settings {
                 policy: None,
                 publish_key: None,
                 publish_key_sha256: None,
+                srt_passphrase: None,
             }]
         } else {
             self.streams.clone()

@@ -31,6 +31,11 @@ pub struct StreamSettings {
     /// the clear (`printf %s KEY | sha256sum`). Never written out.
     #[serde(default, skip_serializing)]
     pub publish_key_sha256: Option<String>,
+    /// With `source = "publish"`: the passphrase SRT publishers encrypt with (10-79
+    /// bytes, as SRT requires); with it, the stream is published over SRT too. Never
+    /// written out.
+    #[serde(default, skip_serializing)]
+    pub srt_passphrase: Option<Secret>,
 }
 
 impl StreamSettings {
@@ -220,14 +225,30 @@ fn validate_publish_key(
         crate::ingest::SourceSpec::parse(&stream.source) == crate::ingest::SourceSpec::Publish;
     let given = stream.publish_key.is_some() || stream.publish_key_sha256.is_some();
     if !publish {
-        return if given {
+        return if given || stream.srt_passphrase.is_some() {
             invalid(
-                "streams.publish_key",
-                format!("stream {name:?}: a publish key is for source = \"publish\""),
+                if given {
+                    "streams.publish_key"
+                } else {
+                    "streams.srt_passphrase"
+                },
+                format!("stream {name:?}: publishing credentials are for source = \"publish\""),
             )
         } else {
             Ok(())
         };
+    }
+    if let Some(passphrase) = &stream.srt_passphrase
+        && !(10..=79).contains(&passphrase.0.len())
+    {
+        return invalid(
+            "streams.srt_passphrase",
+            format!("stream {name:?}: an SRT passphrase is 10 to 79 bytes"),
+        );
+    }
+    if !given && stream.srt_passphrase.is_some() {
+        // Published over SRT only.
+        return Ok(());
     }
     if stream.publish_key.is_some() && stream.publish_key_sha256.is_some() {
         return invalid(
@@ -252,7 +273,10 @@ fn validate_publish_key(
         } else {
             invalid(
                 "streams.publish_key",
-                format!("stream {name:?}: source = \"publish\" needs a publish_key"),
+                format!(
+                    "stream {name:?}: source = \"publish\" needs a publish_key or an \
+                     srt_passphrase"
+                ),
             )
         };
     };
@@ -276,6 +300,31 @@ mod tests {
             Err(ConfigError::Invalid { field, .. }) => Some(field.to_string()),
             Err(other) => Some(other.to_string()),
         }
+    }
+
+    #[test]
+    fn an_srt_passphrase_is_10_to_79_bytes_and_enough_alone() {
+        let stream = |passphrase: &str| {
+            format!(
+                "[[streams]]\nname = \"a\"\nsource = \"publish\"\nsrt_passphrase = \"{passphrase}\"\n"
+            )
+        };
+        assert_eq!(field_of(&stream("ten-bytes!")), None);
+        assert_eq!(
+            field_of(&stream("nine-byte")).as_deref(),
+            Some("streams.srt_passphrase")
+        );
+        assert_eq!(
+            field_of(&stream(&"x".repeat(80))).as_deref(),
+            Some("streams.srt_passphrase")
+        );
+        assert_eq!(
+            field_of(
+                "[[streams]]\nname = \"a\"\nsource = \"testsrc\"\nsrt_passphrase = \"ten-bytes!\"\n"
+            )
+            .as_deref(),
+            Some("streams.srt_passphrase")
+        );
     }
 
     #[test]

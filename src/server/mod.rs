@@ -2,6 +2,7 @@
 //! and stopped together; the streams changed while it runs ([`streams`]: admin API,
 //! config reload) and the certificate reloaded when its files change.
 
+mod push;
 pub mod streams;
 
 use std::net::SocketAddr;
@@ -17,7 +18,7 @@ use crate::http::admin::Admin;
 use crate::http::clients::Admission;
 use crate::http::{AppState, h3, tcp};
 use crate::ingest::SourceSpec;
-use crate::ingest::push::{PushPoints, rtmp};
+use crate::ingest::push::PushPoints;
 use crate::pipeline::RenditionSpec;
 use crate::store::Store;
 use crate::stream::{LiveStream, StreamError};
@@ -72,6 +73,8 @@ pub struct RunningServer {
     pub http_addr: Option<SocketAddr>,
     /// Where RTMP publishers connect (`[push] rtmp_listen`), if anywhere.
     pub rtmp_addr: Option<SocketAddr>,
+    /// Where SRT publishers call (`[push] srt_listen`), if anywhere.
+    pub srt_addr: Option<SocketAddr>,
     /// The certificate it started with.
     pub tls: TlsMaterial,
     /// The certificate presented now (replaced when its files change).
@@ -216,14 +219,13 @@ impl RunningServer {
                 reason: e.reason,
             })
         })?);
-        let push = Arc::new(PushPoints::default());
+        let push_points = Arc::new(PushPoints::default());
         let mut live = Vec::with_capacity(streams.len());
         for (name, source, renditions) in streams {
             // The config file's entry (the command line's stream has none: the default
             // policy, no publish key).
             let configured = settings.streams.iter().find(|s| &s.name == name);
-            let publish_key = configured.and_then(StreamSettings::publish_key_hash);
-            let options = streams::options_for(settings, &push, name, publish_key);
+            let options = push::options_for(settings, &push_points, name, configured);
             let started = LiveStream::start(name, source, renditions, &options, store.clone())?;
             let policy = configured.and_then(|s| s.policy);
             auth.set_policy(name, policy);
@@ -234,6 +236,7 @@ impl RunningServer {
                 policy,
                 publish_key: configured.and_then(|s| s.publish_key.clone()),
                 publish_key_sha256: configured.and_then(|s| s.publish_key_sha256.clone()),
+                srt_passphrase: configured.and_then(|s| s.srt_passphrase.clone()),
             };
             live.push((started, settings));
         }
@@ -258,7 +261,7 @@ impl RunningServer {
             state.metrics.clone(),
             store,
             auth,
-            push.clone(),
+            push_points.clone(),
         );
         let state = match settings.admin.resolve_token() {
             Ok(Some(token)) => state.with_admin(Admin::new(token, stream_set.clone())),
@@ -345,32 +348,13 @@ impl RunningServer {
             }
             None => None,
         };
-        // RTMP where configured, or on its default port when a stream is published to.
-        let publishing = streams.iter().any(|(_, s, _)| *s == SourceSpec::Publish);
-        let rtmp_addr = match settings.push.rtmp_address(publishing) {
-            Some(addr) => {
-                let bind_error = |source| ServerError::Bind {
-                    addr,
-                    transport: "TCP (RTMP)",
-                    source,
-                };
-                let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
-                let bound = listener.local_addr().map_err(bind_error)?;
-                push.set_listening();
-                tasks.push(tokio::spawn(rtmp::serve(
-                    listener,
-                    push,
-                    settings.source.jitter_buffer_samples,
-                )));
-                Some(bound)
-            }
-            None => None,
-        };
+        let pushed = push::bind_listeners(settings, &push_points, &mut tasks).await?;
         Ok(Self {
             h3_addr,
             tcp_addr,
             http_addr,
-            rtmp_addr,
+            rtmp_addr: pushed.rtmp,
+            srt_addr: pushed.srt,
             tls,
             certificate,
             certificate_nudge,

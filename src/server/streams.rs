@@ -16,13 +16,11 @@ use bytes::Bytes;
 use crate::config::{ConfigError, Overrides, Settings, StreamSettings};
 use crate::http::admin::{AdminError, ControlFuture, StreamControl};
 use crate::http::auth::Access;
-use crate::ingest::push::{KeyHash, PushPoints};
-use crate::ingest::{PublishPoint, SourceSpec};
+use crate::ingest::SourceSpec;
+use crate::ingest::push::PushPoints;
 use crate::metrics::Metrics;
 use crate::store::Store;
-use crate::stream::{
-    LiveStream, MULTIVARIANT_PLAYLIST, StreamError, StreamHandle, StreamOptions, StreamRegistry,
-};
+use crate::stream::{LiveStream, MULTIVARIANT_PLAYLIST, StreamError, StreamHandle, StreamRegistry};
 
 /// Where a running stream's settings came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -181,21 +179,9 @@ impl StreamSet {
         settings: &Settings,
         origin: Origin,
     ) -> Result<(), StreamError> {
-        if SourceSpec::parse(&stream.source) == SourceSpec::Publish && !self.push.is_listening() {
-            return Err(StreamError::Start {
-                stream: stream.name.clone(),
-                reason: "no RTMP listener runs: set [push] rtmp_listen for publish streams \
-                         added after start-up"
-                    .into(),
-            });
-        }
+        super::push::check_listening(&self.push, &stream)?;
         self.rebalance_store(Some(&stream.name));
-        let options = options_for(
-            settings,
-            &self.push,
-            &stream.name,
-            stream.publish_key_hash(),
-        );
+        let options = super::push::options_for(settings, &self.push, &stream.name, Some(&stream));
         let store = self.store.clone();
         let to_start = stream.clone();
         let started = tokio::task::spawn_blocking(move || {
@@ -455,28 +441,6 @@ fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
         }
     }
     fields
-}
-
-/// The options of stream `name`: with a publish key, it meets its publishers in `push`
-/// (a stream without one no longer takes any).
-pub(super) fn options_for(
-    settings: &Settings,
-    push: &Arc<PushPoints>,
-    name: &str,
-    publish_key: Option<KeyHash>,
-) -> StreamOptions {
-    let mut options = settings.stream_options();
-    match publish_key {
-        Some(key) => {
-            push.set(name, key);
-            options.publish = Some(PublishPoint {
-                points: push.clone(),
-                stream: name.to_string(),
-            });
-        }
-        None => push.remove(name),
-    }
-    options
 }
 
 /// An admin API error for a stream's settings that failed `ConfigError`'s checks: the

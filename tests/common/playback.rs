@@ -52,5 +52,6 @@ pub fn stream(name: &str, policy: Policy) -> StreamSettings {
         policy: Some(policy),
         publish_key: None,
         publish_key_sha256: None,
+        srt_passphrase: None,
     }
 }

@@ -153,7 +153,7 @@ fn decoder_configuration(record: &[u8]) -> Result<(AvcConfig, usize), FlvError> 
 }
 
 /// The picture size an SPS gives (cropping applied).
-fn picture_size(sps: &[u8]) -> Option<(u16, u16)> {
+pub(super) fn picture_size(sps: &[u8]) -> Option<(u16, u16)> {
     use h264_reader::nal::sps::SeqParameterSet;
     use h264_reader::nal::{Nal as _, RefNal};
     let nal = RefNal::new(sps, &[], true);

@@ -16,6 +16,8 @@
 pub mod flv;
 mod publication;
 pub mod rtmp;
+pub mod srt;
+pub mod ts;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -29,11 +31,15 @@ use super::jitter::{JitterBuffer, JitterFill, Popped};
 use super::{EncodedSource, IngestError};
 use crate::cmaf::{Sample, TrackInfo};
 
-pub use publication::Publication;
+pub use publication::{Publication, Unwrap};
 
 /// Where RTMP listens when a stream is published to and `[push]` says nothing.
 pub const DEFAULT_RTMP_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 1935);
+
+/// Where SRT listens when a stream has a passphrase and `[push]` says nothing.
+pub const DEFAULT_SRT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 8890);
 
 /// `[push]`: the listeners encoders push to.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
@@ -42,13 +48,22 @@ pub struct PushSettings {
     /// RTMP (`rtmp://HOST:PORT/APP/KEY`). Default `[::]:1935` when a stream's source is
     /// `publish`, else none.
     pub rtmp_listen: Option<SocketAddr>,
+    /// SRT (`srt://HOST:PORT?streamid=#!::r=NAME,m=publish&passphrase=…`). Default
+    /// `[::]:8890` (MediaMTX's, so encoder presets carry over) when a stream has an
+    /// `srt_passphrase`, else none.
+    pub srt_listen: Option<SocketAddr>,
 }
 
 impl PushSettings {
-    /// Where RTMP listens, `publishing`: whether a stream is published to.
+    /// Where RTMP listens, `publishing`: whether a stream is published to with a key.
     pub fn rtmp_address(&self, publishing: bool) -> Option<SocketAddr> {
         self.rtmp_listen
             .or(publishing.then_some(DEFAULT_RTMP_LISTEN))
+    }
+
+    /// Where SRT listens, `publishing`: whether a stream is published to over SRT.
+    pub fn srt_address(&self, publishing: bool) -> Option<SocketAddr> {
+        self.srt_listen.or(publishing.then_some(DEFAULT_SRT_LISTEN))
     }
 }
 
@@ -113,7 +128,11 @@ pub enum PushRefusal {
 
 #[derive(Default)]
 struct Point {
-    key: KeyHash,
+    /// The RTMP key's hash (none: not published over RTMP).
+    key: Option<KeyHash>,
+    /// The SRT passphrase (none: not published over SRT). SRT derives its keys from
+    /// it, so it is held as given.
+    srt_passphrase: Option<String>,
     /// A publisher's first GOP, not yet taken by the stream.
     pending: Option<Handoff>,
     /// Who holds the stream now.
@@ -128,8 +147,19 @@ struct Point {
 pub struct PushPoints {
     points: Mutex<HashMap<String, Point>>,
     handed: Condvar,
-    /// Whether a listener serves them (a `publish` stream is pointless without).
-    listening: AtomicBool,
+    /// Whether an RTMP listener serves them (a stream with a key is pointless without).
+    rtmp_listening: AtomicBool,
+    /// Whether an SRT listener does (for a stream with a passphrase).
+    srt_listening: AtomicBool,
+}
+
+/// A protocol encoders push with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushProtocol {
+    /// RTMP, admitted by a stream's key.
+    Rtmp,
+    /// SRT, admitted by a stream's passphrase.
+    Srt,
 }
 
 impl std::fmt::Debug for PushPoints {
@@ -143,23 +173,31 @@ impl PushPoints {
         self.points.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A listener serves these points from now on.
-    pub fn set_listening(&self) {
-        self.listening.store(true, Ordering::Relaxed);
+    fn listening(&self, protocol: PushProtocol) -> &AtomicBool {
+        match protocol {
+            PushProtocol::Rtmp => &self.rtmp_listening,
+            PushProtocol::Srt => &self.srt_listening,
+        }
     }
 
-    /// Whether a listener serves them.
-    pub fn is_listening(&self) -> bool {
-        self.listening.load(Ordering::Relaxed)
+    /// A listener of `protocol` serves these points from now on.
+    pub fn set_listening(&self, protocol: PushProtocol) {
+        self.listening(protocol).store(true, Ordering::Relaxed);
     }
 
-    /// Stream `stream` is published to with the key hashed as `key`; a publisher of
-    /// an earlier key is ended.
-    pub fn set(&self, stream: &str, key: KeyHash) {
+    /// Whether a listener of `protocol` serves them.
+    pub fn is_listening(&self, protocol: PushProtocol) -> bool {
+        self.listening(protocol).load(Ordering::Relaxed)
+    }
+
+    /// Stream `stream` is published to over RTMP with the key hashed as `key` and over
+    /// SRT with `srt_passphrase`; a publisher admitted with earlier credentials is ended.
+    pub fn set(&self, stream: &str, key: Option<KeyHash>, srt_passphrase: Option<String>) {
         let mut points = self.lock();
         let point = points.entry(stream.to_string()).or_default();
-        if point.key != key {
+        if point.key != key || point.srt_passphrase != srt_passphrase {
             point.key = key;
+            point.srt_passphrase = srt_passphrase;
             point.generation += 1;
             point.pending = None;
             point.publisher = None;
@@ -181,29 +219,50 @@ impl PushPoints {
         publisher: PublisherInfo,
     ) -> Result<Claim, PushRefusal> {
         let given = hash_key(key);
-        let mut points = self.lock();
+        let points = self.lock();
         let mut found = None;
         for (name, point) in points.iter() {
+            let Some(key) = &point.key else {
+                continue;
+            };
             let differ = given
                 .iter()
-                .zip(point.key.iter())
+                .zip(key.iter())
                 .fold(0u8, |d, (a, b)| d | (a ^ b));
             if differ == 0 {
                 found = Some(name.clone());
             }
         }
-        let stream = found.ok_or(PushRefusal::UnknownKey)?;
-        let point = points.get_mut(&stream).ok_or(PushRefusal::UnknownKey)?;
+        drop(points);
+        self.claim_stream(&found.ok_or(PushRefusal::UnknownKey)?, publisher)
+    }
+
+    /// Stream `stream` claimed for `publisher` (already admitted by its protocol: SRT's
+    /// passphrase); refused when someone publishes it already.
+    pub fn claim_stream(
+        self: &Arc<Self>,
+        stream: &str,
+        publisher: PublisherInfo,
+    ) -> Result<Claim, PushRefusal> {
+        let mut points = self.lock();
+        let point = points.get_mut(stream).ok_or(PushRefusal::UnknownKey)?;
         if point.publisher.is_some() {
-            return Err(PushRefusal::Busy(stream));
+            return Err(PushRefusal::Busy(stream.to_string()));
         }
         point.publisher = Some(publisher.clone());
         Ok(Claim {
             points: self.clone(),
             generation: point.generation,
-            stream,
+            stream: stream.to_string(),
             publisher,
         })
+    }
+
+    /// The SRT passphrase of `stream`, when it is published over SRT.
+    pub fn srt_passphrase(&self, stream: &str) -> Option<String> {
+        self.lock()
+            .get(stream)
+            .and_then(|p| p.srt_passphrase.clone())
     }
 
     /// Waits until a publisher of `stream` hands over its first GOP, or `stop` is set.
@@ -376,8 +435,8 @@ mod tests {
     #[test]
     fn a_key_claims_its_stream_once_at_a_time() {
         let points = Arc::new(PushPoints::default());
-        points.set("cam", hash_key("key-of-cam-0123456"));
-        points.set("other", hash_key("key-of-other-0123"));
+        points.set("cam", Some(hash_key("key-of-cam-0123456")), None);
+        points.set("other", Some(hash_key("key-of-other-0123")), None);
         assert_eq!(
             points.claim("nope", publisher(1)).err(),
             Some(PushRefusal::UnknownKey)
@@ -398,7 +457,7 @@ mod tests {
             .expect("free");
         assert!(again.is_current());
         // A new key ends the claim made with the old one.
-        points.set("cam", hash_key("a-new-key-for-cam-99"));
+        points.set("cam", Some(hash_key("a-new-key-for-cam-99")), None);
         assert!(!again.is_current());
         points.remove("other");
         assert_eq!(
@@ -410,7 +469,7 @@ mod tests {
     #[test]
     fn waiting_ends_when_the_stream_stops() {
         let points = PushPoints::default();
-        points.set("cam", hash_key("key-of-cam-0123456"));
+        points.set("cam", Some(hash_key("key-of-cam-0123456")), None);
         let stop = AtomicBool::new(true);
         assert!(points.wait("cam", &stop).is_err());
         assert!(points.wait("unknown", &AtomicBool::new(false)).is_err());

@@ -1,9 +1,10 @@
 //! One publication, whatever the protocol: the publisher's codec configuration and
 //! timestamped access units in; its first GOP held until the second keyframe shows the
 //! GOP length, then handed to the stream ([`super::Claim`]), the rest queued in a
-//! [`JitterBuffer`]. Timestamps become the tracks' ticks: 90 kHz video from the
-//! publisher's milliseconds, audio counted in AAC frames (milliseconds cannot place a
-//! 1024-sample frame exactly) and realigned when the publisher's clock says otherwise.
+//! [`JitterBuffer`]. Timestamps come in 90 kHz ticks (RTMP's milliseconds × 90, MPEG-TS
+//! as is), unwrapped by the protocol ([`Unwrap`]); audio is counted in AAC frames (a
+//! millisecond clock cannot place a 1024-sample frame exactly) and realigned when the
+//! publisher's clock says otherwise.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -32,19 +33,52 @@ pub enum PublicationError {
     Revoked,
 }
 
+/// A timestamp counter of `bits` bits that wraps (RTMP's 32-bit milliseconds, MPEG-TS's
+/// 33-bit 90 kHz clock), extended to 64 bits: a step back of less than half the range is
+/// a step back, not a wrap.
+#[derive(Debug, Clone, Copy)]
+pub struct Unwrap {
+    bits: u32,
+    last: Option<u64>,
+}
+
+impl Unwrap {
+    /// A counter of `bits` bits.
+    pub fn new(bits: u32) -> Self {
+        Self { bits, last: None }
+    }
+
+    /// `value` (of `bits` bits) on the extended timeline.
+    pub fn extend(&mut self, value: u64) -> u64 {
+        let modulus = 1u64 << self.bits;
+        let value = value & (modulus - 1);
+        let extended = match self.last {
+            None => value + modulus,
+            Some(last) => {
+                let step = value.wrapping_sub(last) & (modulus - 1);
+                if step < modulus / 2 {
+                    last + step
+                } else {
+                    // Backwards by `modulus - step`; never below the first wrap.
+                    last.saturating_sub(modulus - step)
+                }
+            }
+        };
+        self.last = Some(extended);
+        extended
+    }
+}
+
 /// The wall clock of the publisher's timeline: its first timestamp is now.
 struct Clock {
-    base_ms: u32,
+    base: u64,
     wall: SystemTime,
 }
 
 impl Clock {
-    /// Milliseconds since the first timestamp (timestamps before it: `None`).
-    fn since(&self, ms: u32) -> Option<u64> {
-        let d = ms.wrapping_sub(self.base_ms);
-        // RTMP timestamps wrap at 2^32 ms; a "later" one more than 2^31 ms away is
-        // earlier.
-        (d < 1 << 31).then_some(u64::from(d))
+    /// 90 kHz ticks since the first timestamp (timestamps before it: `None`).
+    fn since(&self, ticks: u64) -> Option<u64> {
+        ticks.checked_sub(self.base)
     }
 }
 
@@ -114,51 +148,53 @@ impl Publication {
         self.startup_bytes = 0;
     }
 
-    fn clock(&mut self, ms: u32) -> &Clock {
+    fn clock(&mut self, ticks: u64) -> &Clock {
         self.clock.get_or_insert_with(|| Clock {
-            base_ms: ms,
+            base: ticks,
             wall: SystemTime::now(),
         })
     }
 
-    /// A video access unit: decode time `dts_ms`, presentation `composition_ms` later,
-    /// NAL units with 4-byte lengths. Ignored before a video configuration.
+    /// A video access unit: decode time `dts` (90 kHz, unwrapped), presentation
+    /// `composition` ticks later, NAL units with 4-byte lengths. Ignored before a video
+    /// configuration.
     pub fn video(
         &mut self,
-        dts_ms: u32,
-        composition_ms: i32,
+        dts: u64,
+        composition: i32,
         keyframe: bool,
         data: Bytes,
     ) -> Result<(), PublicationError> {
         if self.video.is_none() {
             return Ok(());
         }
-        let clock = self.clock(dts_ms);
-        let Some(since) = clock.since(dts_ms) else {
+        let clock = self.clock(dts);
+        let Some(since) = clock.since(dts) else {
             return Ok(());
         };
-        let captured_at = clock.wall + Duration::from_millis(since);
+        let captured_at = clock.wall + Timescale::VIDEO_90K.to_duration(since);
         self.take(Sample {
             track_id: VIDEO_TRACK_ID,
-            decode_ticks: since * 90,
-            composition_offset_ticks: composition_ms.saturating_mul(90),
+            decode_ticks: since,
+            composition_offset_ticks: composition,
             keyframe,
             data,
             captured_at,
         })
     }
 
-    /// A raw AAC frame at `dts_ms`. Ignored before an audio configuration.
-    pub fn audio(&mut self, dts_ms: u32, data: Bytes) -> Result<(), PublicationError> {
+    /// A raw AAC frame at `dts` (90 kHz, unwrapped). Ignored before an audio
+    /// configuration.
+    pub fn audio(&mut self, dts: u64, data: Bytes) -> Result<(), PublicationError> {
         let Some(rate) = self.audio.as_ref().map(|a| u64::from(a.sample_rate)) else {
             return Ok(());
         };
-        let clock = self.clock(dts_ms);
-        let Some(since) = clock.since(dts_ms) else {
+        let clock = self.clock(dts);
+        let Some(since) = clock.since(dts) else {
             return Ok(());
         };
-        let captured_at = clock.wall + Duration::from_millis(since);
-        let stated = since * rate / 1000;
+        let captured_at = clock.wall + Timescale::VIDEO_90K.to_duration(since);
+        let stated = since * rate / 90_000;
         let origin = *self.audio_origin.get_or_insert(stated);
         let counted = origin + self.audio_frames * 1024;
         // More than two frames from what the publisher's clock says (a gap in its
@@ -250,5 +286,26 @@ impl Drop for Publication {
         if let Some(buffer) = &self.buffer {
             buffer.close("the publisher left".into());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Unwrap;
+
+    #[test]
+    fn wrapping_timestamps_are_extended() {
+        let mut ms = Unwrap::new(32);
+        let start = ms.extend(u64::from(u32::MAX - 10));
+        assert_eq!(ms.extend(5) - start, 16, "across the wrap");
+        assert_eq!(ms.extend(2) - start, 13, "a step back is a step back");
+        let mut pts = Unwrap::new(33);
+        let a = pts.extend(100);
+        assert_eq!(pts.extend(3100) - a, 3000);
+        assert_eq!(
+            pts.extend((1 << 33) + 6100) - a,
+            6000,
+            "bits above are ignored"
+        );
     }
 }

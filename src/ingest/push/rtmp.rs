@@ -20,6 +20,7 @@ use rml_rtmp::sessions::{
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::Unwrap;
 use super::flv::{self, AudioTag, VideoTag};
 use super::{Publication, PublisherInfo, PushPoints};
 
@@ -134,6 +135,7 @@ async fn connection(
         buffer_samples,
         publication: None,
         length_size: 4,
+        clock: Unwrap::new(32),
         warned_audio: false,
         finished: false,
         refused: None,
@@ -203,6 +205,8 @@ struct Connection<'a> {
     publication: Option<Publication>,
     /// The NAL length size of the publisher's H.264.
     length_size: usize,
+    /// RTMP's 32-bit millisecond timestamps, extended (video and audio share them).
+    clock: Unwrap,
     warned_audio: bool,
     /// The publisher said it is done (FCUnpublish / deleteStream).
     finished: bool,
@@ -298,8 +302,9 @@ impl Connection<'_> {
             } => {
                 let nal_units = flv::four_byte_lengths(nal_units, self.length_size)
                     .ok_or_else(|| RtmpError::Media("a NAL unit runs past its tag".into()))?;
+                let dts = self.clock.extend(u64::from(dts_ms)) * 90;
                 publication
-                    .video(dts_ms, composition_ms, keyframe, nal_units)
+                    .video(dts, composition_ms.saturating_mul(90), keyframe, nal_units)
                     .map_err(|e| RtmpError::Media(e.to_string()))?;
             }
             VideoTag::Nothing => {}
@@ -318,9 +323,9 @@ impl Connection<'_> {
                 publication.audio_config(aac);
                 Ok(())
             }
-            Ok(AudioTag::Frame(frame)) => {
-                publication.audio(dts_ms, frame).map_err(|e| e.to_string())
-            }
+            Ok(AudioTag::Frame(frame)) => publication
+                .audio(self.clock.extend(u64::from(dts_ms)) * 90, frame)
+                .map_err(|e| e.to_string()),
             Err(error) => Err(error.to_string()),
         };
         if let Err(reason) = result
