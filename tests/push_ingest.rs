@@ -16,6 +16,7 @@ use common::{decode_errors, probe_frames, with_init};
 use mirror::config::StreamSettings;
 use mirror::http::admin::Secret;
 use mirror::ingest::SourceSpec;
+use mirror::ingest::push::SecondPublisher;
 use mirror::llhls::parse::parse_media_playlist;
 use mirror::server::RunningServer;
 
@@ -366,4 +367,58 @@ async fn ffmpeg_publishes_over_srt_with_its_passphrase_and_what_is_served_decode
     assert!((44..=50).contains(&audio), "{audio} audio frames");
     let _ = publisher.kill();
     let _ = publisher.wait();
+}
+
+/// `[push] second_publisher = "replace"`: an encoder that comes back before the server
+/// noticed it left takes its stream over; the first is disconnected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_publisher_replaces_the_first_when_configured() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut settings = loopback_settings(dir.path(), 320, 240, 400);
+    settings.push.rtmp_listen = Some("127.0.0.1:0".parse().expect("addr"));
+    settings.push.second_publisher = SecondPublisher::Replace;
+    settings.streams = vec![StreamSettings {
+        name: "live".into(),
+        source: "publish".into(),
+        renditions: Vec::new(),
+        policy: None,
+        publish_key: Some(Secret(KEY.into())),
+        publish_key_sha256: None,
+        srt_passphrase: None,
+    }];
+    let server = RunningServer::start_with(&settings, "", &SourceSpec::TestPattern)
+        .await
+        .expect("server starts");
+    let rtmp = server.rtmp_addr.expect("RTMP listens");
+    let client = H3Client::connect(server.h3_addr, &server.tls).await;
+    let mut first = publish(&url(rtmp, KEY), 30, 0);
+    wait_segments(&client, 2, Duration::from_secs(20)).await;
+    let first_address = listed(&client).await["status"]["publisher"]["address"].clone();
+    let mut second = publish(&url(rtmp, KEY), 30, 0);
+    assert!(
+        !ends(&mut first, Duration::from_secs(20)).await,
+        "the first publisher is disconnected"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let entry = listed(&client).await;
+        let publisher = &entry["status"]["publisher"]["address"];
+        if entry["status"]["state"] == "live"
+            && publisher.is_string()
+            && *publisher != first_address
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second never took over: {entry}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        second.try_wait().expect("wait").is_none(),
+        "the second goes on"
+    );
+    let _ = second.kill();
+    let _ = second.wait();
 }

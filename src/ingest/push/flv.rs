@@ -156,6 +156,10 @@ fn decoder_configuration(record: &[u8]) -> Result<(AvcConfig, usize), FlvError> 
 pub(super) fn picture_size(sps: &[u8]) -> Option<(u16, u16)> {
     use h264_reader::nal::sps::SeqParameterSet;
     use h264_reader::nal::{Nal as _, RefNal};
+    if sps.is_empty() {
+        // h264-reader panics on an empty NAL unit (found by the `push` fuzz target).
+        return None;
+    }
     let nal = RefNal::new(sps, &[], true);
     let sps = SeqParameterSet::from_bits(nal.rbsp_bits()).ok()?;
     let (width, height) = sps.pixel_dimensions().ok()?;
@@ -260,6 +264,11 @@ mod tests {
         ));
         assert!(video(&Bytes::new()).is_err());
         assert!(video(&Bytes::from_static(&[0x17, 0, 0])).is_err());
+        // An empty SPS (the `push` fuzz target's first find: h264-reader panicked).
+        let empty_sps = Bytes::from_static(&[
+            0x17, 0, 0, 0, 0, 1, 66, 0, 30, 0xff, 0xe1, 0, 0, 1, 0, 1, 0x68,
+        ]);
+        assert!(matches!(video(&empty_sps), Err(FlvError::Config(_))));
         let mut truncated = vec![0x17, 0, 0, 0, 0];
         truncated.extend(&record(3)[..12]);
         assert!(matches!(

@@ -52,6 +52,21 @@ pub struct PushSettings {
     /// `[::]:8890` (MediaMTX's, so encoder presets carry over) when a stream has an
     /// `srt_passphrase`, else none.
     pub srt_listen: Option<SocketAddr>,
+    /// What a second publisher of a stream being published gets: `refuse` (the
+    /// default: the first goes on) or `replace` (the first is disconnected; for an
+    /// encoder that reconnects before the server noticed it left).
+    pub second_publisher: SecondPublisher,
+}
+
+/// See [`PushSettings::second_publisher`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SecondPublisher {
+    /// Refused; the first goes on.
+    #[default]
+    Refuse,
+    /// Taken; the first is disconnected.
+    Replace,
 }
 
 impl PushSettings {
@@ -151,6 +166,7 @@ pub struct PushPoints {
     rtmp_listening: AtomicBool,
     /// Whether an SRT listener does (for a stream with a passphrase).
     srt_listening: AtomicBool,
+    second_publisher: SecondPublisher,
 }
 
 /// A protocol encoders push with.
@@ -171,6 +187,14 @@ impl std::fmt::Debug for PushPoints {
 impl PushPoints {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Point>> {
         self.points.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Points where a second publisher of a stream gets `second_publisher`.
+    pub fn new(second_publisher: SecondPublisher) -> Self {
+        Self {
+            second_publisher,
+            ..Self::default()
+        }
     }
 
     fn listening(&self, protocol: PushProtocol) -> &AtomicBool {
@@ -246,8 +270,19 @@ impl PushPoints {
     ) -> Result<Claim, PushRefusal> {
         let mut points = self.lock();
         let point = points.get_mut(stream).ok_or(PushRefusal::UnknownKey)?;
-        if point.publisher.is_some() {
-            return Err(PushRefusal::Busy(stream.to_string()));
+        if let Some(current) = &point.publisher {
+            if self.second_publisher == SecondPublisher::Refuse {
+                return Err(PushRefusal::Busy(stream.to_string()));
+            }
+            // The first publisher's claim is over: its connection ends at its next read.
+            tracing::info!(
+                stream,
+                replaced = %current.address,
+                by = %publisher.address,
+                "a second publisher replaces the first"
+            );
+            point.generation += 1;
+            point.pending = None;
         }
         point.publisher = Some(publisher.clone());
         Ok(Claim {
@@ -452,6 +487,22 @@ mod tests {
         );
         drop(claim);
         assert_eq!(points.publisher("cam"), None);
+        // Configured to replace: the second takes the stream from the first.
+        let replacing = Arc::new(PushPoints::new(SecondPublisher::Replace));
+        replacing.set("cam", Some(hash_key("key-of-cam-0123456")), None);
+        let first = replacing
+            .claim("key-of-cam-0123456", publisher(1))
+            .expect("claims");
+        let second = replacing
+            .claim("key-of-cam-0123456", publisher(2))
+            .expect("replaces");
+        assert!(!first.is_current() && second.is_current());
+        drop(first);
+        assert_eq!(
+            replacing.publisher("cam"),
+            Some(publisher(2)),
+            "the first leaving frees nothing"
+        );
         let again = points
             .claim("key-of-cam-0123456", publisher(2))
             .expect("free");
