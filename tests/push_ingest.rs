@@ -137,6 +137,11 @@ async fn ffmpeg_publishes_over_rtmp_and_what_is_served_decodes() {
             .is_some_and(|a| a.starts_with("127.0.0.1:")),
         "{entry}"
     );
+    let metrics = client.get("/metrics").await.text();
+    assert!(
+        metrics.contains("mirror_publisher_connected{stream=\"live\",protocol=\"rtmp\"} 1"),
+        "{metrics}"
+    );
 
     // A complete segment decodes: one 1 s GOP of 30 frames, and its sound.
     let listed_playlist = parse_media_playlist(&playlist).expect("playlist");

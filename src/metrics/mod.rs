@@ -102,6 +102,12 @@ struct StateLabels {
     state: &'static str,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct PublisherLabels {
+    stream: String,
+    protocol: &'static str,
+}
+
 /// "2xx", "4xx"...: the status class, the label Prometheus users aggregate by.
 fn status_class(status: u16) -> &'static str {
     match status {

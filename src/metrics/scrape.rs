@@ -14,7 +14,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Unit;
 
-use super::{RenditionLabels, StateLabels, StreamLabels};
+use super::{PublisherLabels, RenditionLabels, StateLabels, StreamLabels};
 use crate::ingest::jitter::JitterFill;
 use crate::store::Store;
 use crate::stream::{SourceState, StreamHandle, StreamRegistry, StreamStatus};
@@ -97,6 +97,23 @@ impl Collector for Scraped {
             Some(&Unit::Bytes),
             MetricType::Counter,
             rows,
+        )?;
+        // Who publishes each stream encoders push to (its bytes are `source` above).
+        let publishers = statuses.iter().filter_map(|(stream, status)| {
+            let publisher = status.publisher.as_ref()?;
+            let labels = PublisherLabels {
+                stream: stream.to_string(),
+                protocol: publisher.protocol,
+            };
+            Some((labels, ConstGauge::new(1i64)))
+        });
+        family(
+            &mut encoder,
+            "publisher_connected",
+            "1 for each stream an encoder publishes now, by protocol",
+            None,
+            MetricType::Gauge,
+            publishers,
         )?;
         encode_jitter(&mut encoder, &statuses)?;
         encode_renditions(&mut encoder, &handles)?;
