@@ -427,3 +427,72 @@ async fn a_second_publisher_replaces_the_first_when_configured() {
     let _ = second.kill();
     let _ = second.wait();
 }
+
+/// Hostile RTMP clients: connections beyond the limit are closed at once, idle ones and
+/// ones sending garbage are closed by the server, and an encoder publishes afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_garbage_rtmp_clients_are_closed_and_publishing_goes_on() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = server(dir.path()).await;
+    let rtmp = server.rtmp_addr.expect("RTMP listens");
+    let client = H3Client::connect(server.h3_addr, &server.tls).await;
+
+    /// Whether the server closes `socket` within `within` (reads reach end of file).
+    async fn closed(socket: &mut tokio::net::TcpStream, within: Duration) -> bool {
+        let mut sink = [0u8; 4096];
+        let read_to_end = async {
+            loop {
+                match socket.read(&mut sink).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        };
+        tokio::time::timeout(within, read_to_end).await.is_ok()
+    }
+
+    // Garbage instead of a handshake: closed.
+    let mut garbage = tokio::net::TcpStream::connect(rtmp)
+        .await
+        .expect("connects");
+    let noise: Vec<u8> = (0..1_000_000u64).map(|i| (i * 7919 % 251) as u8).collect();
+    let _ = garbage.write_all(&noise).await;
+    assert!(
+        closed(&mut garbage, Duration::from_secs(5)).await,
+        "garbage is closed"
+    );
+
+    // More idle connections than the limit: the excess closed at once, the rest after
+    // the set-up timeout.
+    let limit = mirror::ingest::push::rtmp::MAX_CONNECTIONS;
+    let mut idle = Vec::new();
+    for _ in 0..limit + 6 {
+        idle.push(
+            tokio::net::TcpStream::connect(rtmp)
+                .await
+                .expect("connects"),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut at_once = 0;
+    for socket in &mut idle {
+        if closed(socket, Duration::from_millis(50)).await {
+            at_once += 1;
+        }
+    }
+    assert!(at_once >= 6, "{at_once} closed at once");
+    let within = mirror::ingest::push::rtmp::SETUP_TIMEOUT + Duration::from_secs(3);
+    for socket in &mut idle {
+        assert!(
+            closed(socket, within).await,
+            "an idle client outlived the set-up timeout"
+        );
+    }
+
+    // The server went on: an encoder publishes.
+    let mut publisher = publish(&url(rtmp, KEY), 6, 0);
+    wait_segments(&client, 2, Duration::from_secs(20)).await;
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+}
