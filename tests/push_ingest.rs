@@ -16,7 +16,7 @@ use common::{decode_errors, probe_frames, with_init};
 use mirror::config::StreamSettings;
 use mirror::http::admin::Secret;
 use mirror::ingest::SourceSpec;
-use mirror::ingest::push::SecondPublisher;
+use mirror::ingest::push::{PublisherClock, SecondPublisher};
 use mirror::llhls::parse::parse_media_playlist;
 use mirror::server::RunningServer;
 
@@ -493,6 +493,73 @@ async fn idle_and_garbage_rtmp_clients_are_closed_and_publishing_goes_on() {
     // The server went on: an encoder publishes.
     let mut publisher = publish(&url(rtmp, KEY), 6, 0);
     wait_segments(&client, 2, Duration::from_secs(20)).await;
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+}
+
+/// `[push] publisher_clock = "wallclock"`: the encoder's timestamps are its clock
+/// (ffmpeg stamping each frame with the wall clock as it is made, here 10 s slow), and
+/// PROGRAM-DATE-TIME follows them instead of the arrival time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wallclock_timestamps_set_program_date_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut settings = loopback_settings(dir.path(), 320, 240, 400);
+    settings.push.rtmp_listen = Some("127.0.0.1:0".parse().expect("addr"));
+    settings.push.publisher_clock = PublisherClock::Wallclock;
+    settings.streams = vec![StreamSettings {
+        name: "live".into(),
+        source: "publish".into(),
+        renditions: Vec::new(),
+        policy: None,
+        publish_key: Some(Secret(KEY.into())),
+        publish_key_sha256: None,
+        srt_passphrase: None,
+    }];
+    let server = RunningServer::start_with(&settings, "", &SourceSpec::TestPattern)
+        .await
+        .expect("server starts");
+    let rtmp = server.rtmp_addr.expect("RTMP listens");
+    let client = H3Client::connect(server.h3_addr, &server.tls).await;
+    // RTCTIME is microseconds of Unix time; 10 s are taken off.
+    let mut publisher = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-re", "-t", "8"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30"])
+        .args(["-vf", "settb=1/1000,setpts=RTCTIME/1000-10000", "-an"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-tune",
+            "zerolatency",
+        ])
+        .args([
+            "-pix_fmt",
+            "yuv420p",
+            "-g",
+            "30",
+            "-f",
+            "flv",
+            &url(rtmp, KEY),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ffmpeg runs");
+    let playlist = wait_segments(&client, 2, Duration::from_secs(20)).await;
+    let now = std::time::SystemTime::now();
+    let newest = playlist
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:"))
+        .last()
+        .expect("PROGRAM-DATE-TIME");
+    let at = time::OffsetDateTime::parse(newest, &time::format_description::well_known::Rfc3339)
+        .expect("a date");
+    let behind = time::OffsetDateTime::from(now) - at;
+    assert!(
+        (9.0..12.5).contains(&behind.as_seconds_f64()),
+        "the newest segment started {behind} ago: the encoder's clock is 10 s slow"
+    );
     let _ = publisher.kill();
     let _ = publisher.wait();
 }

@@ -219,7 +219,10 @@ impl RunningServer {
                 reason: e.reason,
             })
         })?);
-        let push_points = Arc::new(PushPoints::new(settings.push.second_publisher));
+        let push_points = Arc::new(PushPoints::new(
+            settings.push.second_publisher,
+            settings.push.publisher_clock,
+        ));
         let mut live = Vec::with_capacity(streams.len());
         for (name, source, renditions) in streams {
             // The config file's entry (the command line's stream has none: the default

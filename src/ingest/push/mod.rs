@@ -56,6 +56,23 @@ pub struct PushSettings {
     /// default: the first goes on) or `replace` (the first is disconnected; for an
     /// encoder that reconnects before the server noticed it left).
     pub second_publisher: SecondPublisher,
+    /// What publishers' timestamps are: `arrival` (the default: any origin; a
+    /// stream's PROGRAM-DATE-TIME is when its first frame arrived, plus media time) or
+    /// `wallclock` (Unix time, as an encoder synchronised by NTP or PTP can write it,
+    /// e.g. ffmpeg's `-use_wallclock_as_timestamps 1 -copyts`): PROGRAM-DATE-TIME is
+    /// then the encoder's capture time, and glass-to-glass latency reads from it.
+    pub publisher_clock: PublisherClock,
+}
+
+/// See [`PushSettings::publisher_clock`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PublisherClock {
+    /// Timestamps from any origin; the wall clock is the first frame's arrival.
+    #[default]
+    Arrival,
+    /// Timestamps are Unix time (wrapped as the protocol wraps them).
+    Wallclock,
 }
 
 /// See [`PushSettings::second_publisher`].
@@ -167,6 +184,7 @@ pub struct PushPoints {
     /// Whether an SRT listener does (for a stream with a passphrase).
     srt_listening: AtomicBool,
     second_publisher: SecondPublisher,
+    publisher_clock: PublisherClock,
 }
 
 /// A protocol encoders push with.
@@ -189,10 +207,12 @@ impl PushPoints {
         self.points.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Points where a second publisher of a stream gets `second_publisher`.
-    pub fn new(second_publisher: SecondPublisher) -> Self {
+    /// Points where a second publisher of a stream gets `second_publisher`, and whose
+    /// publishers' timestamps are `publisher_clock`.
+    pub fn new(second_publisher: SecondPublisher, publisher_clock: PublisherClock) -> Self {
         Self {
             second_publisher,
+            publisher_clock,
             ..Self::default()
         }
     }
@@ -352,6 +372,11 @@ impl Claim {
         &self.stream
     }
 
+    /// What the publisher's timestamps are.
+    pub fn publisher_clock(&self) -> PublisherClock {
+        self.points.publisher_clock
+    }
+
     /// Whether the stream still takes this publisher (not removed, key not changed).
     pub fn is_current(&self) -> bool {
         self.points
@@ -488,7 +513,10 @@ mod tests {
         drop(claim);
         assert_eq!(points.publisher("cam"), None);
         // Configured to replace: the second takes the stream from the first.
-        let replacing = Arc::new(PushPoints::new(SecondPublisher::Replace));
+        let replacing = Arc::new(PushPoints::new(
+            SecondPublisher::Replace,
+            PublisherClock::Arrival,
+        ));
         replacing.set("cam", Some(hash_key("key-of-cam-0123456")), None);
         let first = replacing
             .claim("key-of-cam-0123456", publisher(1))

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
-use super::{Claim, Handoff, PublisherInfo};
+use super::{Claim, Handoff, PublisherClock, PublisherInfo};
 use crate::cmaf::{AUDIO_TRACK_ID, VIDEO_TRACK_ID};
 use crate::cmaf::{AacConfig, AvcConfig, CodecConfig, Sample, Timescale, TrackInfo};
 use crate::ingest::jitter::JitterBuffer;
@@ -69,7 +69,24 @@ impl Unwrap {
     }
 }
 
-/// The wall clock of the publisher's timeline: its first timestamp is now.
+/// The wall-clock time of `raw` (90 kHz ticks of Unix time, wrapped at `modulus`), as
+/// an encoder whose timestamps are its clock writes them: the one nearest to `now`.
+pub(super) fn wall_of(raw: u64, modulus: u64, now: SystemTime) -> SystemTime {
+    let since_epoch = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let now_ticks = u64::try_from(since_epoch.as_micros() * 9 / 100).unwrap_or(0);
+    let behind = (now_ticks % modulus + modulus - raw % modulus) % modulus;
+    if behind <= modulus / 2 {
+        now - Timescale::VIDEO_90K.to_duration(behind)
+    } else {
+        // Ahead of our clock (the encoder's runs fast): in the future.
+        now + Timescale::VIDEO_90K.to_duration(modulus - behind)
+    }
+}
+
+/// The wall clock of the publisher's timeline: its first timestamp is now, or with
+/// [`PublisherClock::Wallclock`] the time it says.
 struct Clock {
     base: u64,
     wall: SystemTime,
@@ -97,13 +114,21 @@ pub struct Publication {
     startup_bytes: usize,
     /// Where samples go once handed over.
     buffer: Option<Arc<JitterBuffer>>,
+    /// The protocol's timestamp range in 90 kHz ticks (they wrap at it).
+    modulus_ticks: u64,
 }
 
 impl Publication {
     /// A publication of `claim`'s stream by `publisher`, its buffer holding
-    /// `buffer_samples`.
-    pub fn new(claim: Claim, publisher: PublisherInfo, buffer_samples: usize) -> Self {
+    /// `buffer_samples`; the protocol's timestamps wrap at `modulus_ticks` (90 kHz).
+    pub fn new(
+        claim: Claim,
+        publisher: PublisherInfo,
+        buffer_samples: usize,
+        modulus_ticks: u64,
+    ) -> Self {
         Self {
+            modulus_ticks,
             claim,
             publisher,
             buffer_samples,
@@ -149,9 +174,16 @@ impl Publication {
     }
 
     fn clock(&mut self, ticks: u64) -> &Clock {
-        self.clock.get_or_insert_with(|| Clock {
-            base: ticks,
-            wall: SystemTime::now(),
+        let wallclock = self.claim.publisher_clock() == PublisherClock::Wallclock;
+        let modulus = self.modulus_ticks;
+        self.clock.get_or_insert_with(|| {
+            let now = SystemTime::now();
+            let wall = if wallclock {
+                wall_of(ticks % modulus, modulus, now)
+            } else {
+                now
+            };
+            Clock { base: ticks, wall }
         })
     }
 
@@ -197,9 +229,11 @@ impl Publication {
         let stated = since * rate / 90_000;
         let origin = *self.audio_origin.get_or_insert(stated);
         let counted = origin + self.audio_frames * 1024;
-        // More than two frames from what the publisher's clock says (a gap in its
-        // audio, a clock that jumped): follow the clock.
-        let ticks = if counted.abs_diff(stated) > 2 * 1024 {
+        // More than two frames behind what the publisher's clock says (a gap in its
+        // audio, a clock that jumped ahead): follow the clock. Never back: a clock that
+        // says less than the frames counted (stamped on arrival, bursty) is not
+        // followed, since a decode time going back is refused.
+        let ticks = if stated > counted + 2 * 1024 {
             self.audio_origin = Some(stated);
             self.audio_frames = 0;
             stated
@@ -291,7 +325,25 @@ impl Drop for Publication {
 
 #[cfg(test)]
 mod tests {
-    use super::Unwrap;
+    use super::*;
+
+    #[test]
+    fn wallclock_timestamps_name_their_time() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_765_000_000);
+        let ms_modulus = (1u64 << 32) * 90;
+        let at = |ticks_ago: u64| {
+            let unix_ticks = 1_765_000_000u64 * 90_000 - ticks_ago;
+            wall_of(unix_ticks % ms_modulus, ms_modulus, now)
+        };
+        assert_eq!(at(0), now);
+        assert_eq!(at(45_000), now - Duration::from_millis(500));
+        // 33-bit MPEG-TS: 26.5 hours of range.
+        let ts = 1u64 << 33;
+        let raw = (1_765_000_000u64 * 90_000 - 9_000) % ts;
+        assert_eq!(wall_of(raw, ts, now), now - Duration::from_millis(100));
+        let ahead = (1_765_000_000u64 * 90_000 + 90_000) % ts;
+        assert_eq!(wall_of(ahead, ts, now), now + Duration::from_secs(1));
+    }
 
     #[test]
     fn wrapping_timestamps_are_extended() {

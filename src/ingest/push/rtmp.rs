@@ -24,6 +24,9 @@ use super::Unwrap;
 use super::flv::{self, AudioTag, VideoTag};
 use super::{Publication, PublisherInfo, PushPoints};
 
+/// RTMP's 32-bit millisecond timestamps wrap at this many 90 kHz ticks.
+const RTMP_CLOCK_TICKS: u64 = (1 << 32) * 90;
+
 /// RTMP connections served at once; more are closed at accept.
 pub const MAX_CONNECTIONS: usize = 64;
 /// The handshake, `connect` and `publish` must be done within this.
@@ -245,8 +248,12 @@ impl Connection<'_> {
                             stream = claim.stream(),
                             "RTMP publisher accepted"
                         );
-                        self.publication =
-                            Some(Publication::new(claim, publisher, self.buffer_samples));
+                        self.publication = Some(Publication::new(
+                            claim,
+                            publisher,
+                            self.buffer_samples,
+                            RTMP_CLOCK_TICKS,
+                        ));
                         session.accept_request(request_id).map_err(|e| protocol(&e))
                     }
                     Err(refusal) => {

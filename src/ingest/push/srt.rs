@@ -156,7 +156,7 @@ async fn connection(
         .await
         .map_err(|e| format!("handshake: {e}"))?;
     tracing::info!(%address, stream = claim.stream(), "SRT publisher accepted");
-    let mut publication = Publication::new(claim, publisher, buffer_samples);
+    let mut publication = Publication::new(claim, publisher, buffer_samples, 1 << 33);
     receive(socket, &mut publication).await?;
     Ok(publication.stream().to_string())
 }
