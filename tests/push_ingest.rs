@@ -550,8 +550,8 @@ async fn wallclock_timestamps_set_program_date_time() {
     let now = std::time::SystemTime::now();
     let newest = playlist
         .lines()
-        .filter_map(|l| l.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:"))
-        .last()
+        .rev()
+        .find_map(|l| l.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:"))
         .expect("PROGRAM-DATE-TIME");
     let at = time::OffsetDateTime::parse(newest, &time::format_description::well_known::Rfc3339)
         .expect("a date");
