@@ -281,6 +281,13 @@ impl AacConfig {
                     "reserved samplingFrequencyIndex",
                 ))?
         };
+        if !(1..=96_000).contains(&sample_rate) {
+            // An explicit rate of 0 would be a timescale of 0 (a division by zero
+            // downstream); above 96 kHz is no AAC rate.
+            return Err(CodecError::InvalidAudioSpecificConfig(
+                "sampling rate not within 1 Hz to 96 kHz",
+            ));
+        }
         let channels = bits.read_bits(4).ok_or(invalid)? as u8;
         Ok(Self {
             audio_specific_config: asc.to_vec(),
@@ -544,6 +551,9 @@ mod tests {
         assert!(AacConfig::from_audio_specific_config(&[0x11]).is_err());
         assert!(AacConfig::from_audio_specific_config(&[0x00, 0x00]).is_err());
         assert!(AacConfig::from_audio_specific_config(&[0x17, 0x80]).is_err()); // index 14
+        // Index 15 with an explicit rate of 0 (a timescale of 0 downstream; found by
+        // review of the push path, which takes any publisher's AudioSpecificConfig).
+        assert!(AacConfig::from_audio_specific_config(&[0x17, 0x80, 0, 0, 0x10]).is_err());
     }
 
     #[test]

@@ -56,9 +56,13 @@ impl Startup {
             None if !(video && sample.keyframe) => return None,
             None => self.first_key = Some(sample.decode_ticks),
             Some(first) if video && sample.keyframe => {
-                let gop = Timescale::VIDEO_90K.to_duration(sample.decode_ticks - first);
-                let mut deltas: Vec<u64> =
-                    self.video_times.windows(2).map(|w| w[1] - w[0]).collect();
+                let gop =
+                    Timescale::VIDEO_90K.to_duration(sample.decode_ticks.saturating_sub(first));
+                let mut deltas: Vec<u64> = self
+                    .video_times
+                    .windows(2)
+                    .map(|w| w[1].saturating_sub(w[0]))
+                    .collect();
                 deltas.sort_unstable();
                 let frame_ticks = deltas.get(deltas.len() / 2).copied().unwrap_or(3000);
                 let mut samples = std::mem::take(&mut self.samples);

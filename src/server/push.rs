@@ -38,13 +38,32 @@ pub(super) fn options_for(
     options
 }
 
+/// A kept stream's new publishing credentials: a publisher admitted with the old ones
+/// is ended (only when they changed).
+pub(super) fn update_credentials(push: &PushPoints, stream: &StreamSettings) {
+    let key = stream.publish_key_hash();
+    let passphrase = stream.srt_passphrase.as_ref().map(|p| p.0.clone());
+    if key.is_some() || passphrase.is_some() {
+        push.set(&stream.name, key, passphrase);
+    }
+}
+
 /// Refuses `stream` when it is published with a protocol no listener serves (a
 /// `publish` stream added after start-up, with neither listener configured): it would
-/// wait for ever.
-pub(super) fn check_listening(
+/// wait for ever; or with a key another running stream has (an API body is checked
+/// alone, not against the running streams): the key would open either.
+pub(super) fn check_publishable(
     push: &PushPoints,
     stream: &StreamSettings,
 ) -> Result<(), StreamError> {
+    if let Some(key) = stream.publish_key_hash()
+        && push.key_in_use(&key, &stream.name)
+    {
+        return Err(StreamError::Start {
+            stream: stream.name.clone(),
+            reason: "another stream has the same publish key".into(),
+        });
+    }
     let missing = |setting: &str| StreamError::Start {
         stream: stream.name.clone(),
         reason: format!(

@@ -179,7 +179,7 @@ impl StreamSet {
         settings: &Settings,
         origin: Origin,
     ) -> Result<(), StreamError> {
-        super::push::check_listening(&self.push, &stream)?;
+        super::push::check_publishable(&self.push, &stream)?;
         self.rebalance_store(Some(&stream.name));
         let options = super::push::options_for(settings, &self.push, &stream.name, Some(&stream));
         let store = self.store.clone();
@@ -194,7 +194,11 @@ impl StreamSet {
             reason: e.to_string(),
         })??;
         let replacing = self.running().contains_key(&stream.name);
-        if replacing {
+        // A stream encoders push to cannot have media before the old one lets its
+        // publisher go (retiring it closes the source; the publisher then hands over
+        // to the new one): it takes the name at once.
+        let pushed = SourceSpec::parse(&stream.source) == SourceSpec::Publish;
+        if replacing && !pushed {
             // The old stream serves until the new one has media: a camera URL that does
             // not answer must not take a working stream's place.
             let within = settings.source.open_timeout() + settings.cmaf.segment_target() * 3;
@@ -298,14 +302,18 @@ impl StreamSet {
                 .find(|(n, ..)| n == &name)
                 .map(|(_, settings, _)| settings.same_media(&stream));
             match same {
-                // Its media unchanged: kept, and its policy (which may have changed)
-                // applies from the next request.
+                // Its media unchanged: kept, and its policy and publishing credentials
+                // (which may have changed) apply from the next request or publisher.
                 Some(true) if !options_changed => {
                     if let Some(running) = self.running().get_mut(&name) {
                         running.origin = Origin::Config;
                         running.settings.policy = stream.policy;
+                        running.settings.publish_key = stream.publish_key.clone();
+                        running.settings.publish_key_sha256 = stream.publish_key_sha256.clone();
+                        running.settings.srt_passphrase = stream.srt_passphrase.clone();
                     }
                     self.auth.set_policy(&name, stream.policy);
+                    super::push::update_credentials(&self.push, &stream);
                     summary.kept.push(name);
                 }
                 existed => match self.start(stream, &new, Origin::Config).await {

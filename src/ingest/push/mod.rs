@@ -174,6 +174,14 @@ struct Point {
     generation: u64,
 }
 
+/// Claim generations, unique in the process: a stream removed and added again never
+/// gives a stale claim the generation of a current one.
+static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_generation() -> u64 {
+    GENERATIONS.fetch_add(1, Ordering::Relaxed)
+}
+
 /// See the module docs.
 #[derive(Default)]
 pub struct PushPoints {
@@ -238,11 +246,14 @@ impl PushPoints {
     /// SRT with `srt_passphrase`; a publisher admitted with earlier credentials is ended.
     pub fn set(&self, stream: &str, key: Option<KeyHash>, srt_passphrase: Option<String>) {
         let mut points = self.lock();
-        let point = points.entry(stream.to_string()).or_default();
+        let point = points.entry(stream.to_string()).or_insert_with(|| Point {
+            generation: next_generation(),
+            ..Point::default()
+        });
         if point.key != key || point.srt_passphrase != srt_passphrase {
             point.key = key;
             point.srt_passphrase = srt_passphrase;
-            point.generation += 1;
+            point.generation = next_generation();
             point.pending = None;
             point.publisher = None;
         }
@@ -301,7 +312,7 @@ impl PushPoints {
                 by = %publisher.address,
                 "a second publisher replaces the first"
             );
-            point.generation += 1;
+            point.generation = next_generation();
             point.pending = None;
         }
         point.publisher = Some(publisher.clone());
@@ -311,6 +322,13 @@ impl PushPoints {
             stream: stream.to_string(),
             publisher,
         })
+    }
+
+    /// Whether a stream other than `stream` is published to with `key`.
+    pub fn key_in_use(&self, key: &KeyHash, stream: &str) -> bool {
+        self.lock()
+            .iter()
+            .any(|(name, point)| name != stream && point.key.as_ref() == Some(key))
     }
 
     /// The SRT passphrase of `stream`, when it is published over SRT.
@@ -488,8 +506,13 @@ impl Drop for PushSource {
 mod tests {
     use super::*;
 
+    /// A publisher, the same value each call (its start is fixed, not now).
     fn publisher(port: u16) -> PublisherInfo {
-        PublisherInfo::new("rtmp", SocketAddr::from(([127, 0, 0, 1], port)))
+        PublisherInfo {
+            protocol: "rtmp",
+            address: SocketAddr::from(([127, 0, 0, 1], port)),
+            since_unix_ms: 0,
+        }
     }
 
     #[test]

@@ -21,6 +21,12 @@ use crate::ingest::startup::Startup;
 /// keyframe must come within this time and these bytes.
 const MAX_FIRST_GOP: Duration = Duration::from_secs(30);
 const MAX_FIRST_GOP_BYTES: usize = 64 << 20;
+/// What each held sample counts for besides its payload (its record and timestamps), so
+/// that a flood of empty samples is bounded too.
+const SAMPLE_OVERHEAD_BYTES: usize = 128;
+/// Audio frames counted ahead of the publisher's clock before one is dropped (an
+/// encoder whose audio clock runs fast).
+const MAX_AUDIO_LEAD_FRAMES: u64 = 8;
 
 /// Why a publication ends.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -112,6 +118,11 @@ pub struct Publication {
     audio_origin: Option<u64>,
     startup: Startup,
     startup_bytes: usize,
+    /// When the first GOP began to be held (wall clock: a publisher's timestamps may
+    /// not move).
+    startup_since: Option<std::time::Instant>,
+    /// The last video decode time taken: video must move forward.
+    last_video: Option<u64>,
     /// Where samples go once handed over.
     buffer: Option<Arc<JitterBuffer>>,
     /// The protocol's timestamp range in 90 kHz ticks (they wrap at it).
@@ -139,6 +150,8 @@ impl Publication {
             audio_origin: None,
             startup: Startup::default(),
             startup_bytes: 0,
+            startup_since: None,
+            last_video: None,
             buffer: None,
         }
     }
@@ -161,6 +174,9 @@ impl Publication {
     pub fn audio_config(&mut self, aac: AacConfig) {
         if self.audio.as_ref() != Some(&aac) {
             self.audio = Some(aac);
+            // Frames are counted anew at the new rate.
+            self.audio_origin = None;
+            self.audio_frames = 0;
             self.start_over("the publisher changed its audio parameters");
         }
     }
@@ -171,6 +187,7 @@ impl Publication {
         }
         self.startup = Startup::default();
         self.startup_bytes = 0;
+        self.startup_since = None;
     }
 
     fn clock(&mut self, ticks: u64) -> &Clock {
@@ -197,9 +214,12 @@ impl Publication {
         keyframe: bool,
         data: Bytes,
     ) -> Result<(), PublicationError> {
-        if self.video.is_none() {
+        if self.video.is_none() || self.last_video.is_some_and(|last| dts <= last) {
+            // Before a configuration, or a decode time that does not move forward
+            // (the segmenter would refuse it): dropped.
             return Ok(());
         }
+        self.last_video = Some(dts);
         let clock = self.clock(dts);
         let Some(since) = clock.since(dts) else {
             return Ok(());
@@ -237,6 +257,10 @@ impl Publication {
             self.audio_origin = Some(stated);
             self.audio_frames = 0;
             stated
+        } else if counted > stated + MAX_AUDIO_LEAD_FRAMES * 1024 {
+            // The count ran ahead of the publisher's clock: this frame is dropped, so
+            // that sound does not drift ahead of the picture.
+            return Ok(());
         } else {
             counted
         };
@@ -265,14 +289,22 @@ impl Publication {
             }
             self.startup = Startup::default();
             self.startup_bytes = 0;
+            self.startup_since = None;
         }
-        self.startup_bytes += sample.data.len();
+        self.startup_bytes += sample.data.len() + SAMPLE_OVERHEAD_BYTES;
+        let since = *self
+            .startup_since
+            .get_or_insert_with(std::time::Instant::now);
         let Some(ready) = self.startup.push(sample) else {
-            if self.startup_bytes > MAX_FIRST_GOP_BYTES || self.startup.held() > MAX_FIRST_GOP {
+            if self.startup_bytes > MAX_FIRST_GOP_BYTES
+                || self.startup.held() > MAX_FIRST_GOP
+                || since.elapsed() > MAX_FIRST_GOP
+            {
                 return Err(PublicationError::FirstGopTooLong);
             }
             return Ok(());
         };
+        self.startup_since = None;
         let Some(avc) = self.video.clone() else {
             return Ok(());
         };

@@ -34,6 +34,24 @@ pub const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// A publisher that sends nothing for this long is dropped.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Bytes a client may send before it publishes (the handshake is 3 KiB, connect and
+/// publish a few hundred bytes).
+pub const MAX_BYTES_BEFORE_PUBLISH: usize = 1 << 20;
+/// Bytes a publisher may send without completing a media message (RTMP's longest
+/// message is 16 MiB).
+pub const MAX_BYTES_WITHOUT_MEDIA: usize = 17 << 20;
+
+/// Writes `bytes` within [`SETUP_TIMEOUT`]: a client that reads nothing (while
+/// rml_rtmp answers its pings and commands) cannot hold its slot for ever.
+async fn write(socket: &mut TcpStream, bytes: &[u8]) -> Result<(), RtmpError> {
+    match tokio::time::timeout(SETUP_TIMEOUT, socket.write_all(bytes)).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(RtmpError::TimedOut(
+            "writing to a client that reads nothing",
+        )),
+    }
+}
+
 /// Why an RTMP connection ended.
 #[derive(Debug, thiserror::Error)]
 pub enum RtmpError {
@@ -119,13 +137,13 @@ async fn connection(
             .map_err(|e| protocol(&format!("{e:?}")))?
         {
             HandshakeProcessResult::InProgress { response_bytes } => {
-                socket.write_all(&response_bytes).await?;
+                write(&mut socket, &response_bytes).await?;
             }
             HandshakeProcessResult::Completed {
                 response_bytes,
                 remaining_bytes,
             } => {
-                socket.write_all(&response_bytes).await?;
+                write(&mut socket, &response_bytes).await?;
                 break remaining_bytes;
             }
         }
@@ -142,6 +160,7 @@ async fn connection(
         warned_audio: false,
         finished: false,
         refused: None,
+        unfinished_bytes: 0,
     };
     let mut pending = results;
     pending.extend(session.handle_input(&leftover).map_err(|e| protocol(&e))?);
@@ -152,7 +171,7 @@ async fn connection(
             for result in pending {
                 match result {
                     ServerSessionResult::OutboundResponse(packet) => {
-                        socket.write_all(&packet.bytes).await?;
+                        write(&mut socket, &packet.bytes).await?;
                     }
                     ServerSessionResult::RaisedEvent(event) => {
                         more.extend(state.event(&mut session, event)?);
@@ -186,6 +205,25 @@ async fn connection(
             Err(RtmpError::Protocol(_)) if state.publication.is_some() => break,
             Err(error) => return Err(error),
         };
+        // rml_rtmp buffers a message until it is whole; a client that never completes
+        // one (or never publishes) is cut off at these bounds.
+        state.unfinished_bytes += n;
+        let bound = if state.publication.is_some() {
+            MAX_BYTES_WITHOUT_MEDIA
+        } else {
+            MAX_BYTES_BEFORE_PUBLISH
+        };
+        if state.unfinished_bytes > bound {
+            return Err(RtmpError::Protocol(format!(
+                "{} bytes without {}",
+                state.unfinished_bytes,
+                if state.publication.is_some() {
+                    "a media message"
+                } else {
+                    "publishing"
+                }
+            )));
+        }
         pending = session
             .handle_input(&buffer[..n])
             .map_err(|e| protocol(&e))?;
@@ -216,6 +254,8 @@ struct Connection<'a> {
     /// Why its publish request was refused: the connection ends once the refusal is
     /// sent.
     refused: Option<String>,
+    /// Bytes read since the last media message (or since the start, before publishing).
+    unfinished_bytes: usize,
 }
 
 impl Connection<'_> {
@@ -280,12 +320,14 @@ impl Connection<'_> {
             ServerSessionEvent::VideoDataReceived {
                 data, timestamp, ..
             } => {
+                self.unfinished_bytes = 0;
                 self.video(&data, timestamp.value)?;
                 Ok(Vec::new())
             }
             ServerSessionEvent::AudioDataReceived {
                 data, timestamp, ..
             } => {
+                self.unfinished_bytes = 0;
                 self.audio(&data, timestamp.value);
                 Ok(Vec::new())
             }

@@ -4,9 +4,15 @@
 //! it fails the handshake. srt-tokio runs the protocol; the MPEG-TS inside is
 //! demultiplexed by [`super::ts`] into a [`Publication`].
 //!
-//! A caller asking to play (`m=request`), for a stream that is not published over SRT,
-//! or for one being published already, is rejected in the handshake with SRT's reject
-//! code for it. A publisher silent for [`IDLE_TIMEOUT`] is dropped.
+//! A caller asking to play (`m=request`) or for a stream that is not published over SRT
+//! is rejected in the handshake with SRT's reject code for it; one for a stream being
+//! published already is closed once its passphrase is proven. A publisher silent for
+//! [`IDLE_TIMEOUT`] is dropped.
+//!
+//! Known limit: srt-protocol 0.4 panics (`unimplemented!`) on some malformed handshake
+//! packets inside the listener's task, which carries every open connection's packets:
+//! such a datagram ends every SRT publication (they reconnect; the listener is bound
+//! again), though not the server.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,7 +26,7 @@ use srt_tokio::{ConnectionRequest, SrtIncoming, SrtListener, SrtSocket};
 
 use super::flv::picture_size;
 use super::ts::{EsUnit, TsDemuxer, access_unit, adts_frames};
-use super::{Publication, PublisherInfo, PushPoints, PushRefusal, Unwrap};
+use super::{Publication, PublisherInfo, PushPoints, Unwrap};
 use crate::cmaf::AvcConfig;
 
 /// A publisher that sends nothing for this long is dropped.
@@ -72,7 +78,7 @@ pub struct Bound {
 
 /// Serves SRT publishers arriving at `bound` (listening on `local`) into `points`. When
 /// the listener's task ends (srt-tokio panics on some malformed handshakes, which ends
-/// it), the port is bound again, so that one bad caller cannot close SRT for everyone.
+/// it and the connections it carries), the port is bound again, so that SRT stays open.
 pub async fn serve(
     bound: Bound,
     local: SocketAddr,
@@ -132,19 +138,8 @@ async fn connection(
             asked.stream
         ));
     };
-    let publisher = PublisherInfo::new("srt", address);
-    let claim = match points.claim_stream(&asked.stream, publisher.clone()) {
-        Ok(claim) => claim,
-        Err(refusal) => {
-            let code = match refusal {
-                PushRefusal::Busy(_) => ServerRejectReason::Conflict,
-                PushRefusal::UnknownKey => ServerRejectReason::Notfound,
-            };
-            let _ = request.reject(RejectReason::Server(code)).await;
-            return Err(format!("refused: {refusal}"));
-        }
-    };
-    // The caller's own key size: srt-protocol takes no other (it panics on a mismatch).
+    // The passphrase is checked by the handshake `accept` completes; only then is the
+    // stream claimed, so that a caller without it cannot take or block the stream.
     let key_size = request.key_size();
     let passphrase =
         Passphrase::try_from(passphrase).map_err(|e| format!("the stream's passphrase: {e}"))?;
@@ -155,6 +150,12 @@ async fn connection(
         }))
         .await
         .map_err(|e| format!("handshake: {e}"))?;
+    let publisher = PublisherInfo::new("srt", address);
+    // A busy stream (with `second_publisher = "refuse"`): the socket is dropped, which
+    // closes the connection.
+    let claim = points
+        .claim_stream(&asked.stream, publisher.clone())
+        .map_err(|refusal| format!("refused: {refusal}"))?;
     tracing::info!(%address, stream = claim.stream(), "SRT publisher accepted");
     let mut publication = Publication::new(claim, publisher, buffer_samples, 1 << 33);
     receive(socket, &mut publication).await?;
