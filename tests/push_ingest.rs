@@ -1,17 +1,18 @@
-//! Encoders pushing to Mirror: the ffmpeg CLI publishes H.264 + AAC over RTMP
+//! Encoders pushing to Mirror over RTMP: the ffmpeg CLI publishes H.264 + AAC
 //! (`-f flv rtmp://…/live/KEY`) to a `publish` stream; what is served over HTTP/3
 //! decodes with ffmpeg with the frames expected; a wrong key is refused and the stream
 //! waits on; a publisher that stops and comes back gives EXT-X-DISCONTINUITY; `/streams`
-//! names the publisher while it publishes.
+//! names the publisher while it publishes; a second publisher, the admin API, hostile
+//! clients, wall-clock timestamps. SRT is `tests/push_srt.rs`.
 
 mod common;
 
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::fixtures::loopback_settings;
 use common::h3client::H3Client;
+use common::push::{KEY, ends, listed, publish, url, wait_segments};
 use common::{decode_errors, probe_frames, with_init};
 use mirror::config::StreamSettings;
 use mirror::http::admin::Secret;
@@ -19,33 +20,6 @@ use mirror::ingest::SourceSpec;
 use mirror::ingest::push::{PublisherClock, SecondPublisher};
 use mirror::llhls::parse::parse_media_playlist;
 use mirror::server::RunningServer;
-
-const KEY: &str = "the-live-publish-key-01";
-
-/// ffmpeg publishing a 320×240 30 fps test pattern with a 1 kHz tone, 1 s GOPs, for
-/// `seconds`, to `url`.
-fn publish(url: &str, seconds: u32, b_frames: u32) -> Child {
-    Command::new("ffmpeg")
-        .args(["-nostdin", "-v", "error", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000"])
-        .args(["-t", &seconds.to_string()])
-        .args([
-            "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
-        ])
-        .args(["-g", "30", "-keyint_min", "30", "-sc_threshold", "0"])
-        .args(["-bf", &b_frames.to_string()])
-        .args(["-c:a", "aac", "-b:a", "64k"])
-        .args(["-f", "flv", url])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ffmpeg runs (apt-get install ffmpeg)")
-}
-
-fn url(addr: SocketAddr, key: &str) -> String {
-    format!("rtmp://127.0.0.1:{}/live/{key}", addr.port())
-}
 
 async fn server(dir: &std::path::Path) -> RunningServer {
     let mut settings = loopback_settings(dir, 320, 240, 400);
@@ -63,33 +37,6 @@ async fn server(dir: &std::path::Path) -> RunningServer {
     RunningServer::start_with(&settings, "", &SourceSpec::TestPattern)
         .await
         .expect("server starts")
-}
-
-/// The media playlist once it lists `segments` complete segments.
-async fn wait_segments(client: &H3Client, segments: usize, within: Duration) -> String {
-    let deadline = Instant::now() + within;
-    loop {
-        let fetched = client.get("/live/video.m3u8").await;
-        if fetched.status() == 200
-            && let Some(playlist) = parse_media_playlist(&fetched.text())
-            && playlist.segments.len() >= segments
-        {
-            return fetched.text();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{segments} segments not listed: {}",
-            fetched.text()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// The stream's entry in `/streams`.
-async fn listed(client: &H3Client) -> serde_json::Value {
-    let list: serde_json::Value =
-        serde_json::from_str(&client.get("/streams").await.text()).expect("JSON");
-    list["streams"][0].clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,125 +200,6 @@ async fn publish_streams_added_through_the_api_need_a_listener() {
         let _ = publisher.kill();
         let _ = publisher.wait();
     }
-}
-
-/// ffmpeg publishing MPEG-TS over SRT (libsrt's caller) for `seconds` to `url`.
-fn publish_srt(url: &str, seconds: u32) -> Child {
-    Command::new("ffmpeg")
-        .args(["-nostdin", "-v", "error", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000"])
-        .args(["-t", &seconds.to_string()])
-        .args([
-            "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
-        ])
-        .args([
-            "-g",
-            "30",
-            "-keyint_min",
-            "30",
-            "-sc_threshold",
-            "0",
-            "-bf",
-            "2",
-        ])
-        .args(["-c:a", "aac", "-b:a", "64k"])
-        .args(["-f", "mpegts", url])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ffmpeg runs (apt-get install ffmpeg)")
-}
-
-/// Waits for `child` to end within `within`; whether it succeeded.
-async fn ends(child: &mut Child, within: Duration) -> bool {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status.success();
-        }
-        assert!(started.elapsed() < within, "still running after {within:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ffmpeg_publishes_over_srt_with_its_passphrase_and_what_is_served_decodes() {
-    const PASSPHRASE: &str = "srt-passphrase-of-cam";
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut settings = loopback_settings(dir.path(), 320, 240, 400);
-    settings.push.srt_listen = Some("127.0.0.1:0".parse().expect("addr"));
-    settings.streams = vec![StreamSettings {
-        name: "cam".into(),
-        source: "publish".into(),
-        renditions: Vec::new(),
-        policy: None,
-        publish_key: None,
-        publish_key_sha256: None,
-        srt_passphrase: Some(Secret(PASSPHRASE.into())),
-    }];
-    settings.validate().expect("valid");
-    let server = RunningServer::start_with(&settings, "", &SourceSpec::TestPattern)
-        .await
-        .expect("server starts");
-    assert!(server.rtmp_addr.is_none(), "no stream has an RTMP key");
-    let port = server.srt_addr.expect("SRT listens").port();
-    let client = H3Client::connect(server.h3_addr, &server.tls).await;
-    let srt = |query: &str| format!("srt://127.0.0.1:{port}?{query}");
-
-    // A wrong passphrase, none, and a stream that is not there: refused in the handshake.
-    for query in [
-        "streamid=cam&passphrase=not-the-passphrase".to_string(),
-        "streamid=cam".to_string(),
-        format!("streamid=other&passphrase={PASSPHRASE}"),
-    ] {
-        let mut refused = publish_srt(&srt(&query), 4);
-        assert!(
-            !ends(&mut refused, Duration::from_secs(20)).await,
-            "{query}"
-        );
-    }
-    assert_eq!(listed(&client).await["status"]["state"], "waiting");
-
-    // The access-control syntax (ffmpeg's libsrt takes the `#` as it is), and the
-    // passphrase.
-    let stream_id = "#!::r=cam,m=publish";
-    let mut publisher = publish_srt(
-        &srt(&format!("streamid={stream_id}&passphrase={PASSPHRASE}")),
-        8,
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let playlist = loop {
-        let fetched = client.get("/cam/video.m3u8").await;
-        if fetched.status() == 200
-            && let Some(playlist) = parse_media_playlist(&fetched.text())
-            && playlist.segments.len() >= 3
-        {
-            break playlist;
-        }
-        assert!(Instant::now() < deadline, "no segments: {}", fetched.text());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let entry = listed(&client).await;
-    assert_eq!(entry["status"]["publisher"]["protocol"], "srt", "{entry}");
-    let multivariant = client.get("/cam/index.m3u8").await.text();
-    assert!(
-        multivariant.contains("CODECS=\"avc1.") && multivariant.contains(",mp4a.40.2\""),
-        "{multivariant}"
-    );
-    let map = playlist.maps.first().expect("EXT-X-MAP").clone();
-    let segment = playlist.segments[1].uri.clone();
-    let init = client.get(&format!("/cam/{map}")).await;
-    let media = client.get(&format!("/cam/{segment}")).await;
-    let file = with_init(dir.path(), &segment, &init.body, &media.body);
-    assert_eq!(decode_errors(&file), "", "{segment} decodes cleanly");
-    let frames = probe_frames(&file);
-    let video = frames.iter().filter(|f| f.media_type == "video").count();
-    let audio = frames.iter().filter(|f| f.media_type == "audio").count();
-    assert_eq!(video, 30, "one GOP of the publisher's");
-    assert!((44..=50).contains(&audio), "{audio} audio frames");
-    let _ = publisher.kill();
-    let _ = publisher.wait();
 }
 
 /// `[push] second_publisher = "replace"`: an encoder that comes back before the server

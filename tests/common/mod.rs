@@ -77,6 +77,7 @@ pub fn with_init(dir: &Path, name: &str, init: &[u8], media: &[u8]) -> std::path
 }
 
 pub mod h3client;
+pub mod push;
 
 /// Makes a short file with the ffmpeg CLI: 320×240 at 25 fps, keyframe every second,
 /// with a 440 Hz tone or without sound.
