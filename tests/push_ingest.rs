@@ -391,3 +391,54 @@ async fn wallclock_timestamps_set_program_date_time() {
     let _ = publisher.kill();
     let _ = publisher.wait();
 }
+
+/// A reload that changes only a stream's publish key applies it: the stream is kept
+/// (its viewers and names stay), the old key no longer opens it, the new one does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_of_a_new_publish_key_applies_it() {
+    use mirror::config::{Overrides, Settings};
+    const NEW_KEY: &str = "the-new-publish-key-02";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config, certs) = (dir.path().join("mirror.toml"), dir.path().join("certs"));
+    let write = |key: &str| {
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ncerts_dir = {certs:?}\nwatch_config = false\n\
+             [push]\nrtmp_listen = \"127.0.0.1:0\"\n\
+             [[streams]]\nname = \"live\"\nsource = \"publish\"\npublish_key = \"{key}\"\n"
+        );
+        std::fs::write(&config, text).expect("config written");
+    };
+    write(KEY);
+    let settings = Settings::load(Some(&config), &Overrides::default()).expect("valid");
+    let default = StreamSettings {
+        name: "unused".into(),
+        source: "testsrc".into(),
+        renditions: Vec::new(),
+        policy: None,
+        publish_key: None,
+        publish_key_sha256: None,
+        srt_passphrase: None,
+    };
+    let server = RunningServer::start_from(
+        &settings,
+        default,
+        Some(config.clone()),
+        Overrides::default(),
+    )
+    .await
+    .expect("server");
+    let rtmp = server.rtmp_addr.expect("RTMP listens");
+    write(NEW_KEY);
+    let summary = server.reload().await.expect("reloaded");
+    assert_eq!(summary.kept, ["live"], "only the key changed");
+    let mut old = publish(&url(rtmp, KEY), 4, 0);
+    assert!(
+        !ends(&mut old, Duration::from_secs(15)).await,
+        "the old key no longer opens the stream"
+    );
+    let client = H3Client::connect(server.h3_addr, &server.tls).await;
+    let mut new = publish(&url(rtmp, NEW_KEY), 8, 0);
+    wait_segments(&client, 2, Duration::from_secs(20)).await;
+    let _ = new.kill();
+    let _ = new.wait();
+}
