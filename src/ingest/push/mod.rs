@@ -1,14 +1,15 @@
 //! Ingest that encoders push to: a stream whose source is `publish` waits for a
-//! publisher presenting its key (RTMP now: [`rtmp`]). The listeners run on the server's
-//! runtime; the stream's media thread opens a [`PushSource`] that waits, without an open
-//! timeout, for a publisher to hand over its first GOP, then reads samples from a
-//! [`JitterBuffer`] as it does an RTSP camera's (passthrough, the publisher's GOP making
-//! the segments).
+//! publisher presenting its key (RTMP: [`rtmp`]) or its passphrase (SRT: [`srt`], the
+//! MPEG-TS inside read by [`ts`]). The listeners run on the server's runtime; the
+//! stream's media thread opens a [`PushSource`] that waits, without an open timeout, for
+//! a publisher to hand over its first GOP, then reads samples from a [`JitterBuffer`] as
+//! it does an RTSP camera's (passthrough, the publisher's GOP making the segments).
 //!
 //! [`PushPoints`] is the meeting place: which stream each key opens (keys are held as
-//! SHA-256 hashes and compared in constant time), whether one is already being
-//! published, and the hand-over. A publisher that leaves closes its buffer: the stream
-//! reopens, waits for the next one and marks the change with EXT-X-DISCONTINUITY.
+//! SHA-256 hashes and compared in constant time) or passphrase admits, whether one is
+//! already being published, and the hand-over. A publisher that leaves closes its
+//! buffer: the stream reopens, waits for the next one and marks the change with
+//! EXT-X-DISCONTINUITY.
 //!
 //! This module owns the meeting place and the protocol-independent part of a
 //! publication ([`publication`]); it knows nothing of playlists, HTTP or the pipeline.
@@ -45,8 +46,8 @@ pub const DEFAULT_SRT_LISTEN: SocketAddr =
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PushSettings {
-    /// RTMP (`rtmp://HOST:PORT/APP/KEY`). Default `[::]:1935` when a stream's source is
-    /// `publish`, else none.
+    /// RTMP (`rtmp://HOST:PORT/APP/KEY`). Default `[::]:1935` when a stream has a
+    /// publish key, else none.
     pub rtmp_listen: Option<SocketAddr>,
     /// SRT (`srt://HOST:PORT?streamid=#!::r=NAME,m=publish&passphrase=…`). Default
     /// `[::]:8890` (MediaMTX's, so encoder presets carry over) when a stream has an
