@@ -12,27 +12,26 @@ use std::time::{Duration, Instant};
 
 use common::fixtures::loopback_settings;
 use common::h3client::H3Client;
-use common::push::{KEY, ends, listed, publish, url, wait_segments};
+use common::push::{KEY, ends, listed, publish, publish_stream, url, wait_segments};
 use common::{decode_errors, probe_frames, with_init};
-use mirror::config::StreamSettings;
+use mirror::config::{Settings, StreamSettings};
 use mirror::http::admin::Secret;
 use mirror::ingest::SourceSpec;
 use mirror::ingest::push::{PublisherClock, SecondPublisher};
 use mirror::llhls::parse::parse_media_playlist;
 use mirror::server::RunningServer;
 
+/// A server with stream `live` published over RTMP with [`KEY`].
 async fn server(dir: &std::path::Path) -> RunningServer {
+    server_with(dir, |_| {}).await
+}
+
+/// The same, with `[push]` (or anything else) changed by `change` first.
+async fn server_with(dir: &std::path::Path, change: impl FnOnce(&mut Settings)) -> RunningServer {
     let mut settings = loopback_settings(dir, 320, 240, 400);
     settings.push.rtmp_listen = Some("127.0.0.1:0".parse().expect("addr"));
-    settings.streams = vec![StreamSettings {
-        name: "live".into(),
-        source: "publish".into(),
-        renditions: Vec::new(),
-        policy: None,
-        publish_key: Some(Secret(KEY.into())),
-        publish_key_sha256: None,
-        srt_passphrase: None,
-    }];
+    settings.streams = vec![publish_stream("live", Some(KEY), None)];
+    change(&mut settings);
     settings.validate().expect("valid");
     RunningServer::start_with(&settings, "", &SourceSpec::TestPattern)
         .await
@@ -207,21 +206,10 @@ async fn publish_streams_added_through_the_api_need_a_listener() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_publisher_replaces_the_first_when_configured() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut settings = loopback_settings(dir.path(), 320, 240, 400);
-    settings.push.rtmp_listen = Some("127.0.0.1:0".parse().expect("addr"));
-    settings.push.second_publisher = SecondPublisher::Replace;
-    settings.streams = vec![StreamSettings {
-        name: "live".into(),
-        source: "publish".into(),
-        renditions: Vec::new(),
-        policy: None,
-        publish_key: Some(Secret(KEY.into())),
-        publish_key_sha256: None,
-        srt_passphrase: None,
-    }];
-    let server = RunningServer::start_with(&settings, "", &SourceSpec::TestPattern)
-        .await
-        .expect("server starts");
+    let server = server_with(dir.path(), |s| {
+        s.push.second_publisher = SecondPublisher::Replace
+    })
+    .await;
     let rtmp = server.rtmp_addr.expect("RTMP listens");
     let client = H3Client::connect(server.h3_addr, &server.tls).await;
     let mut first = publish(&url(rtmp, KEY), 30, 0);
@@ -331,21 +319,10 @@ async fn idle_and_garbage_rtmp_clients_are_closed_and_publishing_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wallclock_timestamps_set_program_date_time() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut settings = loopback_settings(dir.path(), 320, 240, 400);
-    settings.push.rtmp_listen = Some("127.0.0.1:0".parse().expect("addr"));
-    settings.push.publisher_clock = PublisherClock::Wallclock;
-    settings.streams = vec![StreamSettings {
-        name: "live".into(),
-        source: "publish".into(),
-        renditions: Vec::new(),
-        policy: None,
-        publish_key: Some(Secret(KEY.into())),
-        publish_key_sha256: None,
-        srt_passphrase: None,
-    }];
-    let server = RunningServer::start_with(&settings, "", &SourceSpec::TestPattern)
-        .await
-        .expect("server starts");
+    let server = server_with(dir.path(), |s| {
+        s.push.publisher_clock = PublisherClock::Wallclock
+    })
+    .await;
     let rtmp = server.rtmp_addr.expect("RTMP listens");
     let client = H3Client::connect(server.h3_addr, &server.tls).await;
     // RTCTIME is microseconds of Unix time; 10 s are taken off.
@@ -396,7 +373,7 @@ async fn wallclock_timestamps_set_program_date_time() {
 /// (its viewers and names stay), the old key no longer opens it, the new one does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_of_a_new_publish_key_applies_it() {
-    use mirror::config::{Overrides, Settings};
+    use mirror::config::Overrides;
     const NEW_KEY: &str = "the-new-publish-key-02";
     let dir = tempfile::tempdir().expect("tempdir");
     let (config, certs) = (dir.path().join("mirror.toml"), dir.path().join("certs"));

@@ -9,10 +9,8 @@ use std::time::{Duration, Instant};
 
 use common::fixtures::loopback_settings;
 use common::h3client::H3Client;
-use common::push::{ends, listed, publish_srt};
+use common::push::{ends, listed, publish_srt, publish_stream};
 use common::{decode_errors, probe_frames, with_init};
-use mirror::config::StreamSettings;
-use mirror::http::admin::Secret;
 use mirror::ingest::SourceSpec;
 use mirror::ingest::push::SecondPublisher;
 use mirror::llhls::parse::parse_media_playlist;
@@ -25,15 +23,7 @@ async fn server(dir: &std::path::Path, second: SecondPublisher) -> RunningServer
     let mut settings = loopback_settings(dir, 320, 240, 400);
     settings.push.srt_listen = Some("127.0.0.1:0".parse().expect("addr"));
     settings.push.second_publisher = second;
-    settings.streams = vec![StreamSettings {
-        name: "cam".into(),
-        source: "publish".into(),
-        renditions: Vec::new(),
-        policy: None,
-        publish_key: None,
-        publish_key_sha256: None,
-        srt_passphrase: Some(Secret(PASSPHRASE.into())),
-    }];
+    settings.streams = vec![publish_stream("cam", None, Some(PASSPHRASE))];
     settings.validate().expect("valid");
     RunningServer::start_with(&settings, "", &SourceSpec::TestPattern)
         .await

@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use mirror::config::StreamSettings;
+use mirror::http::admin::Secret;
 use mirror::llhls::parse::parse_media_playlist;
 
 use super::h3client::H3Client;
@@ -12,9 +14,22 @@ use super::h3client::H3Client;
 /// The RTMP key the tests' `publish` streams have.
 pub const KEY: &str = "the-live-publish-key-01";
 
+/// A `publish` stream `name` with an RTMP `key` and an SRT `passphrase`.
+pub fn publish_stream(name: &str, key: Option<&str>, passphrase: Option<&str>) -> StreamSettings {
+    StreamSettings {
+        name: name.into(),
+        source: "publish".into(),
+        renditions: Vec::new(),
+        policy: None,
+        publish_key: key.map(|k| Secret(k.into())),
+        publish_key_sha256: None,
+        srt_passphrase: passphrase.map(|p| Secret(p.into())),
+    }
+}
+
 /// ffmpeg publishing a 320×240 30 fps test pattern with a 1 kHz tone, 1 s GOPs, for
-/// `seconds`, to `url`.
-pub fn publish(url: &str, seconds: u32, b_frames: u32) -> Child {
+/// `seconds`, to `url` in container `format` (`flv` for RTMP, `mpegts` for SRT).
+fn ffmpeg(url: &str, format: &str, seconds: u32, b_frames: u32) -> Child {
     Command::new("ffmpeg")
         .args(["-nostdin", "-v", "error", "-re"])
         .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30"])
@@ -26,11 +41,16 @@ pub fn publish(url: &str, seconds: u32, b_frames: u32) -> Child {
         .args(["-g", "30", "-keyint_min", "30", "-sc_threshold", "0"])
         .args(["-bf", &b_frames.to_string()])
         .args(["-c:a", "aac", "-b:a", "64k"])
-        .args(["-f", "flv", url])
+        .args(["-f", format, url])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("ffmpeg runs (apt-get install ffmpeg)")
+}
+
+/// ffmpeg publishing over RTMP to `url`, with `b_frames` B-frames.
+pub fn publish(url: &str, seconds: u32, b_frames: u32) -> Child {
+    ffmpeg(url, "flv", seconds, b_frames)
 }
 
 pub fn url(addr: SocketAddr, key: &str) -> String {
@@ -64,32 +84,10 @@ pub async fn listed(client: &H3Client) -> serde_json::Value {
     list["streams"][0].clone()
 }
 
-/// ffmpeg publishing MPEG-TS over SRT (libsrt's caller) for `seconds` to `url`.
+/// ffmpeg publishing MPEG-TS over SRT (libsrt's caller) for `seconds` to `url`, with
+/// 2 B-frames.
 pub fn publish_srt(url: &str, seconds: u32) -> Child {
-    Command::new("ffmpeg")
-        .args(["-nostdin", "-v", "error", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000"])
-        .args(["-t", &seconds.to_string()])
-        .args([
-            "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
-        ])
-        .args([
-            "-g",
-            "30",
-            "-keyint_min",
-            "30",
-            "-sc_threshold",
-            "0",
-            "-bf",
-            "2",
-        ])
-        .args(["-c:a", "aac", "-b:a", "64k"])
-        .args(["-f", "mpegts", url])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ffmpeg runs (apt-get install ffmpeg)")
+    ffmpeg(url, "mpegts", seconds, 2)
 }
 
 /// Waits for `child` to end within `within`; whether it succeeded.

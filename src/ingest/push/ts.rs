@@ -1,9 +1,9 @@
 //! MPEG-TS as encoders push it (over SRT): demultiplexed with mpeg2ts-reader into PES
 //! packets of the first H.264 stream (stream type 0x1B) and the first ADTS AAC stream
-//! (0x0F), with their PTS/DTS. Then H.264's Annex B byte stream becomes
-//! length-prefixed NAL units and its parameter sets, and ADTS frames become raw AAC
-//! frames and an AudioSpecificConfig. No I/O; bounded: a PES larger than
-//! [`MAX_PES_BYTES`] is dropped.
+//! (0x0F), with their PTS/DTS; and ADTS frames become raw AAC frames and an
+//! AudioSpecificConfig (H.264's Annex B is `cmaf::codec::annexb_to_length_prefixed`'s,
+//! as for Mirror's own encoders). No I/O; bounded: a PES larger than [`MAX_PES_BYTES`]
+//! is dropped.
 
 use bytes::Bytes;
 use mpeg2ts_reader::demultiplex::{
@@ -226,73 +226,6 @@ impl TsDemuxer {
     }
 }
 
-/// An H.264 access unit from Annex B: its parameter sets (when it carries them), whether
-/// it is an IDR picture, and its other NAL units with 4-byte lengths.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct AccessUnit {
-    /// The SPS it carries, if any.
-    pub sps: Option<Vec<u8>>,
-    /// The PPS it carries, if any.
-    pub pps: Option<Vec<u8>>,
-    /// It holds an IDR slice.
-    pub keyframe: bool,
-    /// Slices and SEI, length-prefixed; parameter sets and delimiters left out (they are
-    /// in `avcC`).
-    pub nal_units: Bytes,
-}
-
-/// Splits an Annex B byte stream into an [`AccessUnit`].
-pub fn access_unit(annex_b: &[u8]) -> AccessUnit {
-    let mut unit = AccessUnit::default();
-    let mut out = Vec::with_capacity(annex_b.len() + 16);
-    for nal in nal_units(annex_b) {
-        match nal[0] & 0x1f {
-            7 => unit.sps = Some(nal.to_vec()),
-            8 => unit.pps = Some(nal.to_vec()),
-            // Access unit delimiters, end of sequence/stream, filler: not for `avc1`.
-            9..=12 => {}
-            kind => {
-                unit.keyframe |= kind == 5;
-                out.extend_from_slice(&u32::try_from(nal.len()).unwrap_or(0).to_be_bytes());
-                out.extend_from_slice(nal);
-            }
-        }
-    }
-    unit.nal_units = Bytes::from(out);
-    unit
-}
-
-/// The NAL units between Annex B start codes (`00 00 01` or `00 00 00 01`), trailing
-/// zero bytes trimmed, empty ones skipped.
-fn nal_units(stream: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut starts = Vec::new();
-    let mut i = 0;
-    while i + 3 <= stream.len() {
-        if stream[i] == 0 && stream[i + 1] == 0 && stream[i + 2] == 1 {
-            starts.push(i + 3);
-            i += 3;
-        } else {
-            i += 1;
-        }
-    }
-    let ends: Vec<usize> = starts
-        .iter()
-        .skip(1)
-        .map(|s| s - 3)
-        .chain(std::iter::once(stream.len()))
-        .collect();
-    starts
-        .into_iter()
-        .zip(ends)
-        .filter_map(move |(start, end)| {
-            let mut nal = &stream[start..end];
-            while let [rest @ .., 0] = nal {
-                nal = rest;
-            }
-            (!nal.is_empty()).then_some(nal)
-        })
-}
-
 /// The frames of an ADTS run (ISO/IEC 13818-7 6.2), without their headers, and the
 /// configuration the first header gives. `None` when the first header does not parse.
 pub fn adts_frames(mut data: &[u8]) -> Option<(AacConfig, Vec<Bytes>)> {
@@ -329,24 +262,6 @@ pub fn adts_frames(mut data: &[u8]) -> Option<(AacConfig, Vec<Bytes>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn annex_b_becomes_length_prefixed_without_parameter_sets() {
-        let stream = [
-            0, 0, 0, 1, 0x09, 0xf0, // AUD
-            0, 0, 0, 1, 0x67, 1, 2, // SPS
-            0, 0, 1, 0x68, 3, // PPS
-            0, 0, 1, 0x65, 4, 5, 0, 0, // IDR slice, trailing zeros
-        ];
-        let unit = access_unit(&stream);
-        assert_eq!(unit.sps.as_deref(), Some(&[0x67, 1, 2][..]));
-        assert_eq!(unit.pps.as_deref(), Some(&[0x68, 3][..]));
-        assert!(unit.keyframe);
-        assert_eq!(&unit.nal_units[..], &[0, 0, 0, 3, 0x65, 4, 5]);
-        let inter = access_unit(&[0, 0, 1, 0x41, 9]);
-        assert!(!inter.keyframe && inter.sps.is_none());
-        assert_eq!(access_unit(&[1, 2, 3]).nal_units.len(), 0, "no start code");
-    }
 
     #[test]
     fn adts_frames_and_their_configuration() {
