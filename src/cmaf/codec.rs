@@ -73,6 +73,22 @@ pub struct AvcConfig {
 }
 
 impl AvcConfig {
+    /// Whether `other` differs from this only in its SPS's `level_idc`: the same
+    /// bitstream syntax, so pictures coded with either decode with either. (WebRTC
+    /// encoders raise the level as their bitrate ramps up, the picture unchanged.)
+    pub fn differs_only_in_level(&self, other: &AvcConfig) -> bool {
+        const LEVEL: usize = 3;
+        self.pps == other.pps
+            && (self.width, self.height) == (other.width, other.height)
+            && self.sps.len() == other.sps.len()
+            && self
+                .sps
+                .iter()
+                .zip(&other.sps)
+                .enumerate()
+                .all(|(i, (a, b))| i == LEVEL || a == b)
+    }
+
     /// Builds the configuration from parameter sets, checking the SPS is long enough to
     /// carry profile, constraint flags and level.
     pub fn new(sps: Vec<u8>, pps: Vec<u8>, width: u16, height: u16) -> Result<Self, CodecError> {
@@ -533,6 +549,25 @@ mod tests {
         let baseline =
             AvcConfig::new(vec![0x67, 0x42, 0xc0, 0x1e], vec![0x68], 640, 360).expect("valid");
         assert_eq!(baseline.rfc6381(), "avc1.42c01e");
+    }
+
+    #[test]
+    fn a_level_change_alone_is_told_apart_from_other_changes() {
+        let pps = vec![0x68, 0xeb, 0xe3, 0xcb, 0x22, 0xc0];
+        let config = |sps: Vec<u8>, pps: Vec<u8>| AvcConfig::new(sps, pps, 1280, 720).expect("SPS");
+        let first = config(X264_HIGH_31_SPS.to_vec(), pps.clone());
+        let mut level_32 = X264_HIGH_31_SPS.to_vec();
+        level_32[3] = 0x20;
+        assert!(first.differs_only_in_level(&config(level_32, pps.clone())));
+        let mut other_syntax = X264_HIGH_31_SPS.to_vec();
+        other_syntax[5] ^= 0x01;
+        assert!(!first.differs_only_in_level(&config(other_syntax, pps.clone())));
+        assert!(!first.differs_only_in_level(&config(
+            X264_HIGH_31_SPS.to_vec(),
+            vec![0x68, 0xee, 0x3c, 0x80]
+        )));
+        let smaller = AvcConfig::new(X264_HIGH_31_SPS.to_vec(), pps, 640, 360).expect("SPS");
+        assert!(!first.differs_only_in_level(&smaller));
     }
 
     #[test]

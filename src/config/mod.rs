@@ -411,6 +411,9 @@ impl Settings {
         self.admin
             .check()
             .map_err(|(field, reason)| ConfigError::Invalid { field, reason })?;
+        self.push
+            .validate()
+            .map_err(|(field, reason)| ConfigError::Invalid { field, reason })?;
         self.auth.validate().map_err(|e| ConfigError::Invalid {
             field: e.field,
             reason: e.reason,

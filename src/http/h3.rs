@@ -307,7 +307,7 @@ async fn respond<S>(
 where
     S: h3::quic::BidiStream<Bytes>,
 {
-    let body = if super::admin::wants_body(state, &request, peer) {
+    let body = if super::handler::wants_body(state, &request, peer) {
         Some(read_body(&mut stream, peer.limits().header_timeout()).await)
     } else {
         None

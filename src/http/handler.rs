@@ -4,6 +4,8 @@
 //! - `/` the player page (`/status` the same page with the operator's status view),
 //!   `/hls.js` its player, `/streams` the list of streams, `/metrics`, `/healthz`,
 //!   `/readyz` ([`super::ops`]);
+//! - `/publish` the page a browser publishes its camera from, `/whip/…` WHIP
+//!   ([`super::whip`]);
 //! - `/admin/…` the admin API when a token is configured, never over plain HTTP
 //!   ([`super::admin`]);
 //! - `/{stream}/index.m3u8` the multivariant playlist;
@@ -60,6 +62,8 @@ pub struct AppState {
     pub admin: Option<super::admin::Admin>,
     /// Who may watch each stream.
     pub auth: Arc<super::auth::Access>,
+    /// WHIP publishing, when `[push] whip_listen` is set.
+    pub whip: Option<crate::ingest::push::whip::Whip>,
 }
 
 impl AppState {
@@ -82,7 +86,14 @@ impl AppState {
             access: AccessLog::new(1),
             admin: None,
             auth: Arc::default(),
+            whip: None,
         }
+    }
+
+    /// The same, taking WHIP publishers through `whip`.
+    pub fn with_whip(mut self, whip: crate::ingest::push::whip::Whip) -> Self {
+        self.whip = Some(whip);
+        self
     }
 
     /// The same, admitting viewers by `auth`'s rules.
@@ -115,13 +126,19 @@ impl AppState {
     }
 }
 
+/// Whether the front end should read the body of `request` from `peer`: an admin
+/// API call or a WHIP offer by someone with credentials, nobody else.
+pub fn wants_body(state: &AppState, request: &Request<()>, peer: &Peer) -> bool {
+    super::admin::wants_body(state, request, peer) || super::whip::wants_body(state, request, peer)
+}
+
 /// Handles one request from `peer`.
 pub async fn handle(state: &AppState, request: &Request<()>, peer: &Peer) -> Response<Body> {
     handle_with_body(state, request, None, peer).await
 }
 
 /// Handles one request from `peer` whose body the front end read because
-/// [`super::admin::wants_body`] said so (`None`: not read).
+/// [`wants_body`] said so (`None`: not read).
 pub async fn handle_with_body(
     state: &AppState,
     request: &Request<()>,
@@ -137,7 +154,11 @@ pub async fn handle_with_body(
         Reply::reject(&Rejection::HeaderFieldsTooLarge, one_second)
     } else {
         let admin = request.uri().path().strip_prefix("/admin/");
+        let whip = request.uri().path().strip_prefix("/whip/");
         match (request.method(), admin) {
+            (_, None) if let Some(path) = whip => {
+                super::whip::route(state, request, path, body, peer).await
+            }
             // Never over plain HTTP (the cache tier's listener): the token would cross
             // the network in the clear.
             (_, Some(path)) if peer.encrypted() => {
@@ -265,6 +286,7 @@ async fn route(state: &AppState, request: &Request<()>, peer: &Peer) -> Reply {
                 header::CACHE_CONTROL,
                 cache_control(CacheRule::NoStore, one_second),
             ),
+        ("publish", None) => super::whip::page(),
         ("hls.js", None) => match &state.hls_js {
             Some(js) => Reply::new(StatusCode::OK, Body::Full(js.clone()))
                 .with(

@@ -23,6 +23,7 @@ pub mod rejection;
 mod reply;
 pub mod tcp;
 pub mod watchdog;
+mod whip;
 
 pub use body::Body;
 pub use handler::{AppState, handle, handle_with_body};

@@ -10,6 +10,7 @@ use http::header::{self, HeaderName, HeaderValue};
 
 use super::auth::Denial;
 use super::clients::Refusal;
+use crate::ingest::push::whip::WhipRefusal;
 use crate::llhls::blocking::QueryError;
 use crate::llhls::delivery::CacheRule;
 
@@ -66,6 +67,19 @@ pub enum Rejection {
     /// The stream's policy does not admit this request.
     #[error("{0}")]
     Denied(Denial),
+    /// A method this resource (a WHIP endpoint or session) does not allow; it allows
+    /// the ones named.
+    #[error("method not allowed")]
+    NotAllowedHere(&'static str),
+    /// A body of another type than the one named.
+    #[error("the body must be {0}")]
+    UnsupportedMediaType(&'static str),
+    /// A body larger than the server reads.
+    #[error("the request body is too large")]
+    PayloadTooLarge,
+    /// A WHIP publisher refused.
+    #[error("{0}")]
+    Whip(WhipRefusal),
 }
 
 /// The methods every resource allows.
@@ -91,6 +105,16 @@ impl Rejection {
                 StatusCode::UNAUTHORIZED
             }
             Rejection::Denied(_) => StatusCode::FORBIDDEN,
+            Rejection::NotAllowedHere(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Rejection::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Rejection::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Rejection::Whip(refusal) => match refusal {
+                WhipRefusal::MissingKey | WhipRefusal::UnknownKey => StatusCode::UNAUTHORIZED,
+                WhipRefusal::Busy(_) => StatusCode::CONFLICT,
+                WhipRefusal::BadOffer(_) => StatusCode::BAD_REQUEST,
+                WhipRefusal::Full | WhipRefusal::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+                WhipRefusal::UnknownSession => StatusCode::NOT_FOUND,
+            },
         }
     }
 
@@ -113,6 +137,11 @@ impl Rejection {
             // A refusal depends on headers (a bearer token, the CDN's secret), the
             // client's address and the time: never a cache's to share.
             Rejection::Denied(_) => CacheRule::NoStore,
+            // A publisher's, answered to it alone.
+            Rejection::NotAllowedHere(_)
+            | Rejection::UnsupportedMediaType(_)
+            | Rejection::PayloadTooLarge
+            | Rejection::Whip(_) => CacheRule::NoStore,
             _ => CacheRule::Error,
         }
     }
@@ -130,9 +159,21 @@ impl Rejection {
             | Rejection::StreamStopped
             | Rejection::NotStarted
             | Rejection::ShuttingDown
-            | Rejection::TooManyRequests(_) => {
+            | Rejection::TooManyRequests(_)
+            | Rejection::Whip(WhipRefusal::Full | WhipRefusal::Stopped) => {
                 vec![(header::RETRY_AFTER, HeaderValue::from_static("1"))]
             }
+            Rejection::NotAllowedHere(allowed) => {
+                vec![(header::ALLOW, HeaderValue::from_static(allowed))]
+            }
+            Rejection::Whip(WhipRefusal::MissingKey) => vec![(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"mirror\""),
+            )],
+            Rejection::Whip(WhipRefusal::UnknownKey) => vec![(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"mirror\", error=\"invalid_token\""),
+            )],
             Rejection::RangeNotSatisfiable { length } => vec![(
                 header::CONTENT_RANGE,
                 HeaderValue::from_str(&format!("bytes */{length}"))

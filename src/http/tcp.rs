@@ -238,7 +238,7 @@ impl TcpConnection {
                 async move {
                     let (parts, incoming) = request.into_parts();
                     let request = http::Request::from_parts(parts, ());
-                    let body = if super::admin::wants_body(&state, &request, &peer) {
+                    let body = if super::handler::wants_body(&state, &request, &peer) {
                         Some(read_body(incoming, peer.limits().header_timeout()).await)
                     } else {
                         None

@@ -321,6 +321,58 @@ pub trait Source {
     }
 }
 
+/// Sound in a codec HLS players cannot all play, which the stream transcodes to AAC:
+/// its samples come with the audio track's id but are not in the source's tracks, their
+/// decode times in ticks of [`rate`](Self::rate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForeignAudio {
+    /// A camera's G.711 at its RTP clock rate: mono, a byte a sample.
+    G711(G711, u32),
+    /// A WebRTC publisher's Opus (RFC 7587: always a 48 kHz clock).
+    Opus,
+}
+
+impl ForeignAudio {
+    /// The clock its decode times count.
+    pub fn rate(self) -> u32 {
+        match self {
+            ForeignAudio::G711(_, rate) => rate,
+            ForeignAudio::Opus => 48_000,
+        }
+    }
+
+    /// How many ticks of [`rate`](Self::rate) `packet` lasts.
+    pub fn duration_of(self, packet: &[u8]) -> u64 {
+        match self {
+            ForeignAudio::G711(..) => packet.len() as u64,
+            ForeignAudio::Opus => opus_samples(packet),
+        }
+    }
+}
+
+/// Samples (at 48 kHz) in an Opus packet, from its TOC byte (RFC 6716 3.1); 0 for an
+/// empty or malformed packet.
+pub fn opus_samples(packet: &[u8]) -> u64 {
+    let Some(&toc) = packet.first() else {
+        return 0;
+    };
+    let config = toc >> 3;
+    // Frame sizes in 1/400 s (2.5 ms): SILK 10/20/40/60 ms, hybrid 10/20 ms, CELT
+    // 2.5/5/10/20 ms.
+    let quarter_ms_units: u64 = match config {
+        0..=11 => [4, 8, 16, 24][usize::from(config % 4)],
+        12..=15 => [4, 8][usize::from(config % 2)],
+        _ => [1, 2, 4, 8][usize::from(config % 4)],
+    };
+    let frames = match toc & 3 {
+        0 => 1,
+        1 | 2 => 2,
+        _ => packet.get(1).map_or(0, |&b| u64::from(b & 0x3f)),
+    };
+    // 2.5 ms at 48 kHz is 120 samples.
+    frames * quarter_ms_units * 120
+}
+
 /// The G.711 companding law of a camera's sound, which HLS cannot carry: it is
 /// transcoded to AAC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -346,9 +398,9 @@ pub trait EncodedSource {
     fn next_sample(&mut self, timeout: Duration) -> Result<Sample, IngestError>;
     /// How full the source's jitter buffer is, if it has one.
     fn buffer_fill(&self) -> Option<jitter::JitterFill>;
-    /// Sound that must be transcoded to AAC: its law and sampling rate. Its samples
-    /// come with the audio track's id but are not in [`tracks`](Self::tracks).
-    fn g711_audio(&self) -> Option<(G711, u32)> {
+    /// Sound that must be transcoded to AAC. Its samples come with the audio track's
+    /// id but are not in [`tracks`](Self::tracks).
+    fn foreign_audio(&self) -> Option<ForeignAudio> {
         None
     }
     /// Who publishes it, for a source an encoder pushes to.

@@ -1,8 +1,8 @@
 //! Decoding what a camera sends, for renditions that transcode beside a passed-through
 //! one: its pictures (fed to libav as Annex B with the parameter sets before every
 //! keyframe, so no `extradata` has to be written into libav's structures; the sound goes
-//! to every rendition as it is), and its G.711 sound, which HLS cannot carry, made into
-//! AAC.
+//! to every rendition as it is), and sound HLS cannot carry (a camera's G.711, a
+//! browser's Opus) made into AAC.
 
 use std::collections::VecDeque;
 use std::time::SystemTime;
@@ -13,7 +13,7 @@ use ffmpeg_next as ffmpeg;
 use super::PipelineError;
 use super::encode::libav;
 use crate::cmaf::{CodecConfig, Sample, TrackInfo, TrackKind};
-use crate::ingest::{G711, RawMedia, SourceFormat, SourceFrame};
+use crate::ingest::{ForeignAudio, G711, RawMedia, SourceFormat, SourceFrame};
 use crate::libav::{AUDIO_FRAME_SAMPLES, buffer_graph};
 
 /// The time base of decoded pictures: the samples' 90 kHz.
@@ -145,15 +145,21 @@ impl SampleDecoder {
     }
 }
 
-/// Sound a camera sends in a codec HLS cannot carry (G.711 μ-law or A-law), decoded
-/// (G.711 is a table lookup, done here) and encoded to AAC at 48 kHz stereo: one AAC
-/// track shared by every rendition.
+/// Sound a source sends in a codec HLS cannot carry ([`ForeignAudio`]: a camera's
+/// G.711, a browser's Opus), decoded (G.711 is a table lookup, done here; Opus by
+/// libav) and encoded to AAC at 48 kHz stereo: one AAC track shared by every rendition.
 pub struct AudioTranscoder {
-    law: G711,
-    sample_rate: u32,
-    graph: filter::Graph,
+    decoding: Decoding,
+    /// Resampling to the encoder's format, built for the first decoded frame's.
+    graph: Option<filter::Graph>,
     encoder: super::AudioEncoder,
     frames: Vec<frame::Audio>,
+}
+
+/// How the foreign sound becomes PCM.
+enum Decoding {
+    G711 { law: G711, rate: u32 },
+    Opus(decoder::Audio),
 }
 
 /// One G.711 sample to 16-bit linear PCM (ITU-T G.711).
@@ -186,23 +192,26 @@ pub fn decode_g711(law: G711, byte: u8) -> i16 {
 const AAC_RATE: u32 = 48_000;
 
 impl AudioTranscoder {
-    /// Ready for mono G.711 at `sample_rate` (its RTP clock), to AAC per `options`.
+    /// Ready for `foreign` sound, to AAC per `options`.
     pub fn open(
         options: &super::EncoderOptions,
-        law: G711,
-        sample_rate: u32,
+        foreign: ForeignAudio,
     ) -> Result<Self, PipelineError> {
         crate::libav::init().map_err(libav("decoder", "initialising"))?;
-        let args = format!(
-            "time_base=1/{sample_rate}:sample_rate={sample_rate}:sample_fmt=s16:channel_layout=0x{:x}",
-            ffmpeg::ChannelLayout::MONO.bits()
-        );
-        let spec = format!("aresample={AAC_RATE},aformat=sample_fmts=fltp:channel_layouts=stereo");
-        let mut graph = buffer_graph("abuffer", &args, "abuffersink", &spec)
-            .map_err(libav("decoder", "building the audio graph"))?;
-        if let Some(mut sink) = graph.get("out") {
-            sink.sink().set_frame_size(AUDIO_FRAME_SAMPLES);
-        }
+        let decoding = match foreign {
+            ForeignAudio::G711(law, rate) => Decoding::G711 { law, rate },
+            ForeignAudio::Opus => {
+                let codec = decoder::find(codec::Id::OPUS)
+                    .ok_or(PipelineError::EncoderMissing("opus (decoder)"))?;
+                // No OpusHead: libav's decoder then takes mono or stereo as sent (a
+                // browser's), which is all WebRTC sends.
+                let opus = codec::Context::new_with_codec(codec)
+                    .decoder()
+                    .audio()
+                    .map_err(libav("opus", "opening the decoder"))?;
+                Decoding::Opus(opus)
+            }
+        };
         let encoder = super::AudioEncoder::open(
             options,
             SourceFormat {
@@ -215,9 +224,8 @@ impl AudioTranscoder {
             },
         )?;
         Ok(Self {
-            law,
-            sample_rate,
-            graph,
+            decoding,
+            graph: None,
             encoder,
             frames: Vec::new(),
         })
@@ -228,37 +236,95 @@ impl AudioTranscoder {
         self.encoder.track()
     }
 
-    /// Decodes one G.711 sample (its ticks at the source's rate) and appends the AAC
+    /// Decodes one foreign sample (its ticks at the source's rate) and appends the AAC
     /// samples that come out to `out`.
     pub fn push(&mut self, sample: &Sample, out: &mut Vec<Sample>) -> Result<(), PipelineError> {
-        let mut pcm = frame::Audio::new(
-            ffmpeg::format::Sample::I16(ffmpeg::format::sample::Type::Packed),
-            sample.data.len(),
-            ffmpeg::ChannelLayout::MONO,
-        );
-        pcm.set_rate(self.sample_rate);
-        for (linear, &byte) in pcm.plane_mut::<i16>(0).iter_mut().zip(sample.data.iter()) {
-            *linear = decode_g711(self.law, byte);
+        let pts = i64::try_from(sample.decode_ticks).ok();
+        let mut pcm = Vec::with_capacity(1);
+        match &mut self.decoding {
+            Decoding::G711 { law, rate } => {
+                let mut g711 = frame::Audio::new(
+                    ffmpeg::format::Sample::I16(ffmpeg::format::sample::Type::Packed),
+                    sample.data.len(),
+                    ffmpeg::ChannelLayout::MONO,
+                );
+                g711.set_rate(*rate);
+                for (linear, &byte) in g711.plane_mut::<i16>(0).iter_mut().zip(sample.data.iter()) {
+                    *linear = decode_g711(*law, byte);
+                }
+                g711.set_pts(pts);
+                pcm.push((g711, *rate));
+            }
+            Decoding::Opus(opus) => {
+                let mut packet = ffmpeg::Packet::copy(&sample.data);
+                packet.set_pts(pts);
+                if let Err(error) = opus.send_packet(&packet) {
+                    // A packet libav cannot read loses its 20 ms, not the stream.
+                    tracing::debug!(%error, "Opus packet dropped");
+                    return Ok(());
+                }
+                let mut decoded = frame::Audio::empty();
+                let mut next = pts;
+                while opus.receive_frame(&mut decoded).is_ok() {
+                    // Decoded frames at 48 kHz, timed by the packets'.
+                    decoded.set_pts(next);
+                    next = next.map(|p| p + decoded.samples() as i64);
+                    pcm.push((
+                        std::mem::replace(&mut decoded, frame::Audio::empty()),
+                        AAC_RATE,
+                    ));
+                }
+            }
         }
-        pcm.set_pts(i64::try_from(sample.decode_ticks).ok());
-        if let Some(mut input) = self.graph.get("in") {
+        for (pcm, rate) in &pcm {
+            self.filter(pcm, *rate)?;
+        }
+        for frame in self.frames.drain(..) {
+            self.encoder
+                .push(frame, Rational(1, AAC_RATE as i32), sample.captured_at, out)?;
+        }
+        Ok(())
+    }
+
+    /// Resamples `pcm` (at `rate`, its pts in 1/`rate`) into AAC-sized frames.
+    fn filter(&mut self, pcm: &frame::Audio, rate: u32) -> Result<(), PipelineError> {
+        if self.graph.is_none() {
+            let layout = if pcm.channel_layout().is_empty() {
+                ffmpeg::ChannelLayout::default(i32::from(pcm.channels()))
+            } else {
+                pcm.channel_layout()
+            };
+            let args = format!(
+                "time_base=1/{rate}:sample_rate={rate}:sample_fmt={}:channel_layout=0x{:x}",
+                pcm.format().name(),
+                layout.bits()
+            );
+            let spec =
+                format!("aresample={AAC_RATE},aformat=sample_fmts=fltp:channel_layouts=stereo");
+            let mut graph = buffer_graph("abuffer", &args, "abuffersink", &spec)
+                .map_err(libav("decoder", "building the audio graph"))?;
+            if let Some(mut sink) = graph.get("out") {
+                sink.sink().set_frame_size(AUDIO_FRAME_SAMPLES);
+            }
+            self.graph = Some(graph);
+        }
+        let Some(graph) = self.graph.as_mut() else {
+            return Ok(());
+        };
+        if let Some(mut input) = graph.get("in") {
             input
                 .source()
-                .add(&pcm)
+                .add(pcm)
                 .map_err(libav("decoder", "filtering audio"))?;
         }
         let mut filtered = frame::Audio::empty();
-        while let Some(mut sink) = self.graph.get("out") {
+        while let Some(mut sink) = graph.get("out") {
             if sink.sink().frame(&mut filtered).is_err() {
                 break;
             }
             if filtered.samples() == AUDIO_FRAME_SAMPLES as usize {
                 self.frames.push(filtered.clone());
             }
-        }
-        for frame in self.frames.drain(..) {
-            self.encoder
-                .push(frame, Rational(1, AAC_RATE as i32), sample.captured_at, out)?;
         }
         Ok(())
     }

@@ -75,6 +75,8 @@ pub struct RunningServer {
     pub rtmp_addr: Option<SocketAddr>,
     /// Where SRT publishers call (`[push] srt_listen`), if anywhere.
     pub srt_addr: Option<SocketAddr>,
+    /// The ICE candidate WHIP publishers send media to (`[push] whip_listen`), if any.
+    pub whip_addr: Option<SocketAddr>,
     /// The certificate it started with.
     pub tls: TlsMaterial,
     /// The certificate presented now (replaced when its files change).
@@ -248,6 +250,9 @@ impl RunningServer {
             .map(|(s, _)| s.handle().clone())
             .collect::<Vec<_>>();
         let hls_js = player_script(server.hls_js.as_deref());
+        // Tasks started before the listeners: WHIP's (its handle goes in the state).
+        let mut early_tasks = Vec::new();
+        let whip = push::start_whip(settings, &push_points, &mut early_tasks).await?;
         let state = AppState::new(
             handles,
             store.clone(),
@@ -257,6 +262,10 @@ impl RunningServer {
         .with_limits(settings.limits.clone())
         .with_access_log(settings.log.access_sample_every)
         .with_auth(auth.clone());
+        let state = match &whip {
+            Some((handle, _)) => state.with_whip(handle.clone()),
+            None => state,
+        };
         let stream_set = StreamSet::new(
             live,
             settings,
@@ -352,12 +361,14 @@ impl RunningServer {
             None => None,
         };
         let pushed = push::bind_listeners(settings, &push_points, &mut tasks).await?;
+        tasks.extend(early_tasks);
         Ok(Self {
             h3_addr,
             tcp_addr,
             http_addr,
             rtmp_addr: pushed.rtmp,
             srt_addr: pushed.srt,
+            whip_addr: whip.map(|(_, candidate)| candidate),
             tls,
             certificate,
             certificate_nudge,

@@ -1,4 +1,4 @@
-//! The server's side of push ingest: the RTMP and SRT listeners it binds, and each
+//! The server's side of push ingest: the RTMP, SRT and WHIP listeners it binds, and each
 //! `publish` stream's place among the [`PushPoints`] (its key and passphrase). Owns no
 //! protocol: that is `ingest::push`.
 
@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use super::ServerError;
 use crate::config::{Settings, StreamSettings};
 use crate::ingest::PublishPoint;
-use crate::ingest::push::{PushPoints, PushProtocol, rtmp, srt};
+use crate::ingest::push::{PushPoints, PushProtocol, rtmp, srt, whip};
 use crate::stream::{StreamError, StreamOptions};
 
 /// The options of stream `name` (`configured`: its `[[streams]]` entry or API body):
@@ -85,6 +85,38 @@ pub(super) fn check_publishable(
 pub(super) struct PushAddresses {
     pub(super) rtmp: Option<SocketAddr>,
     pub(super) srt: Option<SocketAddr>,
+}
+
+/// Binds WHIP's UDP port where `[push] whip_listen` says and starts its task on
+/// `tasks`: the handle the HTTP side publishes through and the port's address, or
+/// `None` when WHIP is off.
+pub(super) async fn start_whip(
+    settings: &Settings,
+    push: &Arc<PushPoints>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Result<Option<(whip::Whip, SocketAddr)>, ServerError> {
+    let Some(listen) = settings.push.whip_listen else {
+        return Ok(None);
+    };
+    let (socket, candidate) =
+        whip::bind(listen, settings.push.whip_host)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: listen,
+                transport: "UDP (WHIP)",
+                source,
+            })?;
+    let (handle, task) = whip::start(
+        socket,
+        push.clone(),
+        whip::WhipOptions {
+            candidate,
+            keyframe_every: settings.cmaf.segment_target(),
+            buffer_samples: settings.source.jitter_buffer_samples,
+        },
+    );
+    tasks.push(tokio::spawn(task));
+    Ok(Some((handle, candidate)))
 }
 
 /// Binds RTMP and SRT where `[push]` says, or on their default ports when a configured

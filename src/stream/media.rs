@@ -115,21 +115,21 @@ impl MediaLoop {
                     return Ok(false);
                 }
                 self.publisher.counters().received(sample.data.len() as u64);
-                let g711 = source
-                    .g711_audio()
+                let foreign = source
+                    .foreign_audio()
                     .filter(|_| sample.track_id == AUDIO_TRACK_ID);
                 let timing = source
                     .tracks()
                     .iter()
                     .find(|t| t.track_id == sample.track_id)
                     .map(|t| (t.timescale, u64::from(t.nominal_sample_ticks)))
-                    .or(g711.map(|(_, rate)| (Timescale(rate), sample.data.len() as u64)));
+                    .or(foreign.map(|f| (Timescale(f.rate()), f.duration_of(&sample.data))));
                 if let Some((timescale, length)) = timing {
                     sample.decode_ticks += timescale.ticks(self.resume_offset);
                     let end = timescale.to_duration(sample.decode_ticks + length);
                     self.delivered_end = self.delivered_end.max(end);
                 }
-                match (audio, g711) {
+                match (audio, foreign) {
                     (Some(audio), Some(_)) => {
                         audio.encoder.push(&sample, &mut audio.samples)?;
                         for aac in audio.samples.drain(..) {

@@ -169,10 +169,10 @@ pub(super) fn open_encoded(
     outputs: &[Output],
     source: Box<dyn EncodedSource + Send>,
 ) -> Result<Opening, OpenError> {
-    // G.711 sound becomes an AAC track of every rendition.
-    let audio = match source.g711_audio() {
-        Some((law, rate)) => Some(Box::new(AudioToAac {
-            encoder: AudioTranscoder::open(&options.encoder, law, rate)?,
+    // G.711 or Opus sound becomes an AAC track of every rendition.
+    let audio = match source.foreign_audio() {
+        Some(foreign) => Some(Box::new(AudioToAac {
+            encoder: AudioTranscoder::open(&options.encoder, foreign)?,
             samples: Vec::new(),
         })),
         None => None,

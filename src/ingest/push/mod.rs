@@ -1,6 +1,6 @@
 //! Ingest that encoders push to: a stream whose source is `publish` waits for a
-//! publisher presenting its key (RTMP: [`rtmp`]) or its passphrase (SRT: [`srt`], the
-//! MPEG-TS inside read by [`ts`]). The listeners run on the server's runtime; the
+//! publisher presenting its key (RTMP: [`rtmp`]; WHIP from a browser: [`whip`]) or its
+//! passphrase (SRT: [`srt`], the MPEG-TS inside read by [`ts`]). The listeners run on the server's runtime; the
 //! stream's media thread opens a [`PushSource`] that waits, without an open timeout, for
 //! a publisher to hand over its first GOP, then reads samples from a [`JitterBuffer`] as
 //! it does an RTSP camera's (passthrough, the publisher's GOP making the segments).
@@ -19,6 +19,7 @@ mod publication;
 pub mod rtmp;
 pub mod srt;
 pub mod ts;
+pub mod whip;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -29,7 +30,7 @@ use std::time::{Duration, SystemTime};
 use sha2::{Digest as _, Sha256};
 
 use super::jitter::{JitterBuffer, JitterFill, Popped};
-use super::{EncodedSource, IngestError};
+use super::{EncodedSource, ForeignAudio, IngestError};
 use crate::cmaf::{Sample, TrackInfo};
 
 pub use publication::{Publication, Unwrap};
@@ -63,6 +64,13 @@ pub struct PushSettings {
     /// e.g. ffmpeg's `-use_wallclock_as_timestamps 1 -copyts`): PROGRAM-DATE-TIME is
     /// then the encoder's capture time, and glass-to-glass latency reads from it.
     pub publisher_clock: PublisherClock,
+    /// WHIP's media (ICE-lite, one UDP port for every WebRTC publisher), e.g.
+    /// `"[::]:8189"`; WHIP itself (`POST /whip/STREAM` with the publish key as bearer
+    /// token) is on the HTTPS port. Default none: no WHIP.
+    pub whip_listen: Option<SocketAddr>,
+    /// The address publishers reach `whip_listen` at, given to them as the ICE
+    /// candidate. Default `whip_listen`'s; required when that is unspecified (`[::]`).
+    pub whip_host: Option<std::net::IpAddr>,
 }
 
 /// See [`PushSettings::publisher_clock`].
@@ -98,6 +106,31 @@ impl PushSettings {
     pub fn srt_address(&self, publishing: bool) -> Option<SocketAddr> {
         self.srt_listen.or(publishing.then_some(DEFAULT_SRT_LISTEN))
     }
+
+    /// Checks that WHIP's candidate address is known: `(field, reason)` when not.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if let Some(listen) = self.whip_listen
+            && listen.ip().is_unspecified()
+            && self.whip_host.is_none()
+        {
+            return Err((
+                "push.whip_host",
+                format!(
+                    "whip_listen {listen} is on every address: name the one publishers reach \
+                     it at"
+                ),
+            ));
+        }
+        if let Some(host) = self.whip_host
+            && host.is_unspecified()
+        {
+            return Err((
+                "push.whip_host",
+                "must be an address publishers can reach".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The SHA-256 of a publish key: all the server keeps of it.
@@ -111,7 +144,7 @@ pub fn hash_key(key: &str) -> KeyHash {
 /// Who is publishing a stream, for `/streams`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PublisherInfo {
-    /// `rtmp` (later `srt`, `whip`).
+    /// `rtmp`, `srt` or `whip`.
     pub protocol: &'static str,
     /// The publisher's address.
     pub address: SocketAddr,
@@ -138,6 +171,8 @@ impl PublisherInfo {
 pub struct Handoff {
     /// Video first, then audio, with the publisher's parameter sets.
     pub tracks: Vec<TrackInfo>,
+    /// Sound the stream must make AAC of (a WebRTC publisher's Opus), not in `tracks`.
+    pub foreign_audio: Option<ForeignAudio>,
     /// The publisher's keyframe interval.
     pub gop: Duration,
     /// Frames per second as a fraction, when known.
@@ -192,6 +227,8 @@ pub struct PushPoints {
     rtmp_listening: AtomicBool,
     /// Whether an SRT listener does (for a stream with a passphrase).
     srt_listening: AtomicBool,
+    /// Whether WHIP does (for a stream with a key, beside RTMP).
+    whip_listening: AtomicBool,
     second_publisher: SecondPublisher,
     publisher_clock: PublisherClock,
 }
@@ -203,6 +240,8 @@ pub enum PushProtocol {
     Rtmp,
     /// SRT, admitted by a stream's passphrase.
     Srt,
+    /// WHIP, admitted by a stream's key as its bearer token.
+    Whip,
 }
 
 impl std::fmt::Debug for PushPoints {
@@ -230,6 +269,7 @@ impl PushPoints {
         match protocol {
             PushProtocol::Rtmp => &self.rtmp_listening,
             PushProtocol::Srt => &self.srt_listening,
+            PushProtocol::Whip => &self.whip_listening,
         }
     }
 
@@ -278,19 +318,33 @@ impl PushPoints {
         let points = self.lock();
         let mut found = None;
         for (name, point) in points.iter() {
-            let Some(key) = &point.key else {
-                continue;
-            };
-            let differ = given
-                .iter()
-                .zip(key.iter())
-                .fold(0u8, |d, (a, b)| d | (a ^ b));
-            if differ == 0 {
+            if point.key.as_ref().is_some_and(|key| same_hash(&given, key)) {
                 found = Some(name.clone());
             }
         }
         drop(points);
         self.claim_stream(&found.ok_or(PushRefusal::UnknownKey)?, publisher)
+    }
+
+    /// Stream `stream` claimed for `publisher` when `key` is its key (WHIP names the
+    /// stream in its URL and carries the key as a bearer token); refused as
+    /// [`claim`](Self::claim) refuses.
+    pub fn claim_named(
+        self: &Arc<Self>,
+        stream: &str,
+        key: &str,
+        publisher: PublisherInfo,
+    ) -> Result<Claim, PushRefusal> {
+        let given = hash_key(key);
+        let admitted = self
+            .lock()
+            .get(stream)
+            .and_then(|point| point.key.as_ref())
+            .is_some_and(|key| same_hash(&given, key));
+        if !admitted {
+            return Err(PushRefusal::UnknownKey);
+        }
+        self.claim_stream(stream, publisher)
     }
 
     /// Stream `stream` claimed for `publisher` (already admitted by its protocol: SRT's
@@ -375,6 +429,11 @@ impl PushPoints {
     pub fn publisher(&self, stream: &str) -> Option<PublisherInfo> {
         self.lock().get(stream).and_then(|p| p.publisher.clone())
     }
+}
+
+/// Whether two key hashes are equal, compared in constant time.
+fn same_hash(a: &KeyHash, b: &KeyHash) -> bool {
+    a.iter().zip(b.iter()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
 /// A publisher's hold on a stream, from an accepted key until it leaves (dropped).
@@ -490,6 +549,10 @@ impl EncodedSource for PushSource {
 
     fn publisher(&self) -> Option<PublisherInfo> {
         Some(self.handoff.publisher.clone())
+    }
+
+    fn foreign_audio(&self) -> Option<ForeignAudio> {
+        self.handoff.foreign_audio
     }
 }
 

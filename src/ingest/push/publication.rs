@@ -12,8 +12,10 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 
 use super::{Claim, Handoff, PublisherClock, PublisherInfo};
+use crate::cmaf::codec::{ParameterSets, VideoCodec, annexb_to_length_prefixed};
 use crate::cmaf::{AUDIO_TRACK_ID, VIDEO_TRACK_ID};
 use crate::cmaf::{AacConfig, AvcConfig, CodecConfig, Sample, Timescale, TrackInfo};
+use crate::ingest::ForeignAudio;
 use crate::ingest::jitter::JitterBuffer;
 use crate::ingest::startup::Startup;
 
@@ -37,6 +39,9 @@ pub enum PublicationError {
     /// The stream was removed or its key changed.
     #[error("the stream no longer takes this publisher")]
     Revoked,
+    /// Parameter sets that do not describe a picture Mirror can package.
+    #[error("unusable parameter sets: {0}")]
+    ParameterSets(String),
 }
 
 /// A timestamp counter of `bits` bits that wraps (RTMP's 32-bit milliseconds, MPEG-TS's
@@ -112,6 +117,11 @@ pub struct Publication {
     buffer_samples: usize,
     video: Option<AvcConfig>,
     audio: Option<AacConfig>,
+    /// Whether the sound is Opus (a WebRTC publisher's), carried for the stream to
+    /// make AAC of.
+    opus: bool,
+    /// The last Opus decode time taken (48 kHz): sound must move forward.
+    last_opus: Option<u64>,
     clock: Option<Clock>,
     /// Audio frames counted since `audio_origin` ticks.
     audio_frames: u64,
@@ -127,6 +137,11 @@ pub struct Publication {
     buffer: Option<Arc<JitterBuffer>>,
     /// The protocol's timestamp range in 90 kHz ticks (they wrap at it).
     modulus_ticks: u64,
+    /// Whether the publisher's timestamps are Unix time ([`PublisherClock::Wallclock`]).
+    wallclock: bool,
+    /// The keyframe interval the publisher is asked for, when it makes keyframes on
+    /// request: what the stream is told instead of the first GOP's length.
+    requested_gop: Option<Duration>,
 }
 
 impl Publication {
@@ -140,11 +155,15 @@ impl Publication {
     ) -> Self {
         Self {
             modulus_ticks,
+            wallclock: claim.publisher_clock() == PublisherClock::Wallclock,
+            requested_gop: None,
             claim,
             publisher,
             buffer_samples,
             video: None,
             audio: None,
+            opus: false,
+            last_opus: None,
             clock: None,
             audio_frames: 0,
             audio_origin: None,
@@ -156,14 +175,40 @@ impl Publication {
         }
     }
 
+    /// The same, its wall clock the first frame's arrival whatever `[push]
+    /// publisher_clock` says: for a protocol whose timestamps never are Unix time
+    /// (RTP's start at random).
+    pub fn with_arrival_clock(mut self) -> Self {
+        self.wallclock = false;
+        self
+    }
+
+    /// The same, for a publisher asked for a keyframe every `interval` (WebRTC's, which
+    /// makes them only on request): the stream's segments follow that interval, not the
+    /// first GOP's length, which the request's round trip makes a little longer. (A
+    /// segment ends at the first keyframe at or after its target; a target a frame
+    /// longer than the GOPs that follow would make every segment two GOPs long.)
+    pub fn with_keyframes_every(mut self, interval: Duration) -> Self {
+        self.requested_gop = Some(interval);
+        self
+    }
+
     /// The stream published.
     pub fn stream(&self) -> &str {
         self.claim.stream()
     }
 
     /// The video configuration. A change once handed over starts the stream anew (a
-    /// new init segment, after a discontinuity).
+    /// new init segment, after a discontinuity), unless only the level changed.
     pub fn video_config(&mut self, avc: AvcConfig) {
+        if let Some(current) = &self.video
+            && current.differs_only_in_level(&avc)
+        {
+            // Not worth a new init segment and a discontinuity for every viewer: the
+            // samples carry no parameter sets, so decoders go on with the first SPS,
+            // whose syntax is the same.
+            return;
+        }
         if self.video.as_ref() != Some(&avc) {
             self.video = Some(avc);
             self.start_over("the publisher changed its video parameters");
@@ -191,7 +236,7 @@ impl Publication {
     }
 
     fn clock(&mut self, ticks: u64) -> &Clock {
-        let wallclock = self.claim.publisher_clock() == PublisherClock::Wallclock;
+        let wallclock = self.wallclock;
         let modulus = self.modulus_ticks;
         self.clock.get_or_insert_with(|| {
             let now = SystemTime::now();
@@ -235,6 +280,34 @@ impl Publication {
         })
     }
 
+    /// A video access unit in Annex B (MPEG-TS and WebRTC carry them so): its in-band
+    /// SPS and PPS configure the track, the rest goes to [`video`](Self::video).
+    pub fn annexb_video(
+        &mut self,
+        dts: u64,
+        composition: i32,
+        data: &[u8],
+    ) -> Result<(), PublicationError> {
+        // Parameter sets this access unit carries (a fresh set each time: only new
+        // ones reconfigure).
+        let mut carried = ParameterSets::default();
+        let Ok(unit) = annexb_to_length_prefixed(VideoCodec::H264, data, &mut carried) else {
+            // No NAL unit in it.
+            return Ok(());
+        };
+        if let (Some(sps), Some(pps)) = (carried.sps, carried.pps) {
+            let (width, height) = super::flv::picture_size(&sps)
+                .ok_or_else(|| PublicationError::ParameterSets("the SPS does not parse".into()))?;
+            let avc = AvcConfig::new(sps, pps, width, height)
+                .map_err(|e| PublicationError::ParameterSets(e.to_string()))?;
+            self.video_config(avc);
+        }
+        if unit.data.is_empty() {
+            return Ok(());
+        }
+        self.video(dts, composition, unit.has_idr, unit.data)
+    }
+
     /// A raw AAC frame at `dts` (90 kHz, unwrapped). Ignored before an audio
     /// configuration.
     pub fn audio(&mut self, dts: u64, data: Bytes) -> Result<(), PublicationError> {
@@ -265,6 +338,37 @@ impl Publication {
             counted
         };
         self.audio_frames += 1;
+        self.take(Sample {
+            track_id: AUDIO_TRACK_ID,
+            decode_ticks: ticks,
+            composition_offset_ticks: 0,
+            keyframe: true,
+            data,
+            captured_at,
+        })
+    }
+
+    /// An Opus packet at `dts` (90 kHz, on the video's timeline), carried as it is:
+    /// the stream makes AAC of it ([`ForeignAudio::Opus`]).
+    pub fn opus(&mut self, dts: u64, data: Bytes) -> Result<(), PublicationError> {
+        if !self.opus {
+            self.opus = true;
+            if self.buffer.is_some() {
+                // Handed over without sound: the stream's tracks change.
+                self.start_over("the publisher's sound started");
+            }
+        }
+        let clock = self.clock(dts);
+        let Some(since) = clock.since(dts) else {
+            return Ok(());
+        };
+        let captured_at = clock.wall + Timescale::VIDEO_90K.to_duration(since);
+        // Opus's clock is 48 kHz (RFC 7587).
+        let ticks = since * 8 / 15;
+        if self.last_opus.is_some_and(|last| ticks <= last) {
+            return Ok(());
+        }
+        self.last_opus = Some(ticks);
         self.take(Sample {
             track_id: AUDIO_TRACK_ID,
             decode_ticks: ticks,
@@ -325,13 +429,14 @@ impl Publication {
             });
         }
         let buffer = Arc::new(JitterBuffer::new(self.buffer_samples, VIDEO_TRACK_ID));
-        let gop = ready.gop;
+        let gop = self.requested_gop.unwrap_or(ready.gop);
         let frame_rate = Some((90_000, ready.frame_ticks.max(1)));
         for sample in ready.samples {
             buffer.push(sample);
         }
         self.claim.hand_over(Handoff {
             tracks,
+            foreign_audio: self.opus.then_some(ForeignAudio::Opus),
             gop,
             frame_rate,
             buffer: buffer.clone(),

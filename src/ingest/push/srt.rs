@@ -24,11 +24,8 @@ use srt_tokio::access::{RejectReason, ServerRejectReason};
 use srt_tokio::options::Passphrase;
 use srt_tokio::{ConnectionRequest, SrtIncoming, SrtListener, SrtSocket};
 
-use super::flv::picture_size;
 use super::ts::{EsUnit, TsDemuxer, adts_frames};
 use super::{Publication, PublisherInfo, PushPoints, Unwrap};
-use crate::cmaf::AvcConfig;
-use crate::cmaf::codec::{ParameterSets, VideoCodec, annexb_to_length_prefixed};
 
 /// A publisher that sends nothing for this long is dropped.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -181,29 +178,11 @@ async fn receive(mut socket: SrtSocket, publication: &mut Publication) -> Result
         for unit in demuxer.push(&bytes) {
             match unit {
                 EsUnit::Video { pts, dts, data } => {
-                    // Parameter sets this access unit carries (a fresh set each time:
-                    // only new ones reconfigure).
-                    let mut carried = ParameterSets::default();
-                    let Ok(unit) = annexb_to_length_prefixed(VideoCodec::H264, &data, &mut carried)
-                    else {
-                        // No NAL unit in it.
-                        continue;
-                    };
-                    if let (Some(sps), Some(pps)) = (carried.sps, carried.pps) {
-                        let (width, height) = picture_size(&sps)
-                            .ok_or_else(|| "an SPS that does not parse".to_string())?;
-                        let avc =
-                            AvcConfig::new(sps, pps, width, height).map_err(|e| e.to_string())?;
-                        publication.video_config(avc);
-                    }
-                    if unit.data.is_empty() {
-                        continue;
-                    }
                     // PTS − DTS on the 33-bit clock (never more than a few frames).
                     let offset = pts.wrapping_sub(dts) & ((1 << 33) - 1);
                     let composition = i32::try_from(offset).unwrap_or(0);
                     publication
-                        .video(clock.extend(dts), composition, unit.has_idr, unit.data)
+                        .annexb_video(clock.extend(dts), composition, &data)
                         .map_err(|e| e.to_string())?;
                 }
                 EsUnit::Audio { pts, data } => {

@@ -35,7 +35,7 @@ use self::timing::Timing;
 use self::tracks::tracks_of;
 use super::jitter::{JitterBuffer, JitterFill, Popped};
 use super::startup::Startup;
-use super::{EncodedSource, G711, IngestError};
+use super::{EncodedSource, ForeignAudio, G711, IngestError};
 use crate::cmaf::{AUDIO_TRACK_ID, VIDEO_TRACK_ID};
 use crate::cmaf::{Sample, TrackInfo};
 
@@ -175,8 +175,8 @@ impl EncodedSource for RtspSource {
         Some(self.buffer.fill())
     }
 
-    fn g711_audio(&self) -> Option<(G711, u32)> {
-        self.g711
+    fn foreign_audio(&self) -> Option<ForeignAudio> {
+        self.g711.map(|(law, rate)| ForeignAudio::G711(law, rate))
     }
 }
 

@@ -1,0 +1,327 @@
+//! One WHIP session: its WebRTC state machine (str0m's [`Rtc`]), the publication it
+//! feeds, and when to ask the publisher for a keyframe.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use str0m::format::Codec;
+use str0m::media::{Frequency, KeyframeRequestKind, MediaData, MediaKind, Mid};
+use str0m::{Event, IceConnectionState, Input, Output, Rtc};
+
+use crate::ingest::push::Publication;
+
+/// How long ICE and DTLS may take before a negotiated session that never connected is
+/// dropped (its claim on the stream with it).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a keyframe asked for may take before it is asked for again (the request,
+/// RTCP over UDP, may be lost).
+const KEYFRAME_RETRY: Duration = Duration::from_millis(500);
+
+/// See the module docs.
+pub(super) struct Session {
+    id: String,
+    rtc: Rtc,
+    publication: Publication,
+    created: Instant,
+    connected: bool,
+    /// The video m-line, once str0m has added it.
+    video: Option<Mid>,
+    keyframes: Keyframes,
+    timeline: Timeline,
+    /// The next time [`Rtc`] wants a timeout.
+    rtc_deadline: Instant,
+    /// Why it is over, once it is.
+    over: Option<String>,
+    warned_audio: bool,
+}
+
+/// Where each track's RTP clock sits on the publication's 90 kHz timeline. WebRTC
+/// starts every track's RTP clock at random, so each is anchored at the arrival of its
+/// first packet, counted from the first packet of any track: sound and picture line
+/// up within the network jitter of those first packets.
+#[derive(Default)]
+struct Timeline {
+    origin: Option<Instant>,
+    video: Option<Anchor>,
+    audio: Option<Anchor>,
+}
+
+/// A track's first RTP time (90 kHz) and where it sits on the timeline.
+#[derive(Clone, Copy)]
+struct Anchor {
+    rtp: u64,
+    at: u64,
+}
+
+impl Timeline {
+    /// Where `rtp` (90 kHz, extended) of the track anchored by `anchor` sits, that
+    /// track's first packet having arrived at `arrived`.
+    fn place(
+        origin: &mut Option<Instant>,
+        anchor: &mut Option<Anchor>,
+        rtp: u64,
+        arrived: Instant,
+    ) -> u64 {
+        let origin = *origin.get_or_insert(arrived);
+        let anchor = *anchor.get_or_insert_with(|| Anchor {
+            rtp,
+            at: u64::try_from(arrived.saturating_duration_since(origin).as_micros() * 9 / 100)
+                .unwrap_or(0),
+        });
+        anchor.at + rtp.saturating_sub(anchor.rtp)
+    }
+
+    fn video(&mut self, rtp: u64, arrived: Instant) -> u64 {
+        Self::place(&mut self.origin, &mut self.video, rtp, arrived)
+    }
+
+    fn audio(&mut self, rtp: u64, arrived: Instant) -> u64 {
+        Self::place(&mut self.origin, &mut self.audio, rtp, arrived)
+    }
+}
+
+/// When to ask for a keyframe: once `every` has passed since the last (the segment
+/// target), again if one asked for does not come.
+struct Keyframes {
+    every: Duration,
+    last: Option<Instant>,
+    asked: Option<Instant>,
+    /// Frames were lost: what follows is undecodable until the next keyframe.
+    broken: bool,
+}
+
+impl Keyframes {
+    fn due(&self) -> Instant {
+        let by_interval = self
+            .last
+            .map_or_else(Instant::now, |last| last + self.every);
+        match self.asked {
+            Some(asked) => by_interval.max(asked + KEYFRAME_RETRY),
+            None => by_interval,
+        }
+    }
+}
+
+impl Session {
+    /// A session of `rtc` (negotiated) feeding `publication`, asking for a keyframe
+    /// every `keyframe_every`; `None` when the system has no randomness for its id.
+    pub(super) fn new(
+        rtc: Rtc,
+        publication: Publication,
+        keyframe_every: Duration,
+    ) -> Option<Self> {
+        let now = Instant::now();
+        Some(Self {
+            id: session_id()?,
+            rtc,
+            publication,
+            created: now,
+            connected: false,
+            video: None,
+            keyframes: Keyframes {
+                every: keyframe_every,
+                last: None,
+                asked: None,
+                broken: false,
+            },
+            timeline: Timeline::default(),
+            rtc_deadline: now,
+            over: None,
+            warned_audio: false,
+        })
+    }
+
+    /// Its id: random, unguessable (its URL ends it).
+    pub(super) fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The stream it publishes.
+    pub(super) fn stream(&self) -> &str {
+        self.publication.stream()
+    }
+
+    /// Whether `input` (a datagram) is this session's.
+    pub(super) fn accepts(&self, input: &Input) -> bool {
+        self.over.is_none() && self.rtc.accepts(input)
+    }
+
+    /// When it must be driven next.
+    pub(super) fn deadline(&self) -> Instant {
+        if self.over.is_some() {
+            return self.created;
+        }
+        let mut deadline = self.rtc_deadline.min(self.created + CONNECT_TIMEOUT);
+        if self.connected && self.video.is_some() {
+            deadline = deadline.min(self.keyframes.due());
+        }
+        deadline
+    }
+
+    /// Why it is over, once it is.
+    pub(super) fn over(&self) -> Option<&str> {
+        self.over.as_deref()
+    }
+
+    /// Ends it for `reason`: the publication ends (the stream waits for the next
+    /// publisher), the peer is told nothing more (a DELETE's answer tells it).
+    pub(super) fn end(&mut self, reason: &str) {
+        if self.over.is_none() {
+            self.over = Some(reason.to_string());
+            self.rtc.disconnect();
+        }
+    }
+
+    /// Feeds `input` to the WebRTC state machine.
+    pub(super) fn handle(&mut self, input: Input) {
+        if self.over.is_some() {
+            return;
+        }
+        if let Err(error) = self.rtc.handle_input(input) {
+            self.end(&format!("WebRTC: {error}"));
+        }
+    }
+
+    /// Runs it until it waits: what it sends goes to `send`, what it received to the
+    /// publication; asks for a keyframe when one is due.
+    pub(super) fn drive(&mut self, now: Instant, mut send: impl FnMut(SocketAddr, &[u8])) {
+        if self.over.is_some() {
+            return;
+        }
+        if !self.connected && now >= self.created + CONNECT_TIMEOUT {
+            self.end("ICE and DTLS did not connect in time");
+            return;
+        }
+        if !self.publication.is_current() {
+            self.end("the stream no longer takes this publisher");
+            return;
+        }
+        if self.connected && now >= self.keyframes.due() {
+            self.ask_keyframe(now);
+        }
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(at)) => {
+                    self.rtc_deadline = at;
+                    return;
+                }
+                Ok(Output::Transmit(transmit)) => send(transmit.destination, &transmit.contents),
+                Ok(Output::Event(event)) => self.event(event, now),
+                Err(error) => {
+                    self.end(&format!("WebRTC: {error}"));
+                    return;
+                }
+            }
+            if self.over.is_some() {
+                return;
+            }
+        }
+    }
+
+    fn event(&mut self, event: Event, now: Instant) {
+        match event {
+            Event::Connected => {
+                self.connected = true;
+                tracing::info!(
+                    stream = self.stream(),
+                    session = self.id,
+                    "WHIP publisher connected"
+                );
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                self.end("ICE disconnected");
+            }
+            Event::MediaAdded(added) if added.kind == MediaKind::Video => {
+                self.video = Some(added.mid);
+            }
+            Event::MediaData(data) => self.media(data, now),
+            _ => {}
+        }
+    }
+
+    fn media(&mut self, data: MediaData, now: Instant) {
+        match data.params.spec().codec {
+            Codec::H264 => self.video(data, now),
+            Codec::Opus => {
+                let rtp = data.time.rebase(Frequency::NINETY_KHZ).numer();
+                let dts = self.timeline.audio(rtp, data.network_time);
+                if let Err(error) = self
+                    .publication
+                    .opus(dts, Bytes::copy_from_slice(&data.data))
+                {
+                    self.end(&error.to_string());
+                }
+            }
+            codec => {
+                if !self.warned_audio {
+                    self.warned_audio = true;
+                    tracing::warn!(stream = self.stream(), ?codec, "WHIP media left out");
+                }
+            }
+        }
+    }
+
+    fn video(&mut self, data: MediaData, now: Instant) {
+        let keyframe = data.is_keyframe();
+        if !data.contiguous && !keyframe {
+            // Packets were lost: the pictures that follow refer to what is missing.
+            self.keyframes.broken = true;
+        }
+        if keyframe {
+            tracing::debug!(
+                session = self.id,
+                since_last_ms = self
+                    .keyframes
+                    .last
+                    .map(|l| now.duration_since(l).as_millis()),
+                since_asked_ms = self
+                    .keyframes
+                    .asked
+                    .map(|a| now.duration_since(a).as_millis()),
+                "WHIP keyframe"
+            );
+            self.keyframes.broken = false;
+            self.keyframes.last = Some(now);
+            self.keyframes.asked = None;
+        } else if self.keyframes.broken {
+            if self.keyframes.asked.is_none() {
+                self.ask_keyframe(now);
+            }
+            return;
+        }
+        let rtp = data.time.rebase(Frequency::NINETY_KHZ).numer();
+        let dts = self.timeline.video(rtp, data.network_time);
+        // WebRTC's H.264 has no B-frames: presentation is decode order.
+        if let Err(error) = self.publication.annexb_video(dts, 0, &data.data) {
+            self.end(&error.to_string());
+        }
+    }
+
+    fn ask_keyframe(&mut self, now: Instant) {
+        let Some(mid) = self.video else { return };
+        let Some(mut writer) = self.rtc.writer(mid) else {
+            return;
+        };
+        let kind = if writer.is_request_keyframe_possible(KeyframeRequestKind::Pli) {
+            KeyframeRequestKind::Pli
+        } else {
+            KeyframeRequestKind::Fir
+        };
+        // Refused when the publisher's video has not started: asked again after the
+        // retry interval either way.
+        let _ = writer.request_keyframe(None, kind);
+        self.keyframes.asked = Some(now);
+        // str0m writes the request into RTCP when it handles a timeout: now, not at
+        // its next timer.
+        self.handle(Input::Timeout(now));
+    }
+}
+
+/// 128 random bits, hex.
+fn session_id() -> Option<String> {
+    use ring::rand::SecureRandom as _;
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new().fill(&mut bytes).ok()?;
+    Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
