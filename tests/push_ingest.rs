@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use common::fixtures::loopback_settings;
 use common::h3client::H3Client;
-use common::push::{KEY, ends, listed, publish, publish_stream, url, wait_segments};
+use common::push::{
+    KEY, ends, listed, publish, publish_stream, publisher_bitrate, url, wait_segments,
+};
 use common::{decode_errors, probe_frames, with_init};
 use mirror::config::{Settings, StreamSettings};
 use mirror::http::admin::Secret;
@@ -83,6 +85,7 @@ async fn ffmpeg_publishes_over_rtmp_and_what_is_served_decodes() {
             .is_some_and(|a| a.starts_with("127.0.0.1:")),
         "{entry}"
     );
+    publisher_bitrate(&client).await;
     let metrics = client.get("/metrics").await.text();
     assert!(
         metrics.contains("mirror_publisher_connected{stream=\"live\",protocol=\"rtmp\"} 1"),

@@ -74,7 +74,13 @@ pub(super) struct MediaLoop {
     /// outputs).
     pub(super) publisher: StreamPublisher,
     pub(super) stop: Arc<AtomicBool>,
+    /// Where the publisher's bitrate was last measured from: when, and the source's
+    /// byte count then.
+    pub(super) bitrate_mark: Option<(std::time::Instant, u64)>,
 }
+
+/// How often a publisher's bitrate in `/streams` is measured anew.
+const BITRATE_WINDOW: Duration = Duration::from_secs(2);
 
 impl MediaLoop {
     /// One frame or sample from the source, through the encoders when there are any.
@@ -232,6 +238,7 @@ impl MediaLoop {
             Input::Raw { .. } => (None, None),
         };
         self.input = Some(input);
+        self.bitrate_mark = None;
         self.publisher.update_status(|status| {
             status.state = SourceState::Live;
             status.mode = Some(mode);
@@ -278,8 +285,13 @@ impl MediaLoop {
         }
         if let Some(Input::Encoded { source, .. }) = &self.input {
             let fill = source.buffer_fill();
-            self.publisher
-                .update_status(|status| status.jitter_buffer = fill);
+            let bitrate = source.publisher().and_then(|_| self.publisher_bitrate());
+            self.publisher.update_status(|status| {
+                status.jitter_buffer = fill;
+                if let (Some(publisher), Some(bps)) = (status.publisher.as_mut(), bitrate) {
+                    publisher.bitrate_bps = Some(bps);
+                }
+            });
         }
         for (output, changed) in self.outputs.iter_mut().zip(changed) {
             if changed {
@@ -287,6 +299,28 @@ impl MediaLoop {
             }
         }
         Ok(())
+    }
+}
+
+impl MediaLoop {
+    /// The publisher's bitrate over the last [`BITRATE_WINDOW`], once one has passed
+    /// since the last measurement.
+    fn publisher_bitrate(&mut self) -> Option<u64> {
+        let now = std::time::Instant::now();
+        let bytes = self.publisher.counters().source_bytes();
+        let Some((since, then)) = self.bitrate_mark else {
+            self.bitrate_mark = Some((now, bytes));
+            return None;
+        };
+        let elapsed = now.duration_since(since);
+        if elapsed < BITRATE_WINDOW {
+            return None;
+        }
+        self.bitrate_mark = Some((now, bytes));
+        let bits = bytes.saturating_sub(then).saturating_mul(8);
+        Some(
+            u64::try_from(u128::from(bits) * 1000 / elapsed.as_millis().max(1)).unwrap_or(u64::MAX),
+        )
     }
 }
 

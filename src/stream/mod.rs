@@ -262,6 +262,7 @@ fn media_path(
         refused_samples: 0,
         publisher,
         stop,
+        bitrate_mark: None,
     };
     if media.first.is_some() {
         // The multivariant playlist and init segments are there from the first request.

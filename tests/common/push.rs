@@ -84,6 +84,33 @@ pub async fn listed(client: &H3Client) -> serde_json::Value {
     list["streams"][0].clone()
 }
 
+/// The publisher's bitrate as `/streams` gives it, once measured (within 8 s), checked
+/// against the AVERAGE-BANDWIDTH the multivariant playlist gives from the first GOP:
+/// the same order.
+pub async fn publisher_bitrate(client: &H3Client) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let bps = loop {
+        let entry = listed(client).await;
+        if let Some(bps) = entry["status"]["publisher"]["bitrate_bps"].as_u64() {
+            break bps;
+        }
+        assert!(Instant::now() < deadline, "no publisher bitrate: {entry}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let multivariant = client.get("/live/index.m3u8").await.text();
+    let average: u64 = multivariant
+        .split("AVERAGE-BANDWIDTH=")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("AVERAGE-BANDWIDTH: {multivariant}"));
+    assert!(
+        (average / 4..=average * 4).contains(&bps),
+        "publisher at {bps} bit/s, the stream's average {average}"
+    );
+    bps
+}
+
 /// ffmpeg publishing MPEG-TS over SRT (libsrt's caller) for `seconds` to `url`, with
 /// 2 B-frames.
 pub fn publish_srt(url: &str, seconds: u32) -> Child {

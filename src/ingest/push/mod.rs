@@ -150,6 +150,10 @@ pub struct PublisherInfo {
     pub address: SocketAddr,
     /// When it started publishing, Unix milliseconds.
     pub since_unix_ms: u64,
+    /// What it sends, bits per second of media over the last seconds (set by the
+    /// stream, which counts what it takes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bitrate_bps: Option<u64>,
 }
 
 impl PublisherInfo {
@@ -162,6 +166,7 @@ impl PublisherInfo {
             protocol,
             address,
             since_unix_ms,
+            bitrate_bps: None,
         }
     }
 }
@@ -576,6 +581,7 @@ mod tests {
             protocol: "rtmp",
             address: SocketAddr::from(([127, 0, 0, 1], port)),
             since_unix_ms: 0,
+            bitrate_bps: None,
         }
     }
 
