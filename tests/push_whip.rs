@@ -118,8 +118,9 @@ async fn whip_refuses_what_it_must() {
         assert_eq!(refused.header("allow"), Some("POST, OPTIONS"), "{method}");
     }
     // A session that does not exist: 404.
+    let key = [("authorization", bearer.as_str())];
     let unknown = client
-        .request(http::Method::DELETE, "/whip/live/0123456789abcdef", &[])
+        .request(http::Method::DELETE, "/whip/live/0123456789abcdef", &key)
         .await;
     assert_eq!(unknown.status(), 404);
 
@@ -141,9 +142,12 @@ async fn whip_refuses_what_it_must() {
     )
     .await;
     assert_eq!(busy.status(), 409, "{}", busy.text());
-    let ended = client.request(http::Method::DELETE, &location, &[]).await;
+    // Its URL alone ends nothing: the key is asked for again.
+    let keyless = client.request(http::Method::DELETE, &location, &[]).await;
+    assert_eq!(keyless.status(), 401);
+    let ended = client.request(http::Method::DELETE, &location, &key).await;
     assert_eq!(ended.status(), 200);
-    let again = client.request(http::Method::DELETE, &location, &[]).await;
+    let again = client.request(http::Method::DELETE, &location, &key).await;
     assert_eq!(again.status(), 404, "a session ends once");
     // The DELETE freed the stream: the next offer is taken.
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -174,6 +174,32 @@ fn keyframe_arriving_early_stays_inside_the_segment() {
 }
 
 #[test]
+fn a_segment_lasts_its_media_when_frames_come_faster_than_the_nominal_rate() {
+    // A publisher whose first GOP ran at 10 fps (the nominal frame, 9000 ticks) and
+    // then at 20 fps (4500): parts emitted before the next frame count their last frame
+    // at 9000 ticks; the segments must still last what their media lasts.
+    let mut config = segmenter_config(false);
+    config.tracks[0].nominal_sample_ticks = 9000;
+    let mut seg = Segmenter::new(config, 0);
+    let mut out = Collected::default();
+    for n in 0..101u64 {
+        let ticks = n * 4500;
+        seg.push(video(ticks, n % 20 == 0), at(ticks, 90_000))
+            .expect("accepted");
+        drain(&mut seg, &mut out);
+    }
+    assert_eq!(out.segments.len(), 5, "one a second");
+    for segment in &out.segments {
+        assert_eq!(
+            segment.duration,
+            Duration::from_secs(1),
+            "segment {}: 20 frames of 50 ms",
+            segment.msn
+        );
+    }
+}
+
+#[test]
 fn irregular_frame_durations_keep_parts_within_target_and_timeline_continuous() {
     let mut seg = segmenter();
     let mut out = Collected::default();

@@ -7,6 +7,7 @@
 //! socket, a task or libav: the caller passes the time, which is what lets the
 //! segmenter's scenario tests run in microseconds.
 
+pub mod annexb;
 pub mod codec;
 pub mod fragment;
 pub mod init;

@@ -161,6 +161,8 @@ struct TrackState {
 #[derive(Debug)]
 struct OpenSegment {
     start_ticks: u64,
+    /// Where its last part ends, in lead ticks.
+    end_ticks: u64,
     captured_at: SystemTime,
     parts: Vec<Part>,
     overlong_warned: bool,
@@ -418,6 +420,7 @@ impl Segmenter {
         }
         self.segment = Some(OpenSegment {
             start_ticks: start,
+            end_ticks: start,
             captured_at: keyframe.captured_at,
             parts: Vec::new(),
             overlong_warned: false,
@@ -431,9 +434,16 @@ impl Segmenter {
         if open.parts.is_empty() {
             return;
         }
+        // From its start to its last part's end, not the sum of its parts: a part
+        // emitted before the next frame arrived counts its last frame at the nominal
+        // duration, which a variable frame rate (a browser's, under a bandwidth estimate)
+        // may overstate; the next part's tfdt is the true time, so the parts overlap and
+        // their sum would run ahead of the media.
         let segment = Segment {
             msn: self.next_msn,
-            duration: open.parts.iter().map(|p| p.duration).sum(),
+            duration: self
+                .lead_scale()
+                .to_duration(open.end_ticks.saturating_sub(open.start_ticks)),
             captured_at: open.captured_at,
             parts: open.parts,
         };
@@ -528,6 +538,7 @@ impl Segmenter {
             completed_at: now,
             tracks: placement,
         };
+        open.end_ticks = lead_end;
         open.parts.push(part.clone());
         self.events.push_back(SegmenterEvent::Part(part));
         Ok(())

@@ -152,13 +152,11 @@ pub async fn handle_with_body(
         Reply::reject(&Rejection::TooManyRequests(refusal), one_second)
     } else if headers_too_large(request.headers(), peer.limits()) {
         Reply::reject(&Rejection::HeaderFieldsTooLarge, one_second)
+    } else if let Some(path) = request.uri().path().strip_prefix("/whip/") {
+        super::whip::route(state, request, path, body, peer).await
     } else {
         let admin = request.uri().path().strip_prefix("/admin/");
-        let whip = request.uri().path().strip_prefix("/whip/");
         match (request.method(), admin) {
-            (_, None) if let Some(path) = whip => {
-                super::whip::route(state, request, path, body, peer).await
-            }
             // Never over plain HTTP (the cache tier's listener): the token would cross
             // the network in the clear.
             (_, Some(path)) if peer.encrypted() => {

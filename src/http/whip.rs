@@ -1,6 +1,6 @@
 //! WHIP's HTTP side (RFC 9725): `POST /whip/{stream}` with an SDP offer and the
 //! stream's publish key as bearer token → 201 with the answer and the session's
-//! Location; `DELETE` on that Location ends the session; `OPTIONS` answers CORS
+//! Location; `DELETE` on that Location, with the same token, ends the session; `OPTIONS` answers CORS
 //! pre-flights, so that a page on another origin can publish. Never over plain HTTP
 //! (the key would cross the network in the clear). The WebRTC side is
 //! [`crate::ingest::push::whip`]; this module only translates.
@@ -121,11 +121,14 @@ pub(super) async fn route(
                 HeaderValue::from_static("application/sdp"),
             )),
         (&Method::POST, None) => offer(whip, request, stream, body, peer).await,
-        (&Method::DELETE, Some(session)) => whip
-            .end(stream, session)
-            .await
-            .map(|()| Reply::new(StatusCode::OK, Body::Empty))
-            .map_err(Rejection::Whip),
+        (&Method::DELETE, Some(session)) => match bearer(request) {
+            None => Err(Rejection::Whip(WhipRefusal::MissingKey)),
+            Some(key) => whip
+                .end(stream, session, key)
+                .await
+                .map(|()| Reply::new(StatusCode::OK, Body::Empty))
+                .map_err(Rejection::Whip),
+        },
         // RFC 9725 4.3.1: a session without trickle ICE or ICE restarts answers PATCH
         // with 405, as any other method.
         _ => Err(Rejection::NotAllowedHere(allowed)),

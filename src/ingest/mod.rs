@@ -351,7 +351,7 @@ impl ForeignAudio {
 }
 
 /// Samples (at 48 kHz) in an Opus packet, from its TOC byte (RFC 6716 3.1); 0 for an
-/// empty or malformed packet.
+/// empty packet or one that claims more than 120 ms.
 pub fn opus_samples(packet: &[u8]) -> u64 {
     let Some(&toc) = packet.first() else {
         return 0;
@@ -369,9 +369,17 @@ pub fn opus_samples(packet: &[u8]) -> u64 {
         1 | 2 => 2,
         _ => packet.get(1).map_or(0, |&b| u64::from(b & 0x3f)),
     };
-    // 2.5 ms at 48 kHz is 120 samples.
-    frames * quarter_ms_units * 120
+    // 2.5 ms at 48 kHz is 120 samples; a packet holds at most 120 ms (3.2.5).
+    let samples = frames * quarter_ms_units * 120;
+    if samples > MAX_OPUS_PACKET_SAMPLES {
+        0
+    } else {
+        samples
+    }
 }
+
+/// The most an Opus packet may hold: 120 ms at 48 kHz (RFC 6716 3.2.5).
+pub const MAX_OPUS_PACKET_SAMPLES: u64 = 5760;
 
 /// The G.711 companding law of a camera's sound, which HLS cannot carry: it is
 /// transcoded to AAC.
@@ -406,5 +414,31 @@ pub trait EncodedSource {
     /// Who publishes it, for a source an encoder pushes to.
     fn publisher(&self) -> Option<push::PublisherInfo> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_opus_packet_lasts_what_its_toc_byte_says() {
+        // Chromium's usual packet: hybrid, full band, 20 ms, one frame.
+        assert_eq!(opus_samples(&[0x78, 0x01]), 960);
+        // CELT 20 ms, two frames (code 1), then 2.5 ms (config 16).
+        assert_eq!(opus_samples(&[0xfd]), 1920);
+        assert_eq!(opus_samples(&[0x80]), 120);
+        // SILK 60 ms.
+        assert_eq!(opus_samples(&[0x18]), 2880);
+        // Code 3: the frame count is in the next byte; six 20 ms frames are the most.
+        assert_eq!(opus_samples(&[0xfb, 0x06]), 5760);
+        assert_eq!(opus_samples(&[0xfb, 0x07]), 0, "more than 120 ms");
+        assert_eq!(opus_samples(&[0xfb]), 0, "no frame count");
+        assert_eq!(opus_samples(&[]), 0);
+        assert_eq!(ForeignAudio::Opus.duration_of(&[0x78]), 960);
+        assert_eq!(
+            ForeignAudio::G711(G711::MuLaw, 8000).duration_of(&[0; 160]),
+            160
+        );
     }
 }

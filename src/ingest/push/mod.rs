@@ -340,16 +340,19 @@ impl PushPoints {
         key: &str,
         publisher: PublisherInfo,
     ) -> Result<Claim, PushRefusal> {
-        let given = hash_key(key);
-        let admitted = self
-            .lock()
-            .get(stream)
-            .and_then(|point| point.key.as_ref())
-            .is_some_and(|key| same_hash(&given, key));
-        if !admitted {
+        if !self.admits(stream, key) {
             return Err(PushRefusal::UnknownKey);
         }
         self.claim_stream(stream, publisher)
+    }
+
+    /// Whether `key` is the key of `stream` (compared in constant time).
+    pub fn admits(&self, stream: &str, key: &str) -> bool {
+        let given = hash_key(key);
+        self.lock()
+            .get(stream)
+            .and_then(|point| point.key.as_ref())
+            .is_some_and(|key| same_hash(&given, key))
     }
 
     /// Stream `stream` claimed for `publisher` (already admitted by its protocol: SRT's

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use str0m::change::SdpOffer;
 use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Input, RtcConfig};
+use str0m::{Candidate, Input, Rtc, RtcConfig};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
@@ -123,29 +123,18 @@ impl Whip {
         offer: &str,
         remote: SocketAddr,
     ) -> Result<Created, WhipRefusal> {
-        let offer =
-            SdpOffer::from_sdp_string(offer).map_err(|e| WhipRefusal::BadOffer(e.to_string()))?;
+        // The key first (nothing is negotiated for a stranger), then the answer, then
+        // the claim: an offer that cannot be answered never holds the stream, nor
+        // (with `second_publisher = "replace"`) ends its publisher.
+        if !self.points.admits(stream, key) {
+            return Err(WhipRefusal::UnknownKey);
+        }
+        let (rtc, answer) = answer(parse_offer(offer)?, self.options.candidate)?;
         let publisher = PublisherInfo::new("whip", remote);
         let claim = self
             .points
             .claim_named(stream, key, publisher.clone())
             .map_err(WhipRefusal::from)?;
-        let mut rtc = RtcConfig::new()
-            .set_ice_lite(true)
-            .set_crypto_provider(Arc::new(str0m::crypto::from_feature_flags()))
-            // What HLS can carry from a browser: H.264, and Opus (made AAC by the
-            // pipeline). Nothing is sent back, so no bandwidth estimation.
-            .clear_codecs()
-            .enable_h264(true)
-            .enable_opus(true, false)
-            .build(Instant::now());
-        let candidate = Candidate::host(self.options.candidate, "udp")
-            .map_err(|e| WhipRefusal::BadOffer(format!("candidate: {e}")))?;
-        rtc.add_local_candidate(candidate);
-        let answer = rtc
-            .sdp_api()
-            .accept_offer(offer)
-            .map_err(|e| WhipRefusal::BadOffer(e.to_string()))?;
         let publication = Publication::new(claim, publisher, self.options.buffer_samples, 1 << 32)
             .with_arrival_clock()
             .with_keyframes_every(self.options.keyframe_every);
@@ -153,7 +142,7 @@ impl Whip {
             .ok_or(WhipRefusal::Stopped)?;
         let created = Created {
             session: session.id().to_string(),
-            answer: answer.to_sdp_string(),
+            answer,
         };
         let (reply, replied) = oneshot::channel();
         self.commands
@@ -164,8 +153,12 @@ impl Whip {
         Ok(created)
     }
 
-    /// Ends session `id` of `stream` (the publisher's DELETE).
-    pub async fn end(&self, stream: &str, id: &str) -> Result<(), WhipRefusal> {
+    /// Ends session `id` of `stream` (the publisher's DELETE, with the stream's `key`:
+    /// the session's URL alone is no credential, so that logs may show it).
+    pub async fn end(&self, stream: &str, id: &str, key: &str) -> Result<(), WhipRefusal> {
+        if !self.points.admits(stream, key) {
+            return Err(WhipRefusal::UnknownKey);
+        }
         let (reply, replied) = oneshot::channel();
         self.commands
             .send(Command::End {
@@ -181,6 +174,33 @@ impl Whip {
             Err(WhipRefusal::UnknownSession)
         }
     }
+}
+
+/// `offer` as SDP.
+pub fn parse_offer(offer: &str) -> Result<SdpOffer, WhipRefusal> {
+    SdpOffer::from_sdp_string(offer).map_err(|e| WhipRefusal::BadOffer(e.to_string()))
+}
+
+/// A WebRTC session (ICE-lite, its one candidate `candidate`) that accepts `offer`,
+/// and its SDP answer.
+pub fn answer(offer: SdpOffer, candidate: SocketAddr) -> Result<(Rtc, String), WhipRefusal> {
+    let mut rtc = RtcConfig::new()
+        .set_ice_lite(true)
+        .set_crypto_provider(Arc::new(str0m::crypto::from_feature_flags()))
+        // What HLS can carry from a browser: H.264, and Opus (made AAC by the
+        // pipeline). Nothing is sent back, so no bandwidth estimation of our own.
+        .clear_codecs()
+        .enable_h264(true)
+        .enable_opus(true, false)
+        .build(Instant::now());
+    let candidate = Candidate::host(candidate, "udp")
+        .map_err(|e| WhipRefusal::BadOffer(format!("candidate: {e}")))?;
+    rtc.add_local_candidate(candidate);
+    let answer = rtc
+        .sdp_api()
+        .accept_offer(offer)
+        .map_err(|e| WhipRefusal::BadOffer(e.to_string()))?;
+    Ok((rtc, answer.to_sdp_string()))
 }
 
 /// The UDP socket WHIP's media arrives on, bound to `listen`; the candidate address is

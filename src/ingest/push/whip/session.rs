@@ -33,7 +33,8 @@ pub(super) struct Session {
     rtc_deadline: Instant,
     /// Why it is over, once it is.
     over: Option<String>,
-    warned_audio: bool,
+    /// Whether media of a codec Mirror leaves out has been logged.
+    warned_codec: bool,
 }
 
 /// Where each track's RTP clock sits on the publication's 90 kHz timeline. WebRTC
@@ -128,7 +129,7 @@ impl Session {
             timeline: Timeline::default(),
             rtc_deadline: now,
             over: None,
-            warned_audio: false,
+            warned_codec: false,
         })
     }
 
@@ -254,8 +255,8 @@ impl Session {
                 }
             }
             codec => {
-                if !self.warned_audio {
-                    self.warned_audio = true;
+                if !self.warned_codec {
+                    self.warned_codec = true;
                     tracing::warn!(stream = self.stream(), ?codec, "WHIP media left out");
                 }
             }
@@ -324,4 +325,47 @@ fn session_id() -> Option<String> {
     let mut bytes = [0u8; 16];
     ring::rand::SystemRandom::new().fill(&mut bytes).ok()?;
     Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tracks_are_placed_by_the_arrival_of_their_first_packet() {
+        let start = Instant::now();
+        let mut timeline = Timeline::default();
+        // Video's random RTP origin, first; sound's own, 20 ms later.
+        assert_eq!(timeline.video(4_000_000_000, start), 0);
+        let sound = timeline.audio(123_456, start + Duration::from_millis(20));
+        assert_eq!(sound, 1_800, "20 ms on the 90 kHz timeline");
+        // Each goes on by its own clock, whenever its packets arrive.
+        assert_eq!(timeline.video(4_000_003_000, start), 3_000);
+        assert_eq!(timeline.audio(123_456 + 1_800, start), 3_600);
+        // A packet from before its track's first is placed at the first.
+        assert_eq!(timeline.audio(100, start), 1_800);
+    }
+
+    #[test]
+    fn keyframes_are_asked_for_each_interval_and_again_if_none_comes() {
+        let start = Instant::now();
+        let every = Duration::from_secs(1);
+        let mut keyframes = Keyframes {
+            every,
+            last: Some(start),
+            asked: None,
+            broken: false,
+        };
+        assert_eq!(keyframes.due(), start + every);
+        // Asked at the interval: not again before the retry time.
+        keyframes.asked = Some(start + every);
+        assert_eq!(keyframes.due(), start + every + KEYFRAME_RETRY);
+        // A keyframe came: the next is due an interval after it.
+        keyframes.last = Some(start + every + Duration::from_millis(50));
+        keyframes.asked = None;
+        assert_eq!(
+            keyframes.due(),
+            start + every * 2 + Duration::from_millis(50)
+        );
+    }
 }
