@@ -102,24 +102,7 @@ pub(super) async fn route(
         ENDPOINT_METHODS
     };
     let reply = match (request.method(), session) {
-        (&Method::OPTIONS, _) => Ok(Reply::new(StatusCode::NO_CONTENT, Body::Empty)
-            .with(header::ALLOW, HeaderValue::from_static(allowed))
-            .with(
-                header::ACCESS_CONTROL_ALLOW_METHODS,
-                HeaderValue::from_static(allowed),
-            )
-            .with(
-                header::ACCESS_CONTROL_ALLOW_HEADERS,
-                HeaderValue::from_static("authorization, content-type"),
-            )
-            .with(
-                header::ACCESS_CONTROL_MAX_AGE,
-                HeaderValue::from_static("86400"),
-            )
-            .with(
-                http::HeaderName::from_static("accept-post"),
-                HeaderValue::from_static("application/sdp"),
-            )),
+        (&Method::OPTIONS, _) => Ok(options(allowed, session.is_none())),
         (&Method::POST, None) => offer(whip, request, stream, body, peer).await,
         (&Method::DELETE, Some(session)) => match bearer(request) {
             None => Err(Rejection::Whip(WhipRefusal::MissingKey)),
@@ -148,6 +131,33 @@ pub(super) async fn route(
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
             HeaderValue::from_static("location"),
         )
+}
+
+/// The answer to OPTIONS (a CORS pre-flight, or a client asking what is accepted):
+/// the methods `allowed`, and at the endpoint (`endpoint`) the offer's type.
+fn options(allowed: &'static str, endpoint: bool) -> Reply {
+    let reply = Reply::new(StatusCode::NO_CONTENT, Body::Empty)
+        .with(header::ALLOW, HeaderValue::from_static(allowed))
+        .with(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static(allowed),
+        )
+        .with(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("authorization, content-type"),
+        )
+        .with(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("86400"),
+        );
+    if endpoint {
+        reply.with(
+            http::HeaderName::from_static("accept-post"),
+            HeaderValue::from_static("application/sdp"),
+        )
+    } else {
+        reply
+    }
 }
 
 /// `POST /whip/{stream}`: the offer answered, the session started.
