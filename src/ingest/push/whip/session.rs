@@ -153,11 +153,13 @@ impl Session {
         if self.over.is_some() {
             return self.created;
         }
-        let mut deadline = self.rtc_deadline.min(self.created + CONNECT_TIMEOUT);
-        if self.connected && self.video.is_some() {
-            deadline = deadline.min(self.keyframes.due());
+        if !self.connected {
+            return self.rtc_deadline.min(self.created + CONNECT_TIMEOUT);
         }
-        deadline
+        if self.video.is_some() {
+            return self.rtc_deadline.min(self.keyframes.due());
+        }
+        self.rtc_deadline
     }
 
     /// Why it is over, once it is.
@@ -300,6 +302,8 @@ impl Session {
     }
 
     fn ask_keyframe(&mut self, now: Instant) {
+        // Asked or not, not again before the retry interval: the task sleeps until then.
+        self.keyframes.asked = Some(now);
         let Some(mid) = self.video else { return };
         let Some(mut writer) = self.rtc.writer(mid) else {
             return;
@@ -310,9 +314,8 @@ impl Session {
             KeyframeRequestKind::Fir
         };
         // Refused when the publisher's video has not started: asked again after the
-        // retry interval either way.
+        // retry interval.
         let _ = writer.request_keyframe(None, kind);
-        self.keyframes.asked = Some(now);
         // str0m writes the request into RTCP when it handles a timeout: now, not at
         // its next timer.
         self.handle(Input::Timeout(now));
@@ -344,6 +347,40 @@ mod tests {
         assert_eq!(timeline.audio(123_456 + 1_800, start), 3_600);
         // A packet from before its track's first is placed at the first.
         assert_eq!(timeline.audio(100, start), 1_800);
+    }
+
+    #[test]
+    fn a_connected_session_sleeps_until_it_has_something_to_do() {
+        use std::sync::Arc;
+
+        use crate::ingest::push::{PublisherClock, PublisherInfo, PushPoints, SecondPublisher};
+        let points = Arc::new(PushPoints::new(
+            SecondPublisher::Refuse,
+            PublisherClock::Arrival,
+        ));
+        points.set(
+            "live",
+            Some(crate::ingest::push::hash_key("a-key-for-the-test")),
+            None,
+        );
+        let publisher = PublisherInfo::new("whip", "127.0.0.1:1".parse().expect("address"));
+        let claim = points
+            .claim("a-key-for-the-test", publisher.clone())
+            .expect("claims");
+        let publication = Publication::new(claim, publisher, 64, 1 << 32);
+        let now = Instant::now();
+        let rtc = str0m::RtcConfig::new().build(now);
+        let mut session = Session::new(rtc, publication, Duration::from_secs(1)).expect("id");
+        session.rtc_deadline = now + Duration::from_secs(3);
+        assert_eq!(session.deadline(), now + Duration::from_secs(3));
+        // Connected long after its connect timeout, with nothing due: it must not be
+        // woken at once (a task that wakes at a past deadline spins a core).
+        session.created = now.checked_sub(Duration::from_secs(60)).expect("past");
+        session.connected = true;
+        assert!(session.deadline() > now, "{:?}", session.deadline());
+        // Not connected and past its timeout: due now.
+        session.connected = false;
+        assert!(session.deadline() <= now);
     }
 
     #[test]
