@@ -282,6 +282,66 @@ async fn idle_and_garbage_rtmp_clients_are_closed_and_publishing_goes_on() {
         "garbage is closed"
     );
 
+    // Past the handshake, one message larger than the server holds before publishing
+    // (16 MiB declared, 1 MiB taken): closed as soon as it passes the bound, long before
+    // the set-up timeout would close it (without the bound, rml_rtmp buffers the message
+    // while the client sends it).
+    let mut oversized = tokio::net::TcpStream::connect(rtmp)
+        .await
+        .expect("connects");
+    let mut c0_c1 = vec![3u8];
+    c0_c1.extend_from_slice(&[0u8; 1536]);
+    oversized.write_all(&c0_c1).await.expect("C0 and C1");
+    let mut s0_s1_s2 = vec![0u8; 1 + 2 * 1536];
+    tokio::time::timeout(Duration::from_secs(5), oversized.read_exact(&mut s0_s1_s2))
+        .await
+        .expect("the server answers the handshake")
+        .expect("S0, S1 and S2");
+    oversized
+        .write_all(&s0_s1_s2[1..1537])
+        .await
+        .expect("C2 (the original handshake: S1 echoed)");
+    let started = Instant::now();
+    let (mut reader, mut writer) = oversized.into_split();
+    let sending = tokio::spawn(async move {
+        // Chunk stream 3, a type-0 header: an AMF0 command of 16 MiB - 1, then its
+        // payload in 128-byte chunks (type-3 headers), 8 MiB in all.
+        let header = [0x03, 0, 0, 0, 0xff, 0xff, 0xff, 0x14, 0, 0, 0, 0];
+        let mut chunks = Vec::with_capacity(1 << 16);
+        while chunks.len() + 129 <= 1 << 16 {
+            chunks.push(0xc3);
+            chunks.extend_from_slice(&[0x05; 128]);
+        }
+        let sent = async {
+            writer.write_all(&header).await?;
+            writer.write_all(&chunks[1..129]).await?;
+            for _ in 0..128 {
+                writer.write_all(&chunks).await?;
+            }
+            std::io::Result::Ok(())
+        };
+        let _ = sent.await;
+        // Still open (a half-close would end the connection for another reason).
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        drop(writer);
+    });
+    let mut sink = [0u8; 4096];
+    let read_to_end = async {
+        loop {
+            match reader.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    let bound = mirror::ingest::push::rtmp::SETUP_TIMEOUT / 2;
+    assert!(
+        tokio::time::timeout(bound, read_to_end).await.is_ok(),
+        "an oversized message before publishing was held for {:?}",
+        started.elapsed()
+    );
+    sending.abort();
+
     // More idle connections than the limit: the excess closed at once, the rest after
     // the set-up timeout.
     let limit = mirror::ingest::push::rtmp::MAX_CONNECTIONS;
