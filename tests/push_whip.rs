@@ -112,6 +112,18 @@ async fn whip_refuses_what_it_must() {
         .await;
     assert_eq!(options.status(), 204);
     assert_eq!(options.header("accept-post"), Some("application/sdp"));
+    // A page on another origin may publish: one Access-Control-Allow-Origin (two make
+    // browsers refuse the response), and the session's URL exposed to its script.
+    let cors = |fetched: &common::h3client::Fetched, name: &str| -> Vec<String> {
+        fetched
+            .response
+            .headers()
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(cors(&options, "access-control-allow-origin"), ["*"]);
     for method in [http::Method::GET, http::Method::PATCH] {
         let refused = client.request(method.clone(), "/whip/live", &[]).await;
         assert_eq!(refused.status(), 405, "{method}");
@@ -135,6 +147,13 @@ async fn whip_refuses_what_it_must() {
     assert_eq!(created.header("content-type"), Some("application/sdp"));
     assert!(created.text().contains("a=ice-lite"), "{}", created.text());
     let location = created.header("location").expect("Location").to_string();
+    assert_eq!(cors(&created, "access-control-allow-origin"), ["*"]);
+    assert!(
+        cors(&created, "access-control-expose-headers")
+            .iter()
+            .any(|v| v.contains("location")),
+        "{created:?}"
+    );
     assert!(location.starts_with("/whip/live/"), "{location}");
     let busy = post(
         vec![(sdp.0, sdp.1.into()), ("authorization", bearer.clone())],

@@ -122,15 +122,13 @@ pub(super) async fn route(
         }
         Reply::reject(&rejection, one_second)
     });
-    reply
-        .with(
-            header::ACCESS_CONTROL_ALLOW_ORIGIN,
-            HeaderValue::from_static("*"),
-        )
-        .with(
-            header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static("location"),
-        )
+    // Every response allows any origin already (`headers::common`): a second
+    // Access-Control-Allow-Origin would make browsers refuse it. Exposed headers are a
+    // list, so a second line adds the session's URL to them.
+    reply.with(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("location"),
+    )
 }
 
 /// The answer to OPTIONS (a CORS pre-flight, or a client asking what is accepted):
