@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use common::fixtures::loopback_settings;
 use common::h3client::H3Client;
 use common::push::{
-    KEY, ends, listed, publish, publish_stream, publisher_bitrate, url, wait_segments,
+    KEY, decoded_segment, ends, listed, publish, publish_stream, publisher_bitrate, url,
+    wait_segments,
 };
-use common::{decode_errors, probe_frames, with_init};
 use mirror::config::{Settings, StreamSettings};
 use mirror::http::admin::Secret;
 use mirror::ingest::SourceSpec;
@@ -94,16 +94,8 @@ async fn ffmpeg_publishes_over_rtmp_and_what_is_served_decodes() {
 
     // A complete segment decodes: one 1 s GOP of 30 frames, and its sound.
     let listed_playlist = parse_media_playlist(&playlist).expect("playlist");
-    let map = listed_playlist.maps.first().expect("EXT-X-MAP").clone();
-    let segment = listed_playlist.segments[1].uri.clone();
-    let init = client.get(&format!("/live/{map}")).await;
-    let media = client.get(&format!("/live/{segment}")).await;
-    assert_eq!((init.status(), media.status()), (200, 200));
-    let file = with_init(dir.path(), &segment, &init.body, &media.body);
-    assert_eq!(decode_errors(&file), "", "{segment} decodes cleanly");
-    let frames = probe_frames(&file);
-    let video = frames.iter().filter(|f| f.media_type == "video").count();
-    let audio = frames.iter().filter(|f| f.media_type == "audio").count();
+    let (_, frames, video, audio) =
+        decoded_segment(&client, dir.path(), "live", &listed_playlist, 1).await;
     assert_eq!(video, 30, "one GOP of the publisher's");
     assert!(frames[0].key_frame || frames.iter().any(|f| f.key_frame));
     // 48 kHz AAC: 1024 samples a frame, about 47 a second.

@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::fixtures::loopback_settings;
 use common::h3client::H3Client;
-use common::push::{ends, listed, publish_srt, publish_stream};
-use common::{decode_errors, probe_frames, with_init};
+use common::push::{decoded_segment, ends, listed, publish_srt, publish_stream};
 use mirror::ingest::SourceSpec;
 use mirror::ingest::push::SecondPublisher;
 use mirror::llhls::parse::parse_media_playlist;
@@ -79,15 +78,7 @@ async fn ffmpeg_publishes_over_srt_with_its_passphrase_and_what_is_served_decode
         multivariant.contains("CODECS=\"avc1.") && multivariant.contains(",mp4a.40.2\""),
         "{multivariant}"
     );
-    let map = playlist.maps.first().expect("EXT-X-MAP").clone();
-    let segment = playlist.segments[1].uri.clone();
-    let init = client.get(&format!("/cam/{map}")).await;
-    let media = client.get(&format!("/cam/{segment}")).await;
-    let file = with_init(dir.path(), &segment, &init.body, &media.body);
-    assert_eq!(decode_errors(&file), "", "{segment} decodes cleanly");
-    let frames = probe_frames(&file);
-    let video = frames.iter().filter(|f| f.media_type == "video").count();
-    let audio = frames.iter().filter(|f| f.media_type == "audio").count();
+    let (_, _, video, audio) = decoded_segment(&client, dir.path(), "cam", &playlist, 1).await;
     assert_eq!(video, 30, "one GOP of the publisher's");
     assert!((44..=50).contains(&audio), "{audio} audio frames");
     let _ = publisher.kill();

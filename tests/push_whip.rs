@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use common::browser;
 use common::fixtures::loopback_settings;
 use common::h3client::H3Client;
-use common::push::{KEY, listed, publish_stream, publisher_bitrate, wait_segments};
-use common::{decode_errors, probe_frames, with_init};
+use common::push::{
+    KEY, decoded_segment, listed, publish_stream, publisher_bitrate, wait_segments,
+};
 use mirror::ingest::SourceSpec;
 use mirror::llhls::parse::parse_media_playlist;
 use mirror::server::RunningServer;
@@ -230,16 +231,8 @@ async fn chromium_publishes_over_whip_and_hls_js_plays_it() {
     assert_eq!(entry["status"]["state"], "live", "{entry}");
     assert_eq!(entry["status"]["publisher"]["protocol"], "whip", "{entry}");
     let listed_playlist = parse_media_playlist(&playlist).expect("playlist");
-    let map = listed_playlist.maps.first().expect("EXT-X-MAP").clone();
-    let segment = listed_playlist.segments[1].uri.clone();
-    let init = client.get(&format!("/live/{map}")).await;
-    let media = client.get(&format!("/live/{segment}")).await;
-    assert_eq!((init.status(), media.status()), (200, 200));
-    let file = with_init(dir.path(), &segment, &init.body, &media.body);
-    assert_eq!(decode_errors(&file), "", "{segment} decodes cleanly");
-    let frames = probe_frames(&file);
-    let video = frames.iter().filter(|f| f.media_type == "video").count();
-    let audio = frames.iter().filter(|f| f.media_type == "audio").count();
+    let (segment, frames, video, audio) =
+        decoded_segment(&client, dir.path(), "live", &listed_playlist, 1).await;
     assert!(
         frames
             .iter()

@@ -5,24 +5,12 @@
 // With SAMPLES = 0 it plays for TIMEOUT_S seconds and reports everything sampled.
 // With PORT and SPKI both `-` it forces nothing: a plain http:// URL is played over
 // HTTP/1.1, as through a cache tier.
-import { chromium } from 'playwright-core';
+import { launch } from './chromium.mjs';
 
 const [url, port, spki, samplesArg, timeoutArg] = process.argv.slice(2);
 const samples = Number(samplesArg || 8);
 const timeoutMs = Number(timeoutArg || 40) * 1000;
-const quic = port === '-' && spki === '-' ? [] : [
-  '--enable-quic', `--origin-to-force-quic-on=127.0.0.1:${port}`,
-  `--ignore-certificate-errors-spki-list=${spki}`,
-];
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: [
-    '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--autoplay-policy=no-user-gesture-required',
-    ...quic,
-  ],
-});
+const browser = await launch(port, spki);
 let result;
 try {
   const page = await browser.newPage();

@@ -4,19 +4,10 @@
 // it read as JSON.
 //
 //   node tests/browser/status.mjs URL PORT SPKI SCREENSHOT
-import { chromium } from 'playwright-core';
+import { launch } from './chromium.mjs';
 
 const [url, port, spki, screenshot] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: [
-    '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--autoplay-policy=no-user-gesture-required',
-    '--enable-quic', `--origin-to-force-quic-on=127.0.0.1:${port}`,
-    `--ignore-certificate-errors-spki-list=${spki}`,
-  ],
-});
+const browser = await launch(port, spki);
 let result;
 try {
   const page = await browser.newPage({ viewport: { width: 1300, height: 1100 } });

@@ -6,25 +6,17 @@
 //
 // ORIGIN is https://127.0.0.1:PORT. The publisher leaves (its DELETE) once the player
 // has reported SAMPLES latency samples, or at TIMEOUT_S.
-import { chromium } from 'playwright-core';
+import { launch } from './chromium.mjs';
 
 const [origin, port, spki, stream, key, samplesArg, timeoutArg] = process.argv.slice(2);
 const samples = Number(samplesArg || 8);
 const timeoutMs = Number(timeoutArg || 60) * 1000;
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: [
-    '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--autoplay-policy=no-user-gesture-required',
-    '--enable-quic', `--origin-to-force-quic-on=127.0.0.1:${port}`,
-    `--ignore-certificate-errors-spki-list=${spki}`,
-    // The fake camera (a moving pattern with a frame counter) and a beeping microphone,
-    // granted without a prompt; ICE may use loopback (the test's only network).
-    '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
-    '--allow-loopback-in-peer-connection',
-  ],
-});
+const browser = await launch(port, spki, [
+  // The fake camera (a moving pattern with a frame counter) and a beeping microphone,
+  // granted without a prompt; ICE may use loopback (the test's only network).
+  '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+  '--allow-loopback-in-peer-connection',
+]);
 const result = {};
 try {
   const publisher = await browser.newPage();

@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use mirror::config::StreamSettings;
 use mirror::http::admin::Secret;
-use mirror::llhls::parse::parse_media_playlist;
+use mirror::llhls::parse::{ListedPlaylist, parse_media_playlist};
 
 use super::h3client::H3Client;
+use super::{ProbedFrame, decode_errors, probe_frames, with_init};
 
 /// The RTMP key the tests' `publish` streams have.
 pub const KEY: &str = "the-live-publish-key-01";
@@ -127,4 +128,27 @@ pub async fn ends(child: &mut Child, within: Duration) -> bool {
         assert!(started.elapsed() < within, "still running after {within:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Segment `index` of `playlist` (stream `stream`'s), with its init segment, fetched
+/// into `dir` and decoded by ffmpeg without an error: its name and its frames, and how
+/// many of them are video and audio.
+pub async fn decoded_segment(
+    client: &H3Client,
+    dir: &std::path::Path,
+    stream: &str,
+    playlist: &ListedPlaylist,
+    index: usize,
+) -> (String, Vec<ProbedFrame>, usize, usize) {
+    let map = playlist.maps.first().expect("EXT-X-MAP").clone();
+    let segment = playlist.segments[index].uri.clone();
+    let init = client.get(&format!("/{stream}/{map}")).await;
+    let media = client.get(&format!("/{stream}/{segment}")).await;
+    assert_eq!((init.status(), media.status()), (200, 200));
+    let file = with_init(dir, &segment, &init.body, &media.body);
+    assert_eq!(decode_errors(&file), "", "{segment} decodes cleanly");
+    let frames = probe_frames(&file);
+    let video = frames.iter().filter(|f| f.media_type == "video").count();
+    let audio = frames.iter().filter(|f| f.media_type == "audio").count();
+    (segment, frames, video, audio)
 }

@@ -235,6 +235,14 @@ impl Publication {
         self.startup_since = None;
     }
 
+    /// 90 kHz ticks of `dts` since the publisher's first timestamp, and its wall-clock
+    /// time; `None` before the first.
+    fn timed(&mut self, dts: u64) -> Option<(u64, SystemTime)> {
+        let clock = self.clock(dts);
+        let since = clock.since(dts)?;
+        Some((since, clock.wall + Timescale::VIDEO_90K.to_duration(since)))
+    }
+
     fn clock(&mut self, ticks: u64) -> &Clock {
         let wallclock = self.wallclock;
         let modulus = self.modulus_ticks;
@@ -265,11 +273,9 @@ impl Publication {
             return Ok(());
         }
         self.last_video = Some(dts);
-        let clock = self.clock(dts);
-        let Some(since) = clock.since(dts) else {
+        let Some((since, captured_at)) = self.timed(dts) else {
             return Ok(());
         };
-        let captured_at = clock.wall + Timescale::VIDEO_90K.to_duration(since);
         self.take(Sample {
             track_id: VIDEO_TRACK_ID,
             decode_ticks: since,
@@ -314,11 +320,9 @@ impl Publication {
         let Some(rate) = self.audio.as_ref().map(|a| u64::from(a.sample_rate)) else {
             return Ok(());
         };
-        let clock = self.clock(dts);
-        let Some(since) = clock.since(dts) else {
+        let Some((since, captured_at)) = self.timed(dts) else {
             return Ok(());
         };
-        let captured_at = clock.wall + Timescale::VIDEO_90K.to_duration(since);
         let stated = since * rate / 90_000;
         let origin = *self.audio_origin.get_or_insert(stated);
         let counted = origin + self.audio_frames * 1024;
@@ -338,14 +342,7 @@ impl Publication {
             counted
         };
         self.audio_frames += 1;
-        self.take(Sample {
-            track_id: AUDIO_TRACK_ID,
-            decode_ticks: ticks,
-            composition_offset_ticks: 0,
-            keyframe: true,
-            data,
-            captured_at,
-        })
+        self.take(audio_sample(ticks, data, captured_at))
     }
 
     /// An Opus packet at `dts` (90 kHz, on the video's timeline), carried as it is:
@@ -358,25 +355,16 @@ impl Publication {
                 self.start_over("the publisher's sound started");
             }
         }
-        let clock = self.clock(dts);
-        let Some(since) = clock.since(dts) else {
+        let Some((since, captured_at)) = self.timed(dts) else {
             return Ok(());
         };
-        let captured_at = clock.wall + Timescale::VIDEO_90K.to_duration(since);
         // Opus's clock is 48 kHz (RFC 7587).
         let ticks = since * 8 / 15;
         if self.last_opus.is_some_and(|last| ticks <= last) {
             return Ok(());
         }
         self.last_opus = Some(ticks);
-        self.take(Sample {
-            track_id: AUDIO_TRACK_ID,
-            decode_ticks: ticks,
-            composition_offset_ticks: 0,
-            keyframe: true,
-            data,
-            captured_at,
-        })
+        self.take(audio_sample(ticks, data, captured_at))
     }
 
     fn take(&mut self, sample: Sample) -> Result<(), PublicationError> {
@@ -449,6 +437,18 @@ impl Publication {
     /// Whether the stream still takes this publisher.
     pub fn is_current(&self) -> bool {
         self.claim.is_current()
+    }
+}
+
+/// A sound sample (every one a sync sample) at `ticks` of its track's clock.
+fn audio_sample(ticks: u64, data: Bytes, captured_at: SystemTime) -> Sample {
+    Sample {
+        track_id: AUDIO_TRACK_ID,
+        decode_ticks: ticks,
+        composition_offset_ticks: 0,
+        keyframe: true,
+        data,
+        captured_at,
     }
 }
 
