@@ -257,7 +257,7 @@ async fn drive(socket: UdpSocket, candidate: SocketAddr, mut commands: mpsc::Rec
     let mut buf = vec![0u8; 2048];
     loop {
         let now = Instant::now();
-        for session in &mut sessions {
+        for session in sessions.iter_mut().filter(|s| s.wants_driving(now)) {
             if session.deadline() <= now {
                 session.handle(Input::Timeout(now));
             }

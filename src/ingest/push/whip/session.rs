@@ -35,6 +35,8 @@ pub(super) struct Session {
     over: Option<String>,
     /// Whether media of a codec Mirror leaves out has been logged.
     warned_codec: bool,
+    /// Fed since it was last driven (or new): it has output to poll.
+    fed: bool,
 }
 
 /// Where each track's RTP clock sits on the publication's 90 kHz timeline. WebRTC
@@ -130,6 +132,7 @@ impl Session {
             rtc_deadline: now,
             over: None,
             warned_codec: false,
+            fed: true,
         })
     }
 
@@ -181,14 +184,22 @@ impl Session {
         if self.over.is_some() {
             return;
         }
+        self.fed = true;
         if let Err(error) = self.rtc.handle_input(input) {
             self.end(&format!("WebRTC: {error}"));
         }
     }
 
+    /// Whether it must be driven at `now`: fed since it last was, or its deadline has
+    /// come. (Driving every session for every datagram would poll them all per packet.)
+    pub(super) fn wants_driving(&self, now: Instant) -> bool {
+        self.fed || self.deadline() <= now
+    }
+
     /// Runs it until it waits: what it sends goes to `send`, what it received to the
     /// publication; asks for a keyframe when one is due.
     pub(super) fn drive(&mut self, now: Instant, mut send: impl FnMut(SocketAddr, &[u8])) {
+        self.fed = false;
         if self.over.is_some() {
             return;
         }
