@@ -334,6 +334,34 @@ async fn the_hinted_part_is_held_until_complete_then_sent_whole() {
     assert_eq!(body(response).await, Harness::part_bytes(2, 1));
 }
 
+/// iOS 16.1.1 asked for the preload hint's URI with its last character cut off; the
+/// cut name is held and answered as the part itself, as MediaMTX does.
+#[tokio::test(start_paused = true)]
+async fn the_hinted_part_asked_for_with_its_last_character_cut_off_is_the_part() {
+    let mut h = Harness::new();
+    h.segments(2);
+    h.part(2, 0);
+    let name = h.part_name(2, 1);
+    let cut = name.strip_suffix('s').expect("a part's name ends in .m4s");
+    let held = h.get(&format!("/test/{cut}"));
+    advance(PART / 2).await;
+    assert!(!held.is_finished(), "held like the whole name");
+    h.part(2, 1);
+    let response = held.await.expect("task");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(&response, "content-type"), "video/iso.segment");
+    assert_eq!(body(response).await, Harness::part_bytes(2, 1));
+    let segment = h.live.names().segment(1);
+    let response = h
+        .get(&format!("/test/{}", &segment[..segment.len() - 1]))
+        .await;
+    assert_eq!(
+        response.expect("task").status(),
+        StatusCode::NOT_FOUND,
+        "only parts are ever hinted"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_abandoned_hint_is_404_and_a_name_further_ahead_is_404_at_once() {
     let mut h = Harness::new();

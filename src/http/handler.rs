@@ -444,12 +444,20 @@ async fn stream_resource(
                     .metrics
                     .viewer(stream.name(), rendition.id(), peer.connection());
             }
+            // A hint asked for with its last character cut off is stored, and tagged,
+            // under its whole name.
+            let whole_name = match kind {
+                MediaName::Part(msn, index) if !resource.ends_with(".m4s") => {
+                    std::borrow::Cow::Owned(snapshot.names.part(msn, index))
+                }
+                _ => std::borrow::Cow::Borrowed(resource),
+            };
             let media = super::media::MediaRequest {
                 store: &state.store,
                 stream: stream.name(),
                 rendition,
                 snapshot: &snapshot,
-                name: resource,
+                name: &whole_name,
                 kind,
                 peer,
             };
@@ -564,6 +572,7 @@ async fn media_playlist(
         headers::playlist_response(
             body.len(),
             form,
+            snapshot.position.ends_at_segment_boundary(),
             snapshot.target_duration,
             snapshot.updated_at,
             &etag_prefix,

@@ -69,6 +69,7 @@ pub fn date_now() -> HeaderValue {
 pub fn playlist_response(
     length: usize,
     form: DeliveryForm,
+    at_segment_boundary: bool,
     target: Duration,
     updated_at: SystemTime,
     etag_prefix: &str,
@@ -80,7 +81,7 @@ pub fn playlist_response(
     );
     headers.insert(
         header::CACHE_CONTROL,
-        cache_control(form.cache_rule(), target),
+        cache_control(form.cache_rule(at_segment_boundary), target),
     );
     headers.insert(header::LAST_MODIFIED, http_date(updated_at));
     headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));

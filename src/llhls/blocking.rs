@@ -114,6 +114,15 @@ pub fn advance_part_limit(part_target: Duration) -> u32 {
 }
 
 impl Position {
+    /// Whether the playlist ends where a segment ends: the last segment is complete and
+    /// only the preload hint of the next one's first part follows it. This state lasts
+    /// one part; a player that asks for it again (video.js's VHS does, see
+    /// [`CacheRule::BlockingPlaylistAtBoundary`](super::delivery::CacheRule)) must not be
+    /// answered from a cache's copy of it.
+    pub fn ends_at_segment_boundary(&self) -> bool {
+        !self.ended && self.open_parts == 0 && !self.complete_part_counts.is_empty()
+    }
+
     /// Part count of complete segment `msn`, if it is in the playlist.
     fn parts_of(&self, msn: u64) -> Option<u32> {
         let i = usize::try_from(msn.checked_sub(self.first_msn)?).ok()?;

@@ -77,10 +77,13 @@ impl DeliveryForm {
         }
     }
 
-    /// The Cache-Control rule of a successful response in this form.
-    pub fn cache_rule(self) -> CacheRule {
+    /// The Cache-Control rule of a successful response in this form, with a playlist
+    /// that ends at a segment boundary or not
+    /// ([`Position::ends_at_segment_boundary`](super::blocking::Position)).
+    pub fn cache_rule(self, at_segment_boundary: bool) -> CacheRule {
         match self.reload {
             Reload::Plain => CacheRule::Playlist,
+            Reload::Blocking if at_segment_boundary => CacheRule::BlockingPlaylistAtBoundary,
             Reload::Blocking => CacheRule::BlockingPlaylist,
         }
     }
@@ -158,6 +161,13 @@ pub enum CacheRule {
     /// A blocking playlist request answered: six target durations, since it names a
     /// state that never changes once reached.
     BlockingPlaylist,
+    /// A blocking playlist request answered with a playlist that ends at a segment
+    /// boundary. video.js's VHS (3.17) merges such an update into its previous playlist
+    /// keeping the old segment's parts, and asks for the same URL again at once: a copy
+    /// kept for seconds would answer it with the same playlist until it expired, and
+    /// VHS stalled for that long each segment (6 s behind the edge with max-age=6).
+    /// Kept by no cache; every other blocking answer still is, for six target durations.
+    BlockingPlaylistAtBoundary,
     /// A blocking playlist request's 4xx: four target durations.
     BlockingPlaylistError,
     /// A plain playlist request: half a target duration, and stale-while-revalidate so a
@@ -177,6 +187,7 @@ impl CacheRule {
         let td = target.as_secs().max(1);
         match self {
             CacheRule::BlockingPlaylist => format!("public, max-age={}", 6 * td),
+            CacheRule::BlockingPlaylistAtBoundary => "public, max-age=0".to_string(),
             CacheRule::BlockingPlaylistError => format!("public, max-age={}", 4 * td),
             // max-age takes whole seconds: half a target duration rounded up.
             CacheRule::Playlist => format!(
@@ -284,6 +295,19 @@ mod tests {
         assert_eq!(
             CacheRule::BlockingPlaylist.directive(td),
             "public, max-age=6"
+        );
+        assert_eq!(
+            CacheRule::BlockingPlaylistAtBoundary.directive(td),
+            "public, max-age=0"
+        );
+        assert_eq!(
+            DeliveryForm {
+                reload: Reload::Blocking,
+                skip: Skip::No,
+                encoding: Encoding::Identity
+            }
+            .cache_rule(true),
+            CacheRule::BlockingPlaylistAtBoundary
         );
         assert_eq!(
             CacheRule::BlockingPlaylistError.directive(td),

@@ -6,95 +6,8 @@ use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
 
 use super::blocking::Position;
+pub use super::names::{MediaName, MediaNames};
 use super::{LiveEdge, MediaPlaylist, PlaylistPart, PlaylistSegment};
-
-/// What a media URI names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MediaName {
-    /// An init segment: 0 the first, n the one after the n-th change of codec
-    /// parameters.
-    Init(u32),
-    /// A segment, by MSN.
-    Segment(u64),
-    /// A part: MSN and index.
-    Part(u64, u32),
-}
-
-/// The names of a rendition's media. Every name carries the stream's epoch (its start
-/// time), so a name never names other bytes after a restart: a cache in front can keep
-/// media forever.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MediaNames {
-    prefix: String,
-}
-
-impl MediaNames {
-    /// Names for the rendition `rendition` of a stream that started at `epoch`.
-    pub fn new(rendition: &str, epoch: SystemTime) -> Self {
-        let millis = epoch
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis();
-        Self {
-            prefix: format!("{rendition}-{millis:x}"),
-        }
-    }
-
-    /// The init segment.
-    pub fn init(&self) -> String {
-        format!("{}-init.mp4", self.prefix)
-    }
-
-    /// Init segment `generation` (0 is [`init`](Self::init)).
-    pub fn init_generation(&self, generation: u32) -> String {
-        match generation {
-            0 => self.init(),
-            g => format!("{}-init{g}.mp4", self.prefix),
-        }
-    }
-
-    /// A segment.
-    pub fn segment(&self, msn: u64) -> String {
-        format!("{}-{msn}.m4s", self.prefix)
-    }
-
-    /// A part.
-    pub fn part(&self, msn: u64, index: u32) -> String {
-        format!("{}-{msn}.{index}.m4s", self.prefix)
-    }
-
-    /// What `name` names, if it is one of these names.
-    pub fn parse(&self, name: &str) -> Option<MediaName> {
-        let rest = name.strip_prefix(&self.prefix)?.strip_prefix('-')?;
-        if let Some(generation) = rest
-            .strip_prefix("init")
-            .and_then(|r| r.strip_suffix(".mp4"))
-        {
-            return match generation {
-                "" => Some(MediaName::Init(0)),
-                g if g.bytes().all(|b| b.is_ascii_digit()) && !g.starts_with('0') => {
-                    g.parse().ok().map(MediaName::Init)
-                }
-                _ => None,
-            };
-        }
-        let stem = rest.strip_suffix(".m4s")?;
-        // Canonical decimals only (no leading zero): one resource, one name, so that a
-        // cache never keeps the same bytes, or a refusal, under two keys.
-        let digits = |s: &str| {
-            !s.is_empty()
-                && s.bytes().all(|b| b.is_ascii_digit())
-                && (s == "0" || !s.starts_with('0'))
-        };
-        match stem.split_once('.') {
-            None if digits(stem) => stem.parse().ok().map(MediaName::Segment),
-            Some((msn, index)) if digits(msn) && digits(index) => {
-                Some(MediaName::Part(msn.parse().ok()?, index.parse().ok()?))
-            }
-            _ => None,
-        }
-    }
-}
 
 /// The live playlist of one rendition. See the module docs.
 #[derive(Debug, Clone)]
@@ -267,6 +180,11 @@ impl LivePlaylist {
         let discontinuity = std::mem::take(&mut edge.open_discontinuity);
         let map = edge.open_map;
         edge.preload_hint = Some(next_hint);
+        // Apple's authoring rules: EXT-X-TARGETDURATION never changes in a playlist's
+        // life. A segment longer than the target raises it for good, not only while that
+        // segment is in the window (RFC 8216bis alone would let it fall back).
+        let rounded = Duration::from_secs(duration.as_secs_f64().round() as u64);
+        self.playlist.segment_target = self.playlist.segment_target.max(rounded);
         let uri = self.names.segment(msn);
         self.playlist.segments.push_back(PlaylistSegment {
             msn,
@@ -325,49 +243,6 @@ mod tests {
 
     fn at(ms: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + ms)
-    }
-
-    #[test]
-    fn media_names_round_trip_and_refuse_strangers() {
-        let names = MediaNames::new("video", at(0));
-        assert_eq!(names.parse(&names.init()), Some(MediaName::Init(0)));
-        assert_eq!(
-            names.parse(&names.init_generation(2)),
-            Some(MediaName::Init(2))
-        );
-        assert_eq!(
-            names.parse(&names.init_generation(0)),
-            Some(MediaName::Init(0))
-        );
-        assert_eq!(names.parse("video-18bcfe56800-init02.mp4"), None);
-        assert_eq!(
-            names.parse(&names.segment(42)),
-            Some(MediaName::Segment(42))
-        );
-        assert_eq!(
-            names.parse(&names.part(42, 3)),
-            Some(MediaName::Part(42, 3))
-        );
-        let other_epoch = MediaNames::new("video", at(1));
-        assert_eq!(
-            names.parse(&other_epoch.part(42, 3)),
-            None,
-            "another epoch's part"
-        );
-        for bad in [
-            "",
-            "video",
-            "x-init.mp4",
-            &format!("{}x", names.segment(1)),
-            &names.segment(1).replace("1.m4s", "-1.m4s"),
-            &names.part(1, 2).replace(".2.", ".+2."),
-            // Found by the media_name fuzz target: a second name for part 3.68.
-            &names.part(3, 68).replace("-3.", "-03."),
-            &names.part(3, 6).replace(".6.", ".06."),
-            &names.segment(7).replace("-7.", "-007."),
-        ] {
-            assert_eq!(names.parse(bad), None, "{bad}");
-        }
     }
 
     /// A live playlist at a known state, rendered whole: every LL-HLS tag in place.
@@ -586,5 +461,61 @@ video-18bcfe56800-6.m4s
         assert!(text.ends_with("#EXT-X-ENDLIST\n"));
         assert!(!text.contains("PRELOAD-HINT"));
         assert!(live.position().ended);
+    }
+
+    #[test]
+    fn target_duration_never_falls_back_once_a_long_segment_left() {
+        let names = MediaNames::new("video", at(0));
+        let mut live = LivePlaylist::new(
+            names,
+            Duration::from_secs(1),
+            Duration::from_millis(200),
+            3,
+            0,
+        );
+        let target = |live: &LivePlaylist| live.playlist().target_duration_secs();
+        live.push_segment(0, Duration::from_secs(1), at(0), at(0));
+        assert_eq!(target(&live), 1);
+        // A GOP the source stretched to 2.6 s: the target becomes 3 (2.6 rounded).
+        live.push_segment(1, Duration::from_millis(2600), at(1000), at(3600));
+        assert_eq!(target(&live), 3);
+        for msn in 2..8u64 {
+            let start = 3600 + (msn - 2) * 1000;
+            live.push_segment(msn, Duration::from_secs(1), at(start), at(start));
+        }
+        assert!(
+            !live.playlist().render().contains("-1.m4s"),
+            "the long segment has left the window"
+        );
+        assert_eq!(target(&live), 3, "and the target stays");
+        assert!(
+            live.playlist()
+                .render()
+                .contains("#EXT-X-TARGETDURATION:3\n")
+        );
+    }
+
+    #[test]
+    fn a_playlist_ending_with_a_complete_segment_ends_at_a_boundary() {
+        let names = MediaNames::new("video", at(0));
+        let mut live = LivePlaylist::new(
+            names,
+            Duration::from_secs(1),
+            Duration::from_millis(500),
+            6,
+            0,
+        );
+        assert!(!live.position().ends_at_segment_boundary(), "nothing yet");
+        live.push_part(0, 0, Duration::from_millis(500), true, at(500));
+        assert!(!live.position().ends_at_segment_boundary());
+        live.push_part(0, 1, Duration::from_millis(500), false, at(1000));
+        live.push_segment(0, Duration::from_secs(1), at(0), at(1000));
+        assert!(live.position().ends_at_segment_boundary());
+        live.push_part(1, 0, Duration::from_millis(500), true, at(1500));
+        assert!(!live.position().ends_at_segment_boundary());
+        live.push_part(1, 1, Duration::from_millis(500), false, at(2000));
+        live.push_segment(1, Duration::from_secs(1), at(1000), at(2000));
+        live.end(at(2000));
+        assert!(!live.position().ends_at_segment_boundary(), "ended");
     }
 }

@@ -12,6 +12,7 @@ pub use multivariant::{Variant, render_multivariant};
 pub mod blocking;
 pub mod delivery;
 pub mod live;
+pub mod names;
 pub mod parse;
 
 pub use playlist::{

@@ -86,7 +86,8 @@ pub enum Skip {
 /// A media playlist. Render it with [`MediaPlaylist::render`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct MediaPlaylist {
-    /// Configured segment target; EXT-X-TARGETDURATION is at least this, rounded.
+    /// Segment target; EXT-X-TARGETDURATION is at least this, rounded. The configured
+    /// one, which a live playlist raises for good when a longer segment comes.
     pub segment_target: Duration,
     /// PART-TARGET (EXT-X-PART-INF).
     pub part_target: Duration,

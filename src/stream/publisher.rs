@@ -161,7 +161,10 @@ impl StreamHandle {
     pub fn rendition_of_media(&self, name: &str) -> Option<(&Rendition, Arc<Snapshot>, MediaName)> {
         self.renditions.iter().find_map(|r| {
             let snapshot = r.current();
-            let kind = snapshot.names.parse(name)?;
+            let kind = snapshot
+                .names
+                .parse(name)
+                .or_else(|| snapshot.names.parse_cut_hint(name))?;
             Some((r, snapshot, kind))
         })
     }
