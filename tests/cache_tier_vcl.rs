@@ -141,8 +141,14 @@ async fn settled_fetches(varnish: &Varnish, url: &str) -> usize {
 }
 
 /// 50 clients, each on its own connection, ask the cache for the next part's blocking
-/// reload at once: the origin sees one request, they all get the same playlist.
-async fn fifty_clients_one_origin_request(varnish: &Varnish, origin: &mut Http1) -> ListedPlaylist {
+/// reload at once (with `at_boundary`, for the last part of the segment in progress,
+/// whose answer ends at a segment boundary and which Mirror marks `max-age=0`): the
+/// origin sees one request, they all get the same playlist.
+async fn fifty_clients_one_origin_request(
+    varnish: &Varnish,
+    origin: &mut Http1,
+    at_boundary: bool,
+) -> ListedPlaylist {
     let cache: SocketAddr = ([127, 0, 0, 1], varnish.port).into();
     // Right after a part arrives, so that the 50 requests are all in before the next
     // one: they are held (at the cache, and one at the origin), not answered from a
@@ -151,7 +157,16 @@ async fn fifty_clients_one_origin_request(varnish: &Varnish, origin: &mut Http1)
     let (msn, part) = now.next_part();
     let fresh = origin.get(&blocking(msn, part), &[]).await;
     assert_eq!(fresh.status, 200);
-    let next = fresh.playlist().next_part();
+    let fresh = fresh.playlist();
+    let next = if at_boundary {
+        let parts_per_segment = fresh.segments.last().expect("a segment").parts.len();
+        (
+            fresh.open_msn(),
+            u32::try_from(parts_per_segment).unwrap() - 1,
+        )
+    } else {
+        fresh.next_part()
+    };
     let (msn, part) = next;
     let started = Instant::now();
     let clients: Vec<_> = (0..50)
@@ -248,6 +263,10 @@ async fn fifty_clients_one_origin_request(varnish: &Varnish, origin: &mut Http1)
         holds(&playlist, next),
         "the answer to {canonical} holds that part"
     );
+    if at_boundary {
+        assert!(playlist.trailing_parts.is_empty(), "it ends at a boundary");
+        assert_eq!(answers[0].1.header("cache-control"), "public, max-age=0");
+    }
     playlist
 }
 
@@ -466,7 +485,11 @@ async fn the_shipped_vcl_collapses_caches_and_adds_little_latency() {
             .unwrap();
     }
 
-    let playlist = fifty_clients_one_origin_request(&varnish, &mut origin).await;
+    // Varnish gives an object of no TTL to none of the requests waiting for it: the
+    // VCL keeps a boundary answer 100 ms so that they share it (without, all 50 went
+    // to the origin one after another).
+    fifty_clients_one_origin_request(&varnish, &mut origin, true).await;
+    let playlist = fifty_clients_one_origin_request(&varnish, &mut origin, false).await;
     parts_are_cached(&varnish, &mut origin, &playlist).await;
     let now = origin.get("/test/video.m3u8", &[]).await.playlist();
     successive_reloads(&varnish, &mut origin, now).await;

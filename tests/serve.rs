@@ -21,9 +21,14 @@ struct Harness {
 }
 
 async fn start() -> Harness {
+    start_at(400).await
+}
+
+/// The test pattern with `video_kbps` asked of its encoder.
+async fn start_at(video_kbps: u32) -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
     // A small picture keeps several servers in parallel light on a 2-core machine.
-    let settings = loopback_settings(dir.path(), 320, 180, 400);
+    let settings = loopback_settings(dir.path(), 320, 180, video_kbps);
     let server = RunningServer::start(&settings, STREAM)
         .await
         .expect("server starts");
@@ -515,4 +520,55 @@ async fn tcp_path_serves_the_same_bytes_over_http1_and_http2_with_alt_svc() {
             "{version} bytes"
         );
     }
+}
+
+/// BANDWIDTH and AVERAGE-BANDWIDTH are the segments' own bit rates once there are
+/// segments (RFC 8216bis 4.4.6.2: the peak and the average segment bit rate), not the
+/// configured estimate: players pick renditions by them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_multivariant_bit_rates_are_measured_from_the_segments() {
+    // 3 Mbit/s asked of a 320x180 test pattern: the encoder needs far less, so the
+    // configured estimate (3.1 Mbit/s with the sound) is far from what is sent.
+    let h = start_at(3000).await;
+    let media = format!("/{STREAM}/video.m3u8");
+    let mut playlist = parse(&h.client.get(&media).await.text());
+    while playlist.segments.len() < 6 {
+        let next = playlist.open_msn();
+        playlist = parse(
+            &h.client
+                .get(&format!("{media}?_HLS_msn={next}"))
+                .await
+                .text(),
+        );
+    }
+    let multivariant = h.client.get(&format!("/{STREAM}/index.m3u8")).await;
+    let master = m3u8_rs::parse_master_playlist_res(&multivariant.body).expect("multivariant");
+    let variant = &master.variants[0];
+    let (mut bits, mut seconds, mut peak) = (0.0, 0.0, 0.0f64);
+    for segment in &playlist.segments {
+        let fetched = h.client.get(&format!("/{STREAM}/{}", segment.uri)).await;
+        assert_eq!(fetched.status(), 200, "{}", segment.uri);
+        let segment_bits = fetched.body.len() as f64 * 8.0;
+        let duration = segment.duration.as_secs_f64();
+        peak = peak.max(segment_bits / duration);
+        bits += segment_bits;
+        seconds += duration;
+    }
+    let average = bits / seconds;
+    let advertised_average = variant.average_bandwidth.expect("AVERAGE-BANDWIDTH") as f64;
+    let advertised_peak = variant.bandwidth as f64;
+    eprintln!(
+        "segments: average {average:.0} bit/s, peak {peak:.0}; advertised \
+         {advertised_average} and {advertised_peak}"
+    );
+    // The advertised average moves only when the measurement does by more than a
+    // tenth; the peak never stays below a segment's rate.
+    assert!(
+        (advertised_average - average).abs() <= average * 0.15,
+        "AVERAGE-BANDWIDTH {advertised_average} against {average:.0} measured"
+    );
+    assert!(
+        advertised_peak >= peak && advertised_peak <= peak * 1.15,
+        "BANDWIDTH {advertised_peak} against a peak of {peak:.0}"
+    );
 }

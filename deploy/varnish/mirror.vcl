@@ -170,6 +170,17 @@ sub vcl_backend_response {
         return (deliver);
     }
 
+    # A blocking answer Mirror marks max-age=0 ends at a segment boundary, a state that
+    # lasts one part: shared for 100 ms, so that the requests waiting for it get this one
+    # fetch (an object with no TTL sends each of them to Mirror in turn), and a player
+    # that asks for it again at once (video.js's VHS does) gets the next state soon
+    # instead of this one for seconds.
+    if (bereq.url ~ "[?&]_HLS_msn=" && beresp.status == 200 && beresp.ttl <= 0s) {
+        set beresp.ttl = 0.1s;
+        set beresp.grace = 0s;
+        return (deliver);
+    }
+
     # beresp.ttl is Mirror's max-age (less any Age) as Varnish computed it; left as is.
     # Grace: a plain (non-blocking) playlist may be served a few seconds stale while a
     # fresh one is fetched (Mirror says stale-while-revalidate=TD; at least 3 s here).

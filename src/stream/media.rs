@@ -11,7 +11,8 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 
 use super::StreamOptions;
-use super::opening::{Input, Opening, Transcoding, multivariant, open_encoded, open_raw};
+use super::bandwidth::Advertised;
+use super::opening::{Input, Opening, Transcoding, open_encoded, open_raw};
 use super::output::Output;
 use super::publisher::StreamPublisher;
 use super::sink::MediaSink;
@@ -77,6 +78,9 @@ pub(super) struct MediaLoop {
     /// Where the publisher's bitrate was last measured from: when, and the source's
     /// byte count then.
     pub(super) bitrate_mark: Option<(std::time::Instant, u64)>,
+    /// The multivariant playlist's renditions and the bit rates it gives them; `None`
+    /// before the source first opens.
+    pub(super) advertised: Option<Advertised>,
 }
 
 /// How often a publisher's bitrate in `/streams` is measured anew.
@@ -231,8 +235,10 @@ impl MediaLoop {
         for (output, prepared) in self.outputs.iter_mut().zip(prepared) {
             output.ready(prepared, self.epoch, window, now, &self.stream)?;
         }
+        let advertised = Advertised::new(renditions, fps);
         self.publisher
-            .set_multivariant(Bytes::from(multivariant(&renditions, fps)));
+            .set_multivariant(Bytes::from(advertised.render()));
+        self.advertised = Some(advertised);
         let (jitter, publisher) = match &input {
             Input::Encoded { source, .. } => (source.buffer_fill(), source.publisher()),
             Input::Raw { .. } => (None, None),
@@ -296,6 +302,13 @@ impl MediaLoop {
         for (output, changed) in self.outputs.iter_mut().zip(changed) {
             if changed {
                 output.publish();
+            }
+        }
+        if let Some(advertised) = self.advertised.as_mut() {
+            let measured: Vec<_> = self.outputs.iter().map(|o| o.rates.measured()).collect();
+            if advertised.update(&measured) {
+                self.publisher
+                    .set_multivariant(Bytes::from(advertised.render()));
             }
         }
         Ok(())

@@ -19,6 +19,7 @@
 //! This module never imports the configuration or the HTTP layer: it is handed its
 //! [`StreamOptions`] and is read through [`StreamHandle`].
 
+mod bandwidth;
 mod media;
 mod opening;
 mod output;
@@ -263,6 +264,7 @@ fn media_path(
         publisher,
         stop,
         bitrate_mark: None,
+        advertised: None,
     };
     if media.first.is_some() {
         // The multivariant playlist and init segments are there from the first request.

@@ -11,7 +11,6 @@ use super::output::{Output, Prepared};
 use super::status::StreamMode;
 use crate::cmaf::{SegmenterConfig, TrackInfo, TrackKind};
 use crate::ingest::{EncodedSource, Source};
-use crate::llhls::{Variant, render_multivariant};
 use crate::pipeline::decode::AudioTranscoder;
 use crate::pipeline::plan::{EncoderKnobs, VideoMaking};
 use crate::pipeline::{
@@ -314,29 +313,4 @@ fn open_transcoding(
         },
         videos,
     ))
-}
-
-/// The multivariant playlist. BANDWIDTH is the configured peak (VBV max rate) plus
-/// audio, with 10 % for the container (for passthrough, the first GOP's rate): RFC
-/// 8216bis 4.4.6.2 wants the peak segment bit rate, which a live stream knows only
-/// afterwards.
-pub(super) fn multivariant(
-    renditions: &[(String, Vec<TrackInfo>)],
-    fps: Option<(u32, u32)>,
-) -> String {
-    let variants: Vec<Variant> = renditions
-        .iter()
-        .map(|(id, tracks)| {
-            let average: u64 = tracks.iter().map(|t| u64::from(t.average_bitrate)).sum();
-            Variant {
-                uri: format!("{id}.m3u8"),
-                bandwidth: average * 11 / 10,
-                average_bandwidth: Some(average),
-                codecs: crate::cmaf::codecs(tracks),
-                resolution: crate::cmaf::resolution(tracks),
-                frame_rate: fps.map(|(n, d)| f64::from(n) / f64::from(d.max(1))),
-            }
-        })
-        .collect();
-    render_multivariant(&variants)
 }

@@ -7,6 +7,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
+use super::bandwidth::SegmentRates;
 use super::publisher::RenditionPublisher;
 use super::sink::{MediaSink, SinkError};
 use crate::cmaf::init::write_init_segment;
@@ -38,6 +39,8 @@ pub(super) struct Output {
     pub(super) inits: Arc<[StoredMedia]>,
     /// The tracks the latest init segment describes.
     init_tracks: Vec<TrackInfo>,
+    /// Its recent segments' sizes, for the multivariant playlist's bit rates.
+    pub(super) rates: SegmentRates,
     publisher: RenditionPublisher,
 }
 
@@ -57,6 +60,7 @@ impl Output {
             live,
             inits: Arc::from([]),
             init_tracks: Vec::new(),
+            rates: SegmentRates::default(),
             publisher,
         }
     }
@@ -190,6 +194,7 @@ impl Output {
                         .parts
                         .last()
                         .map_or_else(SystemTime::now, |p| p.completed_at);
+                    self.rates.push(segment.byte_len(), segment.duration);
                     let chunks = segment.parts.iter().map(|p| p.bytes.clone()).collect();
                     sink.put(&name, chunks, completed)?;
                     self.live.push_segment(

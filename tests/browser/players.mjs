@@ -8,7 +8,8 @@
 // PLAYER is hlsjs, shaka or vhs (video.js + @videojs/http-streaming). It plays for
 // SECONDS after the first frame and prints JSON: latency samples (wall clock minus the
 // EXT-X-PROGRAM-DATE-TIME of the frame on screen, as each player reports it, four a
-// second), stalls (`waiting` after the first frame but for seeks), time to first frame, and what the
+// second), stalls (`waiting` after the first frame but for seeks), jumps (seeks the
+// player makes once playing: over a hole in its buffer), time to first frame, and what the
 // browser's network stack saw for every playlist and media response (protocol, status,
 // whether the HTTP cache answered it).
 import http from 'node:http';
@@ -81,13 +82,20 @@ ${chosen.scripts.map(s => `<script src="/m/${s}"></script>`).join('\n')}
 <script>
 const URL_ = ${JSON.stringify(url)};
 const video = document.getElementById('video');
-const report = window.report = { latencies: [], stalls: 0, seekWaits: 0, firstFrameMs: null, error: null, rates: [], events: [] };
+const report = window.report = { latencies: [], stalls: 0, seekWaits: 0, jumps: 0, firstFrameMs: null, error: null, rates: [], events: [] };
 const pageStart = performance.now();
 // A stall is running out of media while playing; waiting on a seek (players jump to
 // their live position once playing) is counted apart.
 video.addEventListener('waiting', () => {
   if (report.firstFrameMs === null) return;
   if (video.seeking) report.seekWaits++; else report.stalls++;
+});
+// A seek the player makes itself once it has played for a second: jumping a hole in its
+// buffer (Shaka and VHS do), which skips media as a stall would have shown it late.
+video.addEventListener('seeking', () => {
+  if (report.firstFrameMs !== null && performance.now() - pageStart > report.firstFrameMs + 1000) {
+    report.jumps++;
+  }
 });
 // The first 40 playback events (ms after page start, position), for a failure's report.
 for (const type of ['playing', 'waiting', 'seeking', 'seeked']) {
@@ -152,12 +160,18 @@ try {
   await tab.waitForFunction(() => window.report.firstFrameMs !== null || window.report.error,
     null, { timeout: 30000, polling: 100 });
   await tab.waitForTimeout(seconds * 1000);
-  result = await tab.evaluate(() => window.report);
+  result = await tab.evaluate(() => {
+    const v = document.querySelector('video');
+    const ranges = [];
+    for (let i = 0; i < v.buffered.length; i++) ranges.push([v.buffered.start(i), v.buffered.end(i)]);
+    return { ...window.report, buffered: ranges };
+  });
   result.elapsedMs = Date.now() - started;
   result.player = player;
   result.protocols = [...new Set(network.map(r => r.protocol))];
   result.responses = network.length;
   result.cachedPlaylists = network.filter(r => r.cached && r.url.includes('.m3u8')).length;
+  if (process.env.PLAYERS_URLS) result.urls = network.map(r => r.url.replace(/^.*\//, ''));
   result.failed = network.filter(r => r.status >= 400).map(r => `${r.status} ${r.url}`).slice(0, 20);
 } finally {
   await browser.close();
