@@ -86,8 +86,8 @@ pub async fn listed(client: &H3Client) -> serde_json::Value {
 }
 
 /// The publisher's bitrate as `/streams` gives it, once measured (within 8 s), checked
-/// against the AVERAGE-BANDWIDTH the multivariant playlist gives from the first GOP:
-/// the same order.
+/// against the AVERAGE-BANDWIDTH the multivariant playlist gives (the first GOP's rate,
+/// then the segments'): the same order.
 pub async fn publisher_bitrate(client: &H3Client) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(8);
     let bps = loop {
