@@ -4,21 +4,29 @@
 // node_modules), the stream from Mirror over HTTP/3 (QUIC forced to it, its certificate
 // trusted by SPKI hash), so every media request is a cross-origin one, as on a real site.
 //
-//   node tests/browser/players.mjs PLAYER URL PORT SPKI SECONDS
+//   node tests/browser/players.mjs PLAYER URL PORT SPKI SECONDS [THROTTLE]
 // PLAYER is hlsjs, shaka or vhs (video.js + @videojs/http-streaming). It plays for
 // SECONDS after the first frame and prints JSON: latency samples (wall clock minus the
 // EXT-X-PROGRAM-DATE-TIME of the frame on screen, as each player reports it, four a
 // second), stalls (`waiting` after the first frame but for seeks), jumps (seeks the
 // player makes once playing: over a hole in its buffer), time to first frame, and what the
 // browser's network stack saw for every playlist and media response (protocol, status,
-// whether the HTTP cache answered it).
+// whether the HTTP cache answered it), and the picture height each time it changed (ms
+// after the first frame), which shows a rendition switch in any player.
+// THROTTLE (`10:550,25:-1`) limits the browser's download rate at those seconds after
+// the first frame to that many kbit/s through DevTools' network emulation (-1 lifts it;
+// Chromium applies it to HTTP/3 too).
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { launch } from './chromium.mjs';
 
-const [player, url, port, spki, secondsArg] = process.argv.slice(2);
+const [player, url, port, spki, secondsArg, throttleArg] = process.argv.slice(2);
+const throttles = (throttleArg || '').split(',').filter(Boolean).map(step => {
+  const [at, kbps] = step.split(':').map(Number);
+  return { at, kbps };
+});
 const seconds = Number(secondsArg || 30);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const modules = path.join(root, 'node_modules');
@@ -82,7 +90,7 @@ ${chosen.scripts.map(s => `<script src="/m/${s}"></script>`).join('\n')}
 <script>
 const URL_ = ${JSON.stringify(url)};
 const video = document.getElementById('video');
-const report = window.report = { latencies: [], stalls: 0, seekWaits: 0, jumps: 0, firstFrameMs: null, error: null, rates: [], events: [] };
+const report = window.report = { latencies: [], stalls: 0, seekWaits: 0, jumps: 0, firstFrameMs: null, error: null, rates: [], events: [], heights: [] };
 const pageStart = performance.now();
 // A stall is running out of media while playing; waiting on a seek (players jump to
 // their live position once playing) is counted apart.
@@ -115,6 +123,12 @@ video.addEventListener('playing', () => {
 (async () => {
   const programDate = await (async () => { ${chosen.start} })();
   setInterval(() => {
+    if (report.firstFrameMs !== null && report.heights.length < 500) {
+      const last = report.heights[report.heights.length - 1];
+      if (!last || last[1] !== video.videoHeight) {
+        report.heights.push([Math.round(performance.now() - pageStart - report.firstFrameMs), video.videoHeight]);
+      }
+    }
     const date = programDate();
     if (!date || video.paused || report.firstFrameMs === null) return;
     report.latencies.push((Date.now() - date.getTime()) / 1000);
@@ -159,7 +173,15 @@ try {
   await tab.goto(`http://127.0.0.1:${site.address().port}/`);
   await tab.waitForFunction(() => window.report.firstFrameMs !== null || window.report.error,
     null, { timeout: 30000, polling: 100 });
-  await tab.waitForTimeout(seconds * 1000);
+  const playing = Date.now();
+  for (const { at, kbps } of throttles) {
+    await tab.waitForTimeout(Math.max(0, playing + at * 1000 - Date.now()));
+    await cdp.send('Network.emulateNetworkConditions', {
+      offline: false, latency: 0, uploadThroughput: -1,
+      downloadThroughput: kbps < 0 ? -1 : kbps * 1000 / 8,
+    });
+  }
+  await tab.waitForTimeout(Math.max(0, playing + seconds * 1000 - Date.now()));
   result = await tab.evaluate(() => {
     const v = document.querySelector('video');
     const ranges = [];
