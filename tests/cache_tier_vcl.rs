@@ -476,14 +476,7 @@ async fn the_shipped_vcl_collapses_caches_and_adds_little_latency() {
     let mut origin = Http1::connect(origin_addr).await;
 
     // A stream with a few segments behind it, as a viewer joins one.
-    let mut updates = server.state.streams.get("test").unwrap().subscribe();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while updates.borrow_and_update().position.open_msn < 3 {
-        tokio::time::timeout_at(deadline, updates.changed())
-            .await
-            .expect("the test stream starts")
-            .unwrap();
-    }
+    fixtures::until_segment(&server, "test", 3).await;
 
     // Varnish gives an object of no TTL to none of the requests waiting for it: the
     // VCL keeps a boundary answer 100 ms so that they share it (without, all 50 went

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::fixtures::{loopback_settings, rendition};
 use common::h3client::H3Client;
-use common::{probe_frames, with_init};
+use common::{average_bandwidth, probe_frames, with_init};
 use mirror::config::StreamSettings;
 use mirror::ingest::SourceSpec;
 use mirror::llhls::parse::{ListedPlaylist, parse_media_playlist};
@@ -98,12 +98,7 @@ async fn a_two_rendition_ladder_is_aligned_decodable_and_reported() {
         assert!(line.contains(",mp4a.40.2\""), "{line}");
         assert!(line.contains("FRAME-RATE=30"), "{line}");
         // The configured rate until a segment is complete, then the measured one.
-        let average: u64 = line
-            .split("AVERAGE-BANDWIDTH=")
-            .nth(1)
-            .and_then(|rest| rest.split(',').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("AVERAGE-BANDWIDTH: {line}"));
+        let average = average_bandwidth(line);
         assert!(
             (configured / 4..=configured * 3 / 2).contains(&average),
             "{line}"

@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 
 use common::browser;
-use common::fixtures::loopback_settings;
+use common::fixtures::{loopback_settings, until_segment};
 use common::rtsp::{RtspServer, free_port};
 use mirror::ingest::SourceSpec;
 use mirror::server::RunningServer;
@@ -83,15 +83,7 @@ async fn hls_js_plays_the_test_stream_over_http3_in_chromium() {
         "hls.js installed by scripts/setup (npm)"
     );
     // Join a stream that has been running for a few segments, as a viewer would.
-    let mut updates = server
-        .state
-        .streams
-        .get("test")
-        .expect("stream")
-        .subscribe();
-    while updates.borrow_and_update().position.open_msn < 3 {
-        updates.changed().await.expect("stream runs");
-    }
+    until_segment(&server, "test", 3).await;
     play_and_check(&server, "test").await;
 }
 
@@ -110,14 +102,7 @@ async fn hls_js_plays_an_rtsp_camera_passed_through_over_http3() {
     .await
     .expect("server starts");
     let stream = server.state.streams.get("cam").expect("stream").clone();
-    let mut updates = stream.subscribe();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-    while updates.borrow_and_update().position.open_msn < 3 {
-        tokio::time::timeout_at(deadline, updates.changed())
-            .await
-            .expect("the camera stream starts")
-            .expect("stream runs");
-    }
+    until_segment(&server, "cam", 3).await;
     assert_eq!(stream.status().mode, Some(StreamMode::Passthrough));
     play_and_check(&server, "cam").await;
     drop(camera);

@@ -11,10 +11,8 @@ mod common;
 #[path = "common/varnish.rs"]
 mod varnish;
 
-use std::time::Duration;
-
 use common::browser;
-use common::fixtures::loopback_settings;
+use common::fixtures::{loopback_settings, until_segment};
 use mirror::server::RunningServer;
 use varnish::Varnish;
 
@@ -49,19 +47,7 @@ async fn play(player: &str, path: Path) -> serde_json::Value {
         .expect("server starts");
     let varnish = (path == Path::ThroughVarnish)
         .then(|| Varnish::start_shipped_vcl(server.http_addr.expect("http listener")));
-    let mut updates = server
-        .state
-        .streams
-        .get("test")
-        .expect("stream")
-        .subscribe();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while updates.borrow_and_update().position.open_msn < 3 {
-        tokio::time::timeout_at(deadline, updates.changed())
-            .await
-            .expect("the test stream starts")
-            .expect("stream runs");
-    }
+    until_segment(&server, "test", 3).await;
     let port = server.h3_addr.port();
     let (url, port, spki) = match &varnish {
         None => (

@@ -245,17 +245,22 @@ mod tests {
         UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + ms)
     }
 
+    /// A live playlist of rendition `video`, 1 s segments, parts of `part_ms`, a window
+    /// of `window` segments, from MSN 0.
+    fn live_playlist(part_ms: u64, window: usize) -> LivePlaylist {
+        LivePlaylist::new(
+            MediaNames::new("video", at(0)),
+            Duration::from_secs(1),
+            Duration::from_millis(part_ms),
+            window,
+            0,
+        )
+    }
+
     /// A live playlist at a known state, rendered whole: every LL-HLS tag in place.
     #[test]
     fn live_playlist_renders_exactly() {
-        let names = MediaNames::new("video", at(0));
-        let mut live = LivePlaylist::new(
-            names,
-            Duration::from_secs(1),
-            Duration::from_millis(500),
-            6,
-            0,
-        );
+        let mut live = live_playlist(500, 6);
         for msn in 0..7u64 {
             for i in 0..2u32 {
                 live.push_part(msn, i, Duration::from_millis(500), i == 0, at(msn * 1000));
@@ -319,14 +324,7 @@ video-18bcfe56800-6.m4s
     /// discontinuity sequence counts it.
     #[test]
     fn discontinuity_is_tagged_then_counted_when_it_leaves_the_window() {
-        let names = MediaNames::new("video", at(0));
-        let mut live = LivePlaylist::new(
-            names,
-            Duration::from_secs(1),
-            Duration::from_millis(500),
-            6,
-            0,
-        );
+        let mut live = live_playlist(500, 6);
         live.push_part(0, 0, Duration::from_millis(500), true, at(0));
         live.push_segment(0, Duration::from_millis(500), at(0), at(500));
         live.mark_discontinuity(1, at(5000));
@@ -365,18 +363,11 @@ video-18bcfe56800-6.m4s
     /// after the discontinuity, and at the top once the old segments have left.
     #[test]
     fn a_changed_init_segment_is_mapped_from_the_next_segment_on() {
-        let names = MediaNames::new("video", at(0));
-        let mut live = LivePlaylist::new(
-            names.clone(),
-            Duration::from_secs(1),
-            Duration::from_millis(500),
-            6,
-            0,
-        );
+        let mut live = live_playlist(500, 6);
         live.push_part(0, 0, Duration::from_millis(500), true, at(0));
         live.push_segment(0, Duration::from_millis(500), at(0), at(500));
         live.mark_discontinuity(1, at(5000));
-        assert_eq!(live.change_map(names.init_generation(1)), 1);
+        assert_eq!(live.change_map(live.names().init_generation(1)), 1);
         let hinted = live.playlist().render();
         assert_eq!(hinted.matches("#EXT-X-MAP:").count(), 1, "{hinted}");
         live.push_part(1, 0, Duration::from_millis(500), true, at(5500));
@@ -414,14 +405,7 @@ video-18bcfe56800-6.m4s
 
     #[test]
     fn delta_update_skips_segments_older_than_can_skip_until() {
-        let names = MediaNames::new("video", at(0));
-        let mut live = LivePlaylist::new(
-            names,
-            Duration::from_secs(1),
-            Duration::from_millis(200),
-            12,
-            0,
-        );
+        let mut live = live_playlist(200, 12);
         for msn in 0..12u64 {
             live.push_segment(msn, Duration::from_secs(1), at(msn * 1000), at(msn * 1000));
         }
@@ -447,14 +431,7 @@ video-18bcfe56800-6.m4s
 
     #[test]
     fn ended_stream_has_endlist_and_no_hint() {
-        let names = MediaNames::new("video", at(0));
-        let mut live = LivePlaylist::new(
-            names,
-            Duration::from_secs(1),
-            Duration::from_millis(200),
-            6,
-            0,
-        );
+        let mut live = live_playlist(200, 6);
         live.push_part(0, 0, Duration::from_millis(200), true, at(0));
         live.end(at(1));
         let text = live.playlist().render();
@@ -465,14 +442,7 @@ video-18bcfe56800-6.m4s
 
     #[test]
     fn target_duration_never_falls_back_once_a_long_segment_left() {
-        let names = MediaNames::new("video", at(0));
-        let mut live = LivePlaylist::new(
-            names,
-            Duration::from_secs(1),
-            Duration::from_millis(200),
-            3,
-            0,
-        );
+        let mut live = live_playlist(200, 3);
         let target = |live: &LivePlaylist| live.playlist().target_duration_secs();
         live.push_segment(0, Duration::from_secs(1), at(0), at(0));
         assert_eq!(target(&live), 1);
@@ -497,14 +467,7 @@ video-18bcfe56800-6.m4s
 
     #[test]
     fn a_playlist_ending_with_a_complete_segment_ends_at_a_boundary() {
-        let names = MediaNames::new("video", at(0));
-        let mut live = LivePlaylist::new(
-            names,
-            Duration::from_secs(1),
-            Duration::from_millis(500),
-            6,
-            0,
-        );
+        let mut live = live_playlist(500, 6);
         assert!(!live.position().ends_at_segment_boundary(), "nothing yet");
         live.push_part(0, 0, Duration::from_millis(500), true, at(500));
         assert!(!live.position().ends_at_segment_boundary());

@@ -90,7 +90,7 @@ ${chosen.scripts.map(s => `<script src="/m/${s}"></script>`).join('\n')}
 <script>
 const URL_ = ${JSON.stringify(url)};
 const video = document.getElementById('video');
-const report = window.report = { latencies: [], stalls: 0, seekWaits: 0, jumps: 0, firstFrameMs: null, error: null, rates: [], events: [], heights: [] };
+const report = window.report = { latencies: [], stalls: 0, seekWaits: 0, jumps: 0, firstFrameMs: null, error: null, events: [], heights: [] };
 const pageStart = performance.now();
 // A stall is running out of media while playing; waiting on a seek (players jump to
 // their live position once playing) is counted apart.
@@ -132,7 +132,6 @@ video.addEventListener('playing', () => {
     const date = programDate();
     if (!date || video.paused || report.firstFrameMs === null) return;
     report.latencies.push((Date.now() - date.getTime()) / 1000);
-    report.rates.push(video.playbackRate);
   }, 250);
 })().catch(e => { report.error = String(e); });
 </script></body></html>`;
@@ -193,7 +192,6 @@ try {
   result.protocols = [...new Set(network.map(r => r.protocol))];
   result.responses = network.length;
   result.cachedPlaylists = network.filter(r => r.cached && r.url.includes('.m3u8')).length;
-  if (process.env.PLAYERS_URLS) result.urls = network.map(r => r.url.replace(/^.*\//, ''));
   result.failed = network.filter(r => r.status >= 400).map(r => `${r.status} ${r.url}`).slice(0, 20);
 } finally {
   await browser.close();

@@ -75,6 +75,24 @@ pub fn loopback_settings(dir: &Path, width: u32, height: u32, video_kbps: u32) -
     settings
 }
 
+/// Waits, up to 20 s, until `stream` of `server` has `msn` segments behind it (the
+/// segment in progress is `msn` or later), as a viewer joining a running stream finds it.
+pub async fn until_segment(server: &mirror::server::RunningServer, stream: &str, msn: u64) {
+    let mut updates = server
+        .state
+        .streams
+        .get(stream)
+        .expect("stream")
+        .subscribe();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while updates.borrow_and_update().position.open_msn < msn {
+        tokio::time::timeout_at(deadline, updates.changed())
+            .await
+            .expect("the stream starts")
+            .expect("stream runs");
+    }
+}
+
 /// An H.264 rendition of a ladder at `width`×`height` and `kbps`.
 pub fn rendition(name: &str, width: u32, height: u32, kbps: u32) -> RenditionSpec {
     RenditionSpec {

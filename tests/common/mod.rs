@@ -76,6 +76,16 @@ pub fn with_init(dir: &Path, name: &str, init: &[u8], media: &[u8]) -> std::path
     path
 }
 
+/// The first AVERAGE-BANDWIDTH in `text` (a multivariant playlist, or one of its
+/// EXT-X-STREAM-INF lines).
+pub fn average_bandwidth(text: &str) -> u64 {
+    text.split("AVERAGE-BANDWIDTH=")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("AVERAGE-BANDWIDTH: {text}"))
+}
+
 pub mod h3client;
 pub mod push;
 

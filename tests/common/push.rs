@@ -99,12 +99,7 @@ pub async fn publisher_bitrate(client: &H3Client) -> u64 {
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     let multivariant = client.get("/live/index.m3u8").await.text();
-    let average: u64 = multivariant
-        .split("AVERAGE-BANDWIDTH=")
-        .nth(1)
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("AVERAGE-BANDWIDTH: {multivariant}"));
+    let average = super::average_bandwidth(&multivariant);
     assert!(
         (average / 4..=average * 4).contains(&bps),
         "publisher at {bps} bit/s, the stream's average {average}"
