@@ -124,7 +124,10 @@ fn check(result: &serde_json::Value, protocol: &str, median_bound_s: f64) -> f64
     let restarts = startup_underflow_restarts(result);
     assert!(restarts <= 1, "{restarts} start-up restarts: {result}");
     if restarts == 1 {
-        eprintln!("vhs: one start-up restart let through: {}", result["events"]);
+        eprintln!(
+            "vhs: one start-up restart let through: {}",
+            result["events"]
+        );
     }
     assert_eq!(
         result["stalls"].as_u64(),

@@ -12,6 +12,7 @@ mod encode;
 mod options;
 pub mod plan;
 pub mod select;
+pub mod silence;
 
 use ffmpeg_next as ffmpeg;
 

@@ -28,6 +28,10 @@ pub struct EncoderOptions {
     /// Encoder threads; 0 lets x264 decide. Default 0. zerolatency uses slice threads,
     /// which add no delay.
     pub threads: u32,
+    /// Give a source that sends no sound (a camera without a microphone) a silent AAC
+    /// track, timed by its pictures. Default false. iOS players have shown a black
+    /// picture for video-only HLS; the track costs about 1 kbit/s when silent.
+    pub silent_audio: bool,
 }
 
 impl Default for EncoderOptions {
@@ -40,6 +44,7 @@ impl Default for EncoderOptions {
             audio_bitrate_kbps: 128,
             bframes: 0,
             threads: 0,
+            silent_audio: false,
         }
     }
 }

@@ -114,6 +114,7 @@ impl MediaLoop {
                 copies,
                 transcoding,
                 audio,
+                silence,
             }) => {
                 let mut sample = source.next_sample(stall)?;
                 // A camera that stops sending keyframes, for the supervision tests.
@@ -138,6 +139,17 @@ impl MediaLoop {
                     sample.decode_ticks += timescale.ticks(self.resume_offset);
                     let end = timescale.to_duration(sample.decode_ticks + length);
                     self.delivered_end = self.delivered_end.max(end);
+                    // Silence up to the end of this picture, so that each part has
+                    // the sound of its own time.
+                    if let Some(silence) = silence.as_mut()
+                        && sample.track_id == VIDEO_TRACK_ID
+                    {
+                        let mut aac = Vec::new();
+                        silence.fill(end, sample.captured_at, &mut aac)?;
+                        for aac in aac {
+                            deliver(aac, copies, transcoding, out)?;
+                        }
+                    }
                 }
                 match (audio, foreign) {
                     (Some(audio), Some(_)) => {

@@ -13,6 +13,7 @@ use crate::cmaf::{SegmenterConfig, TrackInfo, TrackKind};
 use crate::ingest::{EncodedSource, Source};
 use crate::pipeline::decode::AudioTranscoder;
 use crate::pipeline::plan::{EncoderKnobs, VideoMaking};
+use crate::pipeline::silence::SilentAudio;
 use crate::pipeline::{
     Keyframes, RenditionPlan, RenditionProfile, SampleDecoder, Transcoder, VideoProfile,
 };
@@ -32,6 +33,9 @@ pub(super) enum Input {
         transcoding: Option<Box<Transcoding>>,
         /// G.711 sound made into AAC for every rendition.
         audio: Option<Box<AudioToAac>>,
+        /// Silence for every rendition of a source without sound
+        /// (`encoder.silent_audio`), timed by its pictures.
+        silence: Option<Box<SilentAudio>>,
     },
 }
 
@@ -180,6 +184,15 @@ pub(super) fn open_encoded(
     if let Some(audio) = &audio {
         tracks.push(audio.encoder.track().clone());
     }
+    let silence =
+        if options.encoder.silent_audio && !tracks.iter().any(|t| t.kind() == TrackKind::Audio) {
+            let silence = SilentAudio::open(&options.encoder)?;
+            tracks.push(silence.track().clone());
+            Some(Box::new(silence))
+        } else {
+            None
+        };
+    let made_aac = audio.is_some() || silence.is_some();
     let source_codecs = crate::cmaf::codecs(&tracks);
     // Segments follow the source's GOP: a segment ends at the first keyframe at or after
     // the target, so the target is at least one GOP.
@@ -238,7 +251,7 @@ pub(super) fn open_encoded(
             Prepared {
                 profile: RenditionProfile {
                     video,
-                    audio_bitrate_kbps: audio.as_ref().map(|_| options.encoder.audio_bitrate_kbps),
+                    audio_bitrate_kbps: made_aac.then_some(options.encoder.audio_bitrate_kbps),
                     source_codecs: Some(source_codecs.clone()),
                     part_target: config.part_target,
                     segment_target: config.segment_target,
@@ -260,6 +273,7 @@ pub(super) fn open_encoded(
             copies,
             transcoding,
             audio,
+            silence,
         },
         prepared,
         fps,
