@@ -30,7 +30,7 @@ pub struct EncoderOptions {
     pub threads: u32,
     /// Give a source that sends no sound (a camera without a microphone) a silent AAC
     /// track, timed by its pictures. Default false. iOS players have shown a black
-    /// picture for video-only HLS; the track costs about 1 kbit/s when silent.
+    /// picture for HLS without audio.
     pub silent_audio: bool,
 }
 
