@@ -16,6 +16,8 @@
 // THROTTLE (`10:550,25:-1`) limits the browser's download rate at those seconds after
 // the first frame to that many kbit/s through DevTools' network emulation (-1 lifts it;
 // Chromium applies it to HTTP/3 too).
+// PLAYER_CONFIG (JSON in the environment) adds settings to the low-latency one: hls.js's
+// Hls config or Shaka's player.configure (VHS takes none), for tuned runs.
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -37,7 +39,7 @@ const PLAYERS = {
   hlsjs: {
     scripts: ['hls.js/dist/hls.min.js'],
     start: `
-      const hls = new Hls({ lowLatencyMode: true });
+      const hls = new Hls({ lowLatencyMode: true, ...EXTRA });
       hls.on(Hls.Events.ERROR, (_, d) => { if (d.fatal) report.error = d.details; });
       hls.loadSource(URL_);
       hls.attachMedia(video);
@@ -50,6 +52,7 @@ const PLAYERS = {
       const player = new shaka.Player();
       await player.attach(video);
       player.configure({ streaming: { lowLatencyMode: true } });
+      player.configure(EXTRA);
       player.addEventListener('error', e => { report.error = String(e.detail && e.detail.code); });
       await player.load(URL_);
       return () => player.getPlayheadTimeAsDate();`,
@@ -89,6 +92,7 @@ ${chosen.scripts.map(s => `<script src="/m/${s}"></script>`).join('\n')}
 </head><body><video id="video" muted autoplay playsinline width="640" height="360"></video>
 <script>
 const URL_ = ${JSON.stringify(url)};
+const EXTRA = ${process.env.PLAYER_CONFIG || '{}'};
 const video = document.getElementById('video');
 const report = window.report = { latencies: [], stalls: 0, seekWaits: 0, jumps: 0, firstFrameMs: null, error: null, events: [], heights: [] };
 const pageStart = performance.now();
