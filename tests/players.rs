@@ -234,7 +234,12 @@ fn a_vhs_startup_restart_is_told_from_a_stall() {
             ],
         ])
     };
-    let report = |player: &str, waiting_ms: u32| serde_json::json!({ "player": player, "firstFrameMs": 1188.4, "events": events(waiting_ms) });
+    let report = |player: &str, waiting_ms: u32| {
+        let mut report = serde_json::json!({ "firstFrameMs": 1188.4 });
+        report["player"] = player.into();
+        report["events"] = events(waiting_ms);
+        report
+    };
     assert_eq!(startup_underflow_restarts(&report("vhs", 5033)), 1);
     assert_eq!(startup_underflow_restarts(&report("vhs", 9033)), 0);
     assert_eq!(startup_underflow_restarts(&report("shaka", 5033)), 0);
