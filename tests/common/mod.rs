@@ -123,6 +123,7 @@ pub fn make_file(dir: &Path, name: &str, seconds: u32, with_audio: bool) -> std:
 }
 
 pub mod browser;
+pub mod camera;
 pub mod fixtures;
 pub mod rtsp;
 pub mod sender;
