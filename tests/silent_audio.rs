@@ -6,28 +6,11 @@
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::fixtures::loopback_settings;
-use common::h3client::H3Client;
-use common::rtsp::{RtspServer, free_port};
+use common::camera::{Served, read, serve_camera_with, wait_ok, wait_segments};
+use common::rtsp::free_port;
 use common::{decode_errors, with_init};
-use mirror::ingest::SourceSpec;
-use mirror::llhls::parse::parse_media_playlist;
-use mirror::server::RunningServer;
-
-/// Polls `path` until it answers 200 with a body `done` accepts, for up to 20 s.
-async fn wait_for(client: &H3Client, path: &str, done: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let fetched = client.get(path).await;
-        if fetched.status() == 200 && done(&fetched.text()) {
-            return fetched.text();
-        }
-        assert!(Instant::now() < deadline, "{path}: {}", fetched.text());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 /// The presentation times (s) of the packets of `file`'s `kind` stream (`v` or `a`).
 fn packet_times(file: &std::path::Path, kind: &str) -> Vec<f64> {
@@ -66,26 +49,22 @@ fn max_volume_db(file: &std::path::Path) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_camera_without_sound_gets_a_silent_aac_track() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let camera = RtspServer::start(free_port(), &["--codec", "h264", "--audio", "none"]);
-    let mut settings = loopback_settings(dir.path(), 320, 240, 400);
-    settings.encoder.silent_audio = true;
-    let server = RunningServer::start_with(&settings, "cam", &SourceSpec::Rtsp(camera.url()))
-        .await
-        .expect("server starts");
-    let client = H3Client::connect(server.h3_addr, &server.tls).await;
-
-    let multivariant = wait_for(&client, "/cam/index.m3u8", |_| true).await;
+    let Served {
+        dir,
+        camera: _camera,
+        server: _server,
+        client,
+    } = serve_camera_with(free_port(), &["--codec", "h264", "--audio", "none"], |s| {
+        s.encoder.silent_audio = true;
+    })
+    .await;
+    let multivariant = wait_ok(&client, "/cam/index.m3u8", Duration::from_secs(20)).await;
     assert!(
         multivariant.contains("CODECS=\"avc1.") && multivariant.contains(",mp4a.40.2\""),
         "{multivariant}"
     );
-    let text = wait_for(&client, "/cam/video.m3u8", |t| {
-        parse_media_playlist(t)
-            .is_some_and(|p| p.segments.iter().filter(|s| !s.parts.is_empty()).count() >= 2)
-    })
-    .await;
-    let playlist = parse_media_playlist(&text).expect("media playlist");
+    // Two complete segments: the later one still lists its parts.
+    let playlist = read(&wait_segments(&client, "/cam/video.m3u8", 2).await);
     let init = client.get(&format!("/cam/{}", playlist.maps[0])).await;
     assert_eq!(init.status(), 200);
     let segment = playlist
@@ -135,5 +114,4 @@ async fn a_camera_without_sound_gets_a_silent_aac_track() {
             part.uri
         );
     }
-    drop(camera);
 }
