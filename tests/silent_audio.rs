@@ -1,5 +1,6 @@
 //! `encoder.silent_audio`: a camera without sound (GStreamer's gst-rtsp-server on
-//! loopback, H.264 only) passed through gets a silent AAC track, as iOS players need.
+//! loopback, H.264 only) gets a silent AAC track, as iOS players need, in a rendition
+//! that passes its pictures through and in one encoded from them.
 //! ffprobe and ffmpeg judge what is served over HTTP/3: the track is in CODECS and in
 //! every part, it is silent, and each part's sound covers that part's pictures.
 
@@ -8,9 +9,15 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::camera::{Served, read, serve_camera_with, wait_ok, wait_segments};
-use common::rtsp::free_port;
+use common::camera::{read, wait_ok, wait_segments};
+use common::fixtures::{loopback_settings, rendition};
+use common::h3client::H3Client;
+use common::rtsp::{RtspServer, free_port};
 use common::{decode_errors, with_init};
+use mirror::config::StreamSettings;
+use mirror::ingest::SourceSpec;
+use mirror::pipeline::{RenditionCodec, RenditionSpec};
+use mirror::server::RunningServer;
 
 /// The presentation times (s) of the packets of `file`'s `kind` stream (`v` or `a`).
 fn packet_times(file: &std::path::Path, kind: &str) -> Vec<f64> {
@@ -48,23 +55,61 @@ fn max_volume_db(file: &std::path::Path) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_camera_without_sound_gets_a_silent_aac_track() {
-    let Served {
-        dir,
-        camera: _camera,
-        server: _server,
-        client,
-    } = serve_camera_with(free_port(), &["--codec", "h264", "--audio", "none"], |s| {
-        s.encoder.silent_audio = true;
-    })
-    .await;
+async fn a_camera_without_sound_gets_a_silent_aac_track_in_every_rendition() {
+    // A ladder: the camera's pictures passed through, and a smaller rendition encoded
+    // from them, which carries the same sound.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let camera = RtspServer::start(free_port(), &["--codec", "h264", "--audio", "none"]);
+    let mut settings = loopback_settings(dir.path(), 320, 240, 400);
+    settings.encoder.silent_audio = true;
+    let source = RenditionSpec {
+        name: "source".into(),
+        codec: RenditionCodec::Copy,
+        width: None,
+        height: None,
+        video_bitrate_kbps: None,
+        encoder: None,
+    };
+    let small = rendition("small", 320, 180, 300);
+    settings.streams = vec![StreamSettings {
+        name: "cam".into(),
+        source: camera.url(),
+        renditions: vec![source, small],
+        policy: None,
+        publish_key: None,
+        publish_key_sha256: None,
+        srt_passphrase: None,
+    }];
+    settings.validate().expect("valid");
+    let server = RunningServer::start_with(&settings, "", &SourceSpec::TestPattern)
+        .await
+        .expect("server starts");
+    let client = H3Client::connect(server.h3_addr, &server.tls).await;
+
     let multivariant = wait_ok(&client, "/cam/index.m3u8", Duration::from_secs(20)).await;
-    assert!(
-        multivariant.contains("CODECS=\"avc1.") && multivariant.contains(",mp4a.40.2\""),
-        "{multivariant}"
-    );
+    let variants: Vec<&str> = multivariant
+        .lines()
+        .filter(|l| l.starts_with("#EXT-X-STREAM-INF"))
+        .collect();
+    assert_eq!(variants.len(), 2, "{multivariant}");
+    for variant in variants {
+        assert!(
+            variant.contains("CODECS=\"avc1.") && variant.contains(",mp4a.40.2\""),
+            "{multivariant}"
+        );
+    }
+    for name in ["source", "small"] {
+        check_rendition(&client, dir.path(), name).await;
+    }
+}
+
+/// A complete segment of rendition `name` decodes and its sound is silence; in each of
+/// its parts the sound starts within one AAC block (21.3 ms) and a frame of the first
+/// picture and lasts as long as the pictures, so a player that appends parts finds no
+/// hole in either track.
+async fn check_rendition(client: &H3Client, dir: &std::path::Path, name: &str) {
     // Two complete segments: the later one still lists its parts.
-    let playlist = read(&wait_segments(&client, "/cam/video.m3u8", 2).await);
+    let playlist = read(&wait_segments(client, &format!("/cam/{name}.m3u8"), 2).await);
     let init = client.get(&format!("/cam/{}", playlist.maps[0])).await;
     assert_eq!(init.status(), 200);
     let segment = playlist
@@ -73,24 +118,21 @@ async fn a_camera_without_sound_gets_a_silent_aac_track() {
         .find(|s| !s.parts.is_empty())
         .expect("a complete segment with parts");
 
-    // The whole segment: both tracks decode, and the sound is silence.
     let media = client.get(&format!("/cam/{}", segment.uri)).await;
     assert_eq!(media.status(), 200);
-    let file = with_init(dir.path(), &segment.uri, &init.body, &media.body);
-    assert_eq!(decode_errors(&file), "");
+    let file = with_init(dir, &segment.uri, &init.body, &media.body);
+    assert_eq!(decode_errors(&file), "", "{}", segment.uri);
     let loudest = max_volume_db(&file);
     assert!(
         loudest < -80.0,
-        "silence, but the loudest sample is {loudest} dB"
+        "{}: silence, but the loudest sample is {loudest} dB",
+        segment.uri
     );
 
-    // Each part: its sound starts within one AAC block (21.3 ms) and a frame of its
-    // first picture and lasts as long as its pictures, so a player that appends parts
-    // finds no hole in either track.
     for part in &segment.parts {
         let bytes = client.get(&format!("/cam/{}", part.uri)).await;
         assert_eq!(bytes.status(), 200);
-        let file = with_init(dir.path(), &part.uri, &init.body, &bytes.body);
+        let file = with_init(dir, &part.uri, &init.body, &bytes.body);
         // Packets, not frames: a part that does not start with a keyframe decodes only
         // after the parts before it.
         let span = |kind: &str| {
