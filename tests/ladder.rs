@@ -6,10 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use common::fixtures::{loopback_settings, rendition};
+use common::fixtures::{loopback_settings, public_stream, rendition};
 use common::h3client::H3Client;
 use common::{average_bandwidth, probe_frames, with_init};
-use mirror::config::StreamSettings;
 use mirror::ingest::SourceSpec;
 use mirror::llhls::parse::{ListedPlaylist, parse_media_playlist};
 use mirror::server::RunningServer;
@@ -64,18 +63,14 @@ fn own_edge(playlist: &str) -> (u64, u32) {
 async fn a_two_rendition_ladder_is_aligned_decodable_and_reported() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut settings = loopback_settings(dir.path(), 640, 360, 800);
-    settings.streams = vec![StreamSettings {
-        name: "ladder".into(),
-        source: "testsrc".into(),
-        renditions: vec![
+    settings.streams = vec![public_stream(
+        "ladder",
+        "testsrc",
+        vec![
             rendition("high", 640, 360, 800),
             rendition("low", 320, 180, 250),
         ],
-        policy: None,
-        publish_key: None,
-        publish_key_sha256: None,
-        srt_passphrase: None,
-    }];
+    )];
     settings.validate().expect("valid");
     let server = RunningServer::start_with(&settings, "", &SourceSpec::TestPattern)
         .await

@@ -229,18 +229,14 @@ async fn a_cameras_bytes_in_frames_and_encoder_queue_are_reported() {
     let dir = tempfile::tempdir().expect("tempdir");
     let camera = rtsp::RtspServer::start(rtsp::free_port(), &["--codec", "h264", "--audio", "aac"]);
     let mut settings = fixtures::loopback_settings(dir.path(), 320, 180, 300);
-    let mut copy = fixtures::rendition("source", 0, 0, 0);
-    (copy.codec, copy.width, copy.height, copy.video_bitrate_kbps) =
-        (mirror::pipeline::RenditionCodec::Copy, None, None, None);
-    settings.streams = vec![mirror::config::StreamSettings {
-        name: "cam".into(),
-        source: camera.url(),
-        renditions: vec![copy, fixtures::rendition("small", 320, 180, 300)],
-        policy: None,
-        publish_key: None,
-        publish_key_sha256: None,
-        srt_passphrase: None,
-    }];
+    settings.streams = vec![fixtures::public_stream(
+        "cam",
+        &camera.url(),
+        vec![
+            fixtures::copy_rendition("source"),
+            fixtures::rendition("small", 320, 180, 300),
+        ],
+    )];
     settings.validate().expect("valid");
     let server = RunningServer::start_with(&settings, "", &SourceSpec::TestPattern)
         .await

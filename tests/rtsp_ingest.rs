@@ -10,11 +10,10 @@ use std::time::Duration;
 use common::camera::{
     Served, decode_segment, map_uri, read, segment_uris, serve_camera, wait_ok, wait_segments,
 };
-use common::fixtures::loopback_settings;
+use common::fixtures::{copy_rendition, loopback_settings, public_stream, rendition};
 use common::h3client::H3Client;
 use common::rtsp::{RtspServer, free_port};
 use common::{decode_errors, probe_frames};
-use mirror::config::StreamSettings;
 use mirror::ingest::SourceSpec;
 use mirror::server::RunningServer;
 use mirror::stream::{SourceState, StreamMode};
@@ -141,30 +140,14 @@ async fn hevc_is_passed_through_and_decodes() {
 /// the camera's keyframes, so both switch at the same frames.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_camera_rendition_passed_through_and_one_transcoded_stay_aligned() {
-    use mirror::pipeline::{RenditionCodec, RenditionSpec};
     let dir = tempfile::tempdir().expect("tempdir");
     let camera = RtspServer::start(free_port(), &["--codec", "h264", "--audio", "aac"]);
     let mut settings = loopback_settings(dir.path(), 320, 240, 400);
-    let rendition = |name: &str, codec, size: Option<(u32, u32)>| RenditionSpec {
-        name: name.into(),
-        codec,
-        width: size.map(|s| s.0),
-        height: size.map(|s| s.1),
-        video_bitrate_kbps: size.map(|_| 300),
-        encoder: None,
-    };
-    settings.streams = vec![StreamSettings {
-        name: "cam".into(),
-        source: camera.url(),
-        renditions: vec![
-            rendition("source", RenditionCodec::Copy, None),
-            rendition("small", RenditionCodec::H264, Some((320, 180))),
-        ],
-        policy: None,
-        publish_key: None,
-        publish_key_sha256: None,
-        srt_passphrase: None,
-    }];
+    settings.streams = vec![public_stream(
+        "cam",
+        &camera.url(),
+        vec![copy_rendition("source"), rendition("small", 320, 180, 300)],
+    )];
     settings.validate().expect("valid");
     let server = RunningServer::start_with(&settings, "", &SourceSpec::TestPattern)
         .await

@@ -7,10 +7,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::camera::{Served, decode_segment, map_uri, segment_uris, serve_camera, wait_segments};
-use common::fixtures::loopback_settings;
+use common::fixtures::{loopback_settings, public_stream};
 use common::h3client::H3Client;
 use common::rtsp::{RtspServer, free_port};
-use mirror::config::StreamSettings;
 use mirror::ingest::SourceSpec;
 use mirror::server::RunningServer;
 use mirror::stream::SourceState;
@@ -121,15 +120,7 @@ async fn bad_sources_are_retried_and_leave_other_streams_alone() {
     let dir = tempfile::tempdir().expect("tempdir");
     let camera = RtspServer::start(free_port(), &["--codec", "vp8", "--audio", "none"]);
     let mut settings = loopback_settings(dir.path(), 320, 240, 400);
-    let stream = |name: &str, source: String| StreamSettings {
-        name: name.into(),
-        source,
-        renditions: Vec::new(),
-        policy: None,
-        publish_key: None,
-        publish_key_sha256: None,
-        srt_passphrase: None,
-    };
+    let stream = |name: &str, source: String| public_stream(name, &source, Vec::new());
     settings.streams = vec![
         stream("good", "testsrc".into()),
         stream("refused", format!("rtsp://127.0.0.1:{}/cam", free_port())),
@@ -274,15 +265,7 @@ async fn credentials_come_from_the_url() {
         ],
     );
     let mut settings = loopback_settings(dir.path(), 320, 240, 400);
-    let stream = |name: &str, source: String| StreamSettings {
-        name: name.into(),
-        source,
-        renditions: Vec::new(),
-        policy: None,
-        publish_key: None,
-        publish_key_sha256: None,
-        srt_passphrase: None,
-    };
+    let stream = |name: &str, source: String| public_stream(name, &source, Vec::new());
     settings.streams = vec![
         stream(
             "with",

@@ -10,13 +10,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::camera::{read, wait_ok, wait_segments};
-use common::fixtures::{loopback_settings, rendition};
+use common::fixtures::{copy_rendition, loopback_settings, public_stream, rendition};
 use common::h3client::H3Client;
 use common::rtsp::{RtspServer, free_port};
 use common::{decode_errors, with_init};
-use mirror::config::StreamSettings;
 use mirror::ingest::SourceSpec;
-use mirror::pipeline::{RenditionCodec, RenditionSpec};
 use mirror::server::RunningServer;
 
 /// The presentation times (s) of the packets of `file`'s `kind` stream (`v` or `a`).
@@ -62,24 +60,11 @@ async fn a_camera_without_sound_gets_a_silent_aac_track_in_every_rendition() {
     let camera = RtspServer::start(free_port(), &["--codec", "h264", "--audio", "none"]);
     let mut settings = loopback_settings(dir.path(), 320, 240, 400);
     settings.encoder.silent_audio = true;
-    let source = RenditionSpec {
-        name: "source".into(),
-        codec: RenditionCodec::Copy,
-        width: None,
-        height: None,
-        video_bitrate_kbps: None,
-        encoder: None,
-    };
-    let small = rendition("small", 320, 180, 300);
-    settings.streams = vec![StreamSettings {
-        name: "cam".into(),
-        source: camera.url(),
-        renditions: vec![source, small],
-        policy: None,
-        publish_key: None,
-        publish_key_sha256: None,
-        srt_passphrase: None,
-    }];
+    settings.streams = vec![public_stream(
+        "cam",
+        &camera.url(),
+        vec![copy_rendition("source"), rendition("small", 320, 180, 300)],
+    )];
     settings.validate().expect("valid");
     let server = RunningServer::start_with(&settings, "", &SourceSpec::TestPattern)
         .await

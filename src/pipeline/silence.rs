@@ -20,6 +20,8 @@ const RATE: u32 = 48_000;
 /// Silence made into AAC up to wherever the pictures have reached.
 pub struct SilentAudio {
     encoder: AudioEncoder,
+    /// The AAC samples of the last [`fill`](Self::fill), reused from picture to picture.
+    made: Vec<Sample>,
     /// The first sample (at [`RATE`]) of the next block; `None` until the first picture.
     next: Option<u64>,
 }
@@ -40,6 +42,7 @@ impl SilentAudio {
         )?;
         Ok(Self {
             encoder,
+            made: Vec::new(),
             next: None,
         })
     }
@@ -51,13 +54,12 @@ impl SilentAudio {
 
     /// Encodes silence from where it stopped (the first call: from `until`, the time of
     /// the first picture) to `until` plus one block, which covers the encoder's one
-    /// block of delay, and appends the AAC samples that come out to `out`.
+    /// block of delay, and gives the AAC samples that come out.
     pub fn fill(
         &mut self,
         until: Duration,
         captured_at: SystemTime,
-        out: &mut Vec<Sample>,
-    ) -> Result<(), PipelineError> {
+    ) -> Result<std::vec::Drain<'_, Sample>, PipelineError> {
         let block = u64::from(AUDIO_FRAME_SAMPLES);
         let until = (until.as_nanos() * u128::from(RATE) / 1_000_000_000) as u64;
         let next = self.next.get_or_insert(until);
@@ -66,10 +68,10 @@ impl SilentAudio {
                 silence_frame(RATE, i64::try_from(*next).unwrap_or(i64::MAX)),
                 Rational(1, RATE as i32),
                 captured_at,
-                out,
+                &mut self.made,
             )?;
             *next += block;
         }
-        Ok(())
+        Ok(self.made.drain(..))
     }
 }

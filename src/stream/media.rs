@@ -144,9 +144,7 @@ impl MediaLoop {
                     if let Some(silence) = silence.as_mut()
                         && sample.track_id == VIDEO_TRACK_ID
                     {
-                        let mut aac = Vec::new();
-                        silence.fill(end, sample.captured_at, &mut aac)?;
-                        for aac in aac {
+                        for aac in silence.fill(end, sample.captured_at)? {
                             deliver(aac, copies, transcoding, out)?;
                         }
                     }

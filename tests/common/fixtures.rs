@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use mirror::cmaf::{AacConfig, AvcConfig, CodecConfig, SegmenterConfig, Timescale, TrackInfo};
-use mirror::config::Settings;
+use mirror::config::{Settings, StreamSettings};
 use mirror::pipeline::{RenditionCodec, RenditionSpec};
 
 /// SPS of a libx264 High profile level 3.1 stream (1280×720).
@@ -102,5 +102,30 @@ pub fn rendition(name: &str, width: u32, height: u32, kbps: u32) -> RenditionSpe
         height: Some(height),
         video_bitrate_kbps: Some(kbps),
         encoder: None,
+    }
+}
+
+/// A rendition that passes the source's pictures through.
+pub fn copy_rendition(name: &str) -> RenditionSpec {
+    RenditionSpec {
+        name: name.into(),
+        codec: RenditionCodec::Copy,
+        width: None,
+        height: None,
+        video_bitrate_kbps: None,
+        encoder: None,
+    }
+}
+
+/// A public `[[streams]]` entry `name` playing `source` as `renditions`.
+pub fn public_stream(name: &str, source: &str, renditions: Vec<RenditionSpec>) -> StreamSettings {
+    StreamSettings {
+        name: name.into(),
+        source: source.into(),
+        renditions,
+        policy: None,
+        publish_key: None,
+        publish_key_sha256: None,
+        srt_passphrase: None,
     }
 }
