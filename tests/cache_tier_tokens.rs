@@ -91,16 +91,23 @@ async fn fifty_tokens_one_origin_request_through_the_shipped_vcl() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
 
-    // 50 viewers, 50 tokens, the same blocking reload for the part after the last one;
-    // or for the next segment's first part when that one would end its segment: an
-    // answer at a segment boundary is kept only 100 ms, and viewers whose pre-flight
-    // took longer than that would fetch it again.
+    // 50 viewers, 50 tokens, the same blocking reload for the part after the next one,
+    // so that it is still held when the last viewer's pre-flight is done; and not for a
+    // part that ends its segment: an answer at a segment boundary is kept only 100 ms,
+    // and viewers whose pre-flight took longer than that would fetch it again.
     let (msn, part) = listed.next_part();
-    let parts_per_segment = listed.segments.iter().rev().find(|s| !s.parts.is_empty());
-    let (msn, part) = match parts_per_segment {
-        Some(s) if part as usize + 1 >= s.parts.len() => (msn + 1, 0),
-        _ => (msn, part),
-    };
+    let per_segment = listed
+        .segments
+        .iter()
+        .map(|s| s.parts.len() as u64)
+        .filter(|&parts| parts > 0)
+        .max()
+        .expect("a complete segment with its parts listed");
+    let mut index = msn * per_segment + u64::from(part) + 1;
+    if index % per_segment == per_segment - 1 {
+        index += 1;
+    }
+    let (msn, part) = (index / per_segment, (index % per_segment) as u32);
     let query = format!("_HLS_msn={msn}&_HLS_part={part}");
     let tokens: Vec<String> = (1..=50).map(|n| token("paid", now() + 600, n)).collect();
     let answers = futures_util::future::join_all(
