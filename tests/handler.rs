@@ -373,7 +373,7 @@ async fn an_abandoned_hint_is_404_and_a_name_further_ahead_is_404_at_once() {
     // The source breaks off: segment 2 closes with its one part, and the stream
     // resumes at 3 after a discontinuity. Part 2.1 will never exist.
     h.segment(2, 1);
-    h.live.mark_discontinuity(3, SystemTime::now());
+    h.live.resume(3, true, SystemTime::now());
     h.publish();
     h.part(3, 0);
     let response = hinted.await.expect("task");

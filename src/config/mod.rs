@@ -305,6 +305,12 @@ impl Settings {
                 ),
             );
         }
+        if !(1_000..=3_600_000).contains(&s.outage_max_ms) {
+            return invalid(
+                "source.outage_max_ms",
+                format!("{} is not in 1000..=3600000", s.outage_max_ms),
+            );
+        }
         let e = &self.encoder;
         const PRESETS: [&str; 10] = [
             "ultrafast",

@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime};
 use ffmpeg_next as ffmpeg;
 
 pub use file::FileSource;
-pub use options::SourceOptions;
+pub use options::{OutageFill, SourceOptions};
 pub use rtsp::{RtspSource, RtspTransport};
 pub use testsrc::TestPattern;
 pub use url::UrlSource;

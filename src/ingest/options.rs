@@ -51,6 +51,26 @@ pub struct SourceOptions {
     /// marks EXT-X-DISCONTINUITY, instead of a gap filled with copies of a frame (or
     /// every later frame dropped). Default 0: three segment targets.
     pub max_timestamp_gap_ms: u32,
+    /// What the playlists list while a source is down: `"discontinuity"` (default:
+    /// nothing, then EXT-X-DISCONTINUITY when it is back) or `"gap"` (RFC 8216bis
+    /// 6.2.1: the timeline goes on with EXT-X-GAP segments and GAP=YES parts, so
+    /// players keep reloading and resume on the same timeline, without a
+    /// discontinuity).
+    pub outage: OutageFill,
+    /// The longest outage `outage = "gap"` lists, in milliseconds; after that the
+    /// playlists stop and the source's return is a discontinuity. Default 10000.
+    pub outage_max_ms: u32,
+}
+
+/// `source.outage`: what fills the timeline while a source is down.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum OutageFill {
+    /// Nothing: the playlists stop, and the source's return is a discontinuity.
+    #[default]
+    Discontinuity,
+    /// EXT-X-GAP segments and GAP=YES parts for the time without media.
+    Gap,
 }
 
 impl Default for SourceOptions {
@@ -68,6 +88,8 @@ impl Default for SourceOptions {
             stall_timeout_ms: 0,
             open_timeout_ms: 10_000,
             max_timestamp_gap_ms: 0,
+            outage: OutageFill::Discontinuity,
+            outage_max_ms: 10_000,
         }
     }
 }
@@ -85,6 +107,11 @@ impl SourceOptions {
     /// `open_timeout_ms`.
     pub fn open_timeout(&self) -> Duration {
         Duration::from_millis(u64::from(self.open_timeout_ms))
+    }
+
+    /// The longest outage that gap segments list, when they are on.
+    pub fn outage_gap(&self) -> Option<Duration> {
+        (self.outage == OutageFill::Gap).then(|| Duration::from_millis(u64::from(self.outage_max_ms)))
     }
 
     /// The largest timestamp jump that is not a discontinuity; `segment_target` gives

@@ -110,15 +110,32 @@ impl LivePlaylist {
     }
 
     /// The source broke off and resumed: the next segment, which starts at `next_msn`,
-    /// gets EXT-X-DISCONTINUITY. Parts of a segment that was still open are dropped from
-    /// the live edge (the segmenter closed it; it is listed as a segment when it has
-    /// parts).
-    pub fn mark_discontinuity(&mut self, next_msn: u64, now: SystemTime) {
+    /// gets EXT-X-DISCONTINUITY unless the timeline went on through the outage (gap
+    /// segments listed its time, and the media did not change). Parts of a segment that
+    /// was still open are dropped from the live edge (the segmenter closed it; it is
+    /// listed as a segment when it has parts).
+    pub fn resume(&mut self, next_msn: u64, discontinuity: bool, now: SystemTime) {
         let hint = self.names.part(next_msn, 0);
         let edge = self.edge_mut();
-        edge.open_discontinuity = true;
+        edge.open_discontinuity |= discontinuity;
         edge.preload_hint = Some(hint);
         self.open_msn = next_msn;
+        self.updated_at = now;
+    }
+
+    /// A part of the segment in progress went by with no media (the source is down):
+    /// GAP=YES, and no preload hint while nobody knows when media comes back.
+    pub fn push_gap_part(&mut self, msn: u64, index: u32, duration: Duration, now: SystemTime) {
+        self.open_msn = msn;
+        let uri = self.names.part(msn, index);
+        let edge = self.edge_mut();
+        edge.trailing_parts.push(PlaylistPart {
+            uri,
+            duration,
+            independent: false,
+            gap: true,
+        });
+        edge.preload_hint = None;
         self.updated_at = now;
     }
 
@@ -161,12 +178,14 @@ impl LivePlaylist {
             uri,
             duration,
             independent,
+            gap: false,
         });
         edge.preload_hint = Some(hint);
         self.updated_at = now;
     }
 
-    /// The segment in progress is complete: it joins the window with its parts.
+    /// The segment in progress is complete: it joins the window with its parts; one
+    /// whose parts are all gaps is an EXT-X-GAP segment, and no hint follows it.
     pub fn push_segment(
         &mut self,
         msn: u64,
@@ -179,7 +198,8 @@ impl LivePlaylist {
         let parts = std::mem::take(&mut edge.trailing_parts);
         let discontinuity = std::mem::take(&mut edge.open_discontinuity);
         let map = edge.open_map;
-        edge.preload_hint = Some(next_hint);
+        let gap = !parts.is_empty() && parts.iter().all(|p| p.gap);
+        edge.preload_hint = (!gap).then_some(next_hint);
         // Apple's authoring rules: EXT-X-TARGETDURATION never changes in a playlist's
         // life. A segment longer than the target raises it for good, not only while that
         // segment is in the window (RFC 8216bis alone would let it fall back).
@@ -194,6 +214,7 @@ impl LivePlaylist {
             discontinuity,
             map,
             parts,
+            gap,
         });
         while self.playlist.segments.len() > self.window_segments {
             if let Some(gone) = self.playlist.segments.pop_front()
@@ -327,7 +348,7 @@ video-18bcfe56800-6.m4s
         let mut live = live_playlist(500, 6);
         live.push_part(0, 0, Duration::from_millis(500), true, at(0));
         live.push_segment(0, Duration::from_millis(500), at(0), at(500));
-        live.mark_discontinuity(1, at(5000));
+        live.resume(1, true, at(5000));
         let hinted = live.playlist().render();
         assert!(
             hinted.ends_with("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"video-18bcfe56800-1.0.m4s\"\n")
@@ -366,7 +387,7 @@ video-18bcfe56800-6.m4s
         let mut live = live_playlist(500, 6);
         live.push_part(0, 0, Duration::from_millis(500), true, at(0));
         live.push_segment(0, Duration::from_millis(500), at(0), at(500));
-        live.mark_discontinuity(1, at(5000));
+        live.resume(1, true, at(5000));
         assert_eq!(live.change_map(live.names().init_generation(1)), 1);
         let hinted = live.playlist().render();
         assert_eq!(hinted.matches("#EXT-X-MAP:").count(), 1, "{hinted}");

@@ -16,6 +16,8 @@ pub struct ListedPart {
     pub duration: Duration,
     /// INDEPENDENT=YES.
     pub independent: bool,
+    /// GAP=YES: no media, not to be loaded.
+    pub gap: bool,
 }
 
 /// One media segment as listed.
@@ -36,6 +38,8 @@ pub struct ListedSegment {
     pub map: Option<usize>,
     /// Its parts (only for the last few segments).
     pub parts: Vec<ListedPart>,
+    /// EXT-X-GAP: no media, not to be loaded.
+    pub gap: bool,
 }
 
 /// A media playlist as a player reads it.
@@ -179,6 +183,7 @@ fn part(list: &str) -> Option<ListedPart> {
         uri: attribute(list, "URI")?.to_string(),
         duration: attribute(list, "DURATION").and_then(seconds)?,
         independent: attribute(list, "INDEPENDENT") == Some("YES"),
+        gap: attribute(list, "GAP") == Some("YES"),
     })
 }
 
@@ -192,6 +197,7 @@ pub fn parse_media_playlist(text: &str) -> Option<ListedPlaylist> {
     let mut duration = None;
     let mut pdt = None;
     let mut discontinuity = false;
+    let mut gap = false;
     for line in text.lines() {
         let line = line.trim_end();
         if let Some(v) = line.strip_prefix("#EXT-X-VERSION:") {
@@ -215,6 +221,8 @@ pub fn parse_media_playlist(text: &str) -> Option<ListedPlaylist> {
             p.program_date_times += 1;
         } else if line == "#EXT-X-DISCONTINUITY" {
             discontinuity = true;
+        } else if line == "#EXT-X-GAP" {
+            gap = true;
         } else if let Some(v) = line.strip_prefix("#EXT-X-PART:") {
             parts.push(part(v)?);
         } else if let Some(v) = line.strip_prefix("#EXTINF:") {
@@ -241,6 +249,7 @@ pub fn parse_media_playlist(text: &str) -> Option<ListedPlaylist> {
                 discontinuity: std::mem::take(&mut discontinuity),
                 map: p.maps.len().checked_sub(1),
                 parts: std::mem::take(&mut parts),
+                gap: std::mem::take(&mut gap),
             });
         }
     }

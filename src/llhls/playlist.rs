@@ -21,6 +21,9 @@ pub struct PlaylistPart {
     pub duration: Duration,
     /// Starts with an independent frame (INDEPENDENT=YES).
     pub independent: bool,
+    /// No media: the source was down for its time (GAP=YES, RFC 8216bis 6.2.1). Its
+    /// URI is never stored, so a request for it is 404, as 6.2.1 allows.
+    pub gap: bool,
 }
 
 /// One media segment (EXTINF, RFC 8216bis 4.4.4.1) with its parts.
@@ -41,6 +44,8 @@ pub struct PlaylistSegment {
     pub map: u32,
     /// Its parts, in order.
     pub parts: Vec<PlaylistPart>,
+    /// No media: every part is a gap (EXT-X-GAP before it).
+    pub gap: bool,
 }
 
 /// What a live playlist adds: server control and the live edge.
@@ -270,6 +275,10 @@ impl MediaPlaylist {
                     write_part(&mut out, part);
                 }
             }
+            if segment.gap {
+                // 4.4.4.7: clients do not load it; the timeline goes on.
+                out.push_str("#EXT-X-GAP\n");
+            }
             let _ = writeln!(out, "#EXTINF:{},", seconds(segment.duration));
             let _ = writeln!(out, "{}", segment.uri);
         }
@@ -316,6 +325,9 @@ fn write_part(out: &mut String, part: &PlaylistPart) {
     if part.independent {
         out.push_str(",INDEPENDENT=YES");
     }
+    if part.gap {
+        out.push_str(",GAP=YES");
+    }
     out.push('\n');
 }
 
@@ -356,8 +368,10 @@ mod tests {
                     uri: format!("part{msn}.{i}.m4s"),
                     duration: Duration::from_millis(part_ms),
                     independent: i == 0,
+                    gap: false,
                 })
                 .collect(),
+            gap: false,
         }
     }
 

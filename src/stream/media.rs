@@ -13,6 +13,7 @@ use bytes::Bytes;
 use super::StreamOptions;
 use super::bandwidth::Advertised;
 use super::opening::{Input, Opening, Transcoding, open_encoded, open_raw};
+use super::outage::Outage;
 use super::output::Output;
 use super::publisher::StreamPublisher;
 use super::sink::MediaSink;
@@ -43,6 +44,8 @@ pub(super) enum MediaError {
     NoKeyframe { rendition: String, after: Duration },
     #[error("the media thread panicked: {0}")]
     Panicked(String),
+    #[error("cannot start a thread to open the source: {0}")]
+    Thread(std::io::Error),
 }
 
 /// The media thread's state.
@@ -81,6 +84,8 @@ pub(super) struct MediaLoop {
     /// The multivariant playlist's renditions and the bit rates it gives them; `None`
     /// before the source first opens.
     pub(super) advertised: Option<Advertised>,
+    /// The source's outage being listed as a gap (`source.outage = "gap"`).
+    pub(super) outage: Option<Outage>,
 }
 
 /// How often a publisher's bitrate in `/streams` is measured anew.
@@ -100,6 +105,18 @@ impl MediaLoop {
                     return Ok(false);
                 }
                 let format = source.format();
+                if self.outage.as_ref().is_some_and(Outage::is_resuming) {
+                    // After a gap, media goes on with a picture placed on its timeline.
+                    let placed = matches!(frame.media, RawMedia::Video(_))
+                        .then(|| self.outage.as_ref().and_then(|o| o.place(frame.captured_at)))
+                        .flatten();
+                    let Some(at) = placed else {
+                        return Ok(true);
+                    };
+                    let source_at = frame_time(&frame);
+                    self.resume_offset = at.saturating_sub(source_at);
+                    end_gap(&mut self.outage, &mut self.outputs, at.max(source_at));
+                }
                 let end = shift_frame(&mut frame, self.resume_offset, format);
                 self.delivered_end = self.delivered_end.max(end);
                 self.publisher.counters().received(source.take_bytes_read());
@@ -135,6 +152,19 @@ impl MediaLoop {
                     .find(|t| t.track_id == sample.track_id)
                     .map(|t| (t.timescale, u64::from(t.nominal_sample_ticks)))
                     .or(foreign.map(|f| (Timescale(f.rate()), f.duration_of(&sample.data))));
+                if self.outage.as_ref().is_some_and(Outage::is_resuming) {
+                    // After a gap, media goes on at a keyframe placed on its timeline;
+                    // what comes before that keyframe has no place to go.
+                    let placed = (sample.track_id == VIDEO_TRACK_ID && sample.keyframe)
+                        .then(|| self.outage.as_ref().and_then(|o| o.place(sample.captured_at)))
+                        .flatten();
+                    let (Some(at), Some((timescale, _))) = (placed, timing) else {
+                        return Ok(true);
+                    };
+                    let source_at = timescale.to_duration(sample.decode_ticks);
+                    self.resume_offset = at.saturating_sub(source_at);
+                    end_gap(&mut self.outage, &mut self.outputs, at.max(source_at));
+                }
                 if let Some((timescale, length)) = timing {
                     sample.decode_ticks += timescale.ticks(self.resume_offset);
                     let end = timescale.to_duration(sample.decode_ticks + length);
@@ -219,9 +249,7 @@ impl MediaLoop {
                     SourceState::Opening
                 };
                 self.publisher.update_status(|status| status.state = state);
-                let limits = self.options.open_limits(&self.stop);
-                self.spec
-                    .open_any(&self.options.source, self.realtime, &limits)?
+                self.open_source()?
             }
         };
         let Opening {
@@ -239,11 +267,29 @@ impl MediaLoop {
             .zip(&prepared)
             .map(|(o, p)| (o.id.clone(), p.tracks.clone()))
             .collect();
-        self.resume_offset = self.delivered_end;
         let now = SystemTime::now();
+        // Media goes on after a gap when the gap was still being listed and the source
+        // came back alike; otherwise the gap ends here and a discontinuity follows.
+        let after_gap = self.outage.as_ref().is_some_and(|o| !o.is_over())
+            && self
+                .outputs
+                .iter()
+                .zip(&prepared)
+                .all(|(o, p)| o.decodes_alike(&p.tracks));
+        match self.outage.as_mut() {
+            Some(outage) if after_gap => outage.source_back(),
+            Some(outage) => {
+                let end = outage.listed();
+                outage.finish(&mut self.outputs, end, now);
+                self.delivered_end = self.delivered_end.max(end);
+                self.outage = None;
+            }
+            None => {}
+        }
+        self.resume_offset = self.delivered_end;
         let window = self.options.window_segments;
         for (output, prepared) in self.outputs.iter_mut().zip(prepared) {
-            output.ready(prepared, self.epoch, window, now, &self.stream)?;
+            output.ready(prepared, self.epoch, window, now, &self.stream, after_gap)?;
         }
         let advertised = Advertised::new(renditions, fps);
         self.publisher
@@ -274,9 +320,15 @@ impl MediaLoop {
             .iter_mut()
             .map(|output| output.drain_events(self.sink.as_mut()))
             .collect::<Result<Vec<bool>, _>>()?;
-        if !changed.iter().any(|&c| c) {
-            return Ok(());
+        if changed.iter().any(|&c| c) {
+            self.publish_changed(&changed);
         }
+        Ok(())
+    }
+
+    /// Brings the rendition reports up to date and publishes the renditions that
+    /// changed, and the multivariant playlist when their measured bit rates moved it.
+    fn publish_changed(&mut self, changed: &[bool]) {
         if self.outputs.len() > 1 {
             // RFC 8216bis 4.4.5.4: each playlist reports where the others are. Every
             // rendition gets its parts from the same frame, so reports are at most one
@@ -309,7 +361,7 @@ impl MediaLoop {
                 }
             });
         }
-        for (output, changed) in self.outputs.iter_mut().zip(changed) {
+        for (output, &changed) in self.outputs.iter_mut().zip(changed) {
             if changed {
                 output.publish();
             }
@@ -321,8 +373,91 @@ impl MediaLoop {
                     .set_multivariant(Bytes::from(advertised.render()));
             }
         }
-        Ok(())
     }
+
+    /// Opens the source again. While an outage is listed as a gap, the opening runs on a
+    /// thread of its own (it can take the open timeout, or wait for a publisher) and
+    /// this one goes on listing the gap.
+    fn open_source(&mut self) -> Result<OpenedSource, MediaError> {
+        let limits = self.options.open_limits(&self.stop);
+        if self.outage.as_ref().is_none_or(Outage::is_over) {
+            return Ok(self
+                .spec
+                .open_any(&self.options.source, self.realtime, &limits)?);
+        }
+        let (spec, options, realtime) =
+            (self.spec.clone(), self.options.source.clone(), self.realtime);
+        let opening = std::thread::Builder::new()
+            .name(format!("open-{}", self.stream))
+            .spawn(move || spec.open_any(&options, realtime, &limits))
+            .map_err(MediaError::Thread)?;
+        while !opening.is_finished() {
+            self.tick_outage();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        match opening.join() {
+            Ok(opened) => Ok(opened?),
+            Err(_) => Err(MediaError::Panicked("opening the source".into())),
+        }
+    }
+
+    /// The source failed: its outage begins (listed as a gap when that is on, the
+    /// stream is live and has made media), or goes on if its media was not placed yet.
+    pub(super) fn begin_outage(&mut self) {
+        if let Some(outage) = self.outage.as_mut() {
+            outage.source_lost();
+            return;
+        }
+        let Some(limit) = self
+            .options
+            .source
+            .outage_gap()
+            .filter(|_| self.realtime)
+        else {
+            return;
+        };
+        let Some((start, start_wall)) = self
+            .outputs
+            .iter()
+            .filter_map(|o| o.media_end)
+            .max_by_key(|(end, _)| *end)
+        else {
+            return;
+        };
+        tracing::info!(stream = %self.stream, limit = ?limit, "source down: its time is listed as a gap");
+        self.outage = Some(Outage::new(
+            start,
+            start_wall,
+            limit,
+            self.options.cmaf.part_target(),
+            self.options.cmaf.segment_target(),
+        ));
+    }
+
+    /// Lists the gap parts now due, and publishes them.
+    pub(super) fn tick_outage(&mut self) {
+        let Some(outage) = self.outage.as_mut() else {
+            return;
+        };
+        if outage.tick(&mut self.outputs, SystemTime::now()) {
+            let changed = vec![true; self.outputs.len()];
+            self.publish_changed(&changed);
+        }
+    }
+}
+
+/// The source's media is placed at `resume_at`: the gap is listed up to it, and every
+/// rendition goes on from there.
+fn end_gap(outage: &mut Option<Outage>, outputs: &mut [Output], resume_at: Duration) {
+    let Some(mut ended) = outage.take() else {
+        return;
+    };
+    let now = SystemTime::now();
+    ended.finish(outputs, resume_at, now);
+    for output in outputs.iter_mut() {
+        output.resume_after_gap(now);
+    }
+    tracing::info!(gap = ?ended.length(), "media resumes after the gap, on the same timeline");
 }
 
 impl MediaLoop {
@@ -384,6 +519,20 @@ fn deliver(
         out.push((last, sample));
     }
     Ok(())
+}
+
+/// Where `frame` is on its source's own timeline.
+fn frame_time(frame: &SourceFrame) -> Duration {
+    let tb = frame.time_base;
+    let pts = match &frame.media {
+        RawMedia::Video(v) => v.pts(),
+        RawMedia::Audio(a) => a.pts(),
+    };
+    let nanos = i128::from(pts.unwrap_or(0).max(0))
+        * i128::from(tb.numerator().max(1))
+        * 1_000_000_000
+        / i128::from(tb.denominator().max(1));
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(0))
 }
 
 /// Moves `frame` past everything delivered before the source was last reopened.

@@ -11,6 +11,7 @@
 //! - `supervisor`: the thread's life: watchdog, backoff, restart;
 //! - `media`, `opening`, `output`: the path itself, readying renditions for an opened
 //!   source, and one rendition's segmenter, playlist and init segments;
+//! - `outage`: the timeline while the source is down, listed as a gap;
 //! - [`sink`]: where finished media goes: the store (live) or a directory
 //!   ([`recording`], `mirror record`): one path, two sinks;
 //! - [`status`]: what `/streams` shows;
@@ -22,6 +23,7 @@
 mod bandwidth;
 mod media;
 mod opening;
+mod outage;
 mod output;
 pub mod publisher;
 pub mod recording;
@@ -265,6 +267,7 @@ fn media_path(
         stop,
         bitrate_mark: None,
         advertised: None,
+        outage: None,
     };
     if media.first.is_some() {
         // The multivariant playlist and init segments are there from the first request.

@@ -3,7 +3,7 @@
 //! snapshot whenever they change.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
@@ -41,6 +41,11 @@ pub(super) struct Output {
     init_tracks: Vec<TrackInfo>,
     /// Its recent segments' sizes, for the multivariant playlist's bit rates.
     pub(super) rates: SegmentRates,
+    /// Where its last part ended: on the media timeline, and by capture time.
+    pub(super) media_end: Option<(Duration, SystemTime)>,
+    /// How to cut media once it resumes after a gap (the segmenter starts then, with
+    /// the MSN after the gap's segments).
+    resuming: Option<SegmenterConfig>,
     publisher: RenditionPublisher,
 }
 
@@ -61,6 +66,8 @@ impl Output {
             inits: Arc::from([]),
             init_tracks: Vec::new(),
             rates: SegmentRates::default(),
+            media_end: None,
+            resuming: None,
             publisher,
         }
     }
@@ -80,10 +87,18 @@ impl Output {
         self.publisher.publish(&self.live, self.inits.clone());
     }
 
+    /// Whether `tracks` decode as the ones its playlist's latest init segment
+    /// describes, so media can go on after a gap without a discontinuity.
+    pub(super) fn decodes_alike(&self, tracks: &[TrackInfo]) -> bool {
+        same_media(&self.init_tracks, tracks)
+    }
+
     /// Readies this rendition for a newly opened source: at the first connect its names
     /// (with the profile's hash), playlist and init segment; after a failure an
     /// EXT-X-DISCONTINUITY, and a new init segment when the codec parameters changed.
-    /// Then a new segmenter that goes on with the next MSN.
+    /// Then a new segmenter that goes on with the next MSN; `after_gap` (the outage was
+    /// listed as a gap, the media is alike) defers it to [`Output::resume_after_gap`],
+    /// with no discontinuity.
     pub(super) fn ready(
         &mut self,
         prepared: Prepared,
@@ -91,6 +106,7 @@ impl Output {
         window: usize,
         now: SystemTime,
         stream: &str,
+        after_gap: bool,
     ) -> Result<(), crate::cmaf::init::InitError> {
         let Prepared {
             tracks,
@@ -111,8 +127,12 @@ impl Output {
                 modified: now,
             }]);
             self.init_tracks = tracks;
+        } else if after_gap {
+            self.resuming = Some(config);
+            self.segmenter = None;
+            return Ok(());
         } else {
-            self.live.mark_discontinuity(self.next_msn, now);
+            self.live.resume(self.next_msn, true, now);
             if !same_media(&self.init_tracks, &tracks) {
                 // Back with other codec parameters (a camera reconfigured): a new init
                 // segment, named by its generation, and EXT-X-MAP from the next
@@ -132,8 +152,38 @@ impl Output {
             tracing::info!(stream = %stream, rendition = %self.id, msn = self.next_msn, "source back: discontinuity");
         }
         self.segmenter = Some(Segmenter::new(config, self.next_msn));
+        // Where media ended is a new session's to say: an outage before its first part
+        // is not listed as a gap.
+        self.media_end = None;
         self.publish();
         Ok(())
+    }
+
+    /// Media goes on after a gap: a segmenter from the MSN after the gap's segments,
+    /// and the preload hint back.
+    pub(super) fn resume_after_gap(&mut self, now: SystemTime) {
+        if let Some(config) = self.resuming.take() {
+            self.live.resume(self.next_msn, false, now);
+            self.segmenter = Some(Segmenter::new(config, self.next_msn));
+            self.publish();
+        }
+    }
+
+    /// A part of the outage's time, without media (GAP=YES).
+    pub(super) fn gap_part(&mut self, index: u32, duration: Duration, now: SystemTime) {
+        self.live.push_gap_part(self.next_msn, index, duration, now);
+    }
+
+    /// The gap segment in progress is complete (EXT-X-GAP).
+    pub(super) fn gap_segment(
+        &mut self,
+        duration: Duration,
+        program_date_time: SystemTime,
+        now: SystemTime,
+    ) {
+        self.live
+            .push_segment(self.next_msn, duration, program_date_time, now);
+        self.next_msn += 1;
     }
 
     /// Takes the segmenter's events into the sink and the playlist; true when the
@@ -178,6 +228,14 @@ impl Output {
             changed = true;
             match event {
                 SegmenterEvent::Part(part) => {
+                    if let Some(lead) = part.tracks.first()
+                        && let Some(track) = segmenter.tracks().find(|t| t.track_id == lead.track_id)
+                    {
+                        let end = track
+                            .timescale
+                            .to_duration(lead.base_decode_ticks + lead.duration_ticks);
+                        self.media_end = Some((end, part.captured_at + part.duration));
+                    }
                     let name = self.live.names().part(part.msn, part.index);
                     sink.put(&name, vec![part.bytes], part.completed_at)?;
                     self.live.push_part(

@@ -1,8 +1,9 @@
 //! The media thread's life: it runs the media path, and when the source or the pipeline
 //! fails, or goes silent longer than the watchdog allows, it closes what was made,
 //! records why in the status, waits (exponential backoff with jitter) and reconnects.
-//! The playlist stays served meanwhile; the stream resumes with the next MSN after an
-//! EXT-X-DISCONTINUITY.
+//! The playlist stays served meanwhile, its outage listed as a gap when that is on
+//! ([`outage`](super::outage)); the stream resumes with the next MSN, after an
+//! EXT-X-DISCONTINUITY or on the gap's timeline.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
@@ -87,8 +88,13 @@ impl MediaLoop {
                     }
                 }
             }
+            // A source back after a gap whose keyframe is awaited: the gap goes on.
+            let resuming = self.outage.is_some();
+            if resuming {
+                self.tick_outage();
+            }
             let stepped = self.step(&mut samples).and_then(|_| {
-                if !samples.is_empty() {
+                if !samples.is_empty() || resuming {
                     last_output = Instant::now();
                     Ok(())
                 } else if last_output.elapsed() > encoder_limit {
@@ -126,6 +132,7 @@ impl MediaLoop {
                 tracing::warn!(stream = %self.stream, %error, "the last part and segment are lost");
             }
         }
+        self.begin_outage();
         let delay = backoff.next();
         tracing::warn!(stream = %self.stream, %error, retry_in = ?delay, "source failed; retrying");
         self.publisher.update_status(|status| {
@@ -136,7 +143,8 @@ impl MediaLoop {
         });
         let until = Instant::now() + delay;
         while Instant::now() < until && !self.stop.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(50));
+            self.tick_outage();
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }
