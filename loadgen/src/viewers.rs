@@ -309,7 +309,8 @@ async fn viewer(client: Connection, mut switch: Switch, until: Instant) -> Viewe
         let media_ends: HashMap<&str, SystemTime> = next.part_media_ends().into_iter().collect();
         let mut new_parts = Vec::new();
         for part in next.parts() {
-            if !seen.insert(part.uri.clone()) {
+            // A gap part (the source was down) has no media; players do not load it.
+            if !seen.insert(part.uri.clone()) || part.gap {
                 continue;
             }
             // Parts listed before any PROGRAM-DATE-TIME have no media time to compare.
@@ -358,7 +359,11 @@ async fn part_fetcher(client: Connection, media: String, until: Instant) -> View
     let Some(playlist) = first_playlist(&client, &media, &mut tally).await else {
         return tally;
     };
-    let uris: Vec<String> = playlist.parts().map(|p| sibling(&media, &p.uri)).collect();
+    let uris: Vec<String> = playlist
+        .parts()
+        .filter(|p| !p.gap)
+        .map(|p| sibling(&media, &p.uri))
+        .collect();
     if uris.is_empty() {
         tally.error("no-parts-listed".into());
         return tally;

@@ -111,7 +111,8 @@ impl SourceOptions {
 
     /// The longest outage that gap segments list, when they are on.
     pub fn outage_gap(&self) -> Option<Duration> {
-        (self.outage == OutageFill::Gap).then(|| Duration::from_millis(u64::from(self.outage_max_ms)))
+        (self.outage == OutageFill::Gap)
+            .then(|| Duration::from_millis(u64::from(self.outage_max_ms)))
     }
 
     /// The largest timestamp jump that is not a discontinuity; `segment_target` gives

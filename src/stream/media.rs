@@ -108,7 +108,11 @@ impl MediaLoop {
                 if self.outage.as_ref().is_some_and(Outage::is_resuming) {
                     // After a gap, media goes on with a picture placed on its timeline.
                     let placed = matches!(frame.media, RawMedia::Video(_))
-                        .then(|| self.outage.as_ref().and_then(|o| o.place(frame.captured_at)))
+                        .then(|| {
+                            self.outage
+                                .as_ref()
+                                .and_then(|o| o.place(frame.captured_at))
+                        })
                         .flatten();
                     let Some(at) = placed else {
                         return Ok(true);
@@ -156,7 +160,11 @@ impl MediaLoop {
                     // After a gap, media goes on at a keyframe placed on its timeline;
                     // what comes before that keyframe has no place to go.
                     let placed = (sample.track_id == VIDEO_TRACK_ID && sample.keyframe)
-                        .then(|| self.outage.as_ref().and_then(|o| o.place(sample.captured_at)))
+                        .then(|| {
+                            self.outage
+                                .as_ref()
+                                .and_then(|o| o.place(sample.captured_at))
+                        })
                         .flatten();
                     let (Some(at), Some((timescale, _))) = (placed, timing) else {
                         return Ok(true);
@@ -385,8 +393,11 @@ impl MediaLoop {
                 .spec
                 .open_any(&self.options.source, self.realtime, &limits)?);
         }
-        let (spec, options, realtime) =
-            (self.spec.clone(), self.options.source.clone(), self.realtime);
+        let (spec, options, realtime) = (
+            self.spec.clone(),
+            self.options.source.clone(),
+            self.realtime,
+        );
         let opening = std::thread::Builder::new()
             .name(format!("open-{}", self.stream))
             .spawn(move || spec.open_any(&options, realtime, &limits))
@@ -408,12 +419,7 @@ impl MediaLoop {
             outage.source_lost();
             return;
         }
-        let Some(limit) = self
-            .options
-            .source
-            .outage_gap()
-            .filter(|_| self.realtime)
-        else {
+        let Some(limit) = self.options.source.outage_gap().filter(|_| self.realtime) else {
             return;
         };
         let Some((start, start_wall)) = self
@@ -528,10 +534,9 @@ fn frame_time(frame: &SourceFrame) -> Duration {
         RawMedia::Video(v) => v.pts(),
         RawMedia::Audio(a) => a.pts(),
     };
-    let nanos = i128::from(pts.unwrap_or(0).max(0))
-        * i128::from(tb.numerator().max(1))
-        * 1_000_000_000
-        / i128::from(tb.denominator().max(1));
+    let nanos =
+        i128::from(pts.unwrap_or(0).max(0)) * i128::from(tb.numerator().max(1)) * 1_000_000_000
+            / i128::from(tb.denominator().max(1));
     Duration::from_nanos(u64::try_from(nanos).unwrap_or(0))
 }
 

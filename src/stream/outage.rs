@@ -98,7 +98,10 @@ impl Outage {
     /// Where on the media timeline a keyframe captured at `captured_at` goes, or `None`
     /// when it falls within what the gap already listed (the next one is awaited).
     pub(super) fn place(&self, captured_at: SystemTime) -> Option<Duration> {
-        let at = self.start + captured_at.duration_since(self.start_wall).unwrap_or_default();
+        let at = self.start
+            + captured_at
+                .duration_since(self.start_wall)
+                .unwrap_or_default();
         if at >= self.listed {
             return Some(at);
         }
@@ -139,7 +142,13 @@ impl Outage {
     /// Lists gap parts up to media time `end`: whole parts only, or up to `end` exactly
     /// with `exact`. Durations are whole milliseconds, as playlists write them, so the
     /// listed timeline adds up to the media's.
-    fn list(&mut self, outputs: &mut [Output], end: Duration, exact: bool, now: SystemTime) -> bool {
+    fn list(
+        &mut self,
+        outputs: &mut [Output],
+        end: Duration,
+        exact: bool,
+        now: SystemTime,
+    ) -> bool {
         let mut changed = false;
         loop {
             let remaining = end.saturating_sub(self.listed);
@@ -254,15 +263,21 @@ mod tests {
         assert_eq!(gap.length(), Duration::from_millis(1130));
         assert_eq!(outputs[0].next_msn, 4);
         let text = outputs[0].live.playlist().render();
-        assert!(text.contains(
-            "#EXT-X-PART:DURATION=0.200,URI=\"v-18bcfe56800-2.4.m4s\",GAP=YES\n\
+        assert!(
+            text.contains(
+                "#EXT-X-PART:DURATION=0.200,URI=\"v-18bcfe56800-2.4.m4s\",GAP=YES\n\
              #EXT-X-GAP\n#EXTINF:1.000,\nv-18bcfe56800-2.m4s\n"
-        ), "{text}");
-        assert!(text.contains(
-            "#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:23.000Z\n\
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:23.000Z\n\
              #EXT-X-PART:DURATION=0.130,URI=\"v-18bcfe56800-3.0.m4s\",GAP=YES\n\
              #EXT-X-GAP\n#EXTINF:0.130,\n"
-        ), "{text}");
+            ),
+            "{text}"
+        );
         assert!(!text.contains("PRELOAD-HINT"), "{text}");
         assert!(!text.contains("DISCONTINUITY"), "{text}");
     }
@@ -276,8 +291,9 @@ mod tests {
         assert!(gap.is_over());
         assert_eq!(gap.length(), Duration::from_secs(3));
         assert!(!gap.tick(&mut outputs, at(9000)));
-        let listed = crate::llhls::parse::parse_media_playlist(&outputs[0].live.playlist().render())
-            .expect("parses");
+        let listed =
+            crate::llhls::parse::parse_media_playlist(&outputs[0].live.playlist().render())
+                .expect("parses");
         assert_eq!(listed.segments.iter().filter(|s| s.gap).count(), 3);
         assert!(listed.trailing_parts.is_empty());
     }

@@ -229,7 +229,8 @@ impl Output {
             match event {
                 SegmenterEvent::Part(part) => {
                     if let Some(lead) = part.tracks.first()
-                        && let Some(track) = segmenter.tracks().find(|t| t.track_id == lead.track_id)
+                        && let Some(track) =
+                            segmenter.tracks().find(|t| t.track_id == lead.track_id)
                     {
                         let end = track
                             .timescale
