@@ -96,6 +96,11 @@ async fn play_and_check(
 /// latency.
 fn check(result: &serde_json::Value, protocol: &str, median_bound_s: f64) -> f64 {
     assert!(result["error"].is_null(), "player error: {result}");
+    assert_eq!(
+        result["recovered"],
+        serde_json::json!([]),
+        "errors the player recovered from: {result}"
+    );
     assert_eq!(result["failed"], serde_json::json!([]), "{result}");
     assert_eq!(
         result["protocols"],

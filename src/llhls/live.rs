@@ -227,6 +227,13 @@ impl LivePlaylist {
         self.updated_at = now;
     }
 
+    /// No preload hint until media is made again: the source is down, and a player
+    /// that fetched the hint would wait for a part that may never come.
+    pub fn withdraw_hint(&mut self, now: SystemTime) {
+        self.edge_mut().preload_hint = None;
+        self.updated_at = now;
+    }
+
     /// The stream ended: EXT-X-ENDLIST, no hint.
     pub fn end(&mut self, now: SystemTime) {
         self.playlist.ended = true;

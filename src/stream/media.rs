@@ -18,6 +18,7 @@ use super::output::Output;
 use super::publisher::StreamPublisher;
 use super::sink::MediaSink;
 use super::status::SourceState;
+use super::supervisor::end_gap;
 use crate::cmaf::{AUDIO_TRACK_ID, Sample, Timescale, TrackInfo, VIDEO_TRACK_ID};
 use crate::ingest::{OpenedSource, RawMedia, SourceFormat, SourceFrame, SourceSpec};
 use crate::llhls::RenditionReport;
@@ -336,7 +337,7 @@ impl MediaLoop {
 
     /// Brings the rendition reports up to date and publishes the renditions that
     /// changed, and the multivariant playlist when their measured bit rates moved it.
-    fn publish_changed(&mut self, changed: &[bool]) {
+    pub(super) fn publish_changed(&mut self, changed: &[bool]) {
         if self.outputs.len() > 1 {
             // RFC 8216bis 4.4.5.4: each playlist reports where the others are. Every
             // rendition gets its parts from the same frame, so reports are at most one
@@ -382,88 +383,6 @@ impl MediaLoop {
             }
         }
     }
-
-    /// Opens the source again. While an outage is listed as a gap, the opening runs on a
-    /// thread of its own (it can take the open timeout, or wait for a publisher) and
-    /// this one goes on listing the gap.
-    fn open_source(&mut self) -> Result<OpenedSource, MediaError> {
-        let limits = self.options.open_limits(&self.stop);
-        if self.outage.as_ref().is_none_or(Outage::is_over) {
-            return Ok(self
-                .spec
-                .open_any(&self.options.source, self.realtime, &limits)?);
-        }
-        let (spec, options, realtime) = (
-            self.spec.clone(),
-            self.options.source.clone(),
-            self.realtime,
-        );
-        let opening = std::thread::Builder::new()
-            .name(format!("open-{}", self.stream))
-            .spawn(move || spec.open_any(&options, realtime, &limits))
-            .map_err(MediaError::Thread)?;
-        while !opening.is_finished() {
-            self.tick_outage();
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        match opening.join() {
-            Ok(opened) => Ok(opened?),
-            Err(_) => Err(MediaError::Panicked("opening the source".into())),
-        }
-    }
-
-    /// The source failed: its outage begins (listed as a gap when that is on, the
-    /// stream is live and has made media), or goes on if its media was not placed yet.
-    pub(super) fn begin_outage(&mut self) {
-        if let Some(outage) = self.outage.as_mut() {
-            outage.source_lost();
-            return;
-        }
-        let Some(limit) = self.options.source.outage_gap().filter(|_| self.realtime) else {
-            return;
-        };
-        let Some((start, start_wall)) = self
-            .outputs
-            .iter()
-            .filter_map(|o| o.media_end)
-            .max_by_key(|(end, _)| *end)
-        else {
-            return;
-        };
-        tracing::info!(stream = %self.stream, limit = ?limit, "source down: its time is listed as a gap");
-        self.outage = Some(Outage::new(
-            start,
-            start_wall,
-            limit,
-            self.options.cmaf.part_target(),
-            self.options.cmaf.segment_target(),
-        ));
-    }
-
-    /// Lists the gap parts now due, and publishes them.
-    pub(super) fn tick_outage(&mut self) {
-        let Some(outage) = self.outage.as_mut() else {
-            return;
-        };
-        if outage.tick(&mut self.outputs, SystemTime::now()) {
-            let changed = vec![true; self.outputs.len()];
-            self.publish_changed(&changed);
-        }
-    }
-}
-
-/// The source's media is placed at `resume_at`: the gap is listed up to it, and every
-/// rendition goes on from there.
-fn end_gap(outage: &mut Option<Outage>, outputs: &mut [Output], resume_at: Duration) {
-    let Some(mut ended) = outage.take() else {
-        return;
-    };
-    let now = SystemTime::now();
-    ended.finish(outputs, resume_at, now);
-    for output in outputs.iter_mut() {
-        output.resume_after_gap(now);
-    }
-    tracing::info!(gap = ?ended.length(), "media resumes after the gap, on the same timeline");
 }
 
 impl MediaLoop {

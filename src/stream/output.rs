@@ -199,11 +199,14 @@ impl Output {
     }
 
     /// The source stopped: closes the open part and segment (so the playlist lists what
-    /// was made) and publishes; the segmenter is gone until the next connect.
+    /// was made) and publishes; the segmenter is gone until the next connect. With
+    /// `gap_follows` the playlist hints no next part: the outage's time is listed next,
+    /// as gap parts, which a player that fetched the hint would get a 404 for.
     pub(super) fn close(
         &mut self,
         stream: &str,
         sink: &mut dyn MediaSink,
+        gap_follows: bool,
         now: SystemTime,
     ) -> Result<(), SinkError> {
         let Some(mut segmenter) = self.segmenter.take() else {
@@ -214,6 +217,9 @@ impl Output {
         }
         let drained = self.drain(&mut segmenter, sink);
         self.next_msn = segmenter.next_msn();
+        if gap_follows {
+            self.live.withdraw_hint(now);
+        }
         self.publish();
         drained.map(|_| ())
     }

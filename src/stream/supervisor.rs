@@ -10,7 +10,10 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::media::{MediaError, MediaLoop};
+use super::outage::Outage;
+use super::output::Output;
 use super::status::SourceState;
+use crate::ingest::OpenedSource;
 
 /// Delays between attempts to reopen a failed source: 0.5 s doubling to 30 s, each
 /// with up to 25 % jitter, so that a fleet of streams does not retry in step.
@@ -37,6 +40,10 @@ impl Backoff {
         self.failures = 0;
     }
 }
+
+/// The longest wait between attempts to reopen a source while its outage is listed as
+/// a gap.
+const GAP_RETRY_CEILING: Duration = Duration::from_secs(1);
 
 impl MediaLoop {
     /// Runs until the stream is stopped. A panic anywhere on the media path (a source,
@@ -127,13 +134,19 @@ impl MediaLoop {
     /// connect. Blocked reloads end with 503 after three target durations.
     fn fail(&mut self, error: &MediaError, backoff: &mut Backoff) {
         let now = SystemTime::now();
+        let gap = self.gap_follows();
         for output in &mut self.outputs {
-            if let Err(error) = output.close(&self.stream, self.sink.as_mut(), now) {
+            if let Err(error) = output.close(&self.stream, self.sink.as_mut(), gap, now) {
                 tracing::warn!(stream = %self.stream, %error, "the last part and segment are lost");
             }
         }
         self.begin_outage();
-        let delay = backoff.next();
+        // While the outage is listed as a gap, every second counts: a source back sooner
+        // is a shorter gap for every viewer.
+        let delay = match &self.outage {
+            Some(outage) if !outage.is_over() => backoff.next().min(GAP_RETRY_CEILING),
+            _ => backoff.next(),
+        };
         tracing::warn!(stream = %self.stream, %error, retry_in = ?delay, "source failed; retrying");
         self.publisher.update_status(|status| {
             status.state = SourceState::Retrying;
@@ -147,6 +160,96 @@ impl MediaLoop {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+impl MediaLoop {
+    /// Whether an outage that begins now is listed as a gap: gaps are on, and the
+    /// stream is live.
+    fn gap_follows(&self) -> bool {
+        self.realtime && self.options.source.outage_gap().is_some()
+    }
+
+    /// Opens the source again. While an outage is listed as a gap, the opening runs on a
+    /// thread of its own (it can take the open timeout, or wait for a publisher) and
+    /// this one goes on listing the gap.
+    pub(super) fn open_source(&mut self) -> Result<OpenedSource, MediaError> {
+        let limits = self.options.open_limits(&self.stop);
+        if self.outage.as_ref().is_none_or(Outage::is_over) {
+            return Ok(self
+                .spec
+                .open_any(&self.options.source, self.realtime, &limits)?);
+        }
+        let (spec, options, realtime) = (
+            self.spec.clone(),
+            self.options.source.clone(),
+            self.realtime,
+        );
+        let opening = std::thread::Builder::new()
+            .name(format!("open-{}", self.stream))
+            .spawn(move || spec.open_any(&options, realtime, &limits))
+            .map_err(MediaError::Thread)?;
+        while !opening.is_finished() {
+            self.tick_outage();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        match opening.join() {
+            Ok(opened) => Ok(opened?),
+            Err(_) => Err(MediaError::Panicked("opening the source".into())),
+        }
+    }
+
+    /// The source failed: its outage begins (listed as a gap when that is on, the
+    /// stream is live and has made media), or goes on if its media was not placed yet.
+    pub(super) fn begin_outage(&mut self) {
+        if let Some(outage) = self.outage.as_mut() {
+            outage.source_lost();
+            return;
+        }
+        let Some(limit) = self.options.source.outage_gap().filter(|_| self.realtime) else {
+            return;
+        };
+        let Some((start, start_wall)) = self
+            .outputs
+            .iter()
+            .filter_map(|o| o.media_end)
+            .max_by_key(|(end, _)| *end)
+        else {
+            return;
+        };
+        tracing::info!(stream = %self.stream, limit = ?limit, "source down: its time is listed as a gap");
+        self.outage = Some(Outage::new(
+            start,
+            start_wall,
+            limit,
+            self.options.cmaf.part_target(),
+            self.options.cmaf.segment_target(),
+        ));
+    }
+
+    /// Lists the gap parts now due, and publishes them.
+    pub(super) fn tick_outage(&mut self) {
+        let Some(outage) = self.outage.as_mut() else {
+            return;
+        };
+        if outage.tick(&mut self.outputs, SystemTime::now()) {
+            let changed = vec![true; self.outputs.len()];
+            self.publish_changed(&changed);
+        }
+    }
+}
+
+/// The source's media is placed at `resume_at`: the gap is listed up to it, and every
+/// rendition goes on from there.
+pub(super) fn end_gap(outage: &mut Option<Outage>, outputs: &mut [Output], resume_at: Duration) {
+    let Some(mut ended) = outage.take() else {
+        return;
+    };
+    let now = SystemTime::now();
+    ended.finish(outputs, resume_at, now);
+    for output in outputs.iter_mut() {
+        output.resume_after_gap(now);
+    }
+    tracing::info!(gap = ?ended.length(), "media resumes after the gap, on the same timeline");
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@
 // PLAYER is hlsjs, shaka or vhs (video.js + @videojs/http-streaming). It plays for
 // SECONDS after the first frame and prints JSON: latency samples (wall clock minus the
 // EXT-X-PROGRAM-DATE-TIME of the frame on screen, as each player reports it, four a
-// second), stalls (`waiting` after the first frame but for seeks), jumps (seeks the
+// second), stalls (`waiting` after the first frame but for seeks), reloads (the media
+// element emptied once playing), recovered errors (Shaka's, by code), jumps (seeks the
 // player makes once playing: over a hole in its buffer), time to first frame, and what the
 // browser's network stack saw for every playlist and media response (protocol, status,
 // whether the HTTP cache answered it), and the picture height each time it changed (ms
@@ -53,7 +54,13 @@ const PLAYERS = {
       await player.attach(video);
       player.configure({ streaming: { lowLatencyMode: true } });
       player.configure(EXTRA);
-      player.addEventListener('error', e => { report.error = String(e.detail && e.detail.code); });
+      // Shaka tells recoverable errors too (a gap's missing segment, by design): only a
+      // critical one is the player's failure.
+      player.addEventListener('error', e => {
+        const code = String(e.detail && e.detail.code);
+        if (e.detail && e.detail.severity === shaka.util.Error.Severity.CRITICAL) report.error = code;
+        else if (report.recovered.length < 50) report.recovered.push(code);
+      });
       await player.load(URL_);
       return () => player.getPlayheadTimeAsDate();`,
   },
@@ -94,7 +101,7 @@ ${chosen.scripts.map(s => `<script src="/m/${s}"></script>`).join('\n')}
 const URL_ = ${JSON.stringify(url)};
 const EXTRA = ${process.env.PLAYER_CONFIG || '{}'};
 const video = document.getElementById('video');
-const report = window.report = { latencies: [], stalls: 0, seekWaits: 0, jumps: 0, firstFrameMs: null, error: null, events: [], heights: [] };
+const report = window.report = { latencies: [], stalls: 0, seekWaits: 0, jumps: 0, reloads: 0, recovered: [], firstFrameMs: null, error: null, events: [], heights: [] };
 const pageStart = performance.now();
 // A stall is running out of media while playing; waiting on a seek (players jump to
 // their live position once playing) is counted apart.
@@ -123,6 +130,11 @@ for (const type of ['playing', 'waiting', 'seeking', 'seeked']) {
 }
 video.addEventListener('playing', () => {
   if (report.firstFrameMs === null) report.firstFrameMs = performance.now() - pageStart;
+});
+// A player that gives up on its media element (a recovery that detaches it, a reload of
+// the stream) empties it: counted once playing.
+video.addEventListener('emptied', () => {
+  if (report.firstFrameMs !== null) report.reloads++;
 });
 (async () => {
   const programDate = await (async () => { ${chosen.start} })();
