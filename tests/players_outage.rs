@@ -25,14 +25,15 @@ const PLAY_SECONDS: u32 = 32;
 const OUTAGE_AT: Duration = Duration::from_secs(12);
 const OUTAGE: Duration = Duration::from_secs(5);
 
-/// `player`'s report of a run in which the camera is gone for [`OUTAGE`].
-async fn play_through_an_outage(player: &str) -> serde_json::Value {
+/// `player`'s report of a run in which the camera is gone for [`OUTAGE`], the outage
+/// filled by `fill`.
+async fn play_through_an_outage(player: &str, fill: OutageFill) -> serde_json::Value {
     let _alone = ONE_BROWSER.lock().await;
     let port = free_port();
     let camera = RtspServer::start(port, &CAMERA);
     let dir = tempfile::tempdir().expect("tempdir");
     let mut settings = loopback_settings(dir.path(), 640, 360, 800);
-    settings.source.outage = OutageFill::Gap;
+    settings.source.outage = fill;
     let server = RunningServer::start_with(&settings, "cam", &SourceSpec::Rtsp(camera.url()))
         .await
         .expect("server starts");
@@ -103,7 +104,7 @@ fn check(result: &serde_json::Value, gap_error: Option<&str>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hls_js_plays_through_a_camera_outage_listed_as_a_gap() {
-    let result = play_through_an_outage("hlsjs").await;
+    let result = play_through_an_outage("hlsjs", OutageFill::Gap).await;
     check(&result, None);
 }
 
@@ -113,6 +114,20 @@ async fn hls_js_plays_through_a_camera_outage_listed_as_a_gap() {
 /// follows the gap: that error, and no other, is let through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shaka_player_plays_through_a_camera_outage_listed_as_a_gap() {
-    let result = play_through_an_outage("shaka").await;
+    let result = play_through_an_outage("shaka", OutageFill::Gap).await;
     check(&result, Some("1011"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn video_js_vhs_plays_through_a_camera_outage_filled_with_a_slate() {
+    let result = play_through_an_outage("vhs", OutageFill::Slate).await;
+    eprintln!("vhs: {result}");
+    check(&result, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shaka_player_plays_through_a_camera_outage_filled_with_a_slate() {
+    let result = play_through_an_outage("shaka", OutageFill::Slate).await;
+    eprintln!("shaka: {result}");
+    check(&result, None);
 }

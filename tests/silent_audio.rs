@@ -31,27 +31,6 @@ fn packet_times(file: &std::path::Path, kind: &str) -> Vec<f64> {
         .collect()
 }
 
-/// ffmpeg's `volumedetect` verdict on the sound of `file`: its loudest sample, in dB.
-fn max_volume_db(file: &std::path::Path) -> f64 {
-    let output = Command::new("ffmpeg")
-        .args(["-nostdin", "-v", "info", "-i"])
-        .arg(file)
-        .args(["-map", "0:a", "-af", "volumedetect", "-f", "null", "-"])
-        .output()
-        .expect("ffmpeg runs");
-    let log = String::from_utf8_lossy(&output.stderr);
-    let line = log
-        .lines()
-        .find_map(|l| l.split("max_volume:").nth(1))
-        .unwrap_or_else(|| panic!("no volumedetect verdict: {log}"));
-    let value = line.trim().trim_end_matches("dB").trim();
-    if value == "-inf" {
-        f64::NEG_INFINITY
-    } else {
-        value.parse().expect("a level in dB")
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_camera_without_sound_gets_a_silent_aac_track_in_every_rendition() {
     // A ladder: the camera's pictures passed through, and a smaller rendition encoded
@@ -107,7 +86,7 @@ async fn check_rendition(client: &H3Client, dir: &std::path::Path, name: &str) {
     assert_eq!(media.status(), 200);
     let file = with_init(dir, &segment.uri, &init.body, &media.body);
     assert_eq!(decode_errors(&file), "", "{}", segment.uri);
-    let loudest = max_volume_db(&file);
+    let loudest = common::max_volume_db(&file);
     assert!(
         loudest < -80.0,
         "{}: silence, but the loudest sample is {loudest} dB",

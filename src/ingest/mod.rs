@@ -14,6 +14,7 @@ mod options;
 pub mod push;
 pub mod redact;
 pub mod rtsp;
+pub mod slate;
 mod startup;
 pub mod testsrc;
 pub mod url;

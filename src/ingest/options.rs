@@ -52,13 +52,15 @@ pub struct SourceOptions {
     /// every later frame dropped). Default 0: three segment targets.
     pub max_timestamp_gap_ms: u32,
     /// What the playlists list while a source is down: `"discontinuity"` (default:
-    /// nothing, then EXT-X-DISCONTINUITY when it is back) or `"gap"` (RFC 8216bis
+    /// nothing, then EXT-X-DISCONTINUITY when it is back), `"gap"` (RFC 8216bis
     /// 6.2.1: the timeline goes on with EXT-X-GAP segments and GAP=YES parts, so
     /// players keep reloading and resume on the same timeline, without a
-    /// discontinuity).
+    /// discontinuity) or `"slate"` (a still card with silence, encoded into every
+    /// rendition between two discontinuities: for players that do not skip gaps).
     pub outage: OutageFill,
-    /// The longest outage `outage = "gap"` lists, in milliseconds; after that the
-    /// playlists stop and the source's return is a discontinuity. Default 10000.
+    /// The longest outage `outage = "gap"` or `"slate"` fills, in milliseconds; after
+    /// that the playlists stop and the source's return is a discontinuity. Default
+    /// 10000.
     pub outage_max_ms: u32,
 }
 
@@ -71,6 +73,10 @@ pub enum OutageFill {
     Discontinuity,
     /// EXT-X-GAP segments and GAP=YES parts for the time without media.
     Gap,
+    /// A slate (a still card and silence) encoded into every rendition, after an
+    /// EXT-X-DISCONTINUITY, and another when the source is back: every player plays
+    /// on, and the source is reopened meanwhile.
+    Slate,
 }
 
 impl Default for SourceOptions {
@@ -111,8 +117,16 @@ impl SourceOptions {
 
     /// The longest outage that gap segments list, when they are on.
     pub fn outage_gap(&self) -> Option<Duration> {
-        (self.outage == OutageFill::Gap)
-            .then(|| Duration::from_millis(u64::from(self.outage_max_ms)))
+        (self.outage == OutageFill::Gap).then(|| self.outage_max())
+    }
+
+    /// The longest outage a slate fills, when it is on.
+    pub fn outage_slate(&self) -> Option<Duration> {
+        (self.outage == OutageFill::Slate).then(|| self.outage_max())
+    }
+
+    fn outage_max(&self) -> Duration {
+        Duration::from_millis(u64::from(self.outage_max_ms))
     }
 
     /// The largest timestamp jump that is not a discontinuity; `segment_target` gives

@@ -292,8 +292,18 @@ impl MediaPlaylist {
             for part in &live.trailing_parts {
                 write_part(&mut out, part);
             }
-            // 4.4.5.3: one hint, for the next part, while the stream is live.
-            if let Some(hint) = live.preload_hint.as_ref().filter(|_| !self.ended) {
+            // 4.4.5.3: one hint, for the next part, while the stream is live. Not for
+            // the first part after a break, whose EXT-X-DISCONTINUITY and EXT-X-MAP go
+            // before it and so cannot be listed yet: a player preloading it would take
+            // it for more of the old media (Shaka appended a slate's pictures to the
+            // camera's decoder configuration and failed).
+            let break_ahead =
+                live.trailing_parts.is_empty() && (live.open_discontinuity || live.open_map != map);
+            if let Some(hint) = live
+                .preload_hint
+                .as_ref()
+                .filter(|_| !self.ended && !break_ahead)
+            {
                 let _ = writeln!(out, "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{hint}\"");
             }
             for report in &live.rendition_reports {

@@ -87,6 +87,11 @@ pub(super) struct MediaLoop {
     pub(super) advertised: Option<Advertised>,
     /// The source's outage being listed as a gap (`source.outage = "gap"`).
     pub(super) outage: Option<Outage>,
+    /// The slate playing while the source is down (`source.outage = "slate"`).
+    pub(super) slate: Option<super::slate::SlateRun>,
+    /// A slate ran out (or failed) since the source last played: the next failure
+    /// waits without one.
+    pub(super) slate_spent: bool,
 }
 
 /// How often a publisher's bitrate in `/streams` is measured anew.
@@ -309,6 +314,7 @@ impl MediaLoop {
             Input::Raw { .. } => (None, None),
         };
         self.input = Some(input);
+        self.slate_spent = false;
         self.bitrate_mark = None;
         self.publisher.update_status(|status| {
             status.state = SourceState::Live;

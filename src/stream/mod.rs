@@ -11,7 +11,8 @@
 //! - `supervisor`: the thread's life: watchdog, backoff, restart;
 //! - `media`, `opening`, `output`: the path itself, readying renditions for an opened
 //!   source, and one rendition's segmenter, playlist and init segments;
-//! - `outage`: the timeline while the source is down, listed as a gap;
+//! - `outage`, `slate`: the timeline while the source is down, listed as a gap or
+//!   filled with a slate;
 //! - [`sink`]: where finished media goes: the store (live) or a directory
 //!   ([`recording`], `mirror record`): one path, two sinks;
 //! - [`status`]: what `/streams` shows;
@@ -29,6 +30,7 @@ pub mod publisher;
 pub mod recording;
 pub mod registry;
 pub mod sink;
+mod slate;
 pub mod status;
 mod supervisor;
 
@@ -268,6 +270,8 @@ fn media_path(
         bitrate_mark: None,
         advertised: None,
         outage: None,
+        slate: None,
+        slate_spent: false,
     };
     if media.first.is_some() {
         // The multivariant playlist and init segments are there from the first request.

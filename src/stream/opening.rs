@@ -9,7 +9,9 @@ use std::time::Duration;
 use super::StreamOptions;
 use super::output::{Output, Prepared};
 use super::status::StreamMode;
+use crate::cmaf::codec::{CodecConfig, VideoCodec};
 use crate::cmaf::{SegmenterConfig, TrackInfo, TrackKind};
+use crate::ingest::slate::Slate;
 use crate::ingest::{EncodedSource, Source};
 use crate::pipeline::decode::AudioTranscoder;
 use crate::pipeline::plan::{EncoderKnobs, VideoMaking};
@@ -71,6 +73,8 @@ pub(super) enum OpenError {
     Pipeline(#[from] crate::pipeline::PipelineError),
     #[error("rendition {0} is passthrough but the source is decoded")]
     CopyOfDecoded(String),
+    #[error("the slate: {0}")]
+    Slate(String),
 }
 
 /// The encoded profile of `video` made with `options`.
@@ -126,6 +130,92 @@ pub(super) fn open_raw(
                 .ok_or_else(|| OpenError::CopyOfDecoded(o.id.clone()))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    encode_all(options, source, profiles, true)
+}
+
+/// The slate while the source is down (`source.outage = "slate"`): every rendition
+/// encoded from a still card at the picture size and codec its playlist has now (a
+/// passed-through one by the configured encoder of its codec), with silence.
+pub(super) fn open_slate(
+    options: &StreamOptions,
+    outputs: &[Output],
+) -> Result<Opening, OpenError> {
+    let pictures: Vec<(u32, u32, VideoCodec)> = outputs
+        .iter()
+        .map(|o| {
+            o.tracks()
+                .iter()
+                .find_map(|t| match &t.codec {
+                    CodecConfig::Avc(c) => Some((c.width, c.height, VideoCodec::H264)),
+                    CodecConfig::Hevc(c) => Some((c.width, c.height, VideoCodec::H265)),
+                    CodecConfig::Aac(_) => None,
+                })
+                .map_or(
+                    (
+                        options.source.width,
+                        options.source.height,
+                        VideoCodec::H264,
+                    ),
+                    |(w, h, codec)| (u32::from(w), u32::from(h), codec),
+                )
+        })
+        .collect();
+    let (width, height, _) = pictures
+        .iter()
+        .copied()
+        .max_by_key(|&(w, h, _)| w * h)
+        .unwrap_or((
+            options.source.width,
+            options.source.height,
+            VideoCodec::H264,
+        ));
+    let profiles = outputs
+        .iter()
+        .zip(&pictures)
+        .map(|(o, &(width, height, codec))| {
+            let (encoder, bitrate_kbps) = match &o.plan {
+                RenditionPlan::Transcode {
+                    encoder,
+                    bitrate_kbps,
+                    ..
+                } => (*encoder, *bitrate_kbps),
+                RenditionPlan::Passthrough => (
+                    crate::pipeline::select::select_encoder(options.encoder.encoder, codec)
+                        .map_err(|e| OpenError::Slate(e.to_string()))?,
+                    options.encoder.video_bitrate_kbps,
+                ),
+            };
+            Ok(VideoProfile {
+                encoder,
+                width: width & !1,
+                height: height & !1,
+                bitrate_kbps,
+            })
+        })
+        .collect::<Result<Vec<_>, OpenError>>()?;
+    let source = Slate::open(
+        &options.source,
+        width & !1,
+        height & !1,
+        (options.source.fps, 1),
+    )
+    .map_err(|e| OpenError::Slate(e.to_string()))?;
+    // The same tracks as the playlists have: silence only where there was sound.
+    let with_audio = outputs
+        .iter()
+        .any(|o| o.tracks().iter().any(|t| t.kind() == TrackKind::Audio));
+    encode_all(options, Box::new(source), profiles, with_audio)
+}
+
+/// A decoded source encoded into every rendition's `profiles` (and its sound, with
+/// `with_audio`), keyframes on Mirror's own grid.
+fn encode_all(
+    options: &StreamOptions,
+    source: Box<dyn Source + Send>,
+    profiles: Vec<VideoProfile>,
+    with_audio: bool,
+) -> Result<Opening, OpenError> {
+    let format = source.format();
     let fps = format.frame_rate;
     let fps = (
         u32::try_from(fps.numerator()).unwrap_or(30),
@@ -134,7 +224,7 @@ pub(super) fn open_raw(
     let keyframes = Keyframes::Every {
         frames: options.cmaf.keyframe_interval_frames(fps.0, fps.1),
     };
-    let transcoder = Transcoder::open(&options.encoder, format, &profiles, keyframes, true)?;
+    let transcoder = Transcoder::open(&options.encoder, format, &profiles, keyframes, with_audio)?;
     let prepared = profiles
         .iter()
         .enumerate()
@@ -144,7 +234,7 @@ pub(super) fn open_raw(
             Prepared {
                 profile: RenditionProfile {
                     video: encoded_video(video, options, keyframes, fps),
-                    audio_bitrate_kbps: Some(options.encoder.audio_bitrate_kbps),
+                    audio_bitrate_kbps: with_audio.then_some(options.encoder.audio_bitrate_kbps),
                     source_codecs: None,
                     part_target: config.part_target,
                     segment_target: config.segment_target,

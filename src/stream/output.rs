@@ -199,14 +199,15 @@ impl Output {
     }
 
     /// The source stopped: closes the open part and segment (so the playlist lists what
-    /// was made) and publishes; the segmenter is gone until the next connect. With
-    /// `gap_follows` the playlist hints no next part: the outage's time is listed next,
-    /// as gap parts, which a player that fetched the hint would get a 404 for.
+    /// was made) and publishes; the segmenter is gone until the next connect. The
+    /// playlist hints no next part: what comes next is a gap, a slate or the source
+    /// after a discontinuity, none of which a player preloading the hint could tell
+    /// from more of the same (a gap part is a 404; Shaka appended a slate's pictures to
+    /// the camera's decoder configuration).
     pub(super) fn close(
         &mut self,
         stream: &str,
         sink: &mut dyn MediaSink,
-        gap_follows: bool,
         now: SystemTime,
     ) -> Result<(), SinkError> {
         let Some(mut segmenter) = self.segmenter.take() else {
@@ -217,9 +218,7 @@ impl Output {
         }
         let drained = self.drain(&mut segmenter, sink);
         self.next_msn = segmenter.next_msn();
-        if gap_follows {
-            self.live.withdraw_hint(now);
-        }
+        self.live.withdraw_hint(now);
         self.publish();
         drained.map(|_| ())
     }

@@ -86,6 +86,7 @@ impl MediaLoop {
         // The watchdog for encoders: frames go in, nothing comes out.
         let encoder_limit = self.options.stall_timeout().max(Duration::from_secs(2));
         while !self.stop.load(Ordering::Relaxed) {
+            self.poll_slate();
             if self.input.is_none() {
                 match self.connect() {
                     Ok(()) => last_output = Instant::now(),
@@ -133,14 +134,26 @@ impl MediaLoop {
     /// lists what was made), log it, note it in the status, and wait before the next
     /// connect. Blocked reloads end with 503 after three target durations.
     fn fail(&mut self, error: &MediaError, backoff: &mut Backoff) {
+        // The slate itself failed: the source is retried as without one.
+        let slate_failed = self.slate.take().is_some();
+        self.slate_spent |= slate_failed;
         let now = SystemTime::now();
-        let gap = self.gap_follows();
         for output in &mut self.outputs {
-            if let Err(error) = output.close(&self.stream, self.sink.as_mut(), gap, now) {
+            if let Err(error) = output.close(&self.stream, self.sink.as_mut(), now) {
                 tracing::warn!(stream = %self.stream, %error, "the last part and segment are lost");
             }
         }
         self.begin_outage();
+        if !slate_failed && self.start_slate() {
+            tracing::warn!(stream = %self.stream, %error, "source failed; the slate plays while it is reopened");
+            self.publisher.update_status(|status| {
+                status.state = SourceState::Retrying;
+                status.publisher = None;
+                status.last_error = Some(error.to_string());
+                status.restarts += 1;
+            });
+            return;
+        }
         // While the outage is listed as a gap, every second counts: a source back sooner
         // is a shorter gap for every viewer.
         let delay = match &self.outage {
@@ -163,12 +176,6 @@ impl MediaLoop {
 }
 
 impl MediaLoop {
-    /// Whether an outage that begins now is listed as a gap: gaps are on, and the
-    /// stream is live.
-    fn gap_follows(&self) -> bool {
-        self.realtime && self.options.source.outage_gap().is_some()
-    }
-
     /// Opens the source again. While an outage is listed as a gap, the opening runs on a
     /// thread of its own (it can take the open timeout, or wait for a publisher) and
     /// this one goes on listing the gap.

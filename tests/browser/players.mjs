@@ -58,7 +58,10 @@ const PLAYERS = {
       // critical one is the player's failure.
       player.addEventListener('error', e => {
         const code = String(e.detail && e.detail.code);
-        if (e.detail && e.detail.severity === shaka.util.Error.Severity.CRITICAL) report.error = code;
+        if (e.detail && e.detail.severity === shaka.util.Error.Severity.CRITICAL) {
+          report.error = code;
+          report.errorData = String(JSON.stringify(e.detail.data)).slice(0, 500);
+        }
         else if (report.recovered.length < 50) report.recovered.push(code);
       });
       await player.load(URL_);
@@ -130,6 +133,11 @@ for (const type of ['playing', 'waiting', 'seeking', 'seeked']) {
 }
 video.addEventListener('playing', () => {
   if (report.firstFrameMs === null) report.firstFrameMs = performance.now() - pageStart;
+});
+// What the media element itself says when it fails (Chrome's reason, e.g. an append
+// its demuxer refused).
+video.addEventListener('error', () => {
+  if (!report.mediaError) report.mediaError = String(video.error && video.error.message);
 });
 // A player that gives up on its media element (a recovery that detaches it, a reload of
 // the stream) empties it: counted once playing.

@@ -127,3 +127,24 @@ pub mod camera;
 pub mod fixtures;
 pub mod rtsp;
 pub mod sender;
+
+/// ffmpeg's `volumedetect` verdict on the sound of `file`: its loudest sample, in dB.
+pub fn max_volume_db(file: &std::path::Path) -> f64 {
+    let output = std::process::Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "info", "-i"])
+        .arg(file)
+        .args(["-map", "0:a", "-af", "volumedetect", "-f", "null", "-"])
+        .output()
+        .expect("ffmpeg runs");
+    let log = String::from_utf8_lossy(&output.stderr);
+    let line = log
+        .lines()
+        .find_map(|l| l.split("max_volume:").nth(1))
+        .unwrap_or_else(|| panic!("no volumedetect verdict: {log}"));
+    let value = line.trim().trim_end_matches("dB").trim();
+    if value == "-inf" {
+        f64::NEG_INFINITY
+    } else {
+        value.parse().expect("a level in dB")
+    }
+}

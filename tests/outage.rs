@@ -1,8 +1,10 @@
-//! `source.outage = "gap"` against a real RTSP camera (GStreamer's gst-rtsp-server on
-//! loopback) that dies for a few seconds and comes back alike: the playlists list the
-//! outage as GAP=YES parts and EXT-X-GAP segments, blocking reloads go on being
+//! `source.outage` against a real RTSP camera (GStreamer's gst-rtsp-server on loopback)
+//! that dies for a few seconds and comes back alike. With `"gap"` the playlists list
+//! the outage as GAP=YES parts and EXT-X-GAP segments, blocking reloads go on being
 //! answered, and media resumes on the same timeline without a discontinuity; an outage
-//! past `outage_max_ms` ends in a discontinuity as without gaps.
+//! past `outage_max_ms` ends in a discontinuity as without gaps. With `"slate"` a still
+//! card with silence, at the camera's picture size, fills the outage between two
+//! discontinuities.
 
 mod common;
 
@@ -15,16 +17,16 @@ use common::rtsp::{RtspServer, free_port};
 use mirror::ingest::{OutageFill, SourceSpec};
 use mirror::llhls::parse::ListedPlaylist;
 use mirror::server::RunningServer;
-use mirror::stream::SourceState;
+use mirror::stream::{SourceState, StreamHandle};
 
 const CAMERA: [&str; 4] = ["--codec", "h264", "--audio", "aac"];
 
-/// The camera, and Mirror serving it as `cam` with gaps for outages up to `max_ms`.
-async fn serve(port: u16, max_ms: u32) -> Served {
+/// The camera, and Mirror serving it as `cam`, outages up to `max_ms` filled by `fill`.
+async fn serve(port: u16, fill: OutageFill, max_ms: u32) -> Served {
     let dir = tempfile::tempdir().expect("tempdir");
     let camera = RtspServer::start(port, &CAMERA);
     let mut settings = loopback_settings(dir.path(), 320, 240, 400);
-    settings.source.outage = OutageFill::Gap;
+    settings.source.outage = fill;
     settings.source.outage_max_ms = max_ms;
     let server = RunningServer::start_with(&settings, "cam", &SourceSpec::Rtsp(camera.url()))
         .await
@@ -58,6 +60,28 @@ async fn until_resumed(client: &H3Client, after: usize) -> (String, ListedPlayli
     }
 }
 
+/// A player's blocking reloads for `during`, each for the part after the last one
+/// listed: all answered, none held longer than the watchdog and a part or two take.
+async fn blocking_reloads_go_on(client: &H3Client, stream: &StreamHandle, during: Duration) {
+    let began = Instant::now();
+    let mut longest = Duration::ZERO;
+    let mut statuses = Vec::new();
+    while began.elapsed() < during {
+        let (msn, part) = {
+            let current = stream.current();
+            (current.position.open_msn, current.position.open_parts)
+        };
+        let asked = Instant::now();
+        let reply = client
+            .get(&format!("/cam/video.m3u8?_HLS_msn={msn}&_HLS_part={part}"))
+            .await;
+        longest = longest.max(asked.elapsed());
+        statuses.push(reply.status());
+    }
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+    assert!(longest < Duration::from_millis(1500), "{longest:?}");
+}
+
 /// The start time of the first video frame of `segment`, decoded with its init segment.
 async fn first_picture(client: &H3Client, dir: &std::path::Path, map: &str, segment: &str) -> f64 {
     let frames = decode_segment(client, dir, "cam", map, segment).await;
@@ -76,7 +100,7 @@ async fn a_camera_outage_is_listed_as_a_gap_and_media_resumes_on_the_same_timeli
         camera,
         server,
         client,
-    } = serve(port, 10_000).await;
+    } = serve(port, OutageFill::Gap, 10_000).await;
     let client = &client;
     let stream = server.state.streams.get("cam").expect("stream").clone();
     common::camera::wait_segments(client, "/cam/video.m3u8", 3).await;
@@ -84,27 +108,10 @@ async fn a_camera_outage_is_listed_as_a_gap_and_media_resumes_on_the_same_timeli
     let reference = before.segments.last().expect("a segment").clone();
 
     camera.freeze();
-    // A player's blocking reloads while the camera is gone: each for the part after
-    // the last one listed, each answered with it.
-    let outage = Instant::now();
-    let mut longest = Duration::ZERO;
-    let mut statuses = Vec::new();
-    while outage.elapsed() < Duration::from_secs(4) {
-        let (msn, part) = {
-            let current = stream.current();
-            (current.position.open_msn, current.position.open_parts)
-        };
-        let asked = Instant::now();
-        let reply = client
-            .get(&format!("/cam/video.m3u8?_HLS_msn={msn}&_HLS_part={part}"))
-            .await;
-        longest = longest.max(asked.elapsed());
-        statuses.push(reply.status());
-    }
-    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
-    // The watchdog notices after three part targets; the gap is listed one part target
-    // behind the clock.
-    assert!(longest < Duration::from_millis(1500), "{longest:?}");
+    // A player's blocking reloads while the camera is gone, each answered with the part
+    // after the last one listed; the watchdog notices after three part targets, and the
+    // gap is listed one part target behind the clock.
+    blocking_reloads_go_on(client, &stream, Duration::from_secs(4)).await;
     let during = client.get("/cam/video.m3u8").await.text();
     assert!(during.contains(",GAP=YES\n"), "{during}");
     assert!(during.contains("#EXT-X-GAP\n"), "{during}");
@@ -181,7 +188,7 @@ async fn an_outage_past_the_limit_ends_in_a_discontinuity() {
         camera,
         server: _server,
         client,
-    } = serve(port, 1_000).await;
+    } = serve(port, OutageFill::Gap, 1_000).await;
     let client = &client;
     common::camera::wait_segments(client, "/cam/video.m3u8", 2).await;
     camera.kill();
@@ -205,5 +212,79 @@ async fn an_outage_past_the_limit_ends_in_a_discontinuity() {
         .find(|s| !s.gap)
         .expect("media after the gap");
     assert!(resumed.discontinuity, "{text}");
+    drop(camera);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slate_fills_a_camera_outage_between_two_discontinuities() {
+    let port = free_port();
+    let Served {
+        dir,
+        camera,
+        server,
+        client,
+    } = serve(port, OutageFill::Slate, 10_000).await;
+    let client = &client;
+    let stream = server.state.streams.get("cam").expect("stream").clone();
+    common::camera::wait_segments(client, "/cam/video.m3u8", 2).await;
+    camera.kill();
+    blocking_reloads_go_on(client, &stream, Duration::from_secs(3)).await;
+    assert_ne!(stream.status().state, SourceState::Live);
+    let camera = RtspServer::start(port, &CAMERA);
+
+    // The playlist once the camera is back and a segment of it is complete.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (text, listed) = loop {
+        let text = client.get("/cam/video.m3u8").await.text();
+        let listed = read(&text);
+        let breaks: Vec<usize> = (0..listed.segments.len())
+            .filter(|&i| listed.segments[i].discontinuity)
+            .collect();
+        if breaks.len() == 2 && breaks[1] + 1 < listed.segments.len() {
+            break (text, listed);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the camera did not come back: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(!text.contains("GAP"), "{text}");
+    let mut breaks = listed.segments.iter().filter(|s| s.discontinuity);
+    let (slate, back) = (breaks.next().expect("slate"), breaks.next().expect("back"));
+    let map_of = |segment: &mirror::llhls::parse::ListedSegment| {
+        listed.maps[segment.map.expect("a map")].clone()
+    };
+    // Each side of the slate has an init segment of its own: the slate's, then the
+    // camera's again.
+    assert!(map_of(slate).ends_with("-init1.mp4"), "{text}");
+    assert!(map_of(back).ends_with("-init2.mp4"), "{text}");
+
+    // The slate: the camera's picture size, pictures and silence that decode.
+    let frames = decode_segment(client, dir.path(), "cam", &map_of(slate), &slate.uri).await;
+    assert!(
+        frames
+            .iter()
+            .any(|f| f.media_type == "video" && f.key_frame)
+    );
+    assert!(frames.iter().any(|f| f.media_type == "audio"));
+    let file = dir.path().join(&slate.uri);
+    let size = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v", "-show_entries"])
+        .args(["stream=width,height", "-of", "csv=p=0"])
+        .arg(&file)
+        .output()
+        .expect("ffprobe");
+    assert_eq!(String::from_utf8_lossy(&size.stdout).trim(), "640,360");
+    let loudest = common::max_volume_db(&file);
+    assert!(loudest <= -80.0, "the slate is silent: {loudest} dB");
+    // The camera after it.
+    let frames = decode_segment(client, dir.path(), "cam", &map_of(back), &back.uri).await;
+    assert!(
+        frames
+            .iter()
+            .any(|f| f.media_type == "video" && f.key_frame)
+    );
+    assert_eq!(stream.status().state, SourceState::Live);
     drop(camera);
 }
