@@ -283,15 +283,19 @@ impl MediaLoop {
             .collect();
         let now = SystemTime::now();
         // Media goes on after a gap when the gap was still being listed and the source
-        // came back alike; otherwise the gap ends here and a discontinuity follows.
-        let after_gap = self.outage.as_ref().is_some_and(|o| !o.is_over())
+        // came back alike; otherwise the gap ends here and a discontinuity follows. After
+        // a slate the source's media is placed by its capture time, after a discontinuity.
+        let after_gap = self
+            .outage
+            .as_ref()
+            .is_some_and(|o| o.fills() && !o.is_over())
             && self
                 .outputs
                 .iter()
                 .zip(&prepared)
                 .all(|(o, p)| o.decodes_alike(&p.tracks));
         match self.outage.as_mut() {
-            Some(outage) if after_gap => outage.source_back(),
+            Some(outage) if after_gap || !outage.fills() => outage.source_back(),
             Some(outage) => {
                 let end = outage.listed();
                 outage.finish(&mut self.outputs, end, now);

@@ -39,6 +39,9 @@ pub(super) struct Outage {
     over: bool,
     /// The source is open again (Mirror's clock), its media not placed yet.
     back_since: Option<Instant>,
+    /// Gap parts are listed; without, the outage only places the source's media when it
+    /// is back (after a slate, which filled the time itself).
+    fills: bool,
 }
 
 impl Outage {
@@ -62,7 +65,31 @@ impl Outage {
             segment_target,
             over: false,
             back_since: None,
+            fills: true,
         }
+    }
+
+    /// After a slate that ended at `end`, captured at `end_wall`: no gap is listed; the
+    /// source's media, back after a discontinuity, is placed where its capture time
+    /// falls, from its first keyframe captured after the slate's end (the pictures a
+    /// reopened camera buffered meanwhile would otherwise go after the slate, late by
+    /// as much, and EXT-X-PROGRAM-DATE-TIME would go back).
+    pub(super) fn after_slate(end: Duration, end_wall: SystemTime) -> Self {
+        let mut placing = Self::new(
+            end,
+            end_wall,
+            Duration::ZERO,
+            Duration::ZERO,
+            Duration::ZERO,
+        );
+        placing.fills = false;
+        placing.over = true;
+        placing
+    }
+
+    /// Whether gap parts are listed for it.
+    pub(super) fn fills(&self) -> bool {
+        self.fills
     }
 
     /// Media time the gap has listed up to: where media goes on.
@@ -98,11 +125,12 @@ impl Outage {
     /// Where on the media timeline a keyframe captured at `captured_at` goes, or `None`
     /// when it falls within what the gap already listed (the next one is awaited).
     pub(super) fn place(&self, captured_at: SystemTime) -> Option<Duration> {
-        let at = self.start
-            + captured_at
-                .duration_since(self.start_wall)
-                .unwrap_or_default();
-        if at >= self.listed {
+        // Captured before the outage began (a camera's buffered pictures): too early.
+        let at = captured_at
+            .duration_since(self.start_wall)
+            .ok()
+            .map(|after| self.start + after);
+        if let Some(at) = at.filter(|&at| at >= self.listed) {
             return Some(at);
         }
         let waited = self.back_since.map_or(Duration::ZERO, |t| t.elapsed());
@@ -149,6 +177,9 @@ impl Outage {
         exact: bool,
         now: SystemTime,
     ) -> bool {
+        if !self.fills {
+            return false;
+        }
         let mut changed = false;
         loop {
             let remaining = end.saturating_sub(self.listed);
@@ -298,6 +329,25 @@ mod tests {
         assert!(listed.trailing_parts.is_empty());
     }
 
+    /// After a slate nothing is listed: the source's media is only placed, from its
+    /// first keyframe captured after the slate's end.
+    #[test]
+    fn after_a_slate_media_is_placed_and_no_gap_is_listed() {
+        let mut outputs = [output()];
+        let mut placing = Outage::after_slate(Duration::from_secs(2), at(2000));
+        placing.source_back();
+        assert!(!placing.tick(&mut outputs, at(9000)));
+        assert_eq!(
+            placing.place(at(1500)),
+            None,
+            "buffered before the slate's end"
+        );
+        assert_eq!(placing.place(at(2040)), Some(Duration::from_millis(2040)));
+        placing.finish(&mut outputs, Duration::from_millis(2040), at(2100));
+        assert_eq!(outputs[0].next_msn, 2);
+        assert!(!outputs[0].live.playlist().render().contains("GAP"));
+    }
+
     /// A keyframe captured within what the gap listed waits for the next one, unless
     /// the source has been back for long (its clock behind Mirror's).
     #[test]
@@ -308,6 +358,7 @@ mod tests {
         assert_eq!(gap.listed(), Duration::from_millis(2400));
         gap.source_back();
         assert_eq!(gap.place(at(2300)), None);
+        assert_eq!(gap.place(at(1900)), None, "captured before the outage");
         assert_eq!(gap.place(at(2480)), Some(Duration::from_millis(2480)));
     }
 }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::media::MediaLoop;
 use super::opening::open_slate;
+use super::outage::Outage;
 use super::status::SourceState;
 use super::supervisor::Backoff;
 use crate::ingest::{IngestError, OpenedSource};
@@ -109,6 +110,12 @@ impl MediaLoop {
                     Ok(opened) => {
                         tracing::info!(stream = %self.stream, "source back: the slate ends");
                         self.end_slate();
+                        self.outage = self
+                            .outputs
+                            .iter()
+                            .filter_map(|o| o.media_end)
+                            .max_by_key(|(end, _)| *end)
+                            .map(|(end, end_wall)| Outage::after_slate(end, end_wall));
                         self.first = Some(opened);
                     }
                     Err(error) => {

@@ -256,7 +256,11 @@ pub(super) fn end_gap(outage: &mut Option<Outage>, outputs: &mut [Output], resum
     for output in outputs.iter_mut() {
         output.resume_after_gap(now);
     }
-    tracing::info!(gap = ?ended.length(), "media resumes after the gap, on the same timeline");
+    if ended.fills() {
+        tracing::info!(gap = ?ended.length(), "media resumes after the gap, on the same timeline");
+    } else {
+        tracing::info!("the source's media goes on where its capture time falls after the slate");
+    }
 }
 
 #[cfg(test)]
