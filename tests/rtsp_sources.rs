@@ -45,7 +45,10 @@ async fn a_server_that_dies_and_returns_gives_a_discontinuity_and_the_next_msn()
     let status = stream.status();
     assert_eq!(status.state, SourceState::Retrying);
     assert!(status.last_error.is_some());
-    assert_eq!(client.get("/cam/video.m3u8").await.status(), 200);
+    let down = client.get("/cam/video.m3u8").await;
+    assert_eq!(down.status(), 200);
+    // Nothing is hinted while the source is down: what comes next is after a break.
+    assert!(!down.text().contains("PRELOAD-HINT"), "{}", down.text());
     let stalled = stream.current().position.open_msn;
 
     // It comes back reconfigured, at another picture size: new parameter sets, so a new

@@ -46,12 +46,7 @@ impl MediaLoop {
         else {
             return false;
         };
-        let Some((end, end_wall)) = self
-            .outputs
-            .iter()
-            .filter_map(|o| o.media_end)
-            .max_by_key(|(end, _)| *end)
-        else {
+        let Some((end, end_wall)) = self.media_end() else {
             return false;
         };
         let opening = match open_slate(&self.options, &self.outputs) {
@@ -73,6 +68,8 @@ impl MediaLoop {
             }
         }
         self.input = Some(opening.input);
+        // A placement after an earlier slate is moot: this one ends with its own.
+        self.outage = None;
         let mut backoff = Backoff::default();
         self.slate = Some(SlateRun {
             since: Instant::now(),
@@ -111,10 +108,7 @@ impl MediaLoop {
                         tracing::info!(stream = %self.stream, "source back: the slate ends");
                         self.end_slate();
                         self.outage = self
-                            .outputs
-                            .iter()
-                            .filter_map(|o| o.media_end)
-                            .max_by_key(|(end, _)| *end)
+                            .media_end()
                             .map(|(end, end_wall)| Outage::after_slate(end, end_wall));
                         self.first = Some(opened);
                     }
@@ -130,30 +124,29 @@ impl MediaLoop {
                 }
             }
             Some(opener) => slate.opener = Some(opener),
-            None if Instant::now() >= slate.next_attempt => {
-                let (spec, options, limits) = (
-                    self.spec.clone(),
-                    self.options.source.clone(),
-                    self.options.open_limits(&self.stop),
-                );
-                let state = if spec.listens() {
-                    SourceState::Waiting
-                } else {
-                    SourceState::Opening
-                };
-                self.publisher.update_status(|status| status.state = state);
-                match std::thread::Builder::new()
-                    .name(format!("open-{}", self.stream))
-                    .spawn(move || spec.open_any(&options, true, &limits))
-                {
-                    Ok(opener) => slate.opener = Some(opener),
-                    Err(error) => {
-                        tracing::warn!(stream = %self.stream, %error, "cannot start a thread to reopen the source");
-                        slate.next_attempt = Instant::now() + RETRY_CEILING;
-                    }
-                }
-            }
+            None if Instant::now() >= slate.next_attempt => self.reopen_behind_slate(),
             None => {}
+        }
+    }
+
+    /// Starts reopening the source on a thread of its own.
+    fn reopen_behind_slate(&mut self) {
+        let state = if self.spec.listens() {
+            SourceState::Waiting
+        } else {
+            SourceState::Opening
+        };
+        self.publisher.update_status(|status| status.state = state);
+        let spawned = self.spawn_opener();
+        let Some(slate) = self.slate.as_mut() else {
+            return;
+        };
+        match spawned {
+            Ok(opener) => slate.opener = Some(opener),
+            Err(error) => {
+                tracing::warn!(stream = %self.stream, %error, "cannot start a thread to reopen the source");
+                slate.next_attempt = Instant::now() + RETRY_CEILING;
+            }
         }
     }
 

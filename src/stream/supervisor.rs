@@ -13,7 +13,9 @@ use super::media::{MediaError, MediaLoop};
 use super::outage::Outage;
 use super::output::Output;
 use super::status::SourceState;
-use crate::ingest::OpenedSource;
+use std::thread::JoinHandle;
+
+use crate::ingest::{IngestError, OpenedSource};
 
 /// Delays between attempts to reopen a failed source: 0.5 s doubling to 30 s, each
 /// with up to 25 % jitter, so that a fleet of streams does not retry in step.
@@ -146,12 +148,7 @@ impl MediaLoop {
         self.begin_outage();
         if !slate_failed && self.start_slate() {
             tracing::warn!(stream = %self.stream, %error, "source failed; the slate plays while it is reopened");
-            self.publisher.update_status(|status| {
-                status.state = SourceState::Retrying;
-                status.publisher = None;
-                status.last_error = Some(error.to_string());
-                status.restarts += 1;
-            });
+            self.note_failure(error);
             return;
         }
         // While the outage is listed as a gap, every second counts: a source back sooner
@@ -161,12 +158,7 @@ impl MediaLoop {
             _ => backoff.next(),
         };
         tracing::warn!(stream = %self.stream, %error, retry_in = ?delay, "source failed; retrying");
-        self.publisher.update_status(|status| {
-            status.state = SourceState::Retrying;
-            status.publisher = None;
-            status.last_error = Some(error.to_string());
-            status.restarts += 1;
-        });
+        self.note_failure(error);
         let until = Instant::now() + delay;
         while Instant::now() < until && !self.stop.load(Ordering::Relaxed) {
             self.tick_outage();
@@ -186,15 +178,7 @@ impl MediaLoop {
                 .spec
                 .open_any(&self.options.source, self.realtime, &limits)?);
         }
-        let (spec, options, realtime) = (
-            self.spec.clone(),
-            self.options.source.clone(),
-            self.realtime,
-        );
-        let opening = std::thread::Builder::new()
-            .name(format!("open-{}", self.stream))
-            .spawn(move || spec.open_any(&options, realtime, &limits))
-            .map_err(MediaError::Thread)?;
+        let opening = self.spawn_opener().map_err(MediaError::Thread)?;
         while !opening.is_finished() {
             self.tick_outage();
             std::thread::sleep(Duration::from_millis(20));
@@ -203,6 +187,41 @@ impl MediaLoop {
             Ok(opened) => Ok(opened?),
             Err(_) => Err(MediaError::Panicked("opening the source".into())),
         }
+    }
+
+    /// The source opened on a thread of its own, so that this one goes on with the gap
+    /// or the slate meanwhile.
+    pub(super) fn spawn_opener(
+        &self,
+    ) -> std::io::Result<JoinHandle<Result<OpenedSource, IngestError>>> {
+        let (spec, options, realtime) = (
+            self.spec.clone(),
+            self.options.source.clone(),
+            self.realtime,
+        );
+        let limits = self.options.open_limits(&self.stop);
+        std::thread::Builder::new()
+            .name(format!("open-{}", self.stream))
+            .spawn(move || spec.open_any(&options, realtime, &limits))
+    }
+
+    /// Where the media made so far ends, on the media timeline and by capture time (the
+    /// furthest rendition's); `None` before any part.
+    pub(super) fn media_end(&self) -> Option<(Duration, SystemTime)> {
+        self.outputs
+            .iter()
+            .filter_map(|o| o.media_end)
+            .max_by_key(|(end, _)| *end)
+    }
+
+    /// What `/streams` says of a failure.
+    fn note_failure(&self, error: &MediaError) {
+        self.publisher.update_status(|status| {
+            status.state = SourceState::Retrying;
+            status.publisher = None;
+            status.last_error = Some(error.to_string());
+            status.restarts += 1;
+        });
     }
 
     /// The source failed: its outage begins (listed as a gap when that is on, the
@@ -215,12 +234,7 @@ impl MediaLoop {
         let Some(limit) = self.options.source.outage_gap().filter(|_| self.realtime) else {
             return;
         };
-        let Some((start, start_wall)) = self
-            .outputs
-            .iter()
-            .filter_map(|o| o.media_end)
-            .max_by_key(|(end, _)| *end)
-        else {
+        let Some((start, start_wall)) = self.media_end() else {
             return;
         };
         tracing::info!(stream = %self.stream, limit = ?limit, "source down: its time is listed as a gap");
