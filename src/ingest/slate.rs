@@ -2,6 +2,8 @@
 //! a still dark card saying the source is unavailable, with silence, made by libav's
 //! lavfi (`color` + `drawtext`, `anullsrc`) at real time like the test pattern, so the
 //! media path encodes it as it would a camera.
+//!
+//! Imports nothing outside `ingest`.
 
 use std::time::SystemTime;
 
