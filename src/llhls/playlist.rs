@@ -283,27 +283,23 @@ impl MediaPlaylist {
             let _ = writeln!(out, "{}", segment.uri);
         }
         if let Some(live) = &self.live {
-            if live.open_discontinuity && !live.trailing_parts.is_empty() {
+            // 4.4.5.3: one hint, for the next part, while the stream is live. The tags of
+            // a break (EXT-X-DISCONTINUITY, EXT-X-MAP) go before the segment's first
+            // part, or before the hint of it while it is not complete: a player that
+            // preloads the hint must know it comes after a break (Shaka appended a
+            // slate's first part to the camera's decoder configuration and failed).
+            let hint = live.preload_hint.as_ref().filter(|_| !self.ended);
+            let tags_due = !live.trailing_parts.is_empty() || hint.is_some();
+            if live.open_discontinuity && tags_due {
                 out.push_str("#EXT-X-DISCONTINUITY\n");
             }
-            if live.open_map != map && !live.trailing_parts.is_empty() {
+            if live.open_map != map && tags_due {
                 let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", self.map_of(live.open_map));
             }
             for part in &live.trailing_parts {
                 write_part(&mut out, part);
             }
-            // 4.4.5.3: one hint, for the next part, while the stream is live. Not for
-            // the first part after a break, whose EXT-X-DISCONTINUITY and EXT-X-MAP go
-            // before it and so cannot be listed yet: a player preloading it would take
-            // it for more of the old media (Shaka appended a slate's pictures to the
-            // camera's decoder configuration and failed).
-            let break_ahead =
-                live.trailing_parts.is_empty() && (live.open_discontinuity || live.open_map != map);
-            if let Some(hint) = live
-                .preload_hint
-                .as_ref()
-                .filter(|_| !self.ended && !break_ahead)
-            {
+            if let Some(hint) = hint {
                 let _ = writeln!(out, "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{hint}\"");
             }
             for report in &live.rendition_reports {

@@ -204,10 +204,17 @@ impl Output {
     /// after a discontinuity, none of which a player preloading the hint could tell
     /// from more of the same (a gap part is a 404; Shaka appended a slate's pictures to
     /// the camera's decoder configuration).
+    ///
+    /// With `publish` false the closed playlist is not published: what follows (a
+    /// slate, or the source after one) publishes it with its break listed. A player
+    /// given a playlist that ends on a segment's URI takes that segment for the one in
+    /// progress (hls.js 1.7.4's parser does), and when the next one comes after a new
+    /// EXT-X-MAP it keeps the old init segment for it, and fails to decode.
     pub(super) fn close(
         &mut self,
         stream: &str,
         sink: &mut dyn MediaSink,
+        publish: bool,
         now: SystemTime,
     ) -> Result<(), SinkError> {
         let Some(mut segmenter) = self.segmenter.take() else {
@@ -219,7 +226,9 @@ impl Output {
         let drained = self.drain(&mut segmenter, sink);
         self.next_msn = segmenter.next_msn();
         self.live.withdraw_hint(now);
-        self.publish();
+        if publish {
+            self.publish();
+        }
         drained.map(|_| ())
     }
 

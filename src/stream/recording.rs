@@ -106,7 +106,7 @@ pub fn record(
     let now = SystemTime::now();
     for output in &mut media.outputs {
         output
-            .close(name, media.sink.as_mut(), now)
+            .close(name, media.sink.as_mut(), true, now)
             .map_err(|e| failed(e.into()))?;
     }
     let finished = recorded(&media, true);

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant, SystemTime};
 use super::media::MediaLoop;
 use super::opening::open_slate;
 use super::outage::Outage;
+#[cfg(doc)]
+use super::output::Output;
 use super::status::SourceState;
 use super::supervisor::Backoff;
 use crate::ingest::{IngestError, OpenedSource};
@@ -34,19 +36,22 @@ pub(super) struct SlateRun {
 }
 
 impl MediaLoop {
-    /// The source failed: when the slate is on, the stream is live and has made media,
-    /// and no slate ran out since the source last played, the slate takes its place.
+    /// Whether a slate takes the source's place when it fails now: the slate is on, the
+    /// stream is live and has made media, and no slate ran out since the source last
+    /// played.
+    pub(super) fn slate_follows(&self) -> bool {
+        self.options.source.outage_slate().is_some()
+            && self.realtime
+            && !self.slate_spent
+            && self.media_end().is_some()
+    }
+
+    /// The source failed: the slate takes its place (see [`MediaLoop::slate_follows`]).
     /// Returns whether it did.
     pub(super) fn start_slate(&mut self) -> bool {
-        let Some(limit) = self
-            .options
-            .source
-            .outage_slate()
-            .filter(|_| self.realtime && !self.slate_spent)
+        let (Some(limit), Some((end, end_wall))) =
+            (self.options.source.outage_slate(), self.media_end())
         else {
-            return false;
-        };
-        let Some((end, end_wall)) = self.media_end() else {
             return false;
         };
         let opening = match open_slate(&self.options, &self.outputs) {
@@ -92,7 +97,7 @@ impl MediaLoop {
         if slate.since.elapsed() >= slate.limit {
             tracing::warn!(stream = %self.stream, limit = ?slate.limit, "the source is still down: the slate ends");
             self.slate_spent = true;
-            self.end_slate();
+            self.end_slate(true);
             return;
         }
         match slate.opener.take() {
@@ -106,7 +111,8 @@ impl MediaLoop {
                 match opened {
                     Ok(opened) => {
                         tracing::info!(stream = %self.stream, "source back: the slate ends");
-                        self.end_slate();
+                        // The next connect publishes, with the break listed.
+                        self.end_slate(false);
                         self.outage = self
                             .media_end()
                             .map(|(end, end_wall)| Outage::after_slate(end, end_wall));
@@ -151,13 +157,14 @@ impl MediaLoop {
     }
 
     /// Closes the slate's segments (so the playlists list what it made) and drops it
-    /// as the input; a discontinuity follows at the next connect.
-    pub(super) fn end_slate(&mut self) {
+    /// as the input; a discontinuity follows at the next connect. Published now with
+    /// `publish`; otherwise by the connect that follows (see [`Output::close`]).
+    pub(super) fn end_slate(&mut self, publish: bool) {
         self.slate = None;
         self.input = None;
         let now = SystemTime::now();
         for output in &mut self.outputs {
-            if let Err(error) = output.close(&self.stream, self.sink.as_mut(), now) {
+            if let Err(error) = output.close(&self.stream, self.sink.as_mut(), publish, now) {
                 tracing::warn!(stream = %self.stream, %error, "the slate's last part is lost");
             }
         }

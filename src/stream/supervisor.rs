@@ -140,16 +140,24 @@ impl MediaLoop {
         let slate_failed = self.slate.take().is_some();
         self.slate_spent |= slate_failed;
         let now = SystemTime::now();
+        // When a slate follows, it publishes the closed playlists with its break listed
+        // (see `Output::close`).
+        let slate_next = !slate_failed && self.slate_follows();
         for output in &mut self.outputs {
-            if let Err(error) = output.close(&self.stream, self.sink.as_mut(), now) {
+            if let Err(error) = output.close(&self.stream, self.sink.as_mut(), !slate_next, now) {
                 tracing::warn!(stream = %self.stream, %error, "the last part and segment are lost");
             }
         }
         self.begin_outage();
-        if !slate_failed && self.start_slate() {
-            tracing::warn!(stream = %self.stream, %error, "source failed; the slate plays while it is reopened");
-            self.note_failure(error);
-            return;
+        if slate_next {
+            if self.start_slate() {
+                tracing::warn!(stream = %self.stream, %error, "source failed; the slate plays while it is reopened");
+                self.note_failure(error);
+                return;
+            }
+            for output in &mut self.outputs {
+                output.publish();
+            }
         }
         // While the outage is listed as a gap, every second counts: a source back sooner
         // is a shorter gap for every viewer.
