@@ -85,7 +85,8 @@ pub(super) struct MediaLoop {
     /// The multivariant playlist's renditions and the bit rates it gives them; `None`
     /// before the source first opens.
     pub(super) advertised: Option<Advertised>,
-    /// The source's outage being listed as a gap (`source.outage = "gap"`).
+    /// The source's outage being listed as a gap (`source.outage = "gap"`), or, after a
+    /// slate, where the source's media is to be placed when it is back.
     pub(super) outage: Option<Outage>,
     /// The slate playing while the source is down (`source.outage = "slate"`).
     pub(super) slate: Option<super::slate::SlateRun>,
