@@ -129,11 +129,17 @@ async fn a_camera_outage_is_listed_as_a_gap_and_media_resumes_on_the_same_timeli
         "a gap part has no media (RFC 8216bis 6.2.1 lets it be 404)"
     );
     assert_ne!(stream.status().state, SourceState::Live);
+    assert_eq!(
+        stream.status().filling,
+        Some("gap"),
+        "/streams says what fills it"
+    );
 
     // The frozen camera is gone for good; another comes up on its port, alike.
     camera.kill();
     let camera = RtspServer::start(port, &CAMERA);
     let (text, after) = until_resumed(client, 2).await;
+    assert_eq!(stream.status().filling, None);
     assert!(!text.contains("#EXT-X-DISCONTINUITY"), "{text}");
     let gaps: Vec<_> = after.segments.iter().filter(|s| s.gap).collect();
     let gap_time: Duration = gaps.iter().map(|s| s.duration).sum();
@@ -177,6 +183,7 @@ async fn a_camera_outage_is_listed_as_a_gap_and_media_resumes_on_the_same_timeli
         "dated {dated:?} apart, listed {listed_between:?}"
     );
     assert_eq!(stream.status().state, SourceState::Live);
+    assert_eq!(stream.status().filling, None);
     drop(camera);
 }
 
@@ -230,6 +237,7 @@ async fn a_slate_fills_a_camera_outage_between_two_discontinuities() {
     camera.kill();
     blocking_reloads_go_on(client, &stream, Duration::from_secs(3)).await;
     assert_ne!(stream.status().state, SourceState::Live);
+    assert_eq!(stream.status().filling, Some("slate"));
     let camera = RtspServer::start(port, &CAMERA);
 
     // The playlist once the camera is back and a segment of it is complete.
@@ -286,5 +294,6 @@ async fn a_slate_fills_a_camera_outage_between_two_discontinuities() {
             .any(|f| f.media_type == "video" && f.key_frame)
     );
     assert_eq!(stream.status().state, SourceState::Live);
+    assert_eq!(stream.status().filling, None);
     drop(camera);
 }

@@ -126,7 +126,12 @@ impl MediaLoop {
                     };
                     let source_at = frame_time(&frame);
                     self.resume_offset = at.saturating_sub(source_at);
-                    end_gap(&mut self.outage, &mut self.outputs, at.max(source_at));
+                    end_gap(
+                        &mut self.outage,
+                        &mut self.outputs,
+                        &self.publisher,
+                        at.max(source_at),
+                    );
                 }
                 let end = shift_frame(&mut frame, self.resume_offset, format);
                 self.delivered_end = self.delivered_end.max(end);
@@ -178,7 +183,12 @@ impl MediaLoop {
                     };
                     let source_at = timescale.to_duration(sample.decode_ticks);
                     self.resume_offset = at.saturating_sub(source_at);
-                    end_gap(&mut self.outage, &mut self.outputs, at.max(source_at));
+                    end_gap(
+                        &mut self.outage,
+                        &mut self.outputs,
+                        &self.publisher,
+                        at.max(source_at),
+                    );
                 }
                 if let Some((timescale, length)) = timing {
                     sample.decode_ticks += timescale.ticks(self.resume_offset);
@@ -302,6 +312,7 @@ impl MediaLoop {
                 outage.finish(&mut self.outputs, end, now);
                 self.delivered_end = self.delivered_end.max(end);
                 self.outage = None;
+                self.publisher.update_status(|status| status.filling = None);
             }
             None => {}
         }

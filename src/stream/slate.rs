@@ -84,6 +84,8 @@ impl MediaLoop {
             backoff,
         });
         tracing::info!(stream = %self.stream, limit = ?limit, "source down: the slate plays");
+        self.publisher
+            .update_status(|status| status.filling = Some("slate"));
         true
     }
 
@@ -161,6 +163,7 @@ impl MediaLoop {
     /// `publish`; otherwise by the connect that follows (see [`Output::close`]).
     pub(super) fn end_slate(&mut self, publish: bool) {
         self.slate = None;
+        self.publisher.update_status(|status| status.filling = None);
         self.input = None;
         let now = SystemTime::now();
         for output in &mut self.outputs {

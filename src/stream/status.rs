@@ -90,6 +90,10 @@ pub struct StreamStatus {
     /// Who publishes it, for a stream encoders push to (while one does).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub publisher: Option<crate::ingest::push::PublisherInfo>,
+    /// What fills the playlists while the source is down (`source.outage`): `gap` or
+    /// `slate`; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filling: Option<&'static str>,
 }
 
 /// What a stream's source delivered, counted by its media thread.

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::media::{MediaError, MediaLoop};
 use super::outage::Outage;
 use super::output::Output;
+use super::publisher::StreamPublisher;
 use super::status::SourceState;
 use std::thread::JoinHandle;
 
@@ -139,6 +140,9 @@ impl MediaLoop {
         // The slate itself failed: the source is retried as without one.
         let slate_failed = self.slate.take().is_some();
         self.slate_spent |= slate_failed;
+        if slate_failed {
+            self.publisher.update_status(|status| status.filling = None);
+        }
         let now = SystemTime::now();
         // When a slate follows, it publishes the closed playlists with its break listed
         // (see `Output::close`).
@@ -246,6 +250,8 @@ impl MediaLoop {
             return;
         };
         tracing::info!(stream = %self.stream, limit = ?limit, "source down: its time is listed as a gap");
+        self.publisher
+            .update_status(|status| status.filling = Some("gap"));
         self.outage = Some(Outage::new(
             start,
             start_wall,
@@ -260,7 +266,11 @@ impl MediaLoop {
         let Some(outage) = self.outage.as_mut() else {
             return;
         };
-        if outage.tick(&mut self.outputs, SystemTime::now()) {
+        let changed = outage.tick(&mut self.outputs, SystemTime::now());
+        if outage.is_over() && outage.fills() {
+            self.publisher.update_status(|status| status.filling = None);
+        }
+        if changed {
             let changed = vec![true; self.outputs.len()];
             self.publish_changed(&changed);
         }
@@ -269,10 +279,16 @@ impl MediaLoop {
 
 /// The source's media is placed at `resume_at`: the gap is listed up to it, and every
 /// rendition goes on from there.
-pub(super) fn end_gap(outage: &mut Option<Outage>, outputs: &mut [Output], resume_at: Duration) {
+pub(super) fn end_gap(
+    outage: &mut Option<Outage>,
+    outputs: &mut [Output],
+    publisher: &StreamPublisher,
+    resume_at: Duration,
+) {
     let Some(mut ended) = outage.take() else {
         return;
     };
+    publisher.update_status(|status| status.filling = None);
     let now = SystemTime::now();
     ended.finish(outputs, resume_at, now);
     for output in outputs.iter_mut() {
