@@ -6,6 +6,8 @@
 //! the gap listed (where its capture time puts it on that timeline), the gap filled up
 //! to it: no discontinuity, and EXT-X-PROGRAM-DATE-TIME still tells capture time. Past
 //! `outage_max_ms` listing stops, and the return is a discontinuity as without gaps.
+//! After a slate ([`super::slate`]) the same placement, without a gap, puts the
+//! source's media where its capture time falls ([`Outage::after_slate`]).
 //!
 //! Owns the gap's arithmetic only: the outputs list what it says. Never imports the
 //! HTTP layer or the configuration.
