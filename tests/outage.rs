@@ -10,34 +10,22 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::camera::{Served, decode_segment, map_uri, read};
-use common::fixtures::loopback_settings;
+use common::camera::{Served, decode_segment, map_uri, read, serve_camera_with};
 use common::h3client::H3Client;
 use common::rtsp::{RtspServer, free_port};
-use mirror::ingest::{OutageFill, SourceSpec};
+use mirror::ingest::OutageFill;
 use mirror::llhls::parse::ListedPlaylist;
-use mirror::server::RunningServer;
 use mirror::stream::{SourceState, StreamHandle};
 
 const CAMERA: [&str; 4] = ["--codec", "h264", "--audio", "aac"];
 
 /// The camera, and Mirror serving it as `cam`, outages up to `max_ms` filled by `fill`.
 async fn serve(port: u16, fill: OutageFill, max_ms: u32) -> Served {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let camera = RtspServer::start(port, &CAMERA);
-    let mut settings = loopback_settings(dir.path(), 320, 240, 400);
-    settings.source.outage = fill;
-    settings.source.outage_max_ms = max_ms;
-    let server = RunningServer::start_with(&settings, "cam", &SourceSpec::Rtsp(camera.url()))
-        .await
-        .expect("server starts");
-    let client = H3Client::connect(server.h3_addr, &server.tls).await;
-    Served {
-        dir,
-        camera,
-        server,
-        client,
-    }
+    serve_camera_with(port, &CAMERA, |settings| {
+        settings.source.outage = fill;
+        settings.source.outage_max_ms = max_ms;
+    })
+    .await
 }
 
 /// The playlist once media follows the gap and `after` more segments are complete.

@@ -107,12 +107,7 @@ fn check(result: &serde_json::Value, protocol: &str, median_bound_s: f64) -> f64
         serde_json::json!([protocol]),
         "every playlist and media response came over {protocol}: {result}"
     );
-    let mut latencies: Vec<f64> = result["latencies"]
-        .as_array()
-        .expect("latencies")
-        .iter()
-        .filter_map(serde_json::Value::as_f64)
-        .collect();
+    let mut latencies = browser::latencies(result);
     // Four samples a second once playing (VHS gives none while its segment under the
     // playhead has no start time yet).
     assert!(

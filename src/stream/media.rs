@@ -18,7 +18,7 @@ use super::output::Output;
 use super::publisher::StreamPublisher;
 use super::sink::MediaSink;
 use super::status::SourceState;
-use super::supervisor::end_gap;
+use super::supervisor::place_after_outage;
 use crate::cmaf::{AUDIO_TRACK_ID, Sample, Timescale, TrackInfo, VIDEO_TRACK_ID};
 use crate::ingest::{OpenedSource, RawMedia, SourceFormat, SourceFrame, SourceSpec};
 use crate::llhls::RenditionReport;
@@ -112,26 +112,18 @@ impl MediaLoop {
                     return Ok(false);
                 }
                 let format = source.format();
-                if self.outage.as_ref().is_some_and(Outage::is_resuming) {
-                    // After a gap, media goes on with a picture placed on its timeline.
-                    let placed = matches!(frame.media, RawMedia::Video(_))
-                        .then(|| {
-                            self.outage
-                                .as_ref()
-                                .and_then(|o| o.place(frame.captured_at))
-                        })
-                        .flatten();
-                    let Some(at) = placed else {
-                        return Ok(true);
-                    };
-                    let source_at = frame_time(&frame);
-                    self.resume_offset = at.saturating_sub(source_at);
-                    end_gap(
-                        &mut self.outage,
-                        &mut self.outputs,
-                        &self.publisher,
-                        at.max(source_at),
-                    );
+                // After an outage, media goes on with a picture placed on its timeline.
+                let placed = place_after_outage(
+                    &mut self.outage,
+                    &mut self.outputs,
+                    &self.publisher,
+                    &mut self.resume_offset,
+                    matches!(frame.media, RawMedia::Video(_)),
+                    frame.captured_at,
+                    || Some(frame_time(&frame)),
+                );
+                if !placed {
+                    return Ok(true);
                 }
                 let end = shift_frame(&mut frame, self.resume_offset, format);
                 self.delivered_end = self.delivered_end.max(end);
@@ -168,27 +160,19 @@ impl MediaLoop {
                     .find(|t| t.track_id == sample.track_id)
                     .map(|t| (t.timescale, u64::from(t.nominal_sample_ticks)))
                     .or(foreign.map(|f| (Timescale(f.rate()), f.duration_of(&sample.data))));
-                if self.outage.as_ref().is_some_and(Outage::is_resuming) {
-                    // After a gap, media goes on at a keyframe placed on its timeline;
-                    // what comes before that keyframe has no place to go.
-                    let placed = (sample.track_id == VIDEO_TRACK_ID && sample.keyframe)
-                        .then(|| {
-                            self.outage
-                                .as_ref()
-                                .and_then(|o| o.place(sample.captured_at))
-                        })
-                        .flatten();
-                    let (Some(at), Some((timescale, _))) = (placed, timing) else {
-                        return Ok(true);
-                    };
-                    let source_at = timescale.to_duration(sample.decode_ticks);
-                    self.resume_offset = at.saturating_sub(source_at);
-                    end_gap(
-                        &mut self.outage,
-                        &mut self.outputs,
-                        &self.publisher,
-                        at.max(source_at),
-                    );
+                // After an outage, media goes on at a keyframe placed on its timeline;
+                // what comes before that keyframe has no place to go.
+                let placed = place_after_outage(
+                    &mut self.outage,
+                    &mut self.outputs,
+                    &self.publisher,
+                    &mut self.resume_offset,
+                    sample.track_id == VIDEO_TRACK_ID && sample.keyframe,
+                    sample.captured_at,
+                    || timing.map(|(timescale, _)| timescale.to_duration(sample.decode_ticks)),
+                );
+                if !placed {
+                    return Ok(true);
                 }
                 if let Some((timescale, length)) = timing {
                     sample.decode_ticks += timescale.ticks(self.resume_offset);

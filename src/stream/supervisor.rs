@@ -277,9 +277,38 @@ impl MediaLoop {
     }
 }
 
+/// While a source back after an outage has no media placed yet: whether what it just
+/// delivered goes on, placed. Only a frame that `starts` media (a keyframe, or a
+/// picture to encode) is placed, where its capture time falls after what the outage
+/// listed; `source_at` (where it is on its source's own timeline, asked only then) sets
+/// the shift of everything after it, and the gap is listed up to it. Anything else is
+/// dropped. Always true outside that wait.
+pub(super) fn place_after_outage(
+    outage: &mut Option<Outage>,
+    outputs: &mut [Output],
+    publisher: &StreamPublisher,
+    resume_offset: &mut Duration,
+    starts: bool,
+    captured_at: SystemTime,
+    source_at: impl FnOnce() -> Option<Duration>,
+) -> bool {
+    let Some(waiting) = outage.as_ref().filter(|o| o.is_resuming()) else {
+        return true;
+    };
+    let Some(at) = starts.then(|| waiting.place(captured_at)).flatten() else {
+        return false;
+    };
+    let Some(source_at) = source_at() else {
+        return false;
+    };
+    *resume_offset = at.saturating_sub(source_at);
+    end_gap(outage, outputs, publisher, at.max(source_at));
+    true
+}
+
 /// The source's media is placed at `resume_at`: the gap is listed up to it, and every
 /// rendition goes on from there.
-pub(super) fn end_gap(
+fn end_gap(
     outage: &mut Option<Outage>,
     outputs: &mut [Output],
     publisher: &StreamPublisher,

@@ -25,3 +25,13 @@ pub async fn run_script(script: &str, args: &[String]) -> serde_json::Value {
     );
     serde_json::from_str(stdout.trim()).expect("JSON from the page")
 }
+
+/// The latency samples of a `players.mjs` report (seconds, four a second once playing).
+pub fn latencies(report: &serde_json::Value) -> Vec<f64> {
+    report["latencies"]
+        .as_array()
+        .expect("latencies")
+        .iter()
+        .filter_map(serde_json::Value::as_f64)
+        .collect()
+}

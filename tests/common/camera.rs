@@ -25,9 +25,19 @@ pub struct Served {
 
 /// Starts `tests/rtsp/server.py` on `port` with `args`, and Mirror playing it.
 pub async fn serve_camera(port: u16, args: &[&str]) -> Served {
+    serve_camera_with(port, args, |_| {}).await
+}
+
+/// The same, Mirror's settings changed by `adjust` first.
+pub async fn serve_camera_with(
+    port: u16,
+    args: &[&str],
+    adjust: impl FnOnce(&mut mirror::config::Settings),
+) -> Served {
     let dir = tempfile::tempdir().expect("tempdir");
     let camera = RtspServer::start(port, args);
-    let settings = loopback_settings(dir.path(), 320, 240, 400);
+    let mut settings = loopback_settings(dir.path(), 320, 240, 400);
+    adjust(&mut settings);
     let server = RunningServer::start_with(&settings, "cam", &SourceSpec::Rtsp(camera.url()))
         .await
         .expect("server starts");
